@@ -1,0 +1,204 @@
+// Package api serves bm-server's tenant API: mount info, bucket-scoped mount
+// credentials, change notifications (POST /sync), tenant status and the
+// health check the Basic Memory client calls after login. Bodies are the
+// wire types of cloudapi/tenantapi.
+//
+// The tenant of a request comes only from the verified token's claims, never
+// from the request. A mount key's secret appears in the response of
+// POST /tenant/mount/credentials and nowhere else: not in the store, not in
+// a log line.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/server/storage"
+	"github.com/basicmachines-co/bm-agent/server/store"
+)
+
+// Authenticator verifies the bearer token of a request and returns its
+// claims. The issuer (or an external verifier) provides it. Any error means
+// 401.
+type Authenticator interface {
+	Authenticate(r *http.Request) (tenantapi.Claims, error)
+}
+
+// Handler serves the tenant API. Store, Storage and Auth are required.
+type Handler struct {
+	Store   *store.Store
+	Storage storage.Provider
+	Auth    Authenticator
+	Logger  *slog.Logger
+	// SubscribeURL goes into subscription_required errors.
+	SubscribeURL string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// OnSync is told about POST /sync after it is recorded. It runs before
+	// the response is written, with a context that outlives the request, so
+	// it must hand the work off rather than block.
+	OnSync func(ctx context.Context, tenantID string, req tenantapi.SyncRequest)
+}
+
+// maxBody bounds the JSON bodies the API reads.
+const maxBody = 16 << 10
+
+// maxDescription bounds a credential's description.
+const maxDescription = 200
+
+// SubscriptionMessage is the message of a subscription_required error.
+const SubscriptionMessage = "Active subscription required"
+
+// policy says what a route demands of the caller's tenant beyond a valid
+// token and an existing tenant.
+type policy struct {
+	subscription bool // subscription_status must be active or trialing
+	active       bool // tenant status must be active
+}
+
+var (
+	// full: using the service (mount info, new keys, sync, health).
+	full = policy{subscription: true, active: true}
+	// lenient: reading one's status and revoking one's keys stay possible
+	// without a subscription or when suspended.
+	lenient = policy{}
+	// listing keys needs an active tenant but no subscription, so that a
+	// lapsed tenant can see what to revoke.
+	listing = policy{active: true}
+)
+
+// Register adds the tenant API routes to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.Handle("GET "+tenantapi.PathMountInfo, h.tenant(full, h.mountInfo))
+	mux.Handle("POST "+tenantapi.PathMountCredentials, h.tenant(full, h.createCredential))
+	mux.Handle("GET "+tenantapi.PathMountCredentials, h.tenant(listing, h.listCredentials))
+	mux.Handle("DELETE "+tenantapi.PathMountCredentials+"/{id}", h.tenant(lenient, h.revokeCredential))
+	mux.Handle("POST "+tenantapi.PathSync, h.tenant(full, h.sync))
+	mux.Handle("GET "+tenantapi.PathTenantStatus, h.tenant(lenient, h.status))
+	mux.Handle("GET "+tenantapi.PathProxyHealth, h.tenant(full, h.health))
+}
+
+// caller is the verified identity of a request and its tenant's row.
+type caller struct {
+	claims tenantapi.Claims
+	tenant store.Tenant
+}
+
+type tenantFunc func(w http.ResponseWriter, r *http.Request, c caller)
+
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// subscribed reports whether a subscription status allows using the service.
+func subscribed(status string) bool { return status == "active" || status == "trialing" }
+
+// tenant authenticates the request, loads the caller's tenant and applies
+// p before calling next.
+func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, err := h.Auth.Authenticate(r)
+		if err != nil {
+			detail := "Invalid or expired token"
+			if r.Header.Get("Authorization") == "" {
+				detail = "Not authenticated"
+			}
+			// The error may quote the token: log only that it failed.
+			h.logger().InfoContext(r.Context(), "unauthenticated request", "method", r.Method, "path", r.URL.Path, "reason", detail)
+			w.Header().Set("WWW-Authenticate", `Bearer`)
+			writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: detail})
+			return
+		}
+		if claims.TenantID == "" {
+			writeJSON(w, http.StatusForbidden, tenantapi.ErrorBody{Detail: "no tenant for this account"})
+			return
+		}
+		if p.subscription && !subscribed(claims.SubscriptionStatus) {
+			h.subscriptionRequired(w)
+			return
+		}
+		t, err := h.Store.TenantByID(r.Context(), claims.TenantID)
+		if errors.Is(err, store.ErrNotFound) {
+			writeJSON(w, http.StatusForbidden, tenantapi.ErrorBody{Detail: "tenant not found"})
+			return
+		}
+		if err != nil {
+			h.internal(w, r, "load tenant", err)
+			return
+		}
+		if p.active && t.Status != store.TenantActive {
+			writeJSON(w, http.StatusForbidden, tenantapi.ErrorBody{Detail: "tenant suspended"})
+			return
+		}
+		if p.subscription && !subscribed(t.SubscriptionStatus) {
+			h.subscriptionRequired(w)
+			return
+		}
+		next(w, r, caller{claims: claims, tenant: t})
+	})
+}
+
+func (h *Handler) subscriptionRequired(w http.ResponseWriter) {
+	writeJSON(w, http.StatusForbidden, tenantapi.SubscriptionErrorBody{Detail: tenantapi.SubscriptionError{
+		Error:        tenantapi.ErrSubscriptionRequired,
+		Message:      SubscriptionMessage,
+		SubscribeURL: h.SubscribeURL,
+	}})
+}
+
+// internal logs err (which never carries a secret here) and answers 500
+// with a generic detail.
+func (h *Handler) internal(w http.ResponseWriter, r *http.Request, op string, err error) {
+	h.logger().ErrorContext(r.Context(), "tenant api: "+op, "method", r.Method, "path", r.URL.Path, "err", err)
+	writeJSON(w, http.StatusInternalServerError, tenantapi.ErrorBody{Detail: "internal server error"})
+}
+
+// noBucket answers for a tenant whose bucket does not exist yet.
+func noBucket(w http.ResponseWriter) {
+	writeJSON(w, http.StatusConflict, tenantapi.ErrorBody{Detail: "tenant has no bucket yet"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes an optional JSON body into v: an empty body leaves v
+// as it is.
+func readJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode body: %w", err)
+	}
+	return nil
+}
+
+func badRequest(w http.ResponseWriter, detail string) {
+	writeJSON(w, http.StatusBadRequest, tenantapi.ErrorBody{Detail: detail})
+}

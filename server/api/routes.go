@@ -1,0 +1,229 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/server/storage"
+	"github.com/basicmachines-co/bm-agent/server/store"
+)
+
+// Audit event kinds written by the handlers.
+const (
+	AuditCredentialCreated = "credential.created"
+	AuditCredentialRevoked = "credential.revoked"
+	AuditBucketChanged     = "bucket.changed"
+)
+
+// GET /tenant/mount/info
+func (h *Handler) mountInfo(w http.ResponseWriter, r *http.Request, c caller) {
+	if c.tenant.BucketName == "" {
+		noBucket(w)
+		return
+	}
+	creds, err := h.Store.ListCredentials(r.Context(), c.tenant.ID)
+	if err != nil {
+		h.internal(w, r, "mount info", err)
+		return
+	}
+	info := tenantapi.MountInfo{
+		TenantID:       c.tenant.ID,
+		BucketName:     c.tenant.BucketName,
+		HasCredentials: len(creds) > 0,
+	}
+	if len(creds) > 0 { // newest first
+		at := creds[0].CreatedAt.UTC().Format(time.RFC3339Nano)
+		info.CredentialsCreatedAt = &at
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// POST /tenant/mount/credentials
+func (h *Handler) createCredential(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := r.Context()
+	var req tenantapi.CreateCredentialsRequest
+	if err := readJSON(r, &req); err != nil {
+		badRequest(w, "invalid request body")
+		return
+	}
+	if len(req.Description) > maxDescription {
+		badRequest(w, fmt.Sprintf("description longer than %d bytes", maxDescription))
+		return
+	}
+	if c.tenant.BucketName == "" {
+		noBucket(w)
+		return
+	}
+	key, err := h.Storage.MintKey(ctx, c.tenant.BucketName)
+	if err != nil {
+		h.internal(w, r, "mint key", err)
+		return
+	}
+	if key.AccessKey == "" || key.SecretKey == "" {
+		h.internal(w, r, "mint key", errors.New("provider returned an incomplete key"))
+		return
+	}
+	cred := store.Credential{
+		ID:          store.NewID(),
+		TenantID:    c.tenant.ID,
+		AccessKey:   key.AccessKey,
+		ProviderRef: key.Ref,
+		Description: req.Description,
+		CreatedAt:   h.now(),
+	}
+	if err := h.Store.InsertCredential(ctx, cred); err != nil {
+		// A key nobody tracks must not stay usable.
+		if rerr := h.Storage.RevokeKey(context.WithoutCancel(ctx), storage.Key{AccessKey: key.AccessKey, Ref: key.Ref}); rerr != nil {
+			h.logger().ErrorContext(ctx, "revoke untracked key", "tenant", c.tenant.ID, "access_key", key.AccessKey, "err", rerr)
+		}
+		h.internal(w, r, "record credential", err)
+		return
+	}
+	if err := h.Store.AddAudit(ctx, c.tenant.ID, AuditCredentialCreated,
+		fmt.Sprintf("credential_id=%s access_key=%s", cred.ID, cred.AccessKey)); err != nil {
+		h.logger().ErrorContext(ctx, "audit", "kind", AuditCredentialCreated, "tenant", c.tenant.ID, "err", err)
+	}
+	h.logger().InfoContext(ctx, "mount credential created", "tenant", c.tenant.ID, "credential_id", cred.ID, "access_key", cred.AccessKey)
+	endpoint, region := h.Storage.Endpoint()
+	writeJSON(w, http.StatusOK, tenantapi.MountCredentials{
+		TenantID:     c.tenant.ID,
+		BucketName:   c.tenant.BucketName,
+		AccessKey:    key.AccessKey,
+		SecretKey:    key.SecretKey,
+		EndpointURL:  endpoint,
+		Region:       region,
+		CredentialID: cred.ID,
+	})
+}
+
+// GET /tenant/mount/credentials
+func (h *Handler) listCredentials(w http.ResponseWriter, r *http.Request, c caller) {
+	creds, err := h.Store.ListCredentials(r.Context(), c.tenant.ID)
+	if err != nil {
+		h.internal(w, r, "list credentials", err)
+		return
+	}
+	out := tenantapi.CredentialList{Credentials: make([]tenantapi.Credential, 0, len(creds))}
+	for _, cr := range creds {
+		out.Credentials = append(out.Credentials, wireCredential(cr))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func wireCredential(c store.Credential) tenantapi.Credential {
+	return tenantapi.Credential{
+		ID:             c.ID,
+		AccessKey:      c.AccessKey,
+		Description:    c.Description,
+		CreatedAt:      c.CreatedAt,
+		LastUsedAt:     c.LastUsedAt,
+		RevokedAt:      c.RevokedAt,
+		DeletionStatus: c.DeletionStatus,
+	}
+}
+
+// DELETE /tenant/mount/credentials/{id}
+//
+// The key is revoked in the store first (the embedded provider then rejects
+// it at once), then at the provider. A provider failure leaves deletion
+// status "failed" and the response still 200: the key is revoked for the
+// tenant, and calling DELETE again (or a retry job, see
+// store.PendingDeletions) retries the provider.
+func (h *Handler) revokeCredential(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	cred, err := h.Store.CredentialByID(ctx, c.tenant.ID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, tenantapi.ErrorBody{Detail: "credential not found"})
+		return
+	}
+	if err != nil {
+		h.internal(w, r, "load credential", err)
+		return
+	}
+	if cred.DeletionStatus == store.DeletionCompleted {
+		writeJSON(w, http.StatusOK, tenantapi.RevokeResponse{ID: cred.ID, Revoked: true, DeletionStatus: cred.DeletionStatus})
+		return
+	}
+	cred, err = h.Store.RevokeCredential(ctx, c.tenant.ID, id, h.now())
+	if err != nil {
+		h.internal(w, r, "revoke credential", err)
+		return
+	}
+	status := store.DeletionCompleted
+	rerr := h.Storage.RevokeKey(context.WithoutCancel(ctx), storage.Key{AccessKey: cred.AccessKey, Ref: cred.ProviderRef})
+	if rerr != nil && !errors.Is(rerr, storage.ErrNotFound) {
+		status = store.DeletionFailed
+		h.logger().ErrorContext(ctx, "revoke key at provider", "tenant", c.tenant.ID, "credential_id", cred.ID, "err", rerr)
+	}
+	if err := h.Store.SetDeletionStatus(context.WithoutCancel(ctx), cred.ID, status); err != nil {
+		h.logger().ErrorContext(ctx, "record deletion status", "tenant", c.tenant.ID, "credential_id", cred.ID, "err", err)
+	}
+	if err := h.Store.AddAudit(ctx, c.tenant.ID, AuditCredentialRevoked,
+		fmt.Sprintf("credential_id=%s access_key=%s deletion_status=%s", cred.ID, cred.AccessKey, status)); err != nil {
+		h.logger().ErrorContext(ctx, "audit", "kind", AuditCredentialRevoked, "tenant", c.tenant.ID, "err", err)
+	}
+	writeJSON(w, http.StatusOK, tenantapi.RevokeResponse{ID: cred.ID, Revoked: true, DeletionStatus: status})
+}
+
+// POST /sync
+func (h *Handler) sync(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := r.Context()
+	var req tenantapi.SyncRequest
+	if err := readJSON(r, &req); err != nil {
+		badRequest(w, "invalid request body")
+		return
+	}
+	req.Device = clip(req.Device, 200)
+	req.Reason = clip(req.Reason, 200)
+	if err := h.Store.AddAudit(ctx, c.tenant.ID, AuditBucketChanged,
+		fmt.Sprintf("device=%q reason=%q", req.Device, req.Reason)); err != nil {
+		h.internal(w, r, "record sync", err)
+		return
+	}
+	if h.OnSync != nil {
+		h.OnSync(context.WithoutCancel(ctx), c.tenant.ID, req)
+	}
+	writeJSON(w, http.StatusAccepted, tenantapi.SyncResponse{Accepted: true})
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// GET /tenant/status
+func (h *Handler) status(w http.ResponseWriter, r *http.Request, c caller) {
+	n, err := h.Store.CountActiveCredentials(r.Context(), c.tenant.ID)
+	if err != nil {
+		h.internal(w, r, "tenant status", err)
+		return
+	}
+	// The store is the authority on the subscription; claims may be stale.
+	sub, tier := c.tenant.SubscriptionStatus, c.tenant.SubscriptionTier
+	if sub == "" {
+		sub = c.claims.SubscriptionStatus
+	}
+	if tier == "" {
+		tier = c.claims.SubscriptionTier
+	}
+	writeJSON(w, http.StatusOK, tenantapi.TenantStatus{
+		TenantID:           c.tenant.ID,
+		Email:              c.claims.Email,
+		SubscriptionStatus: sub,
+		SubscriptionTier:   tier,
+		BucketName:         c.tenant.BucketName,
+		Devices:            n,
+	})
+}
+
+// GET /proxy/health
+func (h *Handler) health(w http.ResponseWriter, _ *http.Request, _ caller) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}

@@ -1,0 +1,289 @@
+// Package issuer is bm-server's built-in OAuth 2.0 / OpenID Connect issuer,
+// used when bm-server is self-hosted instead of relying on an external
+// identity provider.
+//
+// The protocol work is done by github.com/ory/fosite: the authorization code
+// grant with PKCE (required, S256 only), the refresh token grant with
+// rotation, OpenID Connect id_tokens and token revocation. Access tokens are
+// RS256-signed JWTs whose tenant claims (tenant_id, subscription_status,
+// subscription_tier, email) sit at the top level of the payload; Verify
+// checks them without any storage, so a revoked access token stays valid
+// until it expires (AccessTokenTTL, one hour by default). Refresh tokens and
+// authorization codes are opaque HMAC tokens.
+//
+// There is one public client, tenantapi.DefaultClientID ("bm-agent"), with
+// no secret (token endpoint auth method "none") and the loopback redirect
+// URIs http://127.0.0.1/callback and http://localhost/callback on any port
+// (RFC 8252 section 7.3).
+//
+// Authorization codes, PKCE sessions and refresh-token sessions live in
+// fosite's in-memory store in this first version: they are lost when the
+// server restarts (every agent must then log in again) and are never
+// garbage-collected. A SQL-backed fosite store is a later issue. Accounts
+// come from the Accounts interface.
+package issuer
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/storage"
+	"github.com/ory/fosite/token/jwt"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+)
+
+// Routes served by Register, relative to the issuer URL.
+const (
+	PathDiscovery = tenantapi.PathDiscovery
+	PathAuthorize = "/oauth2/authorize"
+	PathToken     = "/oauth2/token"
+	PathJWKS      = "/oauth2/jwks"
+	PathRevoke    = "/oauth2/revoke"
+)
+
+// Audience is the aud claim of every access token this issuer mints: the
+// tenant API. Verify rejects tokens without it (id_tokens, whose audience is
+// the client id, are therefore not accepted as access tokens).
+const Audience = "bm-api"
+
+// Scopes the client may ask for.
+var Scopes = []string{"openid", "profile", "email", "offline_access"}
+
+// Loopback redirect URIs registered for the client; any port is accepted.
+var RedirectURIs = []string{"http://127.0.0.1/callback", "http://localhost/callback"}
+
+// Defaults for Config.
+const (
+	DefaultAccessTokenTTL  = time.Hour
+	DefaultRefreshTokenTTL = 30 * 24 * time.Hour
+	authorizeCodeTTL       = 10 * time.Minute
+)
+
+// Accounts is where the issuer finds people and their tenants.
+type Accounts interface {
+	// Authenticate checks an email and password and returns the account's subject (id).
+	Authenticate(ctx context.Context, email, password string) (subject string, err error)
+	// Claims returns the claims to put in an access token for subject.
+	Claims(ctx context.Context, subject string) (tenantapi.Claims, error)
+}
+
+// Config configures an Issuer. The caller persists SigningKey and
+// GlobalSecret (see LoadOrCreateKey and LoadOrCreateSecret) so tokens
+// survive a restart.
+type Config struct {
+	// IssuerURL is the iss claim and the base of every endpoint URL, e.g.
+	// http://127.0.0.1:8787 (a trailing slash is removed). Register serves
+	// the routes at the root of the mux, so IssuerURL must name that root.
+	IssuerURL string
+	// SigningKey signs access tokens and id_tokens (RS256).
+	SigningKey *rsa.PrivateKey
+	// Accounts authenticates people and supplies token claims.
+	Accounts Accounts
+	// AccessTokenTTL defaults to one hour, RefreshTokenTTL to 30 days.
+	AccessTokenTTL, RefreshTokenTTL time.Duration
+	// GlobalSecret is at least 32 random bytes; it keys fosite's HMAC
+	// strategy (authorization codes, refresh tokens) and the login form's
+	// CSRF tokens.
+	GlobalSecret []byte
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Issuer is the built-in OAuth 2.0 / OIDC issuer. Create it with New and
+// serve it with Register.
+type Issuer struct {
+	issuer   string
+	accounts Accounts
+	key      *rsa.PrivateKey
+	kid      string
+	csrfKey  []byte
+	secure   bool // issuer URL is https: cookies get Secure
+	log      *slog.Logger
+	provider fosite.OAuth2Provider
+	signer   jwt.Signer
+}
+
+// New builds an Issuer from cfg.
+func New(cfg Config) (*Issuer, error) {
+	iss := strings.TrimRight(cfg.IssuerURL, "/")
+	u, err := url.Parse(iss)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("issuer: new: issuer URL: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+		return nil, fmt.Errorf("issuer: new: issuer URL %q must be an absolute http(s) URL", cfg.IssuerURL)
+	case cfg.SigningKey == nil:
+		return nil, errors.New("issuer: new: no signing key")
+	case cfg.SigningKey.N.BitLen() < 2048:
+		return nil, errors.New("issuer: new: signing key shorter than 2048 bits")
+	case cfg.Accounts == nil:
+		return nil, errors.New("issuer: new: no accounts")
+	case len(cfg.GlobalSecret) < 32:
+		return nil, fmt.Errorf("issuer: new: global secret must be at least 32 bytes, got %d", len(cfg.GlobalSecret))
+	}
+	if cfg.AccessTokenTTL <= 0 {
+		cfg.AccessTokenTTL = DefaultAccessTokenTTL
+	}
+	if cfg.RefreshTokenTTL <= 0 {
+		cfg.RefreshTokenTTL = DefaultRefreshTokenTTL
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	kid, err := keyID(&cfg.SigningKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: new: %w", err)
+	}
+
+	fcfg := &fosite.Config{
+		AccessTokenLifespan:            cfg.AccessTokenTTL,
+		RefreshTokenLifespan:           cfg.RefreshTokenTTL,
+		AuthorizeCodeLifespan:          authorizeCodeTTL,
+		IDTokenLifespan:                cfg.AccessTokenTTL,
+		IDTokenIssuer:                  iss,
+		AccessTokenIssuer:              iss,
+		TokenURL:                       iss + PathToken,
+		GlobalSecret:                   cfg.GlobalSecret,
+		EnforcePKCE:                    true,
+		EnablePKCEPlainChallengeMethod: false,
+		ScopeStrategy:                  fosite.ExactScopeStrategy,
+		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
+		RefreshTokenScopes:             []string{"offline_access"},
+	}
+	store := newStore(&fosite.DefaultOpenIDConnectClient{
+		DefaultClient: &fosite.DefaultClient{
+			ID:            tenantapi.DefaultClientID,
+			RedirectURIs:  RedirectURIs,
+			GrantTypes:    []string{"authorization_code", "refresh_token"},
+			ResponseTypes: []string{"code"},
+			Scopes:        Scopes,
+			Audience:      []string{Audience},
+			Public:        true,
+		},
+		TokenEndpointAuthMethod: "none",
+	})
+	keyGetter := func(context.Context) (any, error) { return cfg.SigningKey, nil }
+	signer := &jwt.DefaultSigner{GetPrivateKey: keyGetter}
+	strategy := &compose.CommonStrategy{
+		CoreStrategy:               compose.NewOAuth2JWTStrategy(keyGetter, compose.NewOAuth2HMACStrategy(fcfg), fcfg),
+		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fcfg),
+		Signer:                     signer,
+	}
+	provider := compose.Compose(fcfg, store, strategy,
+		compose.OAuth2AuthorizeExplicitFactory,
+		compose.OAuth2RefreshTokenGrantFactory,
+		compose.OpenIDConnectExplicitFactory,
+		compose.OpenIDConnectRefreshFactory,
+		compose.OAuth2TokenRevocationFactory,
+		compose.OAuth2PKCEFactory, // after the authorize code handler, which it needs
+	)
+
+	mac := hmac.New(sha256.New, cfg.GlobalSecret)
+	mac.Write([]byte("bm-server issuer login form csrf"))
+	return &Issuer{
+		issuer:   iss,
+		accounts: cfg.Accounts,
+		key:      cfg.SigningKey,
+		kid:      kid,
+		csrfKey:  mac.Sum(nil),
+		secure:   u.Scheme == "https",
+		log:      log,
+		provider: provider,
+		signer:   signer,
+	}, nil
+}
+
+// Register adds the issuer's routes to mux: discovery, JWKS, the login page
+// (GET and POST /oauth2/authorize), the token endpoint and revocation.
+func (i *Issuer) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+PathDiscovery, i.serveDiscovery)
+	mux.HandleFunc("GET "+PathJWKS, i.serveJWKS)
+	mux.HandleFunc("GET "+PathAuthorize, i.serveLoginForm)
+	mux.HandleFunc("POST "+PathAuthorize, i.serveLoginSubmit)
+	mux.HandleFunc("POST "+PathToken, i.serveToken)
+	mux.HandleFunc("POST "+PathRevoke, i.serveRevoke)
+}
+
+// memoryStore is fosite's in-memory storage with one change: a redirect URI
+// on http://localhost with any port matches a registered
+// http://localhost/... URI. fosite grants the RFC 8252 any-port rule only to
+// IP literals (127.0.0.1, [::1]).
+type memoryStore struct {
+	*storage.MemoryStore
+}
+
+func newStore(client fosite.Client) *memoryStore {
+	s := storage.NewMemoryStore()
+	s.Clients[client.GetID()] = client
+	return &memoryStore{MemoryStore: s}
+}
+
+type redirectKey struct{}
+
+// withRedirect records the redirect_uri of the authorize request being
+// handled, for memoryStore.GetClient.
+func withRedirect(ctx context.Context, redirectURI string) context.Context {
+	return context.WithValue(ctx, redirectKey{}, redirectURI)
+}
+
+// GetClient returns the client; during an authorize request whose
+// redirect_uri is http://localhost:<port>/<path> and whose client registered
+// http://localhost/<path>, the returned copy also lists the requested URI,
+// so fosite's exact match accepts it.
+func (s *memoryStore) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	c, err := s.MemoryStore.GetClient(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := ctx.Value(redirectKey{}).(string)
+	if raw == "" {
+		return c, nil
+	}
+	oc, ok := c.(*fosite.DefaultOpenIDConnectClient)
+	if !ok || !localhostMatch(raw, oc.RedirectURIs) {
+		return c, nil
+	}
+	dc := *oc.DefaultClient
+	dc.RedirectURIs = append(append([]string(nil), dc.RedirectURIs...), raw)
+	cp := *oc
+	cp.DefaultClient = &dc
+	return &cp, nil
+}
+
+// localhostMatch reports whether raw is http://localhost:<port><path> and
+// http://localhost<path> (same path, no query, user info or fragment) is
+// registered.
+func localhostMatch(raw string, registered []string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Hostname() != "localhost" ||
+		u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return false
+	}
+	if p := u.Port(); p != "" {
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	for _, r := range registered {
+		ru, err := url.Parse(r)
+		if err == nil && ru.Scheme == "http" && ru.Host == "localhost" && ru.Path == u.Path && ru.RawQuery == "" {
+			return true
+		}
+	}
+	return false
+}

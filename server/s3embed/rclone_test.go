@@ -1,0 +1,114 @@
+package s3embed_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	_ "github.com/rclone/rclone/backend/s3" // registers the "s3" backend
+	"github.com/rclone/rclone/fs"
+	"github.com/rclone/rclone/fs/config/configmap"
+	"github.com/rclone/rclone/fs/operations"
+)
+
+// TestRclone drives rclone's s3 backend, configured in code as the agent
+// does (path style, no_check_bucket, a bucket-scoped key), against the
+// endpoint: put with a modtime, list, read back, modtime preserved, and no
+// per-object HEAD while listing.
+func TestRclone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	info, err := fs.Find("s3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := info.NewFs(ctx, "embedded", bucketA, fs.ConfigMap(info.Prefix, info.Options, "", configmap.Simple{
+		"provider":          "Other",
+		"env_auth":          "false",
+		"access_key_id":     "AKA",
+		"secret_access_key": "secret-a",
+		"endpoint":          e.url,
+		"region":            "us-east-1",
+		"force_path_style":  "true",
+		"no_check_bucket":   "true",
+		"list_version":      "2",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	mtime := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	body := []byte("# from rclone\n")
+	if _, err := operations.Rcat(ctx, f, "notes/rclone.md", io.NopCloser(bytes.NewReader(body)), mtime, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := operations.Rcat(ctx, f, "notes/other.md", io.NopCloser(bytes.NewReader([]byte("x"))), mtime, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	e.srv.ResetStats()
+	entries, err := f.List(ctx, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, en := range entries {
+		names = append(names, en.Remote())
+	}
+	if len(names) != 2 || names[0] != "notes/other.md" || names[1] != "notes/rclone.md" {
+		t.Fatalf("rclone listing = %v", names)
+	}
+	if st := e.srv.Stats(); st["HeadObject"] != 0 || st["ListObjectsV2"] != 1 {
+		t.Errorf("listing made requests %v, want one ListObjectsV2 and no HeadObject", st)
+	}
+
+	obj, err := f.NewObject(ctx, "notes/rclone.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := obj.ModTime(ctx); !got.Equal(mtime) {
+		t.Errorf("modtime = %v, want %v", got, mtime)
+	}
+	if obj.Size() != int64(len(body)) {
+		t.Errorf("size = %d", obj.Size())
+	}
+	rc, err := obj.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, body) {
+		t.Errorf("content = %q", got)
+	}
+	// And the object is visible to the SDK with rclone's mtime metadata.
+	if md := get(t, e.a, bucketA, "notes/rclone.md"); !bytes.Equal(md, body) {
+		t.Errorf("sdk read %q", md)
+	}
+
+	// A big streamed upload goes multipart.
+	e.srv.ResetStats()
+	big := bytes.Repeat([]byte("0123456789"), 650_000) // 6.5 MB
+	bigObj, err := operations.Rcat(ctx, f, "big.bin", io.NopCloser(bytes.NewReader(big)), mtime, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := e.srv.Stats(); st["CompleteMultipartUpload"] != 1 || st["UploadPart"] < 2 {
+		t.Errorf("big upload requests = %v, want multipart", st)
+	}
+	if bigObj.Size() != int64(len(big)) || !bigObj.ModTime(ctx).Equal(mtime) {
+		t.Errorf("big object size %d modtime %v", bigObj.Size(), bigObj.ModTime(ctx))
+	}
+	if got := get(t, e.a, bucketA, "big.bin"); !bytes.Equal(got, big) {
+		t.Errorf("big object content differs")
+	}
+
+	if err := operations.DeleteFile(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewObject(ctx, "notes/rclone.md"); err == nil {
+		t.Error("object still there after delete")
+	}
+}

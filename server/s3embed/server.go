@@ -1,0 +1,401 @@
+// Package s3embed is bm-server's embedded S3 endpoint: an S3-compatible
+// HTTP API over a local directory, enough for rclone's s3 backend and
+// aws-sdk-go-v2 (listing v1/v2, get with range, put, head, copy, delete,
+// multi-delete, multipart upload, MD5 ETags, user metadata).
+//
+// The S3 protocol is gofakes3's; this package supplies its storage (each
+// bucket a directory, each object a file under its key, metadata in a
+// hashed sidecar outside the bucket directory, cached in memory) and its
+// access control: every request must carry a valid AWS Signature V4
+// (header or presigned query) from a key the KeyResolver knows, and a key
+// may only touch objects of its own bucket, addressed path-style.
+package s3embed
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/rclone/gofakes3"
+	"github.com/rclone/gofakes3/signature"
+)
+
+// KeyResolver maps an access key to its secret and the one bucket it may
+// use. ok is false for a key that is unknown or no longer active.
+type KeyResolver interface {
+	ResolveKey(ctx context.Context, accessKey string) (secret, bucket string, ok bool)
+}
+
+// Errors of the admin methods.
+var (
+	ErrNoSuchBucket   = errors.New("s3embed: no such bucket")
+	ErrBucketNotEmpty = errors.New("s3embed: bucket not empty")
+)
+
+// Server is the embedded S3 endpoint. Serve Handler on a listener.
+type Server struct {
+	// OnKeyUsed, if set before serving, is called synchronously with the
+	// access key of every request whose signature and scope were accepted
+	// (for "last used" tracking). It must be quick and must not block.
+	OnKeyUsed func(accessKey string)
+
+	backend *backend
+	s3      http.Handler
+	keys    KeyResolver
+	log     *slog.Logger
+
+	statsMu sync.Mutex
+	stats   map[string]int64
+}
+
+// New serves the buckets under root (created if missing). keys decides
+// who may do what; logger may be nil.
+func New(root string, keys KeyResolver, logger *slog.Logger) (*Server, error) {
+	if keys == nil {
+		return nil, errors.New("s3embed: new: nil KeyResolver")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	be, err := newBackend(root, logger)
+	if err != nil {
+		return nil, err
+	}
+	fake := gofakes3.New(be,
+		gofakes3.WithLogger(slogLogger{logger}),
+		gofakes3.WithoutVersioning(),
+		// Uploads are private to the bucket of the key that started them.
+		gofakes3.WithUploadOwner(func(ctx context.Context) string {
+			b, _ := ctx.Value(bucketCtxKey{}).(string)
+			return b
+		}),
+	)
+	return &Server{
+		backend: be,
+		s3:      fake.Server(),
+		keys:    keys,
+		log:     logger,
+		stats:   map[string]int64{},
+	}, nil
+}
+
+type bucketCtxKey struct{}
+
+// Handler is the S3 API. Nothing reaches gofakes3 without passing the
+// signature and scope checks.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// CreateBucket creates bucket name; it is not an error if it exists.
+func (s *Server) CreateBucket(ctx context.Context, name string) error {
+	if err := s.backend.CreateBucket(ctx, name); err != nil && !gofakes3.IsAlreadyExists(err) {
+		return fmt.Errorf("s3embed: create bucket %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteBucket deletes bucket name, which must be empty.
+func (s *Server) DeleteBucket(ctx context.Context, name string) error {
+	err := s.backend.DeleteBucket(ctx, name)
+	switch {
+	case err == nil:
+		return nil
+	case gofakes3.HasErrorCode(err, gofakes3.ErrNoSuchBucket):
+		return fmt.Errorf("s3embed: delete bucket %q: %w", name, ErrNoSuchBucket)
+	case gofakes3.HasErrorCode(err, gofakes3.ErrBucketNotEmpty):
+		return fmt.Errorf("s3embed: delete bucket %q: %w", name, ErrBucketNotEmpty)
+	default:
+		return fmt.Errorf("s3embed: delete bucket %q: %w", name, err)
+	}
+}
+
+// ListBuckets returns the names of all buckets, sorted.
+func (s *Server) ListBuckets(ctx context.Context) ([]string, error) {
+	infos, err := s.backend.ListBuckets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(infos))
+	for _, b := range infos {
+		names = append(names, b.Name)
+	}
+	return names, nil // ReadDir sorts by name
+}
+
+// Stats returns the number of requests per S3 operation ("ListObjectsV2",
+// "HeadObject", "GetObject", "PutObject", ...) since the last reset, plus
+// "total" and "denied" (refused by authentication or scope).
+func (s *Server) Stats() map[string]int64 {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return maps.Clone(s.stats)
+}
+
+// ResetStats zeroes the request counts.
+func (s *Server) ResetStats() {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	clear(s.stats)
+}
+
+func (s *Server) count(op string, denied bool) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats[op]++
+	s.stats["total"]++
+	if denied {
+		s.stats["denied"]++
+	}
+}
+
+// splitPath splits a path-style request path exactly as gofakes3 does.
+func splitPath(p string) (bucket, object string) {
+	bucket, object, _ = strings.Cut(strings.TrimLeft(p, "/"), "/")
+	return bucket, object
+}
+
+// operation names the S3 operation of r from its method, path and query.
+func operation(r *http.Request) string {
+	bucket, object := splitPath(r.URL.Path)
+	q := r.URL.Query()
+	has := func(k string) bool { _, ok := q[k]; return ok }
+	copySrc := r.Header.Get("X-Amz-Copy-Source") != ""
+	switch {
+	case bucket == "":
+		if r.Method == http.MethodGet {
+			return "ListBuckets"
+		}
+	case object == "":
+		switch r.Method {
+		case http.MethodGet:
+			switch {
+			case has("uploads"):
+				return "ListMultipartUploads"
+			case has("location"):
+				return "GetBucketLocation"
+			case has("versions"):
+				return "ListObjectVersions"
+			case has("versioning"):
+				return "GetBucketVersioning"
+			case q.Get("list-type") == "2":
+				return "ListObjectsV2"
+			default:
+				return "ListObjects"
+			}
+		case http.MethodHead:
+			return "HeadBucket"
+		case http.MethodPut:
+			return "CreateBucket"
+		case http.MethodDelete:
+			return "DeleteBucket"
+		case http.MethodPost:
+			if has("delete") {
+				return "DeleteObjects"
+			}
+		}
+	default:
+		upload := q.Get("uploadId") != ""
+		switch r.Method {
+		case http.MethodGet:
+			if upload {
+				return "ListParts"
+			}
+			return "GetObject"
+		case http.MethodHead:
+			return "HeadObject"
+		case http.MethodPut:
+			switch {
+			case upload && copySrc:
+				return "UploadPartCopy"
+			case upload:
+				return "UploadPart"
+			case copySrc:
+				return "CopyObject"
+			}
+			return "PutObject"
+		case http.MethodDelete:
+			if upload {
+				return "AbortMultipartUpload"
+			}
+			return "DeleteObject"
+		case http.MethodPost:
+			switch {
+			case has("uploads"):
+				return "CreateMultipartUpload"
+			case upload:
+				return "CompleteMultipartUpload"
+			}
+		}
+	}
+	return "Other"
+}
+
+var (
+	errAccessDenied = signature.APIError{Code: "AccessDenied", Description: "Access Denied", HTTPStatusCode: http.StatusForbidden}
+	errUnsupported  = signature.APIError{Code: "NotImplemented", Description: "This payload signing mode is not supported; use UNSIGNED-PAYLOAD, a signed payload or STREAMING-AWS4-HMAC-SHA256-PAYLOAD.", HTTPStatusCode: http.StatusNotImplemented}
+	errSHAMismatch  = signature.APIError{Code: "XAmzContentSHA256Mismatch", Description: "The provided 'x-amz-content-sha256' header does not match what was computed.", HTTPStatusCode: http.StatusBadRequest}
+)
+
+func writeAPIError(w http.ResponseWriter, r *http.Request, e signature.APIError) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(e.HTTPStatusCode)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(signature.EncodeAPIErrorToResponse(e))
+	}
+}
+
+// unsupportedPayloads are x-amz-content-sha256 values whose bodies gofakes3
+// would not decode (and so would store framing as content).
+var unsupportedPayloads = map[string]bool{
+	"STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER":       true,
+	"STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD":         true,
+	"STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER": true,
+}
+
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	op := operation(r)
+	var keyBucket, accessKey string
+	code := signature.V4SignVerifyWithLookup(r, func(ak string) (string, bool) {
+		secret, bucket, ok := s.keys.ResolveKey(r.Context(), ak)
+		if ok {
+			keyBucket, accessKey = bucket, ak
+		}
+		return secret, ok
+	})
+	if code != signature.ErrNone {
+		s.count(op, true)
+		e := signature.GetAPIError(code)
+		s.log.Info("s3embed: request refused", "op", op, "code", e.Code, "remote", r.RemoteAddr)
+		writeAPIError(w, r, e)
+		return
+	}
+	if !allowed(r, keyBucket) {
+		s.count(op, true)
+		s.log.Info("s3embed: access denied", "op", op, "access_key", redact(accessKey), "path", r.URL.Path, "remote", r.RemoteAddr)
+		writeAPIError(w, r, errAccessDenied)
+		return
+	}
+	s.count(op, false)
+	if s.OnKeyUsed != nil {
+		s.OnKeyUsed(accessKey)
+	}
+
+	payload := r.Header.Get("X-Amz-Content-Sha256")
+	if unsupportedPayloads[payload] {
+		writeAPIError(w, r, errUnsupported)
+		return
+	}
+	if len(payload) == sha256.Size*2 && r.URL.Query().Get("X-Amz-Signature") == "" {
+		want, err := hex.DecodeString(payload)
+		if err != nil {
+			writeAPIError(w, r, errSHAMismatch)
+			return
+		}
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			if payload != emptySHA256 {
+				writeAPIError(w, r, errSHAMismatch)
+				return
+			}
+		} else {
+			r.Body = &shaVerifier{rc: r.Body, want: want, h: sha256.New(), remaining: r.ContentLength}
+		}
+	}
+	ctx := context.WithValue(r.Context(), bucketCtxKey{}, keyBucket)
+	s.s3.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// allowed reports whether a key scoped to keyBucket may make request r:
+// only path-style requests on its own bucket, never bucket creation,
+// deletion or configuration, nor bucket listing, and copies only from
+// its own bucket.
+func allowed(r *http.Request, keyBucket string) bool {
+	bucket, object := splitPath(r.URL.Path)
+	if keyBucket == "" || bucket != keyBucket {
+		return false
+	}
+	if object == "" {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+		case http.MethodPost:
+			if _, ok := r.URL.Query()["delete"]; !ok {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	if src := r.Header.Get("X-Amz-Copy-Source"); src != "" {
+		srcBucket, _, _ := strings.Cut(strings.TrimPrefix(src, "/"), "/")
+		if srcBucket != keyBucket {
+			return false
+		}
+	}
+	return true
+}
+
+// shaVerifier checks a body against the signed x-amz-content-sha256: the
+// read that completes the body (or hits EOF) fails if the hash differs,
+// so the backend discards what it spooled. gofakes3 verifies the signature
+// over the header but not the body against it.
+type shaVerifier struct {
+	rc        io.ReadCloser
+	want      []byte
+	h         hash.Hash
+	remaining int64 // -1 if unknown
+	done      bool
+}
+
+var errBodySHA = gofakes3.ErrorMessage(gofakes3.ErrBadDigest, "x-amz-content-sha256 does not match the request body")
+
+func (v *shaVerifier) Read(p []byte) (int, error) {
+	n, err := v.rc.Read(p)
+	v.h.Write(p[:n])
+	if v.remaining > 0 {
+		v.remaining -= int64(n)
+	}
+	if !v.done && (err == io.EOF || v.remaining == 0) {
+		v.done = true
+		if !bytes.Equal(v.h.Sum(nil), v.want) {
+			return n, errBodySHA
+		}
+	}
+	return n, err
+}
+
+func (v *shaVerifier) Close() error { return v.rc.Close() }
+
+// slogLogger adapts gofakes3's logger to slog; its chatty info level goes
+// to Debug.
+type slogLogger struct{ l *slog.Logger }
+
+func (g slogLogger) Print(level gofakes3.LogLevel, v ...any) {
+	msg := "gofakes3: " + strings.TrimSuffix(fmt.Sprintln(v...), "\n")
+	switch level {
+	case gofakes3.LogErr:
+		g.l.Error(msg)
+	case gofakes3.LogWarn:
+		g.l.Warn(msg)
+	default:
+		g.l.Debug(msg)
+	}
+}
+
+// redact shortens an access key ID for logs: enough to correlate, not the
+// whole identifier.
+func redact(accessKey string) string {
+	if len(accessKey) > 8 {
+		return accessKey[:8] + "…"
+	}
+	return accessKey
+}

@@ -1,0 +1,183 @@
+// Package embedded is the storage.Provider over bm-server's own S3 endpoint
+// (server/s3embed): buckets are directories on local disk and keys are
+// checked against the server's store on every request.
+//
+// Keys: the access key is "bmk_" followed by 20 random base32 characters
+// (crypto/rand). The secret is never stored anywhere: it is derived as
+//
+//	base64url-unpadded(HMAC-SHA256(masterKey, "s3-secret:" + accessKey))
+//
+// so whoever holds the master key can recompute it, and changing the master
+// key invalidates every key. A key is accepted only while the store's
+// KeyIndex says it is active; nothing is cached, so a key revoked in the
+// store stops working on the next request.
+package embedded
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/basicmachines-co/bm-agent/server/s3embed"
+	"github.com/basicmachines-co/bm-agent/server/storage"
+)
+
+// AccessKeyPrefix starts every access key this provider mints.
+const AccessKeyPrefix = "bmk_"
+
+// DefaultRegion is the region used when none is configured.
+const DefaultRegion = "us-east-1"
+
+// minMasterKey is the shortest master key accepted (bytes).
+const minMasterKey = 16
+
+// Provider is a storage.Provider and an s3embed.KeyResolver.
+type Provider struct {
+	srv      *s3embed.Server
+	master   []byte
+	index    storage.KeyIndex
+	endpoint string
+	region   string
+	log      *slog.Logger
+}
+
+var (
+	_ storage.Provider    = (*Provider)(nil)
+	_ s3embed.KeyResolver = (*Provider)(nil)
+)
+
+// New returns the provider for srv. masterKey derives every secret and
+// must be at least 16 bytes (shorter: no key is minted or accepted).
+// endpointURL is what clients use to reach srv's handler; region defaults
+// to "us-east-1". Pass the provider to s3embed.New as its KeyResolver (or
+// wrap it) so the endpoint checks keys against index.
+func New(srv *s3embed.Server, masterKey []byte, index storage.KeyIndex, endpointURL, region string) *Provider {
+	if region == "" {
+		region = DefaultRegion
+	}
+	return &Provider{
+		srv:      srv,
+		master:   slices.Clone(masterKey),
+		index:    index,
+		endpoint: strings.TrimSuffix(endpointURL, "/"),
+		region:   region,
+		log:      slog.Default().With("component", "storage/embedded"),
+	}
+}
+
+// SetServer sets the endpoint server when it has to be built after the
+// provider (s3embed.New takes the provider as its KeyResolver). Call it
+// before serving.
+func (p *Provider) SetServer(srv *s3embed.Server) { p.srv = srv }
+
+// Name implements storage.Provider.
+func (p *Provider) Name() string { return "embedded" }
+
+// Endpoint implements storage.Provider.
+func (p *Provider) Endpoint() (url, region string) { return p.endpoint, p.region }
+
+// CreateBucket implements storage.Provider; an existing bucket is fine.
+func (p *Provider) CreateBucket(ctx context.Context, bucket string) error {
+	if err := p.srv.CreateBucket(ctx, bucket); err != nil {
+		return fmt.Errorf("embedded: create bucket: %w", err)
+	}
+	return nil
+}
+
+// DeleteBucket implements storage.Provider. The bucket must be empty; a
+// missing bucket is storage.ErrNotFound.
+func (p *Provider) DeleteBucket(ctx context.Context, bucket string) error {
+	err := p.srv.DeleteBucket(ctx, bucket)
+	if errors.Is(err, s3embed.ErrNoSuchBucket) {
+		return fmt.Errorf("embedded: delete bucket %q: %w", bucket, storage.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("embedded: delete bucket: %w", err)
+	}
+	return nil
+}
+
+// ListBuckets implements storage.Provider.
+func (p *Provider) ListBuckets(ctx context.Context) ([]string, error) {
+	names, err := p.srv.ListBuckets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: list buckets: %w", err)
+	}
+	return names, nil
+}
+
+// MintKey implements storage.Provider. The key works once the caller has
+// recorded it in the store as active for bucket (the endpoint asks the
+// KeyIndex on every request). Ref is empty: revocation is the store's.
+func (p *Provider) MintKey(ctx context.Context, bucket string) (storage.Key, error) {
+	if len(p.master) < minMasterKey {
+		return storage.Key{}, errors.New("embedded: mint key: master key missing or shorter than 16 bytes")
+	}
+	names, err := p.srv.ListBuckets(ctx)
+	if err != nil {
+		return storage.Key{}, fmt.Errorf("embedded: mint key: %w", err)
+	}
+	if !slices.Contains(names, bucket) {
+		return storage.Key{}, fmt.Errorf("embedded: mint key for bucket %q: %w", bucket, storage.ErrNotFound)
+	}
+	access := AccessKeyPrefix + rand.Text()[:20]
+	return storage.Key{AccessKey: access, SecretKey: p.secret(access)}, nil
+}
+
+// RevokeKey implements storage.Provider. It is a no-op success: the
+// endpoint accepts a key only while the store's KeyIndex reports it
+// active, so revoking means setting the store's revoked flag.
+func (p *Provider) RevokeKey(ctx context.Context, key storage.Key) error { return nil }
+
+// TestKey implements storage.Provider: it signs a real ListObjectsV2 of
+// bucket with key and sends it to the endpoint.
+func (p *Provider) TestKey(ctx context.Context, key storage.Key, bucket string) error {
+	client := s3.New(s3.Options{
+		Region:       p.region,
+		BaseEndpoint: aws.String(p.endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(key.AccessKey, key.SecretKey, ""),
+	})
+	_, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), MaxKeys: aws.Int32(1)})
+	if err != nil {
+		return fmt.Errorf("embedded: test key on bucket %q: %w", bucket, err)
+	}
+	return nil
+}
+
+// ResolveKey implements s3embed.KeyResolver: a key is valid only if it has
+// this provider's prefix and the store reports it active right now.
+func (p *Provider) ResolveKey(ctx context.Context, accessKey string) (secret, bucket string, ok bool) {
+	if len(p.master) < minMasterKey || !strings.HasPrefix(accessKey, AccessKeyPrefix) || p.index == nil {
+		return "", "", false
+	}
+	bucket, active, err := p.index.LookupAccessKey(ctx, accessKey)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			p.log.Warn("embedded: key lookup failed", "err", err)
+		}
+		return "", "", false
+	}
+	if !active || bucket == "" {
+		return "", "", false
+	}
+	return p.secret(accessKey), bucket, true
+}
+
+// secret derives the secret of accessKey from the master key.
+func (p *Provider) secret(accessKey string) string {
+	mac := hmac.New(sha256.New, p.master)
+	mac.Write([]byte("s3-secret:" + accessKey))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}

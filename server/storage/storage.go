@@ -1,0 +1,47 @@
+// Package storage is the server's view of object storage: one interface for
+// the providers that create a bucket per tenant and mint and revoke
+// bucket-scoped keys (the embedded S3 endpoint, MinIO, S3 + IAM).
+package storage
+
+import (
+	"context"
+	"errors"
+)
+
+// Key is a bucket-scoped S3 key. SecretKey is handed to the caller once and
+// never stored by the server.
+type Key struct {
+	AccessKey string
+	SecretKey string
+	// Ref is what the provider needs later to revoke the key (an IAM policy
+	// ARN, a service account name); it is stored, the secret is not.
+	Ref string
+}
+
+// Provider creates buckets and bucket-scoped keys at one storage service.
+type Provider interface {
+	// Name is a short name for logs and /readyz ("embedded", "minio", "s3").
+	Name() string
+	CreateBucket(ctx context.Context, bucket string) error
+	DeleteBucket(ctx context.Context, bucket string) error
+	ListBuckets(ctx context.Context) ([]string, error)
+	// MintKey creates a key that can read, write, list and delete objects of
+	// bucket and nothing else.
+	MintKey(ctx context.Context, bucket string) (Key, error)
+	// RevokeKey makes key unusable at the provider. Revoking a key that is
+	// already gone is not an error.
+	RevokeKey(ctx context.Context, key Key) error
+	// TestKey checks that key can list bucket.
+	TestKey(ctx context.Context, key Key, bucket string) error
+	// Endpoint is the S3 endpoint URL and region clients use with the keys.
+	Endpoint() (url, region string)
+}
+
+// KeyIndex is what the embedded provider asks the server's store about a key:
+// which bucket it belongs to and whether it is still active.
+type KeyIndex interface {
+	LookupAccessKey(ctx context.Context, accessKey string) (bucket string, active bool, err error)
+}
+
+// ErrNotFound is returned for a bucket or key the provider does not know.
+var ErrNotFound = errors.New("storage: not found")

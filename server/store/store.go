@@ -1,0 +1,259 @@
+// Package store is bm-server's SQL store: tenants, accounts, the metadata of
+// bucket-scoped mount credentials and an audit trail. It never holds an S3
+// secret key.
+//
+// SQLite (modernc.org/sqlite, no cgo) is the default; the schema is versioned
+// with goose from embedded SQL files and written so that it also runs on
+// PostgreSQL (see New).
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Errors returned by the store. Callers test them with errors.Is.
+var (
+	// ErrNotFound is returned when a row does not exist or, for
+	// tenant-scoped lookups, belongs to another tenant.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict is returned when a write violates a unique constraint
+	// (an email, an access key, a bucket name or an id already taken).
+	ErrConflict = errors.New("store: conflict")
+)
+
+// Dialect names the SQL database behind a Store.
+type Dialect string
+
+// Supported dialects.
+const (
+	DialectSQLite   Dialect = "sqlite"
+	DialectPostgres Dialect = "postgres"
+)
+
+// Tenant statuses.
+const (
+	TenantActive    = "active"
+	TenantSuspended = "suspended"
+	TenantDeleted   = "deleted"
+)
+
+// Deletion statuses of a revoked credential at the storage provider.
+const (
+	DeletionPending   = "pending"
+	DeletionCompleted = "completed"
+	DeletionFailed    = "failed"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// touchInterval is how often at most TouchAccessKey writes last_used_at for
+// one key.
+const touchInterval = time.Minute
+
+// Store is the server's SQL store. It is safe for concurrent use.
+type Store struct {
+	db      *sql.DB
+	dialect Dialect
+	version int64
+
+	touchMu sync.Mutex
+	touched map[string]time.Time // access key -> last write of last_used_at
+}
+
+// Open opens (creating it if needed) the SQLite database at path, sets WAL
+// mode, a busy timeout and foreign keys on every connection, and applies
+// the migrations.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("store open: empty path")
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_time_format", "sqlite")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store open: %w", err)
+	}
+	s, err := New(ctx, db, DialectSQLite)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New wraps an open database of the given dialect and applies the
+// migrations. The Store owns db from then on: Close closes it. For
+// PostgreSQL, open db with a driver of your choice (none is linked in here).
+func New(ctx context.Context, db *sql.DB, dialect Dialect) (*Store, error) {
+	var gd goose.Dialect
+	switch dialect {
+	case DialectSQLite:
+		gd = goose.DialectSQLite3
+	case DialectPostgres:
+		gd = goose.DialectPostgres
+	default:
+		return nil, fmt.Errorf("store new: unknown dialect %q", dialect)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("store new: ping: %w", err)
+	}
+	dir, err := fs.Sub(migrations, "migrations/"+string(dialect))
+	if err != nil {
+		return nil, fmt.Errorf("store new: migrations: %w", err)
+	}
+	p, err := goose.NewProvider(gd, db, dir, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return nil, fmt.Errorf("store new: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return nil, fmt.Errorf("store new: migrate up: %w", err)
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store new: schema version: %w", err)
+	}
+	return &Store{db: db, dialect: dialect, version: v, touched: map[string]time.Time{}}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store close: %w", err)
+	}
+	return nil
+}
+
+// SchemaVersion is the goose version of the schema after Open.
+func (s *Store) SchemaVersion() int64 { return s.version }
+
+// DB is the underlying database, for health checks.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// NewID returns a random version 4 UUID, the form of every TEXT id here.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hex = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hex[c>>4], hex[c&0x0f])
+	}
+	return string(out)
+}
+
+// rebind turns the ? placeholders of query into $1, $2 ... for PostgreSQL.
+// No query here has a literal question mark.
+func (s *Store) rebind(query string) string {
+	if s.dialect != DialectPostgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.db.ExecContext(ctx, s.rebind(query), args...)
+}
+
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return s.db.QueryRowContext(ctx, s.rebind(query), args...)
+}
+
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return s.db.QueryContext(ctx, s.rebind(query), args...)
+}
+
+// classify maps constraint violations to ErrConflict (unique) and
+// ErrNotFound (foreign key: the referenced tenant does not exist), keeping
+// the driver's error in the chain.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+	}
+	// pgx's *pgconn.PgError and lib/pq's *pq.Error both have SQLState.
+	var pe interface{ SQLState() string }
+	if errors.As(err, &pe) {
+		switch pe.SQLState() {
+		case "23505":
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		case "23503":
+			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+	}
+	return err
+}
+
+// ts normalises a time for storage: UTC, microsecond precision (what
+// PostgreSQL keeps).
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// nullTime is ts for an optional time.
+func nullTime(t *time.Time) sql.NullTime {
+	if t == nil {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: ts(*t), Valid: true}
+}
+
+func timePtr(nt sql.NullTime) *time.Time {
+	if !nt.Valid {
+		return nil
+	}
+	t := nt.Time.UTC()
+	return &t
+}
+
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}
+
+// now is the clock of writes without an explicit time.
+func now() time.Time { return ts(time.Now()) }
