@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config is the daemon's configuration: the agent's config file, overridden
+// by flags.
+type Config struct {
+	// Home holds the agent's config, state, history and bisync work dirs
+	// (env BM_AGENT_HOME; default the user config dir's bm-agent).
+	Home string `json:"-"`
+	// Folder is the notes folder kept in step with the bucket.
+	Folder string `json:"folder"`
+	// CloudHost is the tenant API base URL; CloudDomain the OAuth issuer.
+	CloudHost   string `json:"cloud_host,omitempty"`
+	CloudDomain string `json:"cloud_domain,omitempty"`
+	ClientID    string `json:"cloud_client_id,omitempty"`
+	// Interval between passes when nothing triggers one (default 60 s).
+	Interval Duration `json:"interval,omitempty"`
+	// Debounce is the quiet delay after a change (default 1 s); MaxWait the
+	// longest a burst of changes delays a pass (default 10 s).
+	Debounce Duration `json:"debounce,omitempty"`
+	MaxWait  Duration `json:"max_wait,omitempty"`
+	// Device names this machine in conflict files and key descriptions.
+	Device string `json:"device,omitempty"`
+	// SocketPath is where the local API listens.
+	SocketPath string `json:"-"`
+}
+
+// Duration is a time.Duration that reads and writes as "60s" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "60s" or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n float64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(time.Duration(n * float64(time.Second)))
+	return nil
+}
+
+// DefaultHome is $BM_AGENT_HOME, else the user config dir's bm-agent.
+func DefaultHome() string {
+	if h := os.Getenv("BM_AGENT_HOME"); h != "" {
+		return h
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "bm-agent")
+	}
+	return ".bm-agent"
+}
+
+// DefaultFolder is ~/basic-memory.
+func DefaultFolder() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, "basic-memory")
+	}
+	return "basic-memory"
+}
+
+// LoadConfig reads home/config.json; a missing file gives the defaults.
+func LoadConfig(home string) (Config, error) {
+	c := Config{Home: home}
+	b, err := os.ReadFile(filepath.Join(home, "config.json"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return c, fmt.Errorf("load config: %w", err)
+	default:
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("load config %s: %w", filepath.Join(home, "config.json"), err)
+		}
+	}
+	c.Home = home
+	return c, nil
+}
+
+// withDefaults fills what is unset.
+func (c Config) withDefaults() Config {
+	if c.Folder == "" {
+		c.Folder = DefaultFolder()
+	}
+	if c.Interval <= 0 {
+		c.Interval = Duration(60 * time.Second)
+	}
+	if c.Debounce <= 0 {
+		c.Debounce = Duration(time.Second)
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = Duration(10 * time.Second)
+	}
+	if c.Device == "" {
+		c.Device, _ = os.Hostname()
+		if c.Device == "" {
+			c.Device = "device"
+		}
+	}
+	return c
+}
+
+// Save writes the config file (0600).
+func (c Config) Save() error {
+	if err := os.MkdirAll(c.Home, 0o700); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(c.Home, "config.json"), b, 0o600)
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

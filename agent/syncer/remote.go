@@ -1,0 +1,220 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	_ "github.com/rclone/rclone/backend/local" // the local backend
+	_ "github.com/rclone/rclone/backend/s3"    // the s3 backend
+	"github.com/rclone/rclone/fs"
+	"github.com/rclone/rclone/fs/accounting"
+	"github.com/rclone/rclone/fs/config/configmap"
+	"github.com/rclone/rclone/fs/hash"
+	"github.com/rclone/rclone/fs/operations"
+	"github.com/rclone/rclone/fs/walk"
+)
+
+// remoteName is the rclone name of every engine's S3 file system. The Fs
+// is built directly from the backend (never through rclone's Fs cache), so
+// two engines never share one; the name is stable because bisync derives
+// its listing file names from it.
+const remoteName = "bmcloud"
+
+// Remote is a bucket and a bucket-scoped S3 key. Its String, GoString and
+// LogValue never show the secret.
+type Remote struct {
+	Endpoint, Region, AccessKey, SecretKey, Bucket string
+}
+
+// String describes the remote without its secret.
+func (r Remote) String() string {
+	return fmt.Sprintf("s3 bucket %q at %s (key %s)", r.Bucket, r.Endpoint, r.AccessKey)
+}
+
+// GoString keeps %#v from printing the secret.
+func (r Remote) GoString() string { return "syncer.Remote{" + r.String() + "}" }
+
+// LogValue keeps slog from printing the secret.
+func (r Remote) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("endpoint", r.Endpoint), slog.String("bucket", r.Bucket),
+		slog.String("access_key", r.AccessKey))
+}
+
+func (r Remote) validate() error {
+	switch {
+	case r.Endpoint == "":
+		return errors.New("remote endpoint is required")
+	case r.Bucket == "":
+		return errors.New("remote bucket is required")
+	case r.AccessKey == "" || r.SecretKey == "":
+		return errors.New("remote key pair is required")
+	}
+	return nil
+}
+
+func newLocalFs(ctx context.Context, dir string) (fs.Fs, error) {
+	info, err := fs.Find("local")
+	if err != nil {
+		return nil, err
+	}
+	return info.NewFs(ctx, "local", dir, withDefaults(configmap.Simple{}, info.Options))
+}
+
+// withDefaults layers a backend's option defaults under m. Unlike
+// fs.ConfigMap it reads no rclone.conf, environment variables or flags:
+// the remote is exactly what the engine says it is.
+func withDefaults(m configmap.Simple, options fs.Options) *configmap.Map {
+	cm := configmap.New()
+	cm.AddGetter(m, configmap.PriorityNormal)
+	cm.AddGetter(optionDefaults(options), configmap.PriorityDefault)
+	return cm
+}
+
+// optionDefaults is a configmap.Getter of a backend's default values.
+type optionDefaults fs.Options
+
+func (o optionDefaults) Get(key string) (string, bool) {
+	opt := fs.Options(o).Get(key)
+	if opt == nil {
+		return "", false
+	}
+	def := *opt
+	def.Value = nil
+	return def.String(), true
+}
+
+// newRemoteFs builds the S3 file system in code from the key pair.
+func newRemoteFs(ctx context.Context, r Remote) (fs.Fs, error) {
+	info, err := fs.Find("s3")
+	if err != nil {
+		return nil, err
+	}
+	region := r.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	m := configmap.Simple{
+		"provider":          "Other",
+		"env_auth":          "false",
+		"access_key_id":     r.AccessKey,
+		"secret_access_key": r.SecretKey,
+		"endpoint":          r.Endpoint,
+		"region":            region,
+		"force_path_style":  "true",
+		// a bucket-scoped key cannot create or check buckets
+		"no_check_bucket": "true",
+		// ListObjectsV2 is what current S3 servers (MinIO, the embedded
+		// endpoint, AWS) are best at
+		"list_version": "2",
+	}
+	// The s3 backend reads use_server_modtime from the config it is built
+	// with: modtimes come from the listing, never from a HEAD per object.
+	ctx, ci := fs.AddConfig(ctx)
+	ci.UseServerModTime = true
+	f, err := info.NewFs(ctx, remoteName, r.Bucket, withDefaults(m, info.Options))
+	if err != nil && !errors.Is(err, fs.ErrorIsFile) {
+		return nil, err
+	}
+	return f, nil
+}
+
+// remoteHasFiles lists the bucket root: one request.
+func (e *Engine) remoteHasFiles(ctx context.Context) (bool, error) {
+	entries, err := e.remote.List(ctx, "")
+	if errors.Is(err, fs.ErrorDirNotFound) {
+		return false, fmt.Errorf("bucket %q not found or not readable: %w", e.cfg.Remote.Bucket, err)
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(entries) > 0, nil
+}
+
+// keepRemoteVersions is the first half of a safe resync: for every object
+// that also exists locally with other content, it downloads the bucket's
+// version next to the local file under a conflict name, so that the
+// path1-wins resync that follows loses nothing. It returns how many
+// conflict copies it made (or would make, in a dry run).
+func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun bool) (int, error) {
+	ctx = accounting.WithStatsGroup(ctx, pc.group)
+	ctx, ci := fs.AddConfig(ctx)
+	ci.UseServerModTime = true
+	ci.UseListR = true
+	ci.LogLevel = fs.LogLevelInfo
+	stamp := time.Now().Format(conflictTimeFormat)
+	conflicts := 0
+	err := walk.ListR(ctx, e.remote, "", true, -1, walk.ListObjects, func(entries fs.DirEntries) error {
+		for _, entry := range entries {
+			ro, ok := entry.(fs.Object)
+			if !ok {
+				continue
+			}
+			lo, err := e.local.NewObject(ctx, ro.Remote())
+			if errors.Is(err, fs.ErrorObjectNotFound) || errors.Is(err, fs.ErrorIsDir) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("stat local %q: %w", ro.Remote(), err)
+			}
+			same, err := sameContent(ctx, lo, ro)
+			if err != nil {
+				return fmt.Errorf("compare %q: %w", ro.Remote(), err)
+			}
+			if same {
+				continue
+			}
+			conflicts++
+			name := e.freeConflictName(ctx, ro.Remote(), stamp)
+			pc.logger().Info("file differs on both sides: keeping the bucket's version as a conflict copy",
+				"file", ro.Remote(), "copy", name)
+			if dryRun {
+				continue
+			}
+			if _, err := operations.Copy(ctx, e.local, nil, name, ro); err != nil {
+				return fmt.Errorf("download conflict copy %q: %w", name, err)
+			}
+		}
+		return nil
+	})
+	return conflicts, err
+}
+
+// freeConflictName picks a conflict name that exists on neither side.
+func (e *Engine) freeConflictName(ctx context.Context, remote, stamp string) string {
+	for i := 0; ; i++ {
+		who := remoteDeviceLabel
+		if i > 0 {
+			who = fmt.Sprintf("%s-%d", remoteDeviceLabel, i)
+		}
+		name := conflictName(remote, stamp, who)
+		_, err1 := e.local.NewObject(ctx, name)
+		_, err2 := e.remote.NewObject(ctx, name)
+		if errors.Is(err1, fs.ErrorObjectNotFound) && errors.Is(err2, fs.ErrorObjectNotFound) {
+			return name
+		}
+		if i > 100 {
+			return name
+		}
+	}
+}
+
+// sameContent compares a local file with an object: sizes, then MD5 (the
+// S3 listing's ETag, when it is one), then the bytes.
+func sameContent(ctx context.Context, local, remote fs.Object) (bool, error) {
+	if local.Size() != remote.Size() {
+		return false, nil
+	}
+	rh, err := remote.Hash(ctx, hash.MD5)
+	if err == nil && rh != "" {
+		lh, err := local.Hash(ctx, hash.MD5)
+		if err != nil {
+			return false, err
+		}
+		return strings.EqualFold(lh, rh), nil
+	}
+	return operations.CheckIdenticalDownload(ctx, local, remote)
+}

@@ -1,0 +1,74 @@
+package ipc
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// ErrNoDaemon means no daemon answered on the socket.
+var ErrNoDaemon = errors.New("bm-agent daemon is not running (start it with `bm-agent run` or `bm-agent install`)")
+
+// ErrDaemonRunning means [Listen] found a live daemon on the socket.
+var ErrDaemonRunning = errors.New("another bm-agent is running")
+
+// ErrNotSupported is returned where the local API has no transport yet
+// (Windows named pipes).
+var ErrNotSupported = errors.New("bm-agent local API is not supported on this platform yet")
+
+// Well-known errors a [Backend] may return (wrapped or not). The server
+// answers them with 409 Conflict (501 for ErrNotImplemented) and a code, and
+// the [Client] gives back the same sentinel, so errors.Is works across the
+// socket.
+var (
+	ErrLoginRequired  = errors.New("not logged in (run `bm-agent login`)")
+	ErrPaused         = errors.New("sync is paused (run `bm-agent resume`)")
+	ErrBusy           = errors.New("a sync pass is already running")
+	ErrNotImplemented = errors.New("not implemented by this daemon")
+)
+
+// errorCodes maps each well-known error to its wire code and HTTP status.
+var errorCodes = []struct {
+	err    error
+	code   string
+	status int
+}{
+	{ErrLoginRequired, "login_required", http.StatusConflict},
+	{ErrPaused, "paused", http.StatusConflict},
+	{ErrBusy, "busy", http.StatusConflict},
+	{ErrNotImplemented, "not_implemented", http.StatusNotImplemented},
+}
+
+// codeOf returns the wire code and HTTP status for err.
+func codeOf(err error) (code string, status int) {
+	for _, c := range errorCodes {
+		if errors.Is(err, c.err) {
+			return c.code, c.status
+		}
+	}
+	return "", http.StatusInternalServerError
+}
+
+// APIError is an error answer from the daemon.
+type APIError struct {
+	StatusCode int    // HTTP status
+	Message    string // the body's "error"
+	Code       string // the body's "code", if any
+}
+
+func (e *APIError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("bm-agent daemon: HTTP %d", e.StatusCode)
+	}
+	return e.Message
+}
+
+// Unwrap returns the well-known sentinel named by Code, if any.
+func (e *APIError) Unwrap() error {
+	for _, c := range errorCodes {
+		if c.code == e.Code && e.Code != "" {
+			return c.err
+		}
+	}
+	return nil
+}
