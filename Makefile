@@ -1,0 +1,45 @@
+# bm-agent: the sync daemon, its tray and the tenant API server.
+# `make help` lists the targets.
+
+GO        ?= go
+BIN       ?= bin
+PKGS      ?= ./...
+STATICCHECK_VERSION ?= v0.8.2
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+export CGO_ENABLED ?= 0
+
+.PHONY: help build demo test test-short lint vet staticcheck fmt tools clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build bm-agent, bm-tray and bm-server into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/bm-agent ./cmd/bm-server ./cmd/bm-tray
+
+demo: build ## run bm-server (embedded defaults) and bm-agent on a demo folder; Ctrl-C stops
+	$(GO) build -o $(BIN)/ ./cmd/bm-demo
+	$(BIN)/bm-demo -bin $(BIN)
+
+test: lint ## vet, staticcheck and every test (what CI runs)
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+test-short: ## the tests without the slow end-to-end ones
+	$(GO) test -short $(PKGS)
+
+lint: vet staticcheck fmt ## gofmt, go vet and staticcheck
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+staticcheck: tools ## staticcheck
+	$(GOBIN)/staticcheck $(PKGS)
+
+fmt: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+tools: ## install the Go tools the checks use
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+clean: ## remove build output
+	rm -rf $(BIN)

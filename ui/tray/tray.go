@@ -1,0 +1,119 @@
+package tray
+
+import (
+	"context"
+	"log/slog"
+	"os/exec"
+	"runtime"
+	"time"
+
+	"fyne.io/systray"
+
+	"github.com/basicmachines-co/bm-agent/ipc"
+)
+
+// Run shows the tray until the user quits or ctx ends. It polls the daemon
+// for its status and sends it commands.
+func Run(ctx context.Context, c *ipc.Client, logger *slog.Logger) {
+	ctx, cancel := context.WithCancel(ctx)
+	systray.Run(func() { onReady(ctx, cancel, c, logger) }, cancel)
+}
+
+func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logger *slog.Logger) {
+	systray.SetTitle("Basic Memory")
+	status := systray.AddMenuItem("Starting…", "")
+	status.Disable()
+	account := systray.AddMenuItem("", "")
+	account.Disable()
+	last := systray.AddMenuItem("", "")
+	last.Disable()
+	systray.AddSeparator()
+	syncNow := systray.AddMenuItem("Sync now", "Run a sync pass now")
+	pause := systray.AddMenuItem("Pause syncing", "")
+	login := systray.AddMenuItem("Log in…", "Log in to Basic Memory cloud")
+	systray.AddSeparator()
+	quit := systray.AddMenuItem("Quit tray", "")
+
+	go func() {
+		<-ctx.Done()
+		systray.Quit()
+	}()
+	var m Model
+	refresh := func() {
+		qctx, qcancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := c.Status(qctx)
+		qcancel()
+		m = BuildModel(st, err, time.Now())
+		systray.SetTooltip(m.Tooltip)
+		status.SetTitle(m.StatusLine)
+		account.SetTitle(m.AccountLine)
+		last.SetTitle(m.LastSync)
+		if m.CanSync {
+			syncNow.Enable()
+		} else {
+			syncNow.Disable()
+		}
+		if m.Paused {
+			pause.SetTitle("Resume syncing")
+		} else {
+			pause.SetTitle("Pause syncing")
+		}
+		if m.LoggedIn {
+			login.Hide()
+		} else {
+			login.Show()
+		}
+	}
+	refresh()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				refresh()
+			case <-syncNow.ClickedCh:
+				if _, err := c.Sync(ctx, ipc.SyncRequest{}); err != nil {
+					logger.Warn("sync now", "err", err)
+				}
+				refresh()
+			case <-pause.ClickedCh:
+				var err error
+				if m.Paused {
+					err = c.Resume(ctx)
+				} else {
+					err = c.Pause(ctx)
+				}
+				if err != nil {
+					logger.Warn("pause/resume", "err", err)
+				}
+				refresh()
+			case <-login.ClickedCh:
+				start, err := c.Login(ctx)
+				if err != nil {
+					logger.Warn("login", "err", err)
+					continue
+				}
+				openURL(start.URL)
+			case <-quit.ClickedCh:
+				cancel()
+				return
+			}
+		}
+	}()
+}
+
+func openURL(u string) {
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.Command("open", u)
+	case "windows":
+		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", u)
+	default:
+		cmd = exec.Command("xdg-open", u)
+	}
+	_ = cmd.Start()
+}
