@@ -26,6 +26,7 @@ func AddCommands(root *cobra.Command, opts *Options) {
 	root.AddCommand(
 		loginCmd(opts), logoutCmd(opts), statusCmd(opts), syncCmd(opts),
 		pauseCmd(opts), resumeCmd(opts),
+		installCmd(opts), uninstallCmd(opts),
 	)
 }
 

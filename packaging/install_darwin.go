@@ -1,0 +1,62 @@
+package packaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+const launchdLabel = "com.basicmemory.bm-agent"
+
+// UnitPath is where the launchd agent goes.
+func (i *Installer) UnitPath() string {
+	return filepath.Join(i.HomeDir, "Library", "LaunchAgents", launchdLabel+".plist")
+}
+
+func (i *Installer) launchctl(ctx context.Context, res *Result, args ...string) error {
+	res.Commands = append(res.Commands, "launchctl "+strings.Join(args, " "))
+	out, err := i.Run(ctx, "launchctl", args...)
+	if err != nil {
+		return fmt.Errorf("launchctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Install writes the launchd agent and loads it into the user's GUI domain.
+// The tray is a login item the app bundle registers; nothing to do here.
+func (i *Installer) Install(ctx context.Context, p Params, start bool) (Result, error) {
+	var res Result
+	plist, err := LaunchdPlist(p)
+	if err != nil {
+		return res, err
+	}
+	if _, err := writeFile(i.UnitPath(), plist, 0o644); err != nil {
+		return res, err
+	}
+	res.Files = append(res.Files, i.UnitPath())
+	if start {
+		domain := "gui/" + strconv.Itoa(os.Getuid())
+		_ = i.launchctl(ctx, &res, "bootout", domain+"/"+launchdLabel)
+		if err := i.launchctl(ctx, &res, "bootstrap", domain, i.UnitPath()); err != nil {
+			return res, fmt.Errorf("install: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// Uninstall unloads the agent and removes its plist.
+func (i *Installer) Uninstall(ctx context.Context) (Result, error) {
+	var res Result
+	_ = i.launchctl(ctx, &res, "bootout", "gui/"+strconv.Itoa(os.Getuid())+"/"+launchdLabel)
+	if err := os.Remove(i.UnitPath()); err == nil {
+		res.Files = append(res.Files, i.UnitPath())
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return res, fmt.Errorf("uninstall: %w", err)
+	}
+	return res, nil
+}
