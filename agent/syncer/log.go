@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rclone/rclone/cmd/bisync/bilib"
 	"github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/accounting"
 	"github.com/rclone/rclone/lib/atexit"
@@ -116,7 +117,13 @@ type passCounter struct {
 	group string
 	log   *slog.Logger
 
+	prefix1, prefix2 string // the two roots as bisync prints them
+
 	mu                                        sync.Mutex
+	resyncing                                 bool            // copies are the plan (a resync logs no decisions)
+	plan                                      []Change        // see Result.Plan
+	critical                                  string          // bisync's last critical error
+	maxDelete                                 *MaxDeleteError // bisync's max-delete abort, with its counts
 	uploaded, downloaded, delLocal, delRemote int
 	movedLocal, movedRemote                   int
 	renamed, serverCopied                     map[string]bool
@@ -129,6 +136,7 @@ func (e *Engine) newPassCounter(log *slog.Logger) *passCounter {
 		group:   fmt.Sprintf("bm-syncer-%d-%d", e.id, passSeq.Add(1)),
 		log:     log,
 		renamed: map[string]bool{}, serverCopied: map[string]bool{},
+		prefix1: bilib.FsPath(e.local), prefix2: bilib.FsPath(e.remote),
 	}
 	bridge.mu.Lock()
 	bridge.passes[pc.group] = pc
@@ -149,14 +157,84 @@ func (pc *passCounter) close() {
 	deleteStatsGroup(context.Background(), pc.group)
 }
 
+func (pc *passCounter) setResyncing(on bool) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.resyncing = on
+}
+
+func (pc *passCounter) addPlan(c Change) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.plan = append(pc.plan, c)
+}
+
+// resetPlan drops the decisions of a bisync run that was replaced by a
+// resync.
+func (pc *passCounter) resetPlan() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.plan = nil
+}
+
+// dropConflict removes the conflict entry of file (pc.mu held).
+func (pc *passCounter) dropConflict(file string) {
+	for i := len(pc.plan) - 1; i >= 0; i-- {
+		if c := pc.plan[i]; c.Action == ActionConflict && c.Path == file {
+			pc.plan = append(pc.plan[:i], pc.plan[i+1:]...)
+			return
+		}
+	}
+}
+
+// maxDeleteAbort returns the counts of bisync's max-delete abort in this
+// pass, nil if it logged none.
+func (pc *passCounter) maxDeleteAbort() *MaxDeleteError {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.maxDelete
+}
+
+func (pc *passCounter) criticalError() string {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.critical
+}
+
+const criticalPrefix = "Bisync critical error: "
+
 func (pc *passCounter) count(msg, object, objectType string) {
 	isLocal := strings.Contains(objectType, "local.")
 	isRemote := strings.Contains(objectType, "s3.")
-	if !isLocal && !isRemote {
-		return
-	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
+	if !isLocal && !isRemote {
+		if strings.HasPrefix(msg, criticalPrefix) {
+			pc.critical = strings.TrimPrefix(msg, criticalPrefix)
+		} else if md := parseMaxDelete(msg); md != nil {
+			if pc.maxDelete == nil {
+				pc.maxDelete = md
+			}
+		} else if strings.HasPrefix(msg, "Files are equal") {
+			// a "changed on both sides" that turned out identical
+			file := object
+			if i := strings.LastIndex(msg, ": "); file == "" && i >= 0 {
+				file = msg[i+2:]
+			}
+			pc.dropConflict(file)
+		} else if c, ok := planFromLine(msg, pc.prefix1, pc.prefix2); ok {
+			pc.plan = append(pc.plan, c)
+		}
+		return
+	}
+	if pc.resyncing && (strings.HasPrefix(msg, "Copied (new)") || strings.HasPrefix(msg, "Copied (replaced") ||
+		strings.HasPrefix(msg, "Multi-thread Copied (") || strings.HasPrefix(msg, "Skipped copy as --dry-run")) {
+		side := SideCloud
+		if isRemote {
+			side = SideLocal
+		}
+		pc.plan = append(pc.plan, Change{Side: side, Action: ActionCopy, Path: object})
+	}
 	switch {
 	case strings.HasPrefix(msg, "Copied (server-side copy)"):
 		// an s3 rename is a server-side copy then a delete; bisync
@@ -190,6 +268,13 @@ func (pc *passCounter) count(msg, object, objectType string) {
 	}
 }
 
+// wroteRemote reports whether the pass wrote to the bucket so far.
+func (pc *passCounter) wroteRemote() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.uploaded+pc.movedRemote > 0
+}
+
 func (pc *passCounter) fill(res *Result) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
@@ -198,6 +283,7 @@ func (pc *passCounter) fill(res *Result) {
 	res.DeletedLocal += pc.delLocal
 	res.DeletedRemote += pc.delRemote
 	res.Conflicts += len(pc.renamed)
+	res.Plan = append(res.Plan, pc.plan...)
 	res.RemoteChanged = pc.uploaded+pc.delRemote+pc.movedRemote > 0
 	res.LocalChanged = pc.downloaded+pc.delLocal+pc.movedLocal > 0
 }

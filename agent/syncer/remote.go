@@ -87,11 +87,26 @@ func (o optionDefaults) Get(key string) (string, bool) {
 	return def.String(), true
 }
 
-// newRemoteFs builds the S3 file system in code from the key pair.
-func newRemoteFs(ctx context.Context, r Remote) (fs.Fs, error) {
+// NewRemoteFs builds the rclone S3 file system of r's bucket in code,
+// from r's key pair alone: it reads no rclone.conf, environment variables
+// or flags, and never goes through rclone's Fs cache (two callers never
+// share one). name is the rclone remote name (it appears in rclone's
+// paths, bisync's listing names and the VFS cache layout), so keep it
+// stable per use. The s3 backend takes some settings from ctx's rclone
+// config when it is built, such as UseServerModTime (fs.AddConfig).
+//
+// The remote uses path-style addressing and ListObjectsV2, and never
+// checks or creates the bucket: a bucket-scoped key cannot.
+func NewRemoteFs(ctx context.Context, r Remote, name string) (fs.Fs, error) {
+	if err := r.validate(); err != nil {
+		return nil, fmt.Errorf("syncer: new remote: %w", err)
+	}
+	if name == "" {
+		return nil, errors.New("syncer: new remote: name is required")
+	}
 	info, err := fs.Find("s3")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("syncer: new remote: %w", err)
 	}
 	region := r.Region
 	if region == "" {
@@ -111,15 +126,23 @@ func newRemoteFs(ctx context.Context, r Remote) (fs.Fs, error) {
 		// endpoint, AWS) are best at
 		"list_version": "2",
 	}
-	// The s3 backend reads use_server_modtime from the config it is built
-	// with: modtimes come from the listing, never from a HEAD per object.
-	ctx, ci := fs.AddConfig(ctx)
-	ci.UseServerModTime = true
-	f, err := info.NewFs(ctx, remoteName, r.Bucket, withDefaults(m, info.Options))
+	if testUploadCutoff != "" {
+		m["upload_cutoff"] = testUploadCutoff
+		m["chunk_size"] = "5Mi"
+	}
+	f, err := info.NewFs(ctx, name, r.Bucket, withDefaults(m, info.Options))
 	if err != nil && !errors.Is(err, fs.ErrorIsFile) {
-		return nil, err
+		return nil, fmt.Errorf("syncer: new remote %s: %w", r, err)
 	}
 	return f, nil
+}
+
+// newRemoteFs builds the engine's S3 file system: modtimes come from the
+// listing (server modtime), never from a HEAD per object.
+func newRemoteFs(ctx context.Context, r Remote) (fs.Fs, error) {
+	ctx, ci := fs.AddConfig(ctx)
+	ci.UseServerModTime = true
+	return NewRemoteFs(ctx, r, remoteName)
 }
 
 // remoteHasFiles lists the bucket root: one request.
@@ -168,6 +191,7 @@ func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun
 				continue
 			}
 			conflicts++
+			pc.addPlan(Change{Side: SideBoth, Action: ActionConflict, Path: ro.Remote()})
 			name := e.freeConflictName(ctx, ro.Remote(), stamp)
 			pc.logger().Info("file differs on both sides: keeping the bucket's version as a conflict copy",
 				"file", ro.Remote(), "copy", name)

@@ -8,9 +8,23 @@
 // resync" that copies in both directions, deletes nothing and keeps both
 // versions of a file that differs on the two sides. Later passes are
 // normal bisync runs with --resilient, --recover, --max-lock, compare on
-// size and modtime (S3 server modtime, so no per-object HEAD), conflicts
-// resolved to the newer file with the loser kept under a
-// name.conflict-<date>-<time>-<device>.ext name, and max-delete protection.
+// size and modtime (S3 server modtime, so no per-object HEAD), and the
+// conflict handling, max-delete and access check of the pair's Profile:
+// a conflict's losing version (or, in the safe profile, both versions) is
+// kept under a name.conflict-<date>-<time>-<device>.ext name. After a run
+// that wrote to the bucket the engine records the new objects' own server
+// modtimes in bisync's path2 listing (bisync records the local file's
+// time, which an S3 object never shows), so the next pass does not see
+// its own uploads as changes (see settle.go).
+//
+// The notes folder's .bmignore (gitignore syntax, Basic Memory's defaults
+// written when absent, never synced itself) becomes an rclone filters file
+// in the work dir. bisync demands a resync when filters change; the
+// engine does that resync itself, safely, and says so in the Result.
+//
+// A pass killed in the middle (SIGKILL, power loss) leaves bisync's lock
+// behind; the next pass removes a lock whose process is gone, lets
+// --recover fall back to the previous listings, or resyncs safely.
 //
 // Passes of all engines in the process are serialized by a package mutex:
 // rclone bisync keeps some process-wide state (its log colouring, time
@@ -56,12 +70,21 @@ var (
 	// ErrAllFilesChanged: bisync saw every file change on one side (such as
 	// a clock or time zone jump) and stopped as a precaution.
 	ErrAllFilesChanged = errors.New("all files changed on one side")
+	// ErrAccessCheckFailed: the profile checks access files and the
+	// AccessCheckFile is missing on one side (or the counts differ).
+	// Nothing was changed and the listings are kept; restore the file, or
+	// run a resync (PassOptions.Resync), which recreates it.
+	ErrAccessCheckFailed = errors.New("access check file " + AccessCheckFile + " missing on one side")
+	// ErrLocked: another live process is syncing this pair.
+	ErrLocked = errors.New("another process is syncing this folder")
 )
 
 // Defaults.
 const (
 	// DefaultMaxDelete is the max-delete percentage of the balanced profile.
 	DefaultMaxDelete = 25
+	// DefaultProfile is the profile of a Config without one.
+	DefaultProfile = ProfileBalanced
 	// maxLock: a lock file older than this (a crashed daemon) is ignored.
 	maxLock = 2 * time.Minute
 	// smallSet: below this many files in the last listing, bisync's
@@ -83,15 +106,18 @@ type Config struct {
 	Remote    Remote       // the bucket (path2)
 	WorkDir   string       // bisync's listings and lock: one per pair, under the agent's state dir
 	Device    string       // device name, used in conflict file names
-	MaxDelete int          // percent of files one pass may delete on a side; 0 means DefaultMaxDelete
+	MaxDelete int          // percent of files one pass may delete on a side; 0 means the profile's
 	Logger    *slog.Logger // nil means slog.Default()
+	Profile   Profile      // "" means DefaultProfile
 }
 
 // PassOptions tunes one pass.
 type PassOptions struct {
-	Resync  bool   // force a safe resync (copies both ways, deletes nothing)
-	DryRun  bool   // report only, change nothing (counts stay zero)
-	Trigger string // why the pass runs (for the result and the log)
+	Resync  bool    // force a safe resync (copies both ways, deletes nothing)
+	DryRun  bool    // report only, change nothing; Result.Plan says what would happen
+	Trigger string  // why the pass runs (for the result and the log)
+	Profile Profile // this pass only: overrides Config.Profile ("" keeps it)
+	Force   bool    // let this pass exceed max-delete (the user said so)
 }
 
 // Result describes one pass.
@@ -108,6 +134,9 @@ type Result struct {
 	RemoteChanged bool // anything was written to or deleted from the bucket
 	LocalChanged  bool // anything was written to or deleted from the local folder
 	Skipped       string
+	ResyncReason  string   // why the pass was a resync ("" if it was not)
+	Profile       Profile  // the profile the pass ran with
+	Plan          []Change // what the pass decided (in a dry run: what it would do)
 }
 
 // Engine syncs one local folder with one bucket.
@@ -118,6 +147,7 @@ type Engine struct {
 	device   string
 	local    fs.Fs
 	remote   fs.Fs
+	basePath string // bisync's work-dir prefix for this pair (listings, lock)
 	listing1 string // bisync's listing files for this pair
 	listing2 string
 }
@@ -134,8 +164,11 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := cfg.Remote.validate(); err != nil {
 		return nil, fmt.Errorf("syncer: new: %w", err)
 	}
-	if cfg.MaxDelete == 0 {
-		cfg.MaxDelete = DefaultMaxDelete
+	if cfg.Profile == "" {
+		cfg.Profile = DefaultProfile
+	}
+	if _, err := ParseProfile(string(cfg.Profile)); err != nil {
+		return nil, fmt.Errorf("syncer: new: %w", err)
 	}
 	if cfg.MaxDelete < 0 || cfg.MaxDelete > 100 {
 		return nil, fmt.Errorf("syncer: new: MaxDelete %d is not a percentage", cfg.MaxDelete)
@@ -159,9 +192,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("syncer: new: remote: %w", err)
 	}
 	bridge.addSecret(cfg.Remote.SecretKey)
-	base := filepath.Join(cfg.WorkDir, bilib.SessionName(e.local, e.remote))
-	e.listing1 = base + ".path1.lst"
-	e.listing2 = base + ".path2.lst"
+	e.basePath = filepath.Join(cfg.WorkDir, bilib.SessionName(e.local, e.remote))
+	e.listing1 = e.basePath + ".path1.lst"
+	e.listing2 = e.basePath + ".path2.lst"
 	return e, nil
 }
 
@@ -182,12 +215,34 @@ func (e *Engine) baseline(listing string) string {
 	return ""
 }
 
+// passSettings is what one pass runs with.
+type passSettings struct {
+	profile   Profile
+	set       profileSetting
+	maxDelete int
+	filters   string // the rclone filters file
+	dryRun    bool
+	force     bool
+}
+
 // Pass runs one sync pass. Cancelling ctx stops it; the next pass recovers.
 func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err error) {
 	passMu.Lock()
 	defer passMu.Unlock()
 
-	res = Result{Start: time.Now(), Trigger: opt.Trigger}
+	profile := e.cfg.Profile
+	if opt.Profile != "" {
+		if profile, err = ParseProfile(string(opt.Profile)); err != nil {
+			return Result{Start: time.Now(), Trigger: opt.Trigger}, fmt.Errorf("syncer: pass: %w", err)
+		}
+	}
+	ps := passSettings{profile: profile, set: profile.settings(), dryRun: opt.DryRun}
+	ps.maxDelete = ps.set.maxDelete
+	if e.cfg.MaxDelete > 0 {
+		ps.maxDelete = e.cfg.MaxDelete
+	}
+
+	res = Result{Start: time.Now(), Trigger: opt.Trigger, Profile: profile}
 	log := e.log.With("trigger", opt.Trigger)
 	defer func() {
 		res.Duration = time.Since(res.Start)
@@ -195,10 +250,10 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 			log.Warn("sync pass failed", "err", err, "duration", res.Duration)
 			return
 		}
-		log.Info("sync pass done", "resync", res.Resync, "uploaded", res.Uploaded,
-			"downloaded", res.Downloaded, "deleted_local", res.DeletedLocal,
+		log.Info("sync pass done", "resync", res.Resync, "resync_reason", res.ResyncReason,
+			"uploaded", res.Uploaded, "downloaded", res.Downloaded, "deleted_local", res.DeletedLocal,
 			"deleted_remote", res.DeletedRemote, "conflicts", res.Conflicts,
-			"skipped", res.Skipped, "duration", res.Duration)
+			"skipped", res.Skipped, "dry_run", opt.DryRun, "duration", res.Duration)
 	}()
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("syncer: pass: %w", err)
@@ -212,47 +267,79 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	if err != nil {
 		return res, fmt.Errorf("syncer: pass: scan local folder: %w", err)
 	}
+	prior1 := listingFiles(e.baseline(e.listing1))
+	prior2 := listingFiles(e.baseline(e.listing2))
+	if !localHas && prior1 > 0 {
+		return res, fmt.Errorf("syncer: pass: %w (%d files last time): %s", ErrLocalRootEmpty, prior1, e.cfg.LocalDir)
+	}
+	filters, filtersChanged, err := e.prepareFilters(opt.DryRun)
+	if err != nil {
+		return res, fmt.Errorf("syncer: pass: %w", err)
+	}
+	ps.filters = filters
 	remoteHas, err := e.remoteHasFiles(ctx)
 	if err != nil {
 		return res, fmt.Errorf("syncer: pass: list bucket: %w", err)
-	}
-	prior1 := listingFiles(e.baseline(e.listing1))
-	prior2 := listingFiles(e.baseline(e.listing2))
-
-	if !localHas && prior1 > 0 {
-		return res, fmt.Errorf("syncer: pass: %w (%d files last time): %s", ErrLocalRootEmpty, prior1, e.cfg.LocalDir)
 	}
 	if !localHas && !remoteHas {
 		res.Skipped = "both sides empty"
 		return res, nil
 	}
+	if !opt.DryRun {
+		if err := e.clearStaleLock(); err != nil {
+			return res, fmt.Errorf("syncer: pass: %w", err)
+		}
+	}
 
-	resync := opt.Resync || e.NeedsResync()
-	if !resync && (!localHas || !remoteHas || prior1 == 0 || prior2 == 0) {
+	reason := ""
+	switch {
+	case opt.Resync:
+		reason = "resync requested"
+	case e.NeedsResync():
+		reason = "no baseline listings (first sync, or lost)"
+	case filtersChanged:
+		reason = "ignore rules changed (" + IgnoreFile + ")"
+	case !localHas || !remoteHas || prior1 == 0 || prior2 == 0:
 		// bisync refuses to run with an empty side or an empty baseline;
 		// a resync copies without deleting, which is what these cases need
 		// (a new device, a first note, a bucket that lost its objects).
-		log.Info("one side or its baseline is empty: running a safe resync",
-			"local_has_files", localHas, "remote_has_files", remoteHas)
-		resync = true
+		reason = "one side or its baseline is empty"
 	}
 
 	pc := e.newPassCounter(log)
 	defer pc.close()
-	if resync {
-		err = e.safeResync(ctx, pc, opt.DryRun, &res)
+	if reason != "" {
+		log.Info("running a safe resync", "reason", reason,
+			"local_has_files", localHas, "remote_has_files", remoteHas)
+		res.ResyncReason = reason
+		err = e.safeResync(ctx, pc, ps, &res)
 	} else {
-		force := max(prior1, prior2) < smallSet
-		err = e.runBisync(ctx, pc, false, opt.DryRun, force)
-		if errors.Is(err, bisync.ErrBisyncAborted) && ctx.Err() == nil && e.NeedsResync() {
+		ps.force = opt.Force || max(prior1, prior2) < smallSet
+		err = e.runBisync(ctx, pc, false, ps)
+		cerr := classify(err)
+		if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
+			cerr = fmt.Errorf("bisync: %w", md)
+		}
+		switch {
+		case err == nil:
+			err = e.settle(ctx, pc, ps, false)
+		case ctx.Err() != nil:
+			err = cerr
+		case errors.Is(err, bisync.ErrBisyncAborted) && e.NeedsResync(),
+			errors.Is(cerr, ErrResyncRequired):
 			if opt.DryRun {
-				err = fmt.Errorf("syncer: pass: %w: %w", ErrResyncRequired, err)
-			} else {
-				log.Warn("bisync lost its listings and demands a resync: running a safe resync")
-				err = e.safeResync(ctx, pc, false, &res)
+				err = fmt.Errorf("syncer: pass: %w", cerr)
+				if !errors.Is(cerr, ErrResyncRequired) {
+					err = fmt.Errorf("syncer: pass: %w: %w", ErrResyncRequired, cerr)
+				}
+				break
 			}
-		} else {
-			err = classify(err)
+			log.Warn("bisync demands a resync: running a safe resync", "err", err)
+			res.ResyncReason = "bisync demanded a resync"
+			pc.resetPlan()
+			err = e.safeResync(ctx, pc, ps, &res)
+		default:
+			err = cerr
 		}
 	}
 	pc.fill(&res)
@@ -276,6 +363,8 @@ func classify(err error) error {
 		return fmt.Errorf("bisync: %w: %w", ErrMaxDeleteExceeded, err)
 	case strings.Contains(msg, "all files were changed"):
 		return fmt.Errorf("bisync: %w: %w", ErrAllFilesChanged, err)
+	case strings.Contains(msg, "check file check failed"):
+		return fmt.Errorf("bisync: %w: %w", ErrAccessCheckFailed, err)
 	case strings.Contains(msg, "--resync"):
 		return fmt.Errorf("bisync: %w: %w", ErrResyncRequired, err)
 	}
@@ -285,32 +374,81 @@ func classify(err error) error {
 // safeResync establishes a baseline without losing anything: files that
 // exist on both sides with different content get the bucket's version
 // downloaded next to the local one as a conflict copy, then a path1-wins
-// resync copies everything missing in both directions.
-func (e *Engine) safeResync(ctx context.Context, pc *passCounter, dryRun bool, res *Result) error {
+// resync copies everything missing in both directions. Files equal on
+// both sides (same MD5) are not copied again.
+func (e *Engine) safeResync(ctx context.Context, pc *passCounter, ps passSettings, res *Result) error {
 	res.Resync = true
-	n, err := e.keepRemoteVersions(ctx, pc, dryRun)
+	pc.setResyncing(true)
+	defer pc.setResyncing(false)
+	fctx, err := withFilters(ctx, ps.filters)
+	if err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	if ps.set.checkAccess && !ps.dryRun {
+		if err := e.ensureAccessCheckFile(); err != nil {
+			return fmt.Errorf("resync: %w", err)
+		}
+	}
+	n, err := e.keepRemoteVersions(fctx, pc, ps.dryRun)
 	res.Conflicts += n
 	if err != nil {
 		return fmt.Errorf("resync: keep bucket versions: %w", err)
 	}
-	if err := e.runBisync(ctx, pc, true, dryRun, false); err != nil {
+	if err := e.runBisync(ctx, pc, true, ps); err != nil {
 		return fmt.Errorf("resync: %w", classify(err))
+	}
+	if err := e.settle(ctx, pc, ps, true); err != nil {
+		return fmt.Errorf("resync: %w", err)
 	}
 	return nil
 }
 
+// settle runs settleRemoteTimes after a successful bisync run that wrote
+// to the bucket (or established a baseline), so the next pass compares
+// the bucket against the times the bucket really shows. The run itself
+// succeeded, so only a cancelled pass fails here: any other error is
+// logged and costs the next pass some needless downloads at worst (or,
+// after a resync, one more safe resync).
+func (e *Engine) settle(ctx context.Context, pc *passCounter, ps passSettings, resync bool) error {
+	if ps.dryRun || (!resync && !pc.wroteRemote()) {
+		return nil
+	}
+	err := e.settleRemoteTimes(ctx, pc, ps.filters)
+	if err != nil && ctx.Err() == nil {
+		pc.logger().Warn("could not record the bucket's modtimes in the listing", "err", err)
+		return nil
+	}
+	return err
+}
+
+// ensureAccessCheckFile writes the access check file into the notes
+// folder when it is missing there.
+func (e *Engine) ensureAccessCheckFile() error {
+	path := filepath.Join(e.cfg.LocalDir, AccessCheckFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(accessCheckBody), 0o644); err != nil {
+		return fmt.Errorf("create access check file: %w", err)
+	}
+	return nil
+}
+
+// testUploadCutoff, when set by a test, lowers the s3 backend's multipart
+// threshold so a multipart upload needs only a few MiB.
+var testUploadCutoff string
+
 // runBisync runs one bisync.Bisync with the engine's settings.
-func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync, dryRun, force bool) error {
+func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps passSettings) error {
 	ctx = accounting.WithStatsGroup(ctx, pc.group)
 	ctx, ci := fs.AddConfig(ctx)
-	ci.DryRun = dryRun
-	ci.MaxDelete = int64(e.cfg.MaxDelete)
+	ci.DryRun = ps.dryRun
+	ci.MaxDelete = int64(ps.maxDelete)
 	ci.UseServerModTime = true
 	ci.UseListR = true
-	// After an upload the object's time comes from a HEAD (Last-Modified,
-	// whole seconds) while listings carry milliseconds: times within a
-	// second of each other are the same time.
-	ci.ModifyWindow = fs.Duration(time.Second)
+	// No modify window beyond the backends' precision: the path2 listing
+	// holds the times the bucket's listing shows (settleRemoteTimes), and
+	// a window would hide a same-size edit made within it.
 	// Server modtimes cannot be set; don't rewrite identical objects (a
 	// CopyObject each) just to try.
 	ci.NoUpdateModTime = true
@@ -326,16 +464,22 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync, dryRun,
 		Resilient:             true,
 		Recover:               true,
 		MaxLock:               fs.Duration(maxLock),
-		Force:                 force,
+		Force:                 ps.force,
 		CompareFlag:           "size,modtime",
 		IgnoreListingChecksum: true,
+		FiltersFile:           ps.filters,
+		// A resync enforces the check too, before copying; but a resync is
+		// what establishes the check files (the engine writes the local
+		// one and the resync copies it), so only normal runs check.
+		CheckAccess:   ps.set.checkAccess && !resync,
+		CheckFilename: AccessCheckFile,
 		// The final check compares path1's listing with path2's, size and
 		// modtime; with server modtime on S3 the two sides' times never
 		// agree (edit time here, upload time there), so it would abort
 		// every pass that uploads. Each side is still compared with its own
 		// prior listing, which is what finds changes.
 		CheckSync:       bisync.CheckSyncFalse,
-		ConflictResolve: bisync.PreferNewer,
+		ConflictResolve: ps.set.resolve,
 		ConflictLoser:   bisync.ConflictLoserPathname,
 		// path1's loser is this device's version, path2's the bucket's.
 		ConflictSuffixFlag: "conflict-" + stamp + "-" + e.device + ",conflict-" + stamp + "-" + remoteDeviceLabel,
@@ -344,10 +488,12 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync, dryRun,
 		opt.ResyncMode = bisync.PreferPath1
 	}
 	err := bisync.Bisync(ctx, e.local, e.remote, &opt)
-	if err != nil {
-		return err
+	if errors.Is(err, bisync.ErrBisyncAborted) {
+		if why := pc.criticalError(); why != "" {
+			err = fmt.Errorf("%w: %s", err, why)
+		}
 	}
-	return nil
+	return err
 }
 
 // deleteStatsGroup frees rclone's accounting for a finished pass.
@@ -386,14 +532,15 @@ func conflictName(remote, stamp, who string) string {
 }
 
 // dirHasFiles reports whether the tree under root holds at least one
-// regular file.
+// regular file other than the ignore file (which the engine creates).
 func dirHasFiles(root string) (bool, error) {
 	found := false
-	err := filepath.WalkDir(root, func(_ string, d os.DirEntry, err error) error {
+	ignoreFile := filepath.Join(root, IgnoreFile)
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.Type().IsRegular() {
+		if d.Type().IsRegular() && path != ignoreFile {
 			found = true
 			return filepath.SkipAll
 		}

@@ -191,6 +191,9 @@ func (p *pair) files(t *testing.T) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(p.local, path)
+		if rel == IgnoreFile {
+			return nil // stays local, never synced
+		}
 		b, err := os.ReadFile(path)
 		out[filepath.ToSlash(rel)] = string(b)
 		return err
@@ -488,6 +491,16 @@ func TestTooManyDeletesIsRefused(t *testing.T) {
 	_, err := p.engine.Pass(context.Background(), PassOptions{})
 	if !errors.Is(err, ErrMaxDeleteExceeded) {
 		t.Fatalf("err = %v, want ErrMaxDeleteExceeded", err)
+	}
+	var md *MaxDeleteError
+	if !errors.As(err, &md) {
+		t.Fatalf("err = %v, not a *MaxDeleteError", err)
+	}
+	if md.Deletes != 10 || md.Total != 20 || md.Side != SideLocal || md.Percent != DefaultMaxDelete {
+		t.Errorf("MaxDeleteError = %+v, want 10 of 20 local at %d%%", md, DefaultMaxDelete)
+	}
+	if !strings.Contains(err.Error(), "10 of 20) on Path1") {
+		t.Errorf("message %q lacks the counts the daemon parses", err)
 	}
 	assertContents(t, "bucket", s3.objects(), want)
 }

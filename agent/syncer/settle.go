@@ -1,0 +1,222 @@
+package syncer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rclone/rclone/cmd/bisync"
+	"github.com/rclone/rclone/fs"
+	"github.com/rclone/rclone/fs/accounting"
+	"github.com/rclone/rclone/fs/hash"
+	"github.com/rclone/rclone/fs/walk"
+)
+
+// Why listings need settling.
+//
+// When bisync copies a file it records, in the destination's listing, the
+// size and modtime of the *source*: it assumes the destination takes the
+// source's modtime. The engine lists the bucket with server modtimes (no
+// HEAD per object), and an S3 object's server modtime is the time it was
+// uploaded, never the local file's mtime. So after every upload the path2
+// listing held a time the bucket would never show: the next pass saw each
+// uploaded file as changed on path2 (and downloaded it back), and after a
+// resync that uploaded a whole folder it saw every file changed and
+// stopped with "all files were changed on Path2".
+//
+// settleRemoteTimes closes that gap after each run that wrote to the
+// bucket: it lists the bucket once and, for every path2 entry whose time
+// differs from the object's while the object holds exactly the local
+// file's content (same size and MD5), records the object's own time.
+// Objects whose content is not the local file's (another device wrote
+// them meanwhile) are left alone, so the next pass still sees that change.
+
+// listingLine matches a bisync listing line (bisync's own format):
+// flags size hash id modtime "name".
+var listingLine = regexp.MustCompile(`^(\S) +(-?\d+) (\S+) (\S+) (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}[+-]\d{4}) (".+")$`)
+
+// listingTimeFormat is bisync's listing time format.
+const listingTimeFormat = "2006-01-02T15:04:05.000000000-0700"
+
+// listingEntry is one file of a bisync listing.
+type listingEntry struct {
+	size int64
+	time time.Time
+}
+
+// readListing parses a bisync listing into entries by name.
+func readListing(path string) (map[string]listingEntry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]listingEntry{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		name, ent, ok := parseListingLine(sc.Text())
+		if ok {
+			out[name] = ent
+		}
+	}
+	return out, sc.Err()
+}
+
+func parseListingLine(line string) (string, listingEntry, bool) {
+	m := listingLine.FindStringSubmatch(line)
+	if m == nil || m[1] != "-" {
+		return "", listingEntry{}, false
+	}
+	size, err1 := strconv.ParseInt(m[2], 10, 64)
+	t, err2 := time.ParseInLocation(listingTimeFormat, m[5], bisync.TZ)
+	name, err3 := strconv.Unquote(m[6])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return "", listingEntry{}, false
+	}
+	return name, listingEntry{size: size, time: t}, true
+}
+
+// rewriteListingTimes replaces the modtime of the named files in a bisync
+// listing, leaving every other byte as it was, and replaces the file
+// atomically. It returns how many lines it changed.
+func rewriteListingTimes(path string, times map[string]time.Time) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	changed := 0
+	for i, line := range lines {
+		body := strings.TrimSuffix(line, "\n")
+		name, _, ok := parseListingLine(body)
+		if !ok {
+			continue
+		}
+		t, ok := times[name]
+		if !ok {
+			continue
+		}
+		m := listingLine.FindStringSubmatchIndex(body)
+		start, end := m[10], m[11] // the modtime group
+		lines[i] = body[:start] + t.In(bisync.TZ).Format(listingTimeFormat) + body[end:] + line[len(body):]
+		changed++
+	}
+	if changed == 0 {
+		return 0, nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".settle-*")
+	if err != nil {
+		return 0, err
+	}
+	_, werr := tmp.WriteString(strings.Join(lines, ""))
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		_ = os.Remove(tmp.Name())
+		return 0, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+		return 0, err
+	}
+	return changed, nil
+}
+
+// settleRemoteTimes records the bucket's own modtimes in the path2
+// listing for the files whose object holds the local file's content (see
+// the comment at the top of this file). It costs one bucket listing
+// (a request per 1,000 objects) plus reading the local files whose
+// recorded time was wrong; a pass that wrote nothing to the bucket does
+// not call it.
+func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string) error {
+	entries, err := readListing(e.listing2)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("settle listing: read: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	fctx, err := withFilters(ctx, filters)
+	if err != nil {
+		return fmt.Errorf("settle listing: %w", err)
+	}
+	fctx = accounting.WithStatsGroup(fctx, pc.group)
+	fctx, ci := fs.AddConfig(fctx)
+	ci.UseServerModTime = true
+	ci.UseListR = true
+	fix := map[string]time.Time{}
+	err = walk.ListR(fctx, e.remote, "", true, -1, walk.ListObjects, func(objs fs.DirEntries) error {
+		for _, entry := range objs {
+			ro, ok := entry.(fs.Object)
+			if !ok {
+				continue
+			}
+			name := ro.Remote()
+			ent, ok := entries[name]
+			if !ok || ent.size != ro.Size() {
+				continue
+			}
+			mt := ro.ModTime(fctx)
+			if mt.Equal(ent.time) {
+				continue
+			}
+			same, err := e.localHasContent(fctx, name, ro)
+			if err != nil {
+				return err
+			}
+			if same {
+				fix[name] = mt
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("settle listing: list bucket: %w", err)
+	}
+	n, err := rewriteListingTimes(e.listing2, fix)
+	if err != nil {
+		return fmt.Errorf("settle listing: rewrite: %w", err)
+	}
+	if n > 0 {
+		pc.logger().Debug("recorded the bucket's modtimes of written files in the listing", "files", n)
+	}
+	return nil
+}
+
+// localHasContent reports whether the local file name holds exactly the
+// object's content: same size and MD5. An object without an MD5 (none is
+// known) never matches.
+func (e *Engine) localHasContent(ctx context.Context, name string, ro fs.Object) (bool, error) {
+	lo, err := e.local.NewObject(ctx, name)
+	if errors.Is(err, fs.ErrorObjectNotFound) || errors.Is(err, fs.ErrorIsDir) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat local %q: %w", name, err)
+	}
+	if lo.Size() != ro.Size() {
+		return false, nil
+	}
+	rh, err := ro.Hash(ctx, hash.MD5)
+	if err != nil || rh == "" {
+		return false, nil //nolint:nilerr // no MD5: leave the entry alone
+	}
+	lh, err := lo.Hash(ctx, hash.MD5)
+	if errors.Is(err, fs.ErrorObjectNotFound) || errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("hash local %q: %w", name, err)
+	}
+	return strings.EqualFold(lh, rh), nil
+}
