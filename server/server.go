@@ -1,6 +1,9 @@
-// Package server is bm-server: it wires the tenant API, the built-in OAuth
-// issuer, the SQL store and a storage provider (the embedded S3 endpoint by
-// default) into one process with two listeners: the API and the S3 endpoint.
+// Package server is bm-server: it wires the tenant API, the SQL store, a
+// storage provider (the embedded S3 endpoint by default; MinIO, S3 + IAM or
+// Tigris), token verification (the built-in OAuth issuer, or an external
+// OIDC issuer), the change-event hub, the refresh hook and the credential
+// lifecycle jobs into one process. It listens for the API and, with the
+// embedded provider only, for S3.
 package server
 
 import (
@@ -13,16 +16,25 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/time/rate"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/api"
+	"github.com/basicmachines-co/bm-agent/server/auth"
+	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/hooks"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/lifecycle"
+	"github.com/basicmachines-co/bm-agent/server/ops"
 	"github.com/basicmachines-co/bm-agent/server/s3embed"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/storage/embedded"
+	"github.com/basicmachines-co/bm-agent/server/storage/minio"
+	"github.com/basicmachines-co/bm-agent/server/storage/s3iam"
 	"github.com/basicmachines-co/bm-agent/server/store"
 )
 
@@ -42,10 +54,153 @@ type Config struct {
 	Region string
 	// SubscribeURL is shown to tenants without an active subscription.
 	SubscribeURL string
+	// DB is the store's DSN (see store.Open): a SQLite path or sqlite://PATH,
+	// or postgres://... (default DataDir/bm-server.db).
+	DB string
 	// DemoEmail and DemoPassword, when set, create that account (and its
 	// tenant and bucket) at start if it does not exist.
 	DemoEmail, DemoPassword string
-	Logger                  *slog.Logger
+	// ShutdownTimeout bounds how long Serve waits for in-flight requests
+	// once its context is cancelled (default 10 s).
+	ShutdownTimeout time.Duration
+	// LogJSON asks the command for JSON logs; the server uses Logger as given.
+	LogJSON bool
+	// Logger is the server's logger (default slog.Default()). Records
+	// logged with a request's context carry its request id.
+	Logger *slog.Logger
+
+	// Storage names the storage provider: StorageEmbedded (the default),
+	// StorageMinIO, StorageS3 (AWS or another S3 + IAM service) or
+	// StorageTigris. Only the embedded one opens the S3 listener (S3Addr);
+	// the others reach StorageEndpoint with the admin credentials
+	// StorageAccessKey and StorageSecretKey (from the environment only), and
+	// hand clients S3PublicURL (default: the endpoint) and Region.
+	Storage string
+	// StorageEndpoint is the S3 API of minio (required), s3 (default AWS's
+	// endpoint of Region) or tigris (default Tigris's).
+	StorageEndpoint string
+	// StorageIAMEndpoint is the IAM API of s3 (default AWS's) or tigris
+	// (default Tigris's).
+	StorageIAMEndpoint string
+	// StoragePathStyle addresses s3's buckets in the path (most S3
+	// services other than AWS want it).
+	StoragePathStyle bool
+	// StorageAccessKey and StorageSecretKey are the provider's admin
+	// credentials (see SecretsFromEnv).
+	StorageAccessKey, StorageSecretKey string
+
+	// AuthMode is how bearer tokens are verified: AuthBuiltin (the default:
+	// the built-in OAuth issuer signs them and its routes are served) or
+	// AuthOIDC (an external issuer at OIDCIssuer; the built-in issuer's
+	// routes are not served).
+	AuthMode string
+	// OIDCIssuer is the external issuer exactly as in the tokens' iss claim.
+	OIDCIssuer string
+	// OIDCAudience is what the tokens' aud claim must contain (default
+	// OIDCClientID, which defaults to tenantapi.DefaultClientID).
+	OIDCAudience, OIDCClientID string
+	// OIDCTenantClaim, OIDCSubscriptionStatusClaim and
+	// OIDCSubscriptionTierClaim name the claims (defaults: auth's). A status
+	// claim of "-" means the tokens carry none and the store decides.
+	OIDCTenantClaim, OIDCSubscriptionStatusClaim, OIDCSubscriptionTierClaim string
+	// OIDCAlgs is the allow-list of signature algorithms (default RS256, ES256).
+	OIDCAlgs []string
+	// OIDCLeeway is the clock skew tolerated (default 60 s).
+	OIDCLeeway time.Duration
+	// OIDCAutoProvision creates the tenant and its bucket the first time a
+	// valid token names an unknown tenant.
+	OIDCAutoProvision bool
+	// SubscriptionClaimOptional makes a token without a subscription status
+	// claim defer to the store.
+	SubscriptionClaimOptional bool
+
+	// EventsBuffer is how many change events a GET /tenant/events client
+	// may lag before it is dropped (default events.DefaultBuffer).
+	EventsBuffer int
+	// EventsHeartbeat is the keep-alive comment interval of the event
+	// stream (default events.DefaultHeartbeat).
+	EventsHeartbeat time.Duration
+	// StorageWebhookSecret authenticates POST /webhooks/storage/{tenant};
+	// empty disables the route. From the environment only.
+	StorageWebhookSecret string
+
+	// HookCommand is the refresh hook command, split on white space (no
+	// shell quoting; use a script for more). It gets the event in
+	// BM_TENANT_ID, BM_DEVICE, BM_REASON and BM_EVENT_AT.
+	HookCommand string
+	// HookWebhookURL receives a signed POST per bucket change, signed with
+	// HookWebhookSecret (from the environment only).
+	HookWebhookURL, HookWebhookSecret string
+	// HookTimeout, HookAttempts, HookBackoff and HookWorkers tune the hook
+	// runner (defaults: hooks').
+	HookTimeout  time.Duration
+	HookAttempts int
+	HookBackoff  time.Duration
+	HookWorkers  int
+
+	// MintPerHour and MintBurst bound how fast one tenant mints keys
+	// (defaults DefaultMintPerHour, DefaultMintBurst); a negative
+	// MintPerHour disables the limit.
+	MintPerHour float64
+	MintBurst   int
+
+	// DeletionRetryInterval is how often failed key deletions at the
+	// provider are retried (default 1 min).
+	DeletionRetryInterval time.Duration
+	// OrphanAfter revokes keys unused that long (0, the default, disables
+	// it). Only the embedded provider tracks use; with the others a key in
+	// use would look unused.
+	OrphanAfter time.Duration
+	// OrphanInterval is how often unused keys are looked for (default 1 h).
+	OrphanInterval time.Duration
+	// FallbackInterval is how often bucket fingerprints are compared to
+	// catch changes nobody announced (default 5 min; negative disables).
+	FallbackInterval time.Duration
+}
+
+// Storage providers and auth modes of Config.
+const (
+	StorageEmbedded = "embedded"
+	StorageMinIO    = "minio"
+	StorageS3       = "s3"
+	StorageTigris   = "tigris"
+
+	AuthBuiltin = "builtin"
+	AuthOIDC    = "oidc"
+)
+
+// Defaults of the mint rate limit: generous enough for a person setting
+// up a few devices (and for the end-to-end tests and the demo), tight
+// enough to stop a runaway client.
+const (
+	DefaultMintPerHour = 30
+	DefaultMintBurst   = 10
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr            = "127.0.0.1:8787"
+	DefaultS3Addr          = "127.0.0.1:8788"
+	DefaultRegion          = "us-east-1"
+	DefaultSubscribeURL    = "https://basicmemory.com/subscribe"
+	DefaultShutdownTimeout = 10 * time.Second
+	// ReadyTimeout bounds each check of /readyz.
+	ReadyTimeout = 2 * time.Second
+)
+
+// StoreDSN is the store's DSN of cfg: DB, or the SQLite file in DataDir.
+func (cfg Config) StoreDSN() string {
+	if cfg.DB != "" {
+		return cfg.DB
+	}
+	return filepath.Join(cfg.DataDir, "bm-server.db")
+}
+
+func durDef(v, d time.Duration) time.Duration {
+	if v != 0 {
+		return v
+	}
+	return d
 }
 
 // Server is a running bm-server.
@@ -53,13 +208,23 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	store    *store.Store
-	s3       *s3embed.Server
+	s3       *s3embed.Server // nil unless the provider is embedded
 	provider storage.Provider
-	issuer   *issuer.Issuer
+	issuer   *issuer.Issuer // nil in OIDC mode
+	auth     api.Authenticator
+	hub      *events.Hub
+	hook     *hooks.Runner
+	jobs     *lifecycle.Worker
 	apiLn    net.Listener
-	s3Ln     net.Listener
+	s3Ln     net.Listener // nil unless the provider is embedded
 	apiURL   string
 	s3URL    string
+	metrics  *ops.Metrics
+	// closing is closed when Serve starts shutting down; event streams
+	// end then instead of holding the shutdown to its deadline.
+	closing chan struct{}
+	// wrap, when set (by tests), wraps the API handler Serve uses.
+	wrap func(http.Handler) http.Handler
 }
 
 // New opens the store, the storage provider and the listeners. Call Serve to
@@ -69,21 +234,38 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, errors.New("server: a data dir is required")
 	}
 	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:8787"
+		cfg.Addr = DefaultAddr
 	}
 	if cfg.S3Addr == "" {
-		cfg.S3Addr = "127.0.0.1:8788"
-	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg.S3Addr = DefaultS3Addr
 	}
 	if cfg.SubscribeURL == "" {
-		cfg.SubscribeURL = "https://basicmemory.com/subscribe"
+		cfg.SubscribeURL = DefaultSubscribeURL
 	}
+	if cfg.Storage == "" {
+		cfg.Storage = StorageEmbedded
+	}
+	if cfg.AuthMode == "" {
+		cfg.AuthMode = AuthBuiltin
+	}
+	switch cfg.Storage {
+	case StorageEmbedded, StorageMinIO, StorageS3, StorageTigris:
+	default:
+		return nil, fmt.Errorf("server: unknown storage %q (want embedded, minio, s3 or tigris)", cfg.Storage)
+	}
+	switch cfg.AuthMode {
+	case AuthBuiltin, AuthOIDC:
+	default:
+		return nil, fmt.Errorf("server: unknown auth mode %q (want builtin or oidc)", cfg.AuthMode)
+	}
+	cfg.ShutdownTimeout = durDef(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	if _, ok := cfg.Logger.Handler().(ops.ContextHandler); !ok {
+		cfg.Logger = slog.New(ops.ContextHandler{Handler: cfg.Logger.Handler()})
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: ops.NewMetrics(), closing: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -95,51 +277,19 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.apiLn, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("server: listen api: %w", err)
 	}
-	if s.s3Ln, err = net.Listen("tcp", cfg.S3Addr); err != nil {
-		return nil, fmt.Errorf("server: listen s3: %w", err)
-	}
 	s.apiURL = publicURL(cfg.PublicURL, s.apiLn)
-	s.s3URL = publicURL(cfg.S3PublicURL, s.s3Ln)
 
-	if s.store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "bm-server.db")); err != nil {
+	if s.store, err = store.Open(ctx, cfg.StoreDSN()); err != nil {
 		return nil, fmt.Errorf("server: open store: %w", err)
 	}
-	master, err := issuer.LoadOrCreateSecret(filepath.Join(cfg.DataDir, "master.key"), 32)
-	if err != nil {
-		return nil, fmt.Errorf("server: master key: %w", err)
+	if err := s.openStorage(); err != nil {
+		return nil, err
 	}
-	// The provider checks the endpoint's keys and the endpoint holds the
-	// provider's buckets: build one, then the other, then join them.
-	prov := embedded.New(nil, master, s.store, s.s3URL, cfg.Region)
-	s.s3, err = s3embed.New(filepath.Join(cfg.DataDir, "buckets"), prov, cfg.Logger.With("component", "s3"))
-	if err != nil {
-		return nil, fmt.Errorf("server: embedded s3: %w", err)
+	if err := s.openAuth(ctx); err != nil {
+		return nil, err
 	}
-	prov.SetServer(s.s3)
-	s.s3.OnKeyUsed = func(accessKey string) {
-		if err := s.store.TouchAccessKey(context.Background(), accessKey, time.Now()); err != nil {
-			s.log.Warn("track key use", "err", err)
-		}
-	}
-	s.provider = prov
-
-	signing, err := issuer.LoadOrCreateKey(filepath.Join(cfg.DataDir, "issuer.pem"))
-	if err != nil {
-		return nil, fmt.Errorf("server: issuer key: %w", err)
-	}
-	oauthSecret, err := issuer.LoadOrCreateSecret(filepath.Join(cfg.DataDir, "oauth.secret"), 32)
-	if err != nil {
-		return nil, fmt.Errorf("server: oauth secret: %w", err)
-	}
-	s.issuer, err = issuer.New(issuer.Config{
-		IssuerURL:    s.apiURL,
-		SigningKey:   signing,
-		Accounts:     accounts{s.store},
-		GlobalSecret: oauthSecret,
-		Logger:       cfg.Logger.With("component", "issuer"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("server: issuer: %w", err)
+	if err := s.openJobs(); err != nil {
+		return nil, err
 	}
 	if cfg.DemoEmail != "" {
 		if _, err := s.store.AccountByEmail(ctx, cfg.DemoEmail); errors.Is(err, store.ErrNotFound) {
@@ -154,6 +304,209 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	return s, nil
 }
 
+// openStorage builds the configured storage provider; for the embedded
+// one it also opens the S3 listener and the endpoint.
+func (s *Server) openStorage() error {
+	cfg := s.cfg
+	region := cfg.Region
+	if region == "" {
+		region = DefaultRegion
+	}
+	var err error
+	switch cfg.Storage {
+	case StorageMinIO:
+		if cfg.StorageEndpoint == "" {
+			return errors.New("server: storage minio needs --storage-endpoint")
+		}
+		if cfg.StorageAccessKey == "" || cfg.StorageSecretKey == "" {
+			return fmt.Errorf("server: storage minio needs admin credentials in %s and %s", EnvStorageAccessKey, EnvStorageSecretKey)
+		}
+		s.provider, err = minio.New(minio.Config{
+			Endpoint:       cfg.StorageEndpoint,
+			PublicEndpoint: cfg.S3PublicURL,
+			Region:         region,
+			AccessKey:      cfg.StorageAccessKey,
+			SecretKey:      cfg.StorageSecretKey,
+		})
+		if err != nil {
+			return fmt.Errorf("server: storage minio: %w", err)
+		}
+		s.s3URL = strings.TrimRight(firstOf(cfg.S3PublicURL, cfg.StorageEndpoint), "/")
+		return nil
+	case StorageS3, StorageTigris:
+		if cfg.StorageAccessKey == "" || cfg.StorageSecretKey == "" {
+			return fmt.Errorf("server: storage %s needs admin credentials in %s and %s", cfg.Storage, EnvStorageAccessKey, EnvStorageSecretKey)
+		}
+		c := s3iam.Config{Region: region, PathStyle: cfg.StoragePathStyle, AccessKey: cfg.StorageAccessKey, SecretKey: cfg.StorageSecretKey}
+		if cfg.Storage == StorageTigris {
+			c = s3iam.Tigris(cfg.StorageAccessKey, cfg.StorageSecretKey)
+			if cfg.Region != "" && cfg.Region != DefaultRegion {
+				c.Region = cfg.Region
+			}
+			c.PathStyle = c.PathStyle || cfg.StoragePathStyle
+		}
+		if cfg.StorageEndpoint != "" {
+			c.S3Endpoint = cfg.StorageEndpoint
+		}
+		if cfg.StorageIAMEndpoint != "" {
+			c.IAMEndpoint = cfg.StorageIAMEndpoint
+		}
+		if cfg.S3PublicURL != "" {
+			c.PublicEndpoint = cfg.S3PublicURL
+		}
+		p, err := s3iam.New(c)
+		if err != nil {
+			return fmt.Errorf("server: storage %s: %w", cfg.Storage, err)
+		}
+		s.provider = p
+		s.s3URL, _ = p.Endpoint()
+		return nil
+	}
+
+	if s.s3Ln, err = net.Listen("tcp", cfg.S3Addr); err != nil {
+		return fmt.Errorf("server: listen s3: %w", err)
+	}
+	s.s3URL = publicURL(cfg.S3PublicURL, s.s3Ln)
+	master, err := issuer.LoadOrCreateSecret(filepath.Join(cfg.DataDir, "master.key"), 32)
+	if err != nil {
+		return fmt.Errorf("server: master key: %w", err)
+	}
+	// The provider checks the endpoint's keys and the endpoint holds the
+	// provider's buckets: build one, then the other, then join them.
+	prov := embedded.New(nil, master, s.store, s.s3URL, region)
+	s.s3, err = s3embed.New(filepath.Join(cfg.DataDir, "buckets"), prov, cfg.Logger.With("component", "s3"))
+	if err != nil {
+		return fmt.Errorf("server: embedded s3: %w", err)
+	}
+	prov.SetServer(s.s3)
+	s.s3.OnKeyUsed = func(accessKey string) {
+		if err := s.store.TouchAccessKey(context.Background(), accessKey, time.Now()); err != nil {
+			s.log.Warn("track key use", "err", err)
+		}
+	}
+	s.provider = prov
+	if err := s.metrics.RegisterS3Stats(s.s3.Stats); err != nil {
+		return fmt.Errorf("server: metrics: %w", err)
+	}
+	return nil
+}
+
+// openAuth builds the built-in issuer, or the external OIDC verifier.
+func (s *Server) openAuth(ctx context.Context) error {
+	cfg := s.cfg
+	if cfg.AuthMode == AuthOIDC {
+		if cfg.OIDCIssuer == "" {
+			return errors.New("server: auth mode oidc needs --oidc-issuer")
+		}
+		ac := auth.Config{
+			IssuerURL:               cfg.OIDCIssuer,
+			Audience:                cfg.OIDCAudience,
+			ClientID:                firstOf(cfg.OIDCClientID, tenantapi.DefaultClientID),
+			TenantClaim:             cfg.OIDCTenantClaim,
+			SubscriptionStatusClaim: cfg.OIDCSubscriptionStatusClaim,
+			SubscriptionTierClaim:   cfg.OIDCSubscriptionTierClaim,
+			AllowedAlgs:             cfg.OIDCAlgs,
+			Leeway:                  cfg.OIDCLeeway,
+			Logger:                  cfg.Logger.With("component", "oidc"),
+		}
+		if cfg.OIDCAutoProvision {
+			ac.AutoProvision = auth.StoreProvisioner(s.store, s.provider, nil)
+		}
+		v, err := auth.NewOIDCVerifier(ctx, ac)
+		if err != nil {
+			return fmt.Errorf("server: oidc: %w", err)
+		}
+		s.auth = v
+		return nil
+	}
+	signing, err := issuer.LoadOrCreateKey(filepath.Join(cfg.DataDir, "issuer.pem"))
+	if err != nil {
+		return fmt.Errorf("server: issuer key: %w", err)
+	}
+	oauthSecret, err := issuer.LoadOrCreateSecret(filepath.Join(cfg.DataDir, "oauth.secret"), 32)
+	if err != nil {
+		return fmt.Errorf("server: oauth secret: %w", err)
+	}
+	s.issuer, err = issuer.New(issuer.Config{
+		IssuerURL:    s.apiURL,
+		SigningKey:   signing,
+		Accounts:     accounts{s.store},
+		GlobalSecret: oauthSecret,
+		Logger:       cfg.Logger.With("component", "issuer"),
+	})
+	if err != nil {
+		return fmt.Errorf("server: issuer: %w", err)
+	}
+	s.auth = s.issuer
+	return nil
+}
+
+// openJobs builds the change-event hub, the refresh hook runner and the
+// lifecycle worker; Serve runs them.
+func (s *Server) openJobs() error {
+	cfg := s.cfg
+	s.hub = events.NewHub(cfg.EventsBuffer)
+	var err error
+	s.hook, err = hooks.New(hooks.Config{
+		Command:       strings.Fields(cfg.HookCommand),
+		WebhookURL:    cfg.HookWebhookURL,
+		WebhookSecret: []byte(cfg.HookWebhookSecret),
+		Timeout:       cfg.HookTimeout,
+		Attempts:      cfg.HookAttempts,
+		Backoff:       cfg.HookBackoff,
+		Workers:       cfg.HookWorkers,
+		Recorder:      s.store,
+		Logger:        cfg.Logger.With("component", "hooks"),
+	})
+	if err != nil {
+		return fmt.Errorf("server: hooks: %w", err)
+	}
+	if cfg.OrphanAfter > 0 && cfg.Storage != StorageEmbedded {
+		s.log.Warn("orphan revocation relies on last-used tracking, which only the embedded storage has: keys in use may be revoked",
+			"storage", cfg.Storage, "orphan_after", cfg.OrphanAfter.String())
+	}
+	s.jobs, err = lifecycle.New(lifecycle.Config{
+		Store:            s.store,
+		Storage:          s.provider,
+		RetryInterval:    cfg.DeletionRetryInterval,
+		OrphanAfter:      cfg.OrphanAfter,
+		OrphanInterval:   cfg.OrphanInterval,
+		FallbackInterval: cfg.FallbackInterval,
+		Events:           s.hub,
+		Hook:             s.hook,
+		Logger:           cfg.Logger.With("component", "lifecycle"),
+	})
+	if err != nil {
+		return fmt.Errorf("server: lifecycle: %w", err)
+	}
+	return nil
+}
+
+// mintLimit is the api's rate limit of cfg's keys per hour.
+func (cfg Config) mintLimit() (rate.Limit, int) {
+	burst := cfg.MintBurst
+	if burst <= 0 {
+		burst = DefaultMintBurst
+	}
+	switch {
+	case cfg.MintPerHour < 0:
+		return -1, burst
+	case cfg.MintPerHour == 0:
+		return rate.Limit(DefaultMintPerHour / 3600.0), burst
+	default:
+		return rate.Limit(cfg.MintPerHour / 3600), burst
+	}
+}
+
+func firstOf(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 func publicURL(configured string, ln net.Listener) string {
 	if configured != "" {
 		return strings.TrimRight(configured, "/")
@@ -164,14 +517,27 @@ func publicURL(configured string, ln net.Listener) string {
 // URL is the API's base URL (also the OAuth issuer).
 func (s *Server) URL() string { return s.apiURL }
 
-// S3URL is the embedded S3 endpoint's URL.
+// S3URL is the S3 endpoint clients use: the embedded one's URL, or the
+// configured provider's public endpoint.
 func (s *Server) S3URL() string { return s.s3URL }
 
 // Store is the server's SQL store.
 func (s *Server) Store() *store.Store { return s.store }
 
-// S3 is the embedded S3 endpoint (request counters for tests and benchmarks).
+// S3 is the embedded S3 endpoint (request counters for tests and
+// benchmarks); nil with another storage provider.
 func (s *Server) S3() *s3embed.Server { return s.s3 }
+
+// Provider is the storage provider.
+func (s *Server) Provider() storage.Provider { return s.provider }
+
+// Events is the change-event hub that POST /sync, the storage webhooks and
+// the fallback publish to and GET /tenant/events streams.
+func (s *Server) Events() *events.Hub { return s.hub }
+
+// Jobs is the lifecycle worker (deletion retries, orphans, fallback) that
+// Serve runs; its job methods can also be called directly.
+func (s *Server) Jobs() *lifecycle.Worker { return s.jobs }
 
 // CreateAccount creates an account with a new tenant and provisions its bucket.
 func (s *Server) CreateAccount(ctx context.Context, email, password string) (store.Account, error) {
@@ -202,48 +568,122 @@ func (s *Server) CreateAccount(ctx context.Context, email, password string) (sto
 	return a, nil
 }
 
-// Handler is the API's HTTP handler: tenant API, issuer and operations.
+// Handler is the API's HTTP handler: tenant API, issuer (in builtin auth
+// mode) and operations.
 func (s *Server) Handler() http.Handler {
+	return s.endStreamsAtShutdown(ops.Middleware(s.log.With("component", "http"), s.metrics, s.onRequest, s.mux()))
+}
+
+// endStreamsAtShutdown ends GET /tenant/events streams when Serve begins
+// to shut down, so that they do not hold the graceful shutdown to its
+// deadline (clients reconnect to another replica or after the restart).
+func (s *Server) endStreamsAtShutdown(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == tenantapi.PathTenantEvents {
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			go func() {
+				select {
+				case <-s.closing:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			r = r.WithContext(ctx)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// mux registers every route (see Routes) on a new mux.
+func (s *Server) mux() *http.ServeMux {
 	mux := http.NewServeMux()
-	s.issuer.Register(mux)
+	if s.issuer != nil {
+		s.issuer.Register(mux)
+	}
+	limit, burst := s.cfg.mintLimit()
 	h := &api.Handler{
 		Store:        s.store,
 		Storage:      s.provider,
-		Auth:         s.issuer,
+		Auth:         s.auth,
 		Logger:       s.log.With("component", "api"),
 		SubscribeURL: s.cfg.SubscribeURL,
 		Now:          time.Now,
 		OnSync: func(ctx context.Context, tenantID string, req tenantapi.SyncRequest) {
 			s.log.Info("bucket changed", "tenant", tenantID, "device", req.Device)
 		},
+		Events:                    s.hub,
+		Hook:                      s.hook,
+		WebhookSecret:             s.cfg.StorageWebhookSecret,
+		MintLimit:                 limit,
+		MintBurst:                 burst,
+		Heartbeat:                 s.cfg.EventsHeartbeat,
+		SubscriptionClaimOptional: s.cfg.SubscriptionClaimOptional || s.cfg.OIDCSubscriptionStatusClaim == "-",
 	}
 	h.Register(mux)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}`))
-	})
+	s.registerOps(mux)
 	return mux
 }
 
-// Serve answers on both listeners until ctx is cancelled, then shuts down
-// gracefully. Cancellation is not an error.
+// Serve answers on the listeners and runs the background jobs (refresh
+// hook, lifecycle) until ctx is cancelled, then shuts down gracefully.
+// Cancellation is not an error.
 func (s *Server) Serve(ctx context.Context) error {
 	defer s.Close()
-	apiSrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	s3Srv := &http.Server{Handler: s.s3.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
-	go func() { errc <- apiSrv.Serve(s.apiLn) }()
-	go func() { errc <- s3Srv.Serve(s.s3Ln) }()
-	s.log.Info("bm-server listening", "api", s.apiURL, "s3", s.s3URL, "data", s.cfg.DataDir)
+	h := s.Handler()
+	if s.wrap != nil {
+		h = s.wrap(h)
+	}
+	jobsCtx, stopJobs := context.WithCancel(ctx)
+	defer stopJobs()
+	var jobs sync.WaitGroup
+	jobs.Go(func() {
+		if err := s.hook.Serve(jobsCtx); err != nil {
+			s.log.Error("refresh hook runner stopped", "err", err)
+		}
+	})
+	jobs.Go(func() {
+		if err := s.jobs.Serve(jobsCtx); err != nil {
+			s.log.Error("lifecycle worker stopped", "err", err)
+		}
+	})
+
+	servers := []*http.Server{{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	lns := []net.Listener{s.apiLn}
+	if s.s3 != nil {
+		servers = append(servers, &http.Server{Handler: s.s3.Handler(), ReadHeaderTimeout: 10 * time.Second})
+		lns = append(lns, s.s3Ln)
+	}
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(lns[i]) }()
+	}
+	s.log.Info("bm-server listening", "api", s.apiURL, "s3", s.s3URL, "storage", s.provider.Name(),
+		"auth", s.cfg.AuthMode, "hook", s.hook.Enabled(), "data", s.cfg.DataDir,
+		"store", s.store.Dialect(), "schema", s.store.SchemaVersion())
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Stop accepting, end the event streams, let in-flight requests finish
+	// within the deadline, then cut what is left.
+	s.log.Info("bm-server shutting down", "deadline", s.cfg.ShutdownTimeout.String())
+	close(s.closing)
+	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	_ = apiSrv.Shutdown(shutCtx)
-	_ = s3Srv.Shutdown(shutCtx)
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Go(func() {
+			if serr := srv.Shutdown(shutCtx); serr != nil {
+				s.log.Warn("shutdown deadline passed; closing connections", "err", serr)
+				_ = srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	stopJobs()
+	jobs.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

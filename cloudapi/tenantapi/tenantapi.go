@@ -15,6 +15,13 @@ const (
 	PathTenantStatus     = "/tenant/status"
 	PathProxyHealth      = "/proxy/health"
 	PathDiscovery        = "/.well-known/openid-configuration"
+	// PathTenantEvents streams the caller's bucket changes as server-sent
+	// events (event "bucket-changed", a JSON body per change).
+	PathTenantEvents = "/tenant/events"
+	// PathStorageWebhook + "{tenant}" receives the storage service's
+	// notifications for a tenant's bucket (authenticated with a shared
+	// secret, not a token).
+	PathStorageWebhook = "/webhooks/storage/"
 )
 
 // MountInfo is the body of GET /tenant/mount/info.

@@ -1,13 +1,24 @@
 // Command bm-server is the Basic Memory tenant API: auth, tenants, a bucket
 // per tenant, bucket-scoped keys and change events. With no flags it runs on
 // loopback with its embedded defaults: a SQLite file, an embedded S3 endpoint
-// on local disk and the built-in OAuth issuer.
+// on local disk and the built-in OAuth issuer. --storage minio|s3|tigris
+// uses an external object store instead (admin credentials in
+// BM_SERVER_STORAGE_ACCESS_KEY and BM_SERVER_STORAGE_SECRET_KEY), --auth-mode
+// oidc an external OIDC issuer; --hook-command or --hook-webhook-url tell
+// the indexing service about bucket changes, and
+// BM_SERVER_STORAGE_WEBHOOK_SECRET enables storage notifications.
+//
+// Its subcommands are the operator's tools: tenant, user, key, audit and
+// migrate. Every setting is a flag, an environment variable
+// (BM_SERVER_<FLAG>) or a key of the config file (--config), in that order
+// of precedence.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -29,34 +40,51 @@ func main() {
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return newRootCmd().ExecuteContext(ctx)
+	return newRootCmd(os.Getenv, os.Stderr).ExecuteContext(ctx)
 }
 
 func defaultDataDir() string {
-	if d := os.Getenv("BM_SERVER_DATA"); d != "" {
-		return d
-	}
 	if d, err := os.UserConfigDir(); err == nil {
 		return filepath.Join(d, "bm-server")
 	}
 	return "bm-server-data"
 }
 
-func newRootCmd() *cobra.Command {
-	var cfg server.Config
-	var jsonLogs bool
+// app is what the commands share: the configuration and the environment.
+type app struct {
+	cfg    server.Config
+	getenv func(string) string
+	logw   io.Writer // where logs go
+	json   bool
+}
+
+func newLogger(w io.Writer, jsonLogs bool, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if jsonLogs {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// newRootCmd builds the command tree. getenv is the environment (tests pass
+// their own); logs go to logw.
+func newRootCmd(getenv func(string) string, logw io.Writer) *cobra.Command {
+	a := &app{getenv: getenv, logw: logw}
+	a.cfg.DataDir = defaultDataDir()
 	root := &cobra.Command{
 		Use:           "bm-server",
 		Short:         "The Basic Memory tenant API with an embedded S3 endpoint and OAuth issuer",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			server.SecretsFromEnv(&a.cfg, a.getenv)
+			return server.ResolveConfig(cmd.Flags(), a.getenv)
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Logger = newLogger(jsonLogs)
-			if cfg.DemoPassword == "" {
-				cfg.DemoPassword = os.Getenv("BM_SERVER_DEMO_PASSWORD")
-			}
+			cfg := a.cfg
+			cfg.Logger = newLogger(a.logw, cfg.LogJSON, slog.LevelInfo)
 			if cfg.DemoEmail != "" && cfg.DemoPassword == "" {
-				return errors.New("--demo-email needs a password in BM_SERVER_DEMO_PASSWORD")
+				return errors.New("--demo-email needs a password in " + server.EnvDemoPassword)
 			}
 			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
@@ -65,55 +93,39 @@ func newRootCmd() *cobra.Command {
 			return srv.Serve(cmd.Context())
 		},
 	}
-	f := root.Flags()
-	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8787", "API listen address")
-	f.StringVar(&cfg.S3Addr, "s3-addr", "127.0.0.1:8788", "embedded S3 endpoint listen address")
-	f.StringVar(&cfg.PublicURL, "public-url", "", "API base URL as clients see it (default http://ADDR)")
-	f.StringVar(&cfg.S3PublicURL, "s3-public-url", "", "S3 endpoint URL as clients see it (default http://S3-ADDR)")
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "where the database, buckets and keys live (env BM_SERVER_DATA)")
-	f.StringVar(&cfg.SubscribeURL, "subscribe-url", "", "URL shown to tenants without an active subscription")
-	f.StringVar(&cfg.DemoEmail, "demo-email", "", "create this account at start if missing (password from BM_SERVER_DEMO_PASSWORD)")
-	f.BoolVar(&jsonLogs, "log-json", false, "write logs as JSON")
-	root.AddCommand(newUserCmd(&cfg))
+	server.BindFlags(root.Flags(), &a.cfg)
+	server.BindStoreFlags(root.PersistentFlags(), &a.cfg)
+	root.AddCommand(a.migrateCmd(), a.tenantCmd(), a.userCmd(), a.keyCmd(), a.auditCmd())
 	return root
 }
 
-func newLogger(jsonLogs bool) *slog.Logger {
-	if jsonLogs {
-		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+// withServer runs fn with a server on the configured store and storage, on
+// throwaway loopback ports, for the commands that touch the provider.
+func (a *app) withServer(ctx context.Context, fn func(*server.Server) error) error {
+	c := a.cfg
+	c.Addr, c.S3Addr = "127.0.0.1:0", "127.0.0.1:0"
+	// The admin commands verify no tokens: do not reach an external issuer.
+	c.AuthMode = server.AuthBuiltin
+	c.Logger = newLogger(a.logw, c.LogJSON, slog.LevelWarn)
+	srv, err := server.New(ctx, c)
+	if err != nil {
+		return err
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	defer srv.Close()
+	return fn(srv)
 }
 
-func newUserCmd(cfg *server.Config) *cobra.Command {
-	user := &cobra.Command{Use: "user", Short: "Manage accounts"}
-	add := &cobra.Command{
-		Use:     "add EMAIL",
-		Short:   "Create an account with its tenant and bucket (password from BM_SERVER_PASSWORD)",
-		Example: "  BM_SERVER_PASSWORD=... bm-server user add me@example.com --data-dir /var/lib/bm-server",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			pw := os.Getenv("BM_SERVER_PASSWORD")
-			if pw == "" {
-				return errors.New("set the password in BM_SERVER_PASSWORD")
-			}
-			c := *cfg
-			c.Addr, c.S3Addr = "127.0.0.1:0", "127.0.0.1:0"
-			c.Logger = newLogger(false)
-			srv, err := server.New(cmd.Context(), c)
-			if err != nil {
-				return err
-			}
-			defer srv.Close()
-			acc, err := srv.CreateAccount(cmd.Context(), args[0], pw)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created %s (tenant %s)\n", acc.Email, acc.TenantID)
-			return nil
-		},
+func (a *app) password() (string, error) {
+	pw := a.getenv("BM_SERVER_PASSWORD")
+	if pw == "" {
+		return "", errors.New("set the password in BM_SERVER_PASSWORD")
 	}
-	add.Flags().StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "data dir of the server")
-	user.AddCommand(add)
-	return user
+	return pw, nil
+}
+
+// group is a command that only holds subcommands and the --json flag.
+func (a *app) group(use, short string) *cobra.Command {
+	c := &cobra.Command{Use: use, Short: short}
+	c.PersistentFlags().BoolVar(&a.json, "json", false, "print JSON instead of a table")
+	return c
 }

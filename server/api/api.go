@@ -1,7 +1,9 @@
 // Package api serves bm-server's tenant API: mount info, bucket-scoped mount
-// credentials, change notifications (POST /sync), tenant status and the
-// health check the Basic Memory client calls after login. Bodies are the
-// wire types of cloudapi/tenantapi.
+// credentials (rate-limited per tenant), change notifications (POST /sync
+// and storage webhooks, which publish to the change-event hub and trigger
+// the refresh hook), server-sent change events (GET /tenant/events), tenant
+// status and the health check the Basic Memory client calls after login.
+// Bodies are the wire types of cloudapi/tenantapi.
 //
 // The tenant of a request comes only from the verified token's claims, never
 // from the request. A mount key's secret appears in the response of
@@ -18,9 +20,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
 )
@@ -46,6 +52,36 @@ type Handler struct {
 	// the response is written, with a context that outlives the request, so
 	// it must hand the work off rather than block.
 	OnSync func(ctx context.Context, tenantID string, req tenantapi.SyncRequest)
+
+	// Events, if set, gets an event per bucket change (POST /sync, storage
+	// webhooks) and serves GET /tenant/events; nil answers that route 404.
+	Events *events.Hub
+	// Hook, if set, is triggered per bucket change (the refresh hook, see
+	// server/hooks). Trigger must not block.
+	Hook Hook
+	// WebhookSecret authenticates POST /webhooks/storage/{tenant}; empty
+	// disables the route (404).
+	WebhookSecret string
+	// MintLimit and MintBurst bound how fast one tenant may mint keys
+	// (default 10 per hour, burst 5); a negative MintLimit disables the
+	// limit. Beyond it POST /tenant/mount/credentials answers 429 with
+	// Retry-After.
+	MintLimit rate.Limit
+	MintBurst int
+	// Heartbeat is the comment interval of GET /tenant/events (default 15s).
+	Heartbeat time.Duration
+	// SubscriptionClaimOptional makes a token without a subscription status
+	// claim defer to the store (external issuers that do not carry one).
+	// A claim that is present is still checked.
+	SubscriptionClaimOptional bool
+
+	limMu    sync.Mutex
+	limiters map[string]*rate.Limiter // tenant -> mint limiter
+}
+
+// Hook is the refresh hook runner; *hooks.Runner implements it.
+type Hook interface {
+	Trigger(ev events.Event) bool
 }
 
 // maxBody bounds the JSON bodies the API reads.
@@ -84,6 +120,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("POST "+tenantapi.PathSync, h.tenant(full, h.sync))
 	mux.Handle("GET "+tenantapi.PathTenantStatus, h.tenant(lenient, h.status))
 	mux.Handle("GET "+tenantapi.PathProxyHealth, h.tenant(full, h.health))
+	mux.Handle("GET "+PathTenantEvents, h.tenant(full, h.tenantEvents))
+	mux.HandleFunc("POST "+PathStorageWebhook+"{tenant}", h.storageWebhook)
 }
 
 // caller is the verified identity of a request and its tenant's row.
@@ -131,7 +169,8 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 			writeJSON(w, http.StatusForbidden, tenantapi.ErrorBody{Detail: "no tenant for this account"})
 			return
 		}
-		if p.subscription && !subscribed(claims.SubscriptionStatus) {
+		claimAbsent := h.SubscriptionClaimOptional && claims.SubscriptionStatus == ""
+		if p.subscription && !claimAbsent && !subscribed(claims.SubscriptionStatus) {
 			h.subscriptionRequired(w)
 			return
 		}

@@ -106,7 +106,7 @@ var fixedNow = time.Date(2026, 2, 3, 4, 5, 6, 789000000, time.UTC)
 // newEnv starts the API on 127.0.0.1 over a real SQLite store with tenants:
 // A and B (active, subscribed, with a bucket), S (suspended), D (deleted),
 // L (subscription lapsed in the store), N (no bucket yet).
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...func(*Handler)) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), prov: &fakeProvider{}, logs: &bytes.Buffer{}}
 	st, err := store.Open(context.Background(), filepath.Join(e.dir, "bm.db"))
@@ -133,6 +133,8 @@ func newEnv(t *testing.T) *env {
 	auth["tok-lapsed-claims"] = tenantapi.Claims{Subject: "acct-A", TenantID: "A", SubscriptionStatus: "past_due"}
 	auth["tok-ghost"] = tenantapi.Claims{Subject: "x", TenantID: "ghost", SubscriptionStatus: "active"}
 	auth["tok-notenant"] = tenantapi.Claims{Subject: "x", SubscriptionStatus: "active"}
+	auth["tok-A-nosub"] = tenantapi.Claims{Subject: "acct-A", TenantID: "A"}
+	auth["tok-L-nosub"] = tenantapi.Claims{Subject: "acct-L", TenantID: "L"}
 	var mu sync.Mutex
 	h := &Handler{
 		Store:        st,
@@ -146,6 +148,9 @@ func newEnv(t *testing.T) *env {
 			defer mu.Unlock()
 			e.syncs = append(e.syncs, syncCall{tenant, req})
 		},
+	}
+	for _, o := range opts {
+		o(h)
 	}
 	mux := http.NewServeMux()
 	h.Register(mux)

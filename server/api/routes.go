@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
 )
@@ -56,6 +59,12 @@ func (h *Handler) createCredential(w http.ResponseWriter, r *http.Request, c cal
 	}
 	if c.tenant.BucketName == "" {
 		noBucket(w)
+		return
+	}
+	if ok, wait := h.allowMint(c.tenant.ID); !ok {
+		h.logger().WarnContext(ctx, "mint rate limit", "tenant", c.tenant.ID, "retry_after", wait)
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeJSON(w, http.StatusTooManyRequests, tenantapi.ErrorBody{Detail: "too many new credentials for this tenant; retry later"})
 		return
 	}
 	key, err := h.Storage.MintKey(ctx, c.tenant.BucketName)
@@ -188,6 +197,11 @@ func (h *Handler) sync(w http.ResponseWriter, r *http.Request, c caller) {
 	if h.OnSync != nil {
 		h.OnSync(context.WithoutCancel(ctx), c.tenant.ID, req)
 	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "sync"
+	}
+	h.bucketChanged(events.Event{TenantID: c.tenant.ID, Device: req.Device, Reason: reason, At: h.now().UTC()})
 	writeJSON(w, http.StatusAccepted, tenantapi.SyncResponse{Accepted: true})
 }
 

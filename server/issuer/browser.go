@@ -109,8 +109,11 @@ type loginForm struct {
 }
 
 // findLoginForm finds the form with id "bm-login" and collects its inputs.
-func findLoginForm(doc *html.Node) (loginForm, bool) {
-	n := findByID(doc, "bm-login")
+func findLoginForm(doc *html.Node) (loginForm, bool) { return findForm(doc, "bm-login") }
+
+// findForm finds the form with the given id and collects its inputs.
+func findForm(doc *html.Node, id string) (loginForm, bool) {
+	n := findByID(doc, id)
 	if n == nil || n.Data != "form" {
 		return loginForm{}, false
 	}
@@ -162,4 +165,65 @@ func redactURL(u *url.URL) string {
 	c := *u
 	c.RawQuery = ""
 	return c.String()
+}
+
+// DeviceApprove plays the person approving a device login, for the demo and
+// end-to-end tests: it opens verificationURL (the verification_uri_complete
+// of a device authorization, or its verification_uri with code set) with a
+// cookie jar, signs in with email and password, and approves userCode (empty:
+// keep the code the page was opened with). It fails with ErrLoginRejected
+// when the page comes back with an error (wrong password, unknown or expired
+// code), and when the confirmation page does not follow.
+func DeviceApprove(ctx context.Context, verificationURL, userCode, email, password string) error {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		return fmt.Errorf("device approve: %w", err)
+	}
+	client := &http.Client{Jar: jar}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, verificationURL, nil)
+	if err != nil {
+		return fmt.Errorf("device approve: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("device approve: open page: %w", err)
+	}
+	page, err := readPage(resp)
+	if err != nil {
+		return fmt.Errorf("device approve: open page: %w", err)
+	}
+	form, ok := findForm(page.doc, "bm-device")
+	if !ok {
+		return fmt.Errorf("device approve: open page: no device form (HTTP %d at %s)", page.status, redactURL(page.url))
+	}
+	action, err := page.url.Parse(form.action)
+	if err != nil {
+		return fmt.Errorf("device approve: form action: %w", err)
+	}
+	if userCode != "" {
+		form.values.Set("user_code", userCode)
+	}
+	form.values.Set(fieldEmail, email)
+	form.values.Set(fieldPassword, password)
+	form.values.Set("action", "approve")
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.values.Encode()))
+	if err != nil {
+		return fmt.Errorf("device approve: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err = client.Do(req)
+	if err != nil {
+		return fmt.Errorf("device approve: submit: %w", err)
+	}
+	page, err = readPage(resp)
+	if err != nil {
+		return fmt.Errorf("device approve: submit: %w", err)
+	}
+	if msg, ok := findLoginError(page.doc); ok {
+		return fmt.Errorf("device approve: %w: %s", ErrLoginRejected, msg)
+	}
+	if findByID(page.doc, "bm-device-done") == nil || page.status != http.StatusOK {
+		return fmt.Errorf("device approve: no confirmation (HTTP %d at %s)", page.status, redactURL(page.url))
+	}
+	return nil
 }

@@ -3,7 +3,9 @@
 // identity provider.
 //
 // The protocol work is done by github.com/ory/fosite: the authorization code
-// grant with PKCE (required, S256 only), the refresh token grant with
+// grant with PKCE (required, S256 only), the device authorization grant
+// (RFC 8628, also with PKCE; see device.go for what is hand-written and
+// why), the refresh token grant with
 // rotation, OpenID Connect id_tokens and token revocation. Access tokens are
 // RS256-signed JWTs whose tenant claims (tenant_id, subscription_status,
 // subscription_tier, email) sit at the top level of the payload; Verify
@@ -99,6 +101,10 @@ type Config struct {
 	GlobalSecret []byte
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// DeviceCodeTTL is how long a device code waits for approval (default
+	// 10 minutes); DeviceInterval the polling interval it asks for (default
+	// 5 s, at least 1 s).
+	DeviceCodeTTL, DeviceInterval time.Duration
 }
 
 // Issuer is the built-in OAuth 2.0 / OIDC issuer. Create it with New and
@@ -113,6 +119,8 @@ type Issuer struct {
 	log      *slog.Logger
 	provider fosite.OAuth2Provider
 	signer   jwt.Signer
+	store    *memoryStore
+	devices  *deviceStore
 }
 
 // New builds an Issuer from cfg.
@@ -139,6 +147,13 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.RefreshTokenTTL <= 0 {
 		cfg.RefreshTokenTTL = DefaultRefreshTokenTTL
 	}
+	if cfg.DeviceCodeTTL <= 0 {
+		cfg.DeviceCodeTTL = DefaultDeviceCodeTTL
+	}
+	if cfg.DeviceInterval <= 0 {
+		cfg.DeviceInterval = DefaultDeviceInterval
+	}
+	cfg.DeviceInterval = max(cfg.DeviceInterval.Round(time.Second), time.Second)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -167,7 +182,7 @@ func New(cfg Config) (*Issuer, error) {
 		DefaultClient: &fosite.DefaultClient{
 			ID:            tenantapi.DefaultClientID,
 			RedirectURIs:  RedirectURIs,
-			GrantTypes:    []string{"authorization_code", "refresh_token"},
+			GrantTypes:    []string{"authorization_code", "refresh_token", GrantTypeDeviceCode},
 			ResponseTypes: []string{"code"},
 			Scopes:        Scopes,
 			Audience:      []string{Audience},
@@ -182,8 +197,10 @@ func New(cfg Config) (*Issuer, error) {
 		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fcfg),
 		Signer:                     signer,
 	}
+	devices := newDeviceStore(cfg.DeviceCodeTTL, cfg.DeviceInterval)
 	provider := compose.Compose(fcfg, store, strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
+		deviceGrantFactory(devices, fcfg),
 		compose.OAuth2RefreshTokenGrantFactory,
 		compose.OpenIDConnectExplicitFactory,
 		compose.OpenIDConnectRefreshFactory,
@@ -203,11 +220,14 @@ func New(cfg Config) (*Issuer, error) {
 		log:      log,
 		provider: provider,
 		signer:   signer,
+		store:    store,
+		devices:  devices,
 	}, nil
 }
 
 // Register adds the issuer's routes to mux: discovery, JWKS, the login page
-// (GET and POST /oauth2/authorize), the token endpoint and revocation.
+// (GET and POST /oauth2/authorize), the token endpoint, revocation, and the
+// device authorization grant's endpoint and verification page.
 func (i *Issuer) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathDiscovery, i.serveDiscovery)
 	mux.HandleFunc("GET "+PathJWKS, i.serveJWKS)
@@ -215,6 +235,9 @@ func (i *Issuer) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathAuthorize, i.serveLoginSubmit)
 	mux.HandleFunc("POST "+PathToken, i.serveToken)
 	mux.HandleFunc("POST "+PathRevoke, i.serveRevoke)
+	mux.HandleFunc("POST "+PathDeviceAuthorization, i.serveDeviceAuthorization)
+	mux.HandleFunc("GET "+PathDevice, i.serveDeviceForm)
+	mux.HandleFunc("POST "+PathDevice, i.serveDeviceSubmit)
 }
 
 // memoryStore is fosite's in-memory storage with one change: a redirect URI

@@ -92,7 +92,7 @@ type env struct {
 	cb       *callback
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	t.Helper()
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
@@ -100,13 +100,17 @@ func newEnv(t *testing.T) *env {
 	accounts := newFakeAccounts()
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	iss, err := New(Config{
+	cfg := Config{
 		IssuerURL:    srv.URL + "/",
 		SigningKey:   testKey(),
 		Accounts:     accounts,
 		GlobalSecret: secret,
 		Logger:       slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	iss, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -682,11 +686,12 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 	var d map[string]any
 	getJSON(PathDiscovery, &d)
 	wantStr := map[string]string{
-		"issuer":                 e.srv.URL,
-		"authorization_endpoint": e.srv.URL + "/oauth2/authorize",
-		"token_endpoint":         e.srv.URL + "/oauth2/token",
-		"jwks_uri":               e.srv.URL + "/oauth2/jwks",
-		"revocation_endpoint":    e.srv.URL + "/oauth2/revoke",
+		"issuer":                        e.srv.URL,
+		"authorization_endpoint":        e.srv.URL + "/oauth2/authorize",
+		"token_endpoint":                e.srv.URL + "/oauth2/token",
+		"jwks_uri":                      e.srv.URL + "/oauth2/jwks",
+		"revocation_endpoint":           e.srv.URL + "/oauth2/revoke",
+		"device_authorization_endpoint": e.srv.URL + "/oauth2/device_authorization",
 	}
 	for k, v := range wantStr {
 		if d[k] != v {
@@ -696,14 +701,11 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 	if fmt.Sprint(d["code_challenge_methods_supported"]) != "[S256]" {
 		t.Errorf("code_challenge_methods_supported = %v", d["code_challenge_methods_supported"])
 	}
-	if fmt.Sprint(d["grant_types_supported"]) != "[authorization_code refresh_token]" {
+	if fmt.Sprint(d["grant_types_supported"]) != "[authorization_code refresh_token urn:ietf:params:oauth:grant-type:device_code]" {
 		t.Errorf("grant_types_supported = %v", d["grant_types_supported"])
 	}
 	if fmt.Sprint(d["scopes_supported"]) != "[openid profile email offline_access]" {
 		t.Errorf("scopes_supported = %v", d["scopes_supported"])
-	}
-	if _, ok := d["device_authorization_endpoint"]; ok {
-		t.Error("device_authorization_endpoint advertised but not implemented")
 	}
 
 	var set JWKSet

@@ -9,7 +9,8 @@ import (
 )
 
 // serveToken answers POST /oauth2/token: the authorization code grant (with
-// code_verifier) and the refresh token grant (refresh_token and client_id
+// code_verifier), the device code grant (with code_verifier) and the
+// refresh token grant (refresh_token and client_id
 // only). Each access token carries the account's current claims from
 // Accounts.Claims, so a changed subscription shows up at the next refresh.
 func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
@@ -73,6 +74,7 @@ type Discovery struct {
 	TokenEndpoint                     string   `json:"token_endpoint"`
 	JWKSURI                           string   `json:"jwks_uri"`
 	RevocationEndpoint                string   `json:"revocation_endpoint"`
+	DeviceAuthorizationEndpoint       string   `json:"device_authorization_endpoint"`
 	ResponseTypesSupported            []string `json:"response_types_supported"`
 	ResponseModesSupported            []string `json:"response_modes_supported"`
 	GrantTypesSupported               []string `json:"grant_types_supported"`
@@ -92,9 +94,10 @@ func (i *Issuer) Discovery() Discovery {
 		TokenEndpoint:                     i.issuer + PathToken,
 		JWKSURI:                           i.issuer + PathJWKS,
 		RevocationEndpoint:                i.issuer + PathRevoke,
+		DeviceAuthorizationEndpoint:       i.issuer + PathDeviceAuthorization,
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
-		GrantTypesSupported:               []string{"authorization_code", "refresh_token"},
+		GrantTypesSupported:               []string{"authorization_code", "refresh_token", GrantTypeDeviceCode},
 		CodeChallengeMethodsSupported:     []string{"S256"},
 		ScopesSupported:                   Scopes,
 		SubjectTypesSupported:             []string{"public"},

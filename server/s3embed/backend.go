@@ -67,6 +67,9 @@ type bucketIndex struct {
 	loaded bool
 	keys   []string
 	objs   map[string]*objMeta
+	// gen changes (to a process-wide new value) whenever the index does;
+	// see Server.BucketFingerprint.
+	gen uint64
 }
 
 func (x *bucketIndex) put(m *objMeta) {
@@ -75,6 +78,7 @@ func (x *bucketIndex) put(m *objMeta) {
 		x.keys = slices.Insert(x.keys, i, m.Key)
 	}
 	x.objs[m.Key] = m
+	x.gen = nextGen()
 }
 
 func (x *bucketIndex) remove(key string) {
@@ -85,6 +89,7 @@ func (x *bucketIndex) remove(key string) {
 	if i, found := slices.BinarySearch(x.keys, key); found {
 		x.keys = slices.Delete(x.keys, i, i+1)
 	}
+	x.gen = nextGen()
 }
 
 // backend is a gofakes3.Backend and gofakes3.MultipartBackend storing
@@ -269,6 +274,7 @@ func (b *backend) load(name string, idx *bucketIndex) error {
 		idx.keys = append(idx.keys, k)
 	}
 	slices.Sort(idx.keys)
+	idx.gen = nextGen()
 	b.log.Debug("s3embed: bucket loaded", "bucket", name, "objects", len(objs), "repaired", repaired, "took", time.Since(start))
 	return nil
 }

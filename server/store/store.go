@@ -2,9 +2,11 @@
 // bucket-scoped mount credentials and an audit trail. It never holds an S3
 // secret key.
 //
-// SQLite (modernc.org/sqlite, no cgo) is the default; the schema is versioned
-// with goose from embedded SQL files and written so that it also runs on
-// PostgreSQL (see New).
+// SQLite (modernc.org/sqlite, no cgo) is the default; PostgreSQL (pgx) is
+// for more than one server replica. Open picks one from its DSN. The schema
+// is versioned with goose from embedded SQL files, one directory per
+// dialect, kept in step; queries are written once with ? placeholders and
+// rebound to $N for PostgreSQL.
 package store
 
 import (
@@ -21,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/pressly/goose/v3"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -76,25 +79,43 @@ type Store struct {
 	touched map[string]time.Time // access key -> last write of last_used_at
 }
 
-// Open opens (creating it if needed) the SQLite database at path, sets WAL
-// mode, a busy timeout and foreign keys on every connection, and applies
-// the migrations.
-func Open(ctx context.Context, path string) (*Store, error) {
-	if path == "" {
-		return nil, errors.New("store open: empty path")
-	}
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Set("_time_format", "sqlite")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+// Open opens the store at dsn and applies the migrations (an up-to-date
+// schema is left as it is, so Open is cheap on every start). dsn is either
+//
+//   - a PostgreSQL URL, postgres://user@host:5432/db?sslmode=disable (or
+//     postgresql://), opened with pgx;
+//   - sqlite://PATH, sqlite:PATH or a plain file path for SQLite, created if
+//     needed, with WAL mode, a busy timeout and foreign keys on every
+//     connection.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	dialect, target, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store open: %w", err)
 	}
-	s, err := New(ctx, db, DialectSQLite)
+	var db *sql.DB
+	switch dialect {
+	case DialectPostgres:
+		if db, err = sql.Open("pgx", target); err != nil {
+			return nil, fmt.Errorf("store open: %w", err)
+		}
+		// Bounded so that several replicas stay under PostgreSQL's default
+		// max_connections (100); idle connections are kept for bursts.
+		db.SetMaxOpenConns(32)
+		db.SetMaxIdleConns(32)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	default:
+		q := url.Values{}
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "busy_timeout(5000)")
+		q.Add("_pragma", "foreign_keys(1)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Set("_time_format", "sqlite")
+		q.Set("_txlock", "immediate")
+		if db, err = sql.Open("sqlite", "file:"+target+"?"+q.Encode()); err != nil {
+			return nil, fmt.Errorf("store open: %w", err)
+		}
+	}
+	s, err := New(ctx, db, dialect)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -102,9 +123,46 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// ParseDSN tells which database dsn names (see Open) and returns what the
+// driver opens: the URL itself for PostgreSQL, the file path for SQLite.
+func ParseDSN(dsn string) (Dialect, string, error) {
+	switch {
+	case dsn == "":
+		return "", "", errors.New("empty dsn")
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return DialectPostgres, dsn, nil
+	case strings.HasPrefix(dsn, "sqlite://"):
+		dsn = strings.TrimPrefix(dsn, "sqlite://")
+	case strings.HasPrefix(dsn, "sqlite:"):
+		dsn = strings.TrimPrefix(dsn, "sqlite:")
+	case strings.Contains(dsn, "://"):
+		return "", "", fmt.Errorf("unsupported dsn scheme in %q", RedactDSN(dsn))
+	}
+	if dsn == "" {
+		return "", "", errors.New("empty sqlite path")
+	}
+	return DialectSQLite, dsn, nil
+}
+
+// RedactDSN returns dsn with any password replaced by "xxxxx", for logs and
+// error messages.
+func RedactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		if err != nil && strings.Contains(dsn, "@") {
+			return "(unparsable dsn)"
+		}
+		return dsn
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
 // New wraps an open database of the given dialect and applies the
-// migrations. The Store owns db from then on: Close closes it. For
-// PostgreSQL, open db with a driver of your choice (none is linked in here).
+// migrations. The Store owns db from then on: Close closes it. Open is the
+// usual way in; New is for a database opened some other way.
 func New(ctx context.Context, db *sql.DB, dialect Dialect) (*Store, error) {
 	var gd goose.Dialect
 	switch dialect {
@@ -146,6 +204,17 @@ func (s *Store) Close() error {
 
 // SchemaVersion is the goose version of the schema after Open.
 func (s *Store) SchemaVersion() int64 { return s.version }
+
+// Dialect is the database behind the store.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Ping checks that the database answers, for readiness checks.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("store ping: %w", err)
+	}
+	return nil
+}
 
 // DB is the underlying database, for health checks.
 func (s *Store) DB() *sql.DB { return s.db }

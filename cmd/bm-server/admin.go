@@ -1,0 +1,385 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/basicmachines-co/bm-agent/server"
+	"github.com/basicmachines-co/bm-agent/server/store"
+)
+
+// Wire shapes of --json output.
+type (
+	tenantOut struct {
+		ID                 string    `json:"id"`
+		Status             string    `json:"status"`
+		SubscriptionStatus string    `json:"subscription_status"`
+		SubscriptionTier   string    `json:"subscription_tier"`
+		Bucket             string    `json:"bucket"`
+		CreatedAt          time.Time `json:"created_at"`
+	}
+	accountOut struct {
+		ID        string    `json:"id"`
+		Email     string    `json:"email"`
+		TenantID  string    `json:"tenant_id"`
+		CreatedAt time.Time `json:"created_at"`
+	}
+	keyOut struct {
+		ID             string     `json:"id"`
+		TenantID       string     `json:"tenant_id"`
+		AccessKey      string     `json:"access_key"`
+		Description    string     `json:"description"`
+		CreatedAt      time.Time  `json:"created_at"`
+		LastUsedAt     *time.Time `json:"last_used_at"`
+		RevokedAt      *time.Time `json:"revoked_at"`
+		DeletionStatus string     `json:"deletion_status"`
+	}
+	auditOut struct {
+		ID        int64     `json:"id"`
+		TenantID  string    `json:"tenant_id"`
+		Kind      string    `json:"kind"`
+		Detail    string    `json:"detail"`
+		CreatedAt time.Time `json:"created_at"`
+	}
+)
+
+func tenantView(t store.Tenant) tenantOut {
+	return tenantOut{t.ID, t.Status, t.SubscriptionStatus, t.SubscriptionTier, t.BucketName, t.CreatedAt}
+}
+
+func accountView(a store.Account) accountOut { // never the password hash
+	return accountOut{a.ID, a.Email, a.TenantID, a.CreatedAt}
+}
+
+func keyView(c store.Credential) keyOut {
+	return keyOut{c.ID, c.TenantID, c.AccessKey, c.Description, c.CreatedAt, c.LastUsedAt, c.RevokedAt, c.DeletionStatus}
+}
+
+// table prints rows under header, tab-aligned.
+func table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func (a *app) print(w io.Writer, v any, header []string, rows [][]string) error {
+	if a.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	return table(w, header, rows)
+}
+
+func when(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func whenPtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return when(*t)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (a *app) printTenants(w io.Writer, ts []store.Tenant) error {
+	out := make([]tenantOut, 0, len(ts))
+	var rows [][]string
+	for _, t := range ts {
+		out = append(out, tenantView(t))
+		rows = append(rows, []string{t.ID, t.Status, t.SubscriptionStatus, dash(t.SubscriptionTier), dash(t.BucketName), when(t.CreatedAt)})
+	}
+	return a.print(w, out, []string{"ID", "STATUS", "SUBSCRIPTION", "TIER", "BUCKET", "CREATED"}, rows)
+}
+
+func (a *app) printAccounts(w io.Writer, as []store.Account) error {
+	out := make([]accountOut, 0, len(as))
+	var rows [][]string
+	for _, acc := range as {
+		out = append(out, accountView(acc))
+		rows = append(rows, []string{acc.ID, acc.Email, acc.TenantID, when(acc.CreatedAt)})
+	}
+	return a.print(w, out, []string{"ID", "EMAIL", "TENANT", "CREATED"}, rows)
+}
+
+func (a *app) printKeys(w io.Writer, cs []store.Credential) error {
+	out := make([]keyOut, 0, len(cs))
+	var rows [][]string
+	for _, c := range cs {
+		out = append(out, keyView(c))
+		rows = append(rows, []string{c.ID, c.TenantID, c.AccessKey, when(c.CreatedAt), whenPtr(c.LastUsedAt), whenPtr(c.RevokedAt), dash(c.DeletionStatus), dash(c.Description)})
+	}
+	return a.print(w, out, []string{"ID", "TENANT", "ACCESS KEY", "CREATED", "LAST USED", "REVOKED", "DELETION", "DESCRIPTION"}, rows)
+}
+
+func (a *app) migrateCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the database migrations and print the schema version (serving migrates too)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := server.OpenStore(cmd.Context(), a.cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if a.json {
+				return a.print(cmd.OutOrStdout(), map[string]any{"dialect": st.Dialect(), "version": st.SchemaVersion()}, nil, nil)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "schema version %d (%s)\n", st.SchemaVersion(), st.Dialect())
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&a.json, "json", false, "print JSON")
+	return c
+}
+
+func (a *app) tenantCmd() *cobra.Command {
+	g := a.group("tenant", "Manage tenants")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tenants",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := server.OpenStore(cmd.Context(), a.cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ts, err := st.ListTenants(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.printTenants(cmd.OutOrStdout(), ts)
+		},
+	}
+	var tier string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a tenant with an active subscription and its bucket (add people with user add --tenant)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withServer(cmd.Context(), func(srv *server.Server) error {
+				t, err := srv.CreateTenant(cmd.Context(), tier)
+				if err != nil {
+					return err
+				}
+				return a.printTenants(cmd.OutOrStdout(), []store.Tenant{t})
+			})
+		},
+	}
+	create.Flags().StringVar(&tier, "tier", "basic", "subscription tier")
+	status := func(use, short, to string) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " TENANT-ID",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				st, err := server.OpenStore(cmd.Context(), a.cfg)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				if err := server.SetTenantStatus(cmd.Context(), st, args[0], to); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s is %s\n", args[0], to)
+				return nil
+			},
+		}
+	}
+	del := &cobra.Command{
+		Use:   "delete TENANT-ID",
+		Short: "Mark a tenant deleted and revoke its keys (its bucket and notes are kept)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withServer(cmd.Context(), func(srv *server.Server) error {
+				n, err := srv.DeleteTenant(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s is deleted; %d keys revoked\n", args[0], n)
+				return nil
+			})
+		},
+	}
+	g.AddCommand(list, create,
+		status("suspend", "Suspend a tenant: the API refuses it until activated", store.TenantSuspended),
+		status("activate", "Reactivate a suspended tenant", store.TenantActive),
+		del)
+	return g
+}
+
+func (a *app) userCmd() *cobra.Command {
+	g := a.group("user", "Manage accounts")
+	var tenant string
+	add := &cobra.Command{
+		Use:     "add EMAIL",
+		Short:   "Create an account, with a new tenant and bucket unless --tenant (password from BM_SERVER_PASSWORD)",
+		Example: "  BM_SERVER_PASSWORD=... bm-server user add me@example.com --data-dir /var/lib/bm-server",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw, err := a.password()
+			if err != nil {
+				return err
+			}
+			if tenant != "" {
+				st, err := server.OpenStore(cmd.Context(), a.cfg)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				acc, err := server.AddAccount(cmd.Context(), st, tenant, args[0], pw)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created %s (tenant %s)\n", acc.Email, acc.TenantID)
+				return nil
+			}
+			return a.withServer(cmd.Context(), func(srv *server.Server) error {
+				acc, err := srv.CreateAccount(cmd.Context(), args[0], pw)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created %s (tenant %s)\n", acc.Email, acc.TenantID)
+				return nil
+			})
+		},
+	}
+	add.Flags().StringVar(&tenant, "tenant", "", "add the account to this existing tenant")
+	var listTenant string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List accounts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := server.OpenStore(cmd.Context(), a.cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			as, err := st.ListAccounts(cmd.Context(), listTenant)
+			if err != nil {
+				return err
+			}
+			return a.printAccounts(cmd.OutOrStdout(), as)
+		},
+	}
+	list.Flags().StringVar(&listTenant, "tenant", "", "only this tenant's accounts")
+	passwd := &cobra.Command{
+		Use:   "passwd EMAIL",
+		Short: "Set an account's password (from BM_SERVER_PASSWORD)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw, err := a.password()
+			if err != nil {
+				return err
+			}
+			st, err := server.OpenStore(cmd.Context(), a.cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := server.SetPassword(cmd.Context(), st, args[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", store.NormalizeEmail(args[0]))
+			return nil
+		},
+	}
+	g.AddCommand(add, list, passwd)
+	return g
+}
+
+func (a *app) keyCmd() *cobra.Command {
+	g := a.group("key", "Manage bucket-scoped mount keys")
+	var tenant string
+	var all bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List mount keys (active ones unless --all)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := server.OpenStore(cmd.Context(), a.cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			cs, err := st.ListAllCredentials(cmd.Context(), tenant, all)
+			if err != nil {
+				return err
+			}
+			return a.printKeys(cmd.OutOrStdout(), cs)
+		},
+	}
+	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant's keys")
+	list.Flags().BoolVar(&all, "all", false, "include revoked keys")
+	revoke := &cobra.Command{
+		Use:   "revoke KEY-ID",
+		Short: "Revoke a mount key in the store and at the storage provider",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withServer(cmd.Context(), func(srv *server.Server) error {
+				c, err := srv.RevokeKey(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "key %s revoked (deletion %s)\n", c.ID, c.DeletionStatus)
+				return nil
+			})
+		},
+	}
+	g.AddCommand(list, revoke)
+	return g
+}
+
+func (a *app) auditCmd() *cobra.Command {
+	var tenant string
+	var limit int
+	c := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the audit trail, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := server.OpenStore(cmd.Context(), a.cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			var ev []store.AuditEvent
+			if tenant != "" {
+				ev, err = st.ListAudit(cmd.Context(), tenant, limit)
+			} else {
+				ev, err = st.ListAllAudit(cmd.Context(), limit)
+			}
+			if err != nil {
+				return err
+			}
+			out := make([]auditOut, 0, len(ev))
+			var rows [][]string
+			for _, e := range ev {
+				out = append(out, auditOut(e))
+				rows = append(rows, []string{when(e.CreatedAt), e.TenantID, e.Kind, e.Detail})
+			}
+			return a.print(cmd.OutOrStdout(), out, []string{"TIME", "TENANT", "KIND", "DETAIL"}, rows)
+		},
+	}
+	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant's events")
+	c.Flags().IntVar(&limit, "limit", 100, "how many events")
+	c.Flags().BoolVar(&a.json, "json", false, "print JSON instead of a table")
+	return c
+}

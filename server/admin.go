@@ -1,0 +1,172 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/basicmachines-co/bm-agent/server/storage"
+	"github.com/basicmachines-co/bm-agent/server/store"
+)
+
+// This file holds the operator's actions behind bm-server's admin commands.
+// Those that touch the storage provider are Server methods; the rest need
+// only the store (see OpenStore).
+
+// Audit event kinds written by the operator's actions.
+const (
+	AuditTenantCreated   = "tenant.created"
+	AuditTenantStatus    = "tenant.status"
+	AuditAccountCreated  = "account.created"
+	AuditPasswordChanged = "account.password_changed"
+	AuditKeyRevoked      = "credential.revoked"
+)
+
+// OpenStore opens (and migrates) the store of cfg without the rest of the
+// server, for the admin commands that need nothing else.
+func OpenStore(ctx context.Context, cfg Config) (*store.Store, error) {
+	if cfg.DB == "" && cfg.DataDir == "" {
+		return nil, errors.New("open store: a data dir or a database is required")
+	}
+	st, err := store.Open(ctx, cfg.StoreDSN())
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+// CreateTenant creates a tenant with an active subscription of tier
+// (default "basic") and provisions its bucket.
+func (s *Server) CreateTenant(ctx context.Context, tier string) (store.Tenant, error) {
+	if tier == "" {
+		tier = "basic"
+	}
+	id := uuid.NewString()
+	t := store.Tenant{
+		ID:                 id,
+		BucketName:         "basic-memory-" + id,
+		Status:             store.TenantActive,
+		SubscriptionStatus: "active",
+		SubscriptionTier:   tier,
+		CreatedAt:          time.Now().UTC(),
+	}
+	if err := s.provider.CreateBucket(ctx, t.BucketName); err != nil {
+		return store.Tenant{}, fmt.Errorf("create tenant: bucket: %w", err)
+	}
+	if err := s.store.CreateTenant(ctx, t); err != nil {
+		return store.Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	_ = s.store.AddAudit(ctx, id, AuditTenantCreated, "bucket "+t.BucketName)
+	return s.store.TenantByID(ctx, id)
+}
+
+// AddAccount creates an account in an existing tenant.
+func AddAccount(ctx context.Context, st *store.Store, tenantID, email, password string) (store.Account, error) {
+	if email == "" || len(password) < 8 {
+		return store.Account{}, errors.New("add account: an email and a password of at least 8 characters are required")
+	}
+	if _, err := st.TenantByID(ctx, tenantID); err != nil {
+		return store.Account{}, fmt.Errorf("add account: %w", err)
+	}
+	hash, err := store.HashPassword(password)
+	if err != nil {
+		return store.Account{}, fmt.Errorf("add account: %w", err)
+	}
+	a := store.Account{ID: uuid.NewString(), Email: email, PasswordHash: hash, TenantID: tenantID}
+	if err := st.CreateAccount(ctx, a); err != nil {
+		return store.Account{}, fmt.Errorf("add account: %w", err)
+	}
+	_ = st.AddAudit(ctx, tenantID, AuditAccountCreated, "account "+a.ID)
+	return st.AccountByID(ctx, a.ID)
+}
+
+// SetPassword replaces the password of the account with email.
+func SetPassword(ctx context.Context, st *store.Store, email, password string) error {
+	if len(password) < 8 {
+		return errors.New("set password: a password of at least 8 characters is required")
+	}
+	a, err := st.AccountByEmail(ctx, email)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	hash, err := store.HashPassword(password)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	if err := st.SetPasswordHash(ctx, a.ID, hash); err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	_ = st.AddAudit(ctx, a.TenantID, AuditPasswordChanged, "account "+a.ID)
+	return nil
+}
+
+// SetTenantStatus suspends, reactivates or marks deleted a tenant. The
+// tenant API refuses suspended and deleted tenants; marking deleted keeps
+// the bucket and its notes (deleting data is left to the operator).
+func SetTenantStatus(ctx context.Context, st *store.Store, tenantID, status string) error {
+	if err := st.SetTenantStatus(ctx, tenantID, status); err != nil {
+		return fmt.Errorf("set tenant status: %w", err)
+	}
+	_ = st.AddAudit(ctx, tenantID, AuditTenantStatus, "status "+status)
+	return nil
+}
+
+// DeleteTenant marks tenantID deleted and revokes every active key of it
+// at the store and the provider. It returns how many keys it revoked; a
+// key the provider failed to delete keeps deletion status failed for the
+// retry job, and the error says so.
+func (s *Server) DeleteTenant(ctx context.Context, tenantID string) (int, error) {
+	if err := SetTenantStatus(ctx, s.store, tenantID, store.TenantDeleted); err != nil {
+		return 0, fmt.Errorf("delete tenant: %w", err)
+	}
+	creds, err := s.store.ListCredentials(ctx, tenantID)
+	if err != nil {
+		return 0, fmt.Errorf("delete tenant: %w", err)
+	}
+	var errs []error
+	for _, c := range creds {
+		if _, err := s.RevokeKey(ctx, c.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return len(creds), fmt.Errorf("delete tenant: %w", err)
+	}
+	return len(creds), nil
+}
+
+// RevokeKey revokes credential id (of any tenant) in the store, then at
+// the provider, and records the deletion status. Revoking a revoked key
+// retries the provider unless its deletion completed.
+func (s *Server) RevokeKey(ctx context.Context, id string) (store.Credential, error) {
+	c, err := s.store.CredentialByAnyID(ctx, id)
+	if err != nil {
+		return store.Credential{}, fmt.Errorf("revoke key: %w", err)
+	}
+	if c.DeletionStatus == store.DeletionCompleted {
+		return c, nil
+	}
+	if c, err = s.store.RevokeCredential(ctx, c.TenantID, id, time.Now()); err != nil {
+		return store.Credential{}, fmt.Errorf("revoke key: %w", err)
+	}
+	status := store.DeletionCompleted
+	perr := s.provider.RevokeKey(ctx, storage.Key{AccessKey: c.AccessKey, Ref: c.ProviderRef})
+	if perr != nil && !errors.Is(perr, storage.ErrNotFound) {
+		status = store.DeletionFailed
+	} else {
+		perr = nil
+	}
+	if err := s.store.SetDeletionStatus(ctx, id, status); err != nil {
+		return store.Credential{}, fmt.Errorf("revoke key: %w", err)
+	}
+	_ = s.store.AddAudit(ctx, c.TenantID, AuditKeyRevoked,
+		fmt.Sprintf("credential_id=%s access_key=%s deletion_status=%s by=admin", c.ID, c.AccessKey, status))
+	c.DeletionStatus = status
+	if perr != nil {
+		return c, fmt.Errorf("revoke key: at %s: %w", s.provider.Name(), perr)
+	}
+	return c, nil
+}

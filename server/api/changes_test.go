@@ -1,0 +1,271 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/hooks"
+)
+
+// fakeHook records Trigger calls.
+type fakeHook struct {
+	mu  sync.Mutex
+	evs []events.Event
+}
+
+func (f *fakeHook) Trigger(ev events.Event) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.evs = append(f.evs, ev)
+	return true
+}
+
+func (f *fakeHook) got() []events.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]events.Event(nil), f.evs...)
+}
+
+func TestMintRateLimit(t *testing.T) {
+	e := newEnv(t, func(h *Handler) { h.MintBurst = 2 }) // default rate: 10 an hour
+	e.mint("tok-A")
+	e.mint("tok-A")
+	code, hdr, b := e.do("POST", tenantapi.PathMountCredentials, "tok-A", "")
+	if code != http.StatusTooManyRequests {
+		t.Fatalf("third mint = %d %s, want 429", code, b)
+	}
+	if got := hdr.Get("Retry-After"); got != "360" {
+		t.Errorf("Retry-After = %q, want 360 (one key per 6 minutes)", got)
+	}
+	if got := decode[tenantapi.ErrorBody](t, b); !strings.Contains(got.Detail, "retry later") {
+		t.Errorf("detail = %q", got.Detail)
+	}
+	if minted, _ := e.prov.calls(); len(minted) != 2 {
+		t.Errorf("MintKey called %d times, want 2", len(minted))
+	}
+	// Another tenant has its own budget.
+	e.mint("tok-B")
+	// A suspended tenant is refused before the limiter is consulted.
+	code, _, _ = e.do("POST", tenantapi.PathMountCredentials, "tok-S", "")
+	if code != http.StatusForbidden {
+		t.Errorf("suspended mint = %d, want 403", code)
+	}
+
+	e = newEnv(t, func(h *Handler) { h.MintLimit = -1 })
+	for range 8 {
+		e.mint("tok-A")
+	}
+}
+
+func TestSubscriptionClaimOptional(t *testing.T) {
+	subBody := `{"detail":{"error":"subscription_required","message":"Active subscription required","subscribe_url":"` + subscribeURL + `"}}` + "\n"
+	tests := []struct {
+		name     string
+		optional bool
+		token    string
+		code     int
+		body     string
+	}{
+		{"claim required, absent", false, "tok-A-nosub", 403, subBody},
+		{"claim optional, store active", true, "tok-A-nosub", 200, `{"status":"ok"}` + "\n"},
+		{"claim optional, store lapsed", true, "tok-L-nosub", 403, subBody},
+		{"claim optional, claim lapsed", true, "tok-lapsed-claims", 403, subBody},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(h *Handler) { h.SubscriptionClaimOptional = tc.optional })
+			code, _, b := e.do("GET", tenantapi.PathProxyHealth, tc.token, "")
+			if code != tc.code || string(b) != tc.body {
+				t.Errorf("= %d %s, want %d %s", code, b, tc.code, tc.body)
+			}
+		})
+	}
+}
+
+// sse opens GET /tenant/events for token and returns a function reading
+// the next bucket-changed event (skipping comments), or failing after 5s.
+func (e *env) sse(token string) func() (events.Event, bool) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+PathTenantEvents, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		e.t.Fatalf("GET /tenant/events = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	ch := make(chan events.Event, 10)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		name := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				name = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok && name == events.KindBucketChanged {
+				var ev events.Event
+				if json.Unmarshal([]byte(v), &ev) == nil {
+					ch <- ev
+				}
+			}
+		}
+	}()
+	return func() (events.Event, bool) {
+		select {
+		case ev := <-ch:
+			return ev, true
+		case <-time.After(300 * time.Millisecond):
+			return events.Event{}, false
+		}
+	}
+}
+
+func TestTenantEvents(t *testing.T) {
+	hub := events.NewHub(0)
+	hook := &fakeHook{}
+	e := newEnv(t, func(h *Handler) { h.Events = hub; h.Hook = hook })
+	a1, a2, b := e.sse("tok-A"), e.sse("tok-A"), e.sse("tok-B")
+	for hub.Subscribers("A") != 2 || hub.Subscribers("B") != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	code, _, body := e.do("POST", tenantapi.PathSync, "tok-A", `{"device":"laptop","reason":"upload"}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("sync = %d %s", code, body)
+	}
+	want := events.Event{TenantID: "A", Device: "laptop", Reason: "upload", At: fixedNow}
+	for i, next := range []func() (events.Event, bool){a1, a2} {
+		if ev, ok := next(); !ok || ev != want {
+			t.Errorf("A subscriber %d got %+v ok=%v, want %+v", i+1, ev, ok, want)
+		}
+	}
+	if ev, ok := b(); ok {
+		t.Errorf("B's subscriber got A's event %+v", ev)
+	}
+	if got := hook.got(); len(got) != 1 || got[0] != want {
+		t.Errorf("hook triggers = %+v", got)
+	}
+	// A sync without a reason is reported as "sync".
+	e.do("POST", tenantapi.PathSync, "tok-B", "")
+	if ev, ok := b(); !ok || ev.Reason != "sync" || ev.TenantID != "B" {
+		t.Errorf("B got %+v ok=%v", ev, ok)
+	}
+
+	// Without a hub the route is 404; without a token 401.
+	e2 := newEnv(t)
+	if code, _, _ := e2.do("GET", PathTenantEvents, "tok-A", ""); code != http.StatusNotFound {
+		t.Errorf("events without hub = %d, want 404", code)
+	}
+	if code, _, _ := e.do("GET", PathTenantEvents, "", ""); code != http.StatusUnauthorized {
+		t.Errorf("events without token = %d, want 401", code)
+	}
+	if code, _, _ := e.do("GET", PathTenantEvents, "tok-L", ""); code != http.StatusForbidden {
+		t.Errorf("events without subscription = %d, want 403", code)
+	}
+}
+
+const webhookSecret = "hook-secret-123"
+
+const minioBody = `{"EventName":"s3:ObjectCreated:Put","Key":"bucket-a/notes/a.md","Records":[{"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"","eventTime":"2026-02-03T04:05:06.000Z","eventName":"s3:ObjectCreated:Put","userIdentity":{"principalId":"AK1"},"s3":{"s3SchemaVersion":"1.0","configurationId":"Config","bucket":{"name":"bucket-a","ownerIdentity":{"principalId":"AK1"},"arn":"arn:aws:s3:::bucket-a"},"object":{"key":"notes%2Fa.md","size":12,"eTag":"abc","sequencer":"1"}}}]}`
+
+const tigrisBody = `{"events":[{"eventVersion":"1","eventSource":"tigris","eventName":"OBJECT_CREATED_PUT","eventTime":"2026-02-03T04:05:06Z","bucket":"bucket-a","object":{"key":"notes/a.md","size":12,"eTag":"abc"}},{"eventVersion":"1","eventSource":"tigris","eventName":"OBJECT_DELETED","eventTime":"2026-02-03T04:05:07Z","bucket":"bucket-a","object":{"key":"notes/b.md"}}]}`
+
+func TestStorageWebhook(t *testing.T) {
+	type hdrs map[string]string
+	bearer := hdrs{"Authorization": "Bearer " + webhookSecret}
+	tests := []struct {
+		name       string
+		noSecret   bool
+		tenant     string
+		headers    hdrs
+		basic      [2]string
+		body       string
+		code       int
+		resp       string
+		wantReason string // "" means no event
+	}{
+		{name: "disabled", noSecret: true, tenant: "A", headers: bearer, body: minioBody, code: 404},
+		{name: "no credentials", tenant: "A", body: minioBody, code: 401},
+		{name: "wrong bearer", tenant: "A", headers: hdrs{"Authorization": "Bearer nope"}, body: minioBody, code: 401},
+		{name: "bad signature", tenant: "A", headers: hdrs{hooks.SignatureHeader: hooks.Sign([]byte("other"), []byte(minioBody))}, body: minioBody, code: 401},
+		{name: "wrong basic password", tenant: "A", basic: [2]string{"tigris", "nope"}, body: tigrisBody, code: 401},
+		{name: "minio bearer", tenant: "A", headers: bearer, body: minioBody, code: 200, resp: `{"accepted":1,"ignored":0}`, wantReason: "storage:s3:ObjectCreated:Put"},
+		{name: "minio bare token", tenant: "A", headers: hdrs{"Authorization": webhookSecret}, body: minioBody, code: 200, resp: `{"accepted":1,"ignored":0}`, wantReason: "storage:s3:ObjectCreated:Put"},
+		{name: "tigris basic", tenant: "A", basic: [2]string{"tigris", webhookSecret}, body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
+		{name: "tigris hmac", tenant: "A", headers: hdrs{hooks.SignatureHeader: hooks.Sign([]byte(webhookSecret), []byte(tigrisBody))}, body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
+		{name: "another tenant's bucket", tenant: "B", headers: bearer, body: tigrisBody, code: 200, resp: `{"accepted":0,"ignored":2}`},
+		{name: "suspended tenant", tenant: "S", headers: bearer, body: strings.ReplaceAll(minioBody, "bucket-a", "bucket-s"), code: 200, resp: `{"accepted":1,"ignored":0}`},
+		{name: "unknown tenant", tenant: "ghost", headers: bearer, body: minioBody, code: 404},
+		{name: "no bucket", tenant: "N", headers: bearer, body: minioBody, code: 409},
+		{name: "not json", tenant: "A", headers: bearer, body: "{", code: 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			hub, hook := events.NewHub(0), &fakeHook{}
+			e := newEnv(t, func(h *Handler) {
+				h.Events, h.Hook = hub, hook
+				if !tc.noSecret {
+					h.WebhookSecret = webhookSecret
+				}
+			})
+			sub := hub.Subscribe(tc.tenant)
+			defer sub.Close()
+			req, _ := http.NewRequest("POST", e.srv.URL+PathStorageWebhook+tc.tenant, strings.NewReader(tc.body))
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			if tc.basic[0] != "" {
+				req.SetBasicAuth(tc.basic[0], tc.basic[1])
+			}
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code {
+				t.Fatalf("= %d %s, want %d", resp.StatusCode, b, tc.code)
+			}
+			if tc.resp != "" && strings.TrimSpace(string(b)) != tc.resp {
+				t.Errorf("body = %s, want %s", b, tc.resp)
+			}
+			if strings.Contains(e.logs.String(), webhookSecret) {
+				t.Error("the webhook secret reached the log")
+			}
+			var got []events.Event
+			for len(sub.C()) > 0 {
+				got = append(got, <-sub.C())
+			}
+			if tc.wantReason == "" {
+				if len(got) != 0 || len(hook.got()) != 0 {
+					t.Errorf("events %+v, hook %+v; want none", got, hook.got())
+				}
+				return
+			}
+			want := events.Event{TenantID: tc.tenant, Reason: tc.wantReason, At: fixedNow}
+			if len(got) != 1 || got[0] != want {
+				t.Errorf("events = %+v, want [%+v]", got, want)
+			}
+			if h := hook.got(); len(h) != 1 || h[0] != want {
+				t.Errorf("hook = %+v", h)
+			}
+			ev, _ := e.st.ListAudit(context.Background(), tc.tenant, 5)
+			if len(ev) != 1 || ev[0].Kind != AuditBucketChanged || !strings.Contains(ev[0].Detail, "source=storage") {
+				t.Errorf("audit = %+v", ev)
+			}
+		})
+	}
+}

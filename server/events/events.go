@@ -1,0 +1,213 @@
+// Package events fans bucket-change events out to the devices of a tenant.
+//
+// A Hub keeps, per tenant, the set of live subscriptions (one per
+// GET /tenant/events connection). Publish never waits: a subscriber whose
+// buffer is full is dropped (its Done channel closes and the connection
+// ends; the client reconnects and does a full pass), the way a slow reader
+// of the daemon's watch stream is dropped. ServeSSE writes a subscription to
+// an HTTP response as server-sent events.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// KindBucketChanged is the SSE event name of a bucket change.
+const KindBucketChanged = "bucket-changed"
+
+// Event says that a tenant's bucket changed.
+type Event struct {
+	TenantID string    `json:"tenant_id"`
+	Device   string    `json:"device,omitempty"` // the device that reported it, if any
+	Reason   string    `json:"reason,omitempty"` // "sync", "storage:OBJECT_CREATED_PUT", "fallback", ...
+	At       time.Time `json:"at"`
+}
+
+// DefaultBuffer is the number of events a subscriber may lag behind before
+// it is dropped.
+const DefaultBuffer = 16
+
+// Hub is an in-process fan-out of events by tenant. The zero value is not
+// usable; call NewHub. It is safe for concurrent use.
+type Hub struct {
+	buffer int
+
+	mu   sync.Mutex
+	subs map[string]map[*Subscription]struct{}
+	last map[string]time.Time // tenant -> time of the last published event
+
+	dropped atomic.Int64
+}
+
+// NewHub returns a hub whose subscribers may lag buffer events (<= 0 means
+// DefaultBuffer) before they are dropped.
+func NewHub(buffer int) *Hub {
+	if buffer <= 0 {
+		buffer = DefaultBuffer
+	}
+	return &Hub{buffer: buffer, subs: map[string]map[*Subscription]struct{}{}, last: map[string]time.Time{}}
+}
+
+// Subscription receives the events of one tenant until it is closed or
+// dropped.
+type Subscription struct {
+	hub    *Hub
+	tenant string
+	c      chan Event
+	done   chan struct{}
+	once   sync.Once
+}
+
+// C delivers the events.
+func (s *Subscription) C() <-chan Event { return s.c }
+
+// Done is closed when the subscription is closed or dropped for being slow.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Close ends the subscription. It is idempotent.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.removeLocked(s)
+}
+
+// Subscribe returns a subscription to tenantID's events. Close it when done.
+func (h *Hub) Subscribe(tenantID string) *Subscription {
+	s := &Subscription{hub: h, tenant: tenantID, c: make(chan Event, h.buffer), done: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := h.subs[tenantID]
+	if m == nil {
+		m = map[*Subscription]struct{}{}
+		h.subs[tenantID] = m
+	}
+	m[s] = struct{}{}
+	return s
+}
+
+// removeLocked detaches s and closes its Done channel; h.mu is held.
+func (h *Hub) removeLocked(s *Subscription) {
+	if m := h.subs[s.tenant]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(h.subs, s.tenant)
+		}
+	}
+	s.once.Do(func() { close(s.done) })
+}
+
+// Publish delivers ev to every subscriber of ev.TenantID without waiting:
+// a subscriber whose buffer is full is dropped. A zero ev.At becomes now.
+// It returns the number of subscribers that received ev.
+func (h *Hub) Publish(ev Event) int {
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last[ev.TenantID] = ev.At
+	n := 0
+	for s := range h.subs[ev.TenantID] {
+		select {
+		case s.c <- ev:
+			n++
+		default:
+			h.removeLocked(s)
+			h.dropped.Add(1)
+		}
+	}
+	return n
+}
+
+// LastPublished is when the last event of tenantID was published (zero if
+// none since the hub started).
+func (h *Hub) LastPublished(tenantID string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last[tenantID]
+}
+
+// Subscribers is the number of live subscriptions of tenantID.
+func (h *Hub) Subscribers(tenantID string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs[tenantID])
+}
+
+// Dropped is the number of subscribers dropped for being slow.
+func (h *Hub) Dropped() int64 { return h.dropped.Load() }
+
+// DefaultHeartbeat is how often ServeSSE writes a comment to keep proxies
+// and clients from timing the connection out.
+const DefaultHeartbeat = 15 * time.Second
+
+// writeTimeout bounds one write to the client: a connection that cannot
+// take a few bytes in that time is dead.
+const writeTimeout = 30 * time.Second
+
+// ServeSSE streams sub to w as server-sent events (`event: bucket-changed`,
+// JSON data) with a comment every heartbeat (<= 0 means DefaultHeartbeat),
+// until the request's context ends, the subscription is dropped or a write
+// fails. It closes sub. Cancellation is not an error.
+func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbeat time.Duration) error {
+	defer sub.Close()
+	if heartbeat <= 0 {
+		heartbeat = DefaultHeartbeat
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	write := func(s string) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout)) // not every writer supports it
+		if _, err := fmt.Fprint(w, s); err != nil {
+			return fmt.Errorf("sse write: %w", err)
+		}
+		if err := rc.Flush(); err != nil {
+			return fmt.Errorf("sse flush: %w", err)
+		}
+		return nil
+	}
+	if err := write(": connected\nretry: 5000\n\n"); err != nil {
+		return err
+	}
+	t := time.NewTicker(heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-sub.Done():
+			// Dropped (or closed): deliver what is buffered is pointless,
+			// the client must do a full pass after reconnecting anyway.
+			return nil
+		case ev := <-sub.C():
+			b, err := json.Marshal(ev)
+			if err != nil {
+				return fmt.Errorf("sse encode: %w", err)
+			}
+			if err := write("event: " + KindBucketChanged + "\ndata: " + string(b) + "\n\n"); err != nil {
+				return err
+			}
+		case <-t.C:
+			if err := write(": heartbeat\n\n"); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Publisher is what publishes events; *Hub implements it.
+type Publisher interface {
+	Publish(ev Event) int
+}
+
+var _ Publisher = (*Hub)(nil)

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/store/pgtest"
+)
+
+// pg is the test binary's PostgreSQL, started by the first test or
+// benchmark that asks for it.
+var pg pgtest.Shared
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const (
+	demoEmail    = "ada@example.com"
+	demoPassword = "correct horse battery"
+)
+
+// running is a served Server and how to stop it.
+type running struct {
+	*Server
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Serve returned, with its error in err
+	err    error
+}
+
+// stop cancels Serve and returns its error and how long it took to return.
+func (r *running) stop(t testing.TB) (time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	r.cancel()
+	select {
+	case <-r.done:
+		return time.Since(start), r.err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return 30 s after cancel")
+		return 0, nil
+	}
+}
+
+// serve starts a server on loopback ports in a temp dir with a demo account;
+// mod adjusts the config first.
+func serve(t testing.TB, mod func(*Config)) *running {
+	t.Helper()
+	return serveWrapped(t, mod, nil)
+}
+
+// serveWrapped is serve with wrap around the API handler.
+func serveWrapped(t testing.TB, mod func(*Config), wrap func(http.Handler) http.Handler) *running {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg := Config{
+		Addr:         "127.0.0.1:0",
+		S3Addr:       "127.0.0.1:0",
+		DataDir:      t.TempDir(),
+		DemoEmail:    demoEmail,
+		DemoPassword: demoPassword,
+		Logger:       slog.New(slog.NewJSONHandler(logs, nil)),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	srv.wrap = wrap
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Server: srv, logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = srv.Serve(ctx)
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// login runs the authorization code flow with PKCE against srv's issuer as
+// the person with email and password, and returns an access token.
+func login(t testing.TB, srv *Server, email, password string) string {
+	t.Helper()
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := make(chan string, 1)
+	cb := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case codes <- r.URL.Query().Get("code"):
+		default:
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = cb.Serve(ln) }()
+	defer cb.Close()
+	conf := &oauth2.Config{
+		ClientID: tenantapi.DefaultClientID,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   srv.URL() + issuer.PathAuthorize,
+			TokenURL:  srv.URL() + issuer.PathToken,
+			AuthStyle: oauth2.AuthStyleInParams,
+		},
+		RedirectURL: "http://" + ln.Addr().String() + "/callback",
+		Scopes:      strings.Fields(tenantapi.DefaultScopes),
+	}
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL("state-1234567890", oauth2.S256ChallengeOption(verifier))
+	if err := issuer.BrowserLogin(ctx, authURL, email, password); err != nil {
+		t.Fatalf("BrowserLogin: %v", err)
+	}
+	var code string
+	select {
+	case code = <-codes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no code at the callback")
+	}
+	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	return tok.AccessToken
+}
+
+// get sends a GET with an optional bearer token and headers.
+func get(t testing.TB, url, token string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}

@@ -1,0 +1,582 @@
+package issuer
+
+// The device authorization grant (RFC 8628), for agents on machines without
+// a browser. fosite v0.49.0, the newest release the Go module proxy serves,
+// has no RFC 8628 handler, so this file adds the part fosite lacks and
+// nothing more:
+//
+//   - the bookkeeping of pending device codes (deviceStore): the device and
+//     user codes, the PKCE challenge, the polling interval, approval;
+//   - the device authorization endpoint and the verification page, built
+//     like the login page (html/template, a CSRF token bound to a cookie);
+//   - deviceGrantHandler, a fosite.TokenEndpointHandler for grant_type
+//     urn:ietf:params:oauth:grant-type:device_code registered in the compose
+//     list, so that fosite still parses the token request, authenticates the
+//     client, mints and signs the access token (the same JWT strategy as the
+//     code grant), stores the refresh token (so the refresh grant and
+//     revocation work on it unchanged) and writes the RFC 6749 answers.
+//
+// PKCE is required for this grant as for the code grant: the device
+// authorization request carries an S256 code_challenge, and every poll the
+// code_verifier, as the Basic Memory client sends them.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ory/fosite"
+	hoauth2 "github.com/ory/fosite/handler/oauth2"
+	"golang.org/x/oauth2"
+)
+
+// Routes and names of the device authorization grant.
+const (
+	PathDeviceAuthorization = "/oauth2/device_authorization"
+	PathDevice              = "/oauth2/device"
+	GrantTypeDeviceCode     = "urn:ietf:params:oauth:grant-type:device_code"
+)
+
+// Defaults of the device grant.
+const (
+	DefaultDeviceCodeTTL  = 10 * time.Minute
+	DefaultDeviceInterval = 5 * time.Second
+	// maxPendingDevices bounds the device codes kept at once.
+	maxPendingDevices = 10000
+	// userCodeAlphabet has no vowels (no words) and no look-alikes (RFC 8628 6.1).
+	userCodeAlphabet = "BCDFGHJKLMNPQRSTVWXZ"
+	deviceCSRFCookie = "bm_issuer_device_csrf"
+)
+
+// RFC 8628 section 3.5 error codes.
+var (
+	errAuthorizationPending = &fosite.RFC6749Error{ErrorField: "authorization_pending", CodeField: http.StatusBadRequest,
+		DescriptionField: "The authorization request is still pending: the user has not approved it yet."}
+	errSlowDown = &fosite.RFC6749Error{ErrorField: "slow_down", CodeField: http.StatusBadRequest,
+		DescriptionField: "Polling too fast: wait the interval (now 5 seconds longer) between requests."}
+	errExpiredToken = &fosite.RFC6749Error{ErrorField: "expired_token", CodeField: http.StatusBadRequest,
+		DescriptionField: "The device code has expired: start a new device authorization."}
+	errDeviceAccessDenied = &fosite.RFC6749Error{ErrorField: "access_denied", CodeField: http.StatusBadRequest,
+		DescriptionField: "The user denied the authorization request."}
+)
+
+type deviceState int
+
+const (
+	devicePending deviceState = iota
+	deviceApproved
+	deviceDenied
+	deviceUsed
+)
+
+// deviceGrant is one device authorization in progress.
+type deviceGrant struct {
+	id        string // request id of the tokens it becomes
+	clientID  string
+	scopes    []string
+	challenge string // S256 code challenge
+	userCode  string // normalized: 8 letters, no dash
+	expires   time.Time
+	interval  time.Duration
+	lastPoll  time.Time
+	state     deviceState
+	session   *session // set on approval
+}
+
+// deviceStore keeps device grants in memory, like fosite's store keeps
+// codes: they are lost on restart, which only means starting over.
+type deviceStore struct {
+	ttl, interval time.Duration
+	now           func() time.Time
+
+	mu     sync.Mutex
+	byCode map[string]*deviceGrant // key: hex SHA-256 of the device code
+	byUser map[string]*deviceGrant // key: normalized user code
+}
+
+func newDeviceStore(ttl, interval time.Duration) *deviceStore {
+	return &deviceStore{ttl: ttl, interval: interval, now: time.Now,
+		byCode: map[string]*deviceGrant{}, byUser: map[string]*deviceGrant{}}
+}
+
+func hashCode(code string) string {
+	sum := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(sum[:])
+}
+
+// normalizeUserCode uppercases and drops everything but letters, so
+// "bcdf-ghjk" and "BCDFGHJK" are the same code.
+func normalizeUserCode(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToUpper(s) {
+		if r >= 'A' && r <= 'Z' {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// formatUserCode is the display form, XXXX-XXXX.
+func formatUserCode(c string) string {
+	if len(c) != 8 {
+		return c
+	}
+	return c[:4] + "-" + c[4:]
+}
+
+func randomUserCode() string {
+	b := make([]byte, 8)
+	rand.Read(b) // never fails (crypto/rand)
+	out := make([]byte, 8)
+	for i, v := range b {
+		// 256 % 20 = 16: a negligible bias for a code that lives 10 minutes
+		// and is rate limited by its own expiry.
+		out[i] = userCodeAlphabet[int(v)%len(userCodeAlphabet)]
+	}
+	return string(out)
+}
+
+// create adds a pending grant and returns its device code.
+func (s *deviceStore) create(clientID string, scopes []string, challenge string) (deviceCode string, g *deviceGrant, err error) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	deviceCode = base64.RawURLEncoding.EncodeToString(b)
+	idb := make([]byte, 16)
+	rand.Read(idb)
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweep(now)
+	if len(s.byCode) >= maxPendingDevices {
+		return "", nil, fosite.ErrTemporarilyUnavailable.WithHint("Too many device authorizations in progress; try again later.")
+	}
+	user := randomUserCode()
+	for s.byUser[user] != nil {
+		user = randomUserCode()
+	}
+	g = &deviceGrant{
+		id:        hex.EncodeToString(idb),
+		clientID:  clientID,
+		scopes:    scopes,
+		challenge: challenge,
+		userCode:  user,
+		expires:   now.Add(s.ttl),
+		interval:  s.interval,
+	}
+	s.byCode[hashCode(deviceCode)] = g
+	s.byUser[user] = g
+	return deviceCode, g, nil
+}
+
+// sweep drops expired grants; the caller holds mu.
+func (s *deviceStore) sweep(now time.Time) {
+	for k, g := range s.byCode {
+		if now.After(g.expires) {
+			delete(s.byCode, k)
+			delete(s.byUser, g.userCode)
+		}
+	}
+}
+
+// lookupUser returns the pending grant of a user code, or nil.
+func (s *deviceStore) lookupUser(userCode string) *deviceGrant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.byUser[normalizeUserCode(userCode)]
+	if g == nil || g.state != devicePending || s.now().After(g.expires) {
+		return nil
+	}
+	return g
+}
+
+// decide approves (sess non-nil) or denies the pending grant of userCode;
+// false if there is no such pending grant.
+func (s *deviceStore) decide(userCode string, sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.byUser[normalizeUserCode(userCode)]
+	if g == nil || g.state != devicePending || s.now().After(g.expires) {
+		return false
+	}
+	if sess == nil {
+		g.state = deviceDenied
+		return true
+	}
+	g.state, g.session = deviceApproved, sess
+	return true
+}
+
+// poll answers one token request for deviceCode: the approved grant
+// (which it marks used), or one of the RFC 8628 errors.
+func (s *deviceStore) poll(deviceCode, clientID, verifier string) (*deviceGrant, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := hashCode(deviceCode)
+	g := s.byCode[key]
+	now := s.now()
+	switch {
+	case g == nil:
+		return nil, fosite.ErrInvalidGrant.WithHint("The device code is unknown or was already used.")
+	case g.clientID != clientID:
+		return nil, fosite.ErrInvalidGrant.WithHint("The device code was issued to another client.")
+	case now.After(g.expires):
+		delete(s.byCode, key)
+		delete(s.byUser, g.userCode)
+		return nil, errExpiredToken
+	case subtle.ConstantTimeCompare([]byte(oauth2.S256ChallengeFromVerifier(verifier)), []byte(g.challenge)) != 1:
+		return nil, fosite.ErrInvalidGrant.WithHint("The code_verifier does not match the code_challenge of the device authorization (PKCE).")
+	case g.state == deviceUsed:
+		return nil, fosite.ErrInvalidGrant.WithHint("The device code was already used.")
+	}
+	// A poll that comes a quarter interval early is too fast.
+	if !g.lastPoll.IsZero() && now.Sub(g.lastPoll) < g.interval-g.interval/4 {
+		g.lastPoll = now
+		g.interval += 5 * time.Second
+		return nil, errSlowDown
+	}
+	g.lastPoll = now
+	switch g.state {
+	case devicePending:
+		return nil, errAuthorizationPending
+	case deviceDenied:
+		delete(s.byCode, key)
+		delete(s.byUser, g.userCode)
+		return nil, errDeviceAccessDenied
+	case deviceApproved:
+		g.state = deviceUsed
+		delete(s.byUser, g.userCode)
+		return g, nil
+	default:
+		return nil, fosite.ErrInvalidGrant.WithHint("The device code was already used.")
+	}
+}
+
+// deviceAuthResponse is the RFC 8628 section 3.2 answer.
+type deviceAuthResponse struct {
+	DeviceCode              string `json:"device_code"`
+	UserCode                string `json:"user_code"`
+	VerificationURI         string `json:"verification_uri"`
+	VerificationURIComplete string `json:"verification_uri_complete"`
+	ExpiresIn               int    `json:"expires_in"`
+	Interval                int    `json:"interval"`
+}
+
+// serveDeviceAuthorization answers POST /oauth2/device_authorization
+// (RFC 8628 section 3.1): client_id, scope, and a PKCE S256 challenge.
+func (i *Issuer) serveDeviceAuthorization(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		i.writeDeviceError(w, r, fosite.ErrInvalidRequest.WithHint("The request body is not a form."))
+		return
+	}
+	form := r.PostForm
+	client, err := i.store.GetClient(ctx, form.Get("client_id"))
+	if err != nil {
+		i.writeDeviceError(w, r, fosite.ErrInvalidClient.WithHint("Unknown client_id."))
+		return
+	}
+	if !slices.Contains(client.GetGrantTypes(), GrantTypeDeviceCode) {
+		i.writeDeviceError(w, r, fosite.ErrUnauthorizedClient.WithHint("The client may not use the device authorization grant."))
+		return
+	}
+	scopes := fosite.RemoveEmpty(strings.Fields(form.Get("scope")))
+	for _, s := range scopes {
+		if !slices.Contains(client.GetScopes(), s) {
+			i.writeDeviceError(w, r, fosite.ErrInvalidScope.WithHintf("The client may not ask for scope %q.", s))
+			return
+		}
+	}
+	if err := checkPKCEParams(form); err != nil {
+		i.writeDeviceError(w, r, err)
+		return
+	}
+	deviceCode, g, err := i.devices.create(client.GetID(), scopes, form.Get("code_challenge"))
+	if err != nil {
+		i.writeDeviceError(w, r, err)
+		return
+	}
+	verify := i.issuer + PathDevice
+	resp := deviceAuthResponse{
+		DeviceCode:              deviceCode,
+		UserCode:                formatUserCode(g.userCode),
+		VerificationURI:         verify,
+		VerificationURIComplete: verify + "?" + url.Values{"user_code": {formatUserCode(g.userCode)}}.Encode(),
+		ExpiresIn:               int(i.devices.ttl / time.Second),
+		Interval:                max(int(g.interval/time.Second), 1),
+	}
+	i.log.InfoContext(ctx, "device authorization started", "client", client.GetID())
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (i *Issuer) writeDeviceError(w http.ResponseWriter, r *http.Request, err error) {
+	e := fosite.ErrorToRFC6749Error(err)
+	i.log.InfoContext(r.Context(), "device authorization refused", "error", e.ErrorField, "description", e.GetDescription())
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(e.StatusCode())
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": e.ErrorField, "error_description": e.GetDescription()})
+}
+
+// devicePage is the verification page. The ids "bm-device", "bm-login-error"
+// and "bm-device-done" are what DeviceApprove looks for.
+var devicePage = template.Must(template.New("device").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Connect a device · Basic Memory</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}
+label{display:block;margin:.8rem 0 .2rem}input[type=text],input[type=email],input[type=password]{width:100%;padding:.4rem}
+button{margin-top:1rem;padding:.5rem 1.2rem}.error{color:#b00020}.code{font-family:monospace;font-size:1.4rem;letter-spacing:.1rem}
+</style>
+</head>
+<body>
+{{if .Done}}<h1 id="bm-device-done">{{.Done}}</h1><p>{{.Message}}</p>{{else}}
+<h1>Connect a device</h1>
+<p>Check that this code is the one your device shows, then sign in to connect it.</p>
+{{if .Error}}<p class="error" id="bm-login-error" role="alert">{{.Error}}</p>{{end}}
+<form id="bm-device" method="post" action="{{.Action}}">
+<input type="hidden" name="csrf_token" value="{{.CSRF}}">
+<label for="user_code">Code</label>
+<input id="user_code" name="user_code" type="text" class="code" autocomplete="off" required value="{{.UserCode}}">
+<label for="email">Email</label>
+<input id="email" name="email" type="email" autocomplete="username" value="{{.Email}}">
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password">
+<button type="submit" name="action" value="approve">Sign in and connect</button>
+<button type="submit" name="action" value="deny" formnovalidate>Deny</button>
+</form>{{end}}
+</body>
+</html>
+`))
+
+type devicePageData struct {
+	Action, CSRF, UserCode, Email, Error string
+	Done, Message                        string
+}
+
+// deviceCSRFForm is what the verification form's CSRF token is bound to
+// (besides the cookie): the page, not a code the person may still type.
+var deviceCSRFForm = url.Values{"page": {"device"}}
+
+// serveDeviceForm answers GET /oauth2/device[?user_code=...].
+func (i *Issuer) serveDeviceForm(w http.ResponseWriter, r *http.Request) {
+	code := r.URL.Query().Get("user_code")
+	msg := ""
+	if code != "" && i.devices.lookupUser(code) == nil {
+		msg = "That code is not valid or has expired. Start again on your device."
+	}
+	i.renderDevice(w, r, http.StatusOK, devicePageData{UserCode: code, Error: msg})
+}
+
+// serveDeviceSubmit answers POST /oauth2/device: deny, or sign in and
+// approve the device code.
+func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	f := r.PostForm
+	code, email, password := f.Get("user_code"), f.Get(fieldEmail), f.Get(fieldPassword)
+	data := devicePageData{UserCode: code, Email: email}
+	if !i.checkDeviceCSRF(r, f.Get(fieldCSRF)) {
+		i.log.InfoContext(ctx, "device approval refused: bad or missing CSRF token")
+		data.Error = "Your page expired. Please try again."
+		i.renderDevice(w, r, http.StatusForbidden, data)
+		return
+	}
+	if i.devices.lookupUser(code) == nil {
+		data.Error = "That code is not valid or has expired. Start again on your device."
+		i.renderDevice(w, r, http.StatusOK, data)
+		return
+	}
+	if f.Get("action") == "deny" {
+		i.devices.decide(code, nil)
+		i.log.InfoContext(ctx, "device authorization denied")
+		i.renderDevice(w, r, http.StatusOK, devicePageData{Done: "Device not connected",
+			Message: "You denied the request. You can close this page."})
+		return
+	}
+	subject, err := i.accounts.Authenticate(ctx, email, password)
+	if err != nil || subject == "" {
+		i.log.InfoContext(ctx, "device approval: login failed", "error", err)
+		data.Error = "Wrong email or password."
+		i.renderDevice(w, r, http.StatusOK, data)
+		return
+	}
+	claims, err := i.accounts.Claims(ctx, subject)
+	if err != nil {
+		i.log.ErrorContext(ctx, "device approval: account claims", "subject", subject, "error", err)
+		data.Error = "Your account is not available right now. Please try again later."
+		i.renderDevice(w, r, http.StatusInternalServerError, data)
+		return
+	}
+	if !i.devices.decide(code, i.newSession(subject, claims, time.Now().UTC())) {
+		data.Error = "That code is not valid or has expired. Start again on your device."
+		i.renderDevice(w, r, http.StatusOK, data)
+		return
+	}
+	i.log.InfoContext(ctx, "device approved", "subject", subject)
+	i.renderDevice(w, r, http.StatusOK, devicePageData{Done: "Device connected",
+		Message: "Your device is now signed in to Basic Memory. You can close this page."})
+}
+
+func (i *Issuer) renderDevice(w http.ResponseWriter, r *http.Request, status int, data devicePageData) {
+	if data.Done == "" {
+		nonce := ""
+		if c, err := r.Cookie(deviceCSRFCookie); err == nil && len(c.Value) >= 32 {
+			nonce = c.Value
+		} else {
+			b := make([]byte, 32)
+			rand.Read(b)
+			nonce = base64.RawURLEncoding.EncodeToString(b)
+			http.SetCookie(w, &http.Cookie{Name: deviceCSRFCookie, Value: nonce, Path: PathDevice,
+				HttpOnly: true, Secure: i.secure, SameSite: http.SameSiteLaxMode})
+		}
+		data.CSRF = i.csrfToken(nonce, deviceCSRFForm)
+		data.Action = PathDevice
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	if err := devicePage.Execute(w, data); err != nil {
+		i.log.ErrorContext(r.Context(), "device page", "error", err)
+	}
+}
+
+func (i *Issuer) checkDeviceCSRF(r *http.Request, token string) bool {
+	c, err := r.Cookie(deviceCSRFCookie)
+	if err != nil || len(c.Value) < 32 || token == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(token), []byte(i.csrfToken(c.Value, deviceCSRFForm))) == 1
+}
+
+// deviceGrantHandler is the token endpoint's device_code grant, as a fosite
+// TokenEndpointHandler: fosite's own strategies mint the tokens and its
+// store keeps the refresh token.
+type deviceGrantHandler struct {
+	devices *deviceStore
+	access  hoauth2.AccessTokenStrategy
+	refresh hoauth2.RefreshTokenStrategy
+	storage hoauth2.CoreStorage
+	config  *fosite.Config
+}
+
+var _ fosite.TokenEndpointHandler = (*deviceGrantHandler)(nil)
+
+// deviceGrantFactory is a compose.Factory for deviceGrantHandler.
+func deviceGrantFactory(devices *deviceStore, fcfg *fosite.Config) func(fosite.Configurator, any, any) any {
+	return func(_ fosite.Configurator, storage, strategy any) any {
+		return &deviceGrantHandler{
+			devices: devices,
+			access:  strategy.(hoauth2.AccessTokenStrategy),
+			refresh: strategy.(hoauth2.RefreshTokenStrategy),
+			storage: storage.(hoauth2.CoreStorage),
+			config:  fcfg,
+		}
+	}
+}
+
+func (h *deviceGrantHandler) CanSkipClientAuth(context.Context, fosite.AccessRequester) bool {
+	return false
+}
+
+func (h *deviceGrantHandler) CanHandleTokenEndpointRequest(_ context.Context, r fosite.AccessRequester) bool {
+	return r.GetGrantTypes().ExactOne(GrantTypeDeviceCode)
+}
+
+// HandleTokenEndpointRequest checks the device code and the PKCE verifier
+// and, once the person approved, loads the session the tokens are made of.
+func (h *deviceGrantHandler) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
+	if !h.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	client := r.GetClient()
+	if !client.GetGrantTypes().Has(GrantTypeDeviceCode) {
+		return fosite.ErrUnauthorizedClient.WithHint("The client may not use the device_code grant.")
+	}
+	form := r.GetRequestForm()
+	deviceCode, verifier := form.Get("device_code"), form.Get("code_verifier")
+	switch {
+	case deviceCode == "":
+		return fosite.ErrInvalidRequest.WithHint("device_code is required.")
+	case verifier == "":
+		return fosite.ErrInvalidRequest.WithHint("code_verifier is required (PKCE).")
+	case len(verifier) < 43 || len(verifier) > 128:
+		return fosite.ErrInvalidRequest.WithHint("code_verifier must be 43 to 128 characters long.")
+	}
+	g, err := h.devices.poll(deviceCode, client.GetID(), verifier)
+	if err != nil {
+		return err
+	}
+	sess := g.session.Clone().(*session)
+	r.SetID(g.id)
+	r.SetSession(sess)
+	r.SetRequestedScopes(g.scopes)
+	for _, s := range g.scopes {
+		r.GrantScope(s)
+	}
+	r.SetRequestedAudience(fosite.Arguments{Audience})
+	r.GrantAudience(Audience)
+	now := time.Now().UTC()
+	sess.SetExpiresAt(fosite.AccessToken, now.Add(h.config.GetAccessTokenLifespan(ctx)).Round(time.Second))
+	sess.SetExpiresAt(fosite.RefreshToken, now.Add(h.config.GetRefreshTokenLifespan(ctx)).Round(time.Second))
+	return nil
+}
+
+// PopulateTokenEndpointResponse mints the access token and, with scope
+// offline_access, a refresh token, and stores their sessions as the code
+// grant does.
+func (h *deviceGrantHandler) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, resp fosite.AccessResponder) error {
+	if !h.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	access, accessSig, err := h.access.GenerateAccessToken(ctx, r)
+	if err != nil {
+		return fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+	}
+	if err := h.storage.CreateAccessTokenSession(ctx, accessSig, r.Sanitize(nil)); err != nil {
+		return fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+	}
+	refresh := ""
+	if r.GetGrantedScopes().HasOneOf(h.config.GetRefreshTokenScopes(ctx)...) && r.GetClient().GetGrantTypes().Has("refresh_token") {
+		var refreshSig string
+		refresh, refreshSig, err = h.refresh.GenerateRefreshToken(ctx, r)
+		if err != nil {
+			return fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+		}
+		if err := h.storage.CreateRefreshTokenSession(ctx, refreshSig, accessSig, r.Sanitize(nil)); err != nil {
+			return fosite.ErrServerError.WithWrap(err).WithDebug(err.Error())
+		}
+	}
+	resp.SetAccessToken(access)
+	resp.SetTokenType("bearer")
+	resp.SetExpiresIn(time.Until(r.GetSession().GetExpiresAt(fosite.AccessToken)))
+	resp.SetScopes(r.GetGrantedScopes())
+	if refresh != "" {
+		resp.SetExtra("refresh_token", refresh)
+	}
+	return nil
+}

@@ -1,0 +1,344 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/storage"
+	"github.com/basicmachines-co/bm-agent/server/store"
+)
+
+// fakeProvider records RevokeKey calls, fails them while failing is set and
+// serves settable bucket fingerprints.
+type fakeProvider struct {
+	storage.Provider // only the methods below are called
+	mu               sync.Mutex
+	revoked          []string
+	failing          bool
+	prints           map[string]string
+}
+
+func (p *fakeProvider) RevokeKey(_ context.Context, k storage.Key) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.revoked = append(p.revoked, k.AccessKey)
+	if p.failing {
+		return errors.New("provider down")
+	}
+	return nil
+}
+
+func (p *fakeProvider) calls() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.revoked...)
+}
+
+func (p *fakeProvider) set(f func(p *fakeProvider)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(p)
+}
+
+type fingerprinting struct{ *fakeProvider }
+
+func (p fingerprinting) BucketFingerprint(_ context.Context, bucket string) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.prints[bucket]
+	if !ok {
+		return "", errors.New("no such bucket")
+	}
+	return v, nil
+}
+
+type fakeHook struct {
+	mu  sync.Mutex
+	evs []events.Event
+}
+
+func (h *fakeHook) Trigger(ev events.Event) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.evs = append(h.evs, ev)
+	return true
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+var t0 = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "bm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	for _, tn := range []store.Tenant{
+		{ID: "A", BucketName: "bucket-a", SubscriptionStatus: "active"},
+		{ID: "B", BucketName: "bucket-b", SubscriptionStatus: "active"},
+		{ID: "S", BucketName: "bucket-s", Status: store.TenantSuspended},
+	} {
+		if err := st.CreateTenant(context.Background(), tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+func kinds(t *testing.T, st *store.Store, tenant string) string {
+	t.Helper()
+	ev, err := st.ListAudit(context.Background(), tenant, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k []string
+	for i := len(ev) - 1; i >= 0; i-- {
+		k = append(k, ev[i].Kind)
+	}
+	return strings.Join(k, ",")
+}
+
+func TestRetryDeletions(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	prov := &fakeProvider{failing: true}
+	clk := &clock{t: t0}
+	w, err := New(Config{Store: st, Storage: prov, Now: clk.now, Logger: quiet, RetryInterval: time.Minute, PendingGrace: 2 * time.Minute, MaxBackoff: 4 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := t0.Add(-time.Hour)
+	justNow := t0.Add(-10 * time.Second)
+	for _, c := range []store.Credential{
+		{ID: "failed", TenantID: "A", AccessKey: "AK-failed", RevokedAt: &revoked, DeletionStatus: store.DeletionFailed},
+		{ID: "stale-pending", TenantID: "A", AccessKey: "AK-stale", RevokedAt: &revoked, DeletionStatus: store.DeletionPending},
+		{ID: "fresh-pending", TenantID: "A", AccessKey: "AK-fresh", RevokedAt: &justNow, DeletionStatus: store.DeletionPending},
+		{ID: "done", TenantID: "A", AccessKey: "AK-done", RevokedAt: &revoked, DeletionStatus: store.DeletionCompleted},
+		{ID: "active", TenantID: "A", AccessKey: "AK-active"},
+	} {
+		c.CreatedAt = t0.Add(-2 * time.Hour)
+		if err := st.InsertCredential(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(id string) string {
+		c, err := st.CredentialByID(ctx, "A", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.DeletionStatus
+	}
+
+	// Pass 1: the provider is down; the fresh pending one is left alone.
+	done, failed, err := w.RetryDeletions(ctx)
+	if err != nil || done != 0 || failed != 2 {
+		t.Fatalf("pass 1 = %d, %d, %v; want 0, 2", done, failed, err)
+	}
+	if got := strings.Join(prov.calls(), ","); got != "AK-failed,AK-stale" {
+		t.Errorf("pass 1 revoked %s", got)
+	}
+	if s := status("stale-pending"); s != store.DeletionFailed {
+		t.Errorf("stale pending is %q after a failure, want failed", s)
+	}
+	// Within the backoff nothing is tried.
+	clk.add(30 * time.Second)
+	if _, failed, _ := w.RetryDeletions(ctx); failed != 0 || len(prov.calls()) != 2 {
+		t.Errorf("tried within backoff: failed=%d calls=%v", failed, prov.calls())
+	}
+	// After a minute both (and now the formerly fresh one) are tried; the
+	// backoff doubles to 2 minutes.
+	clk.add(2 * time.Minute)
+	if _, failed, _ := w.RetryDeletions(ctx); failed != 3 {
+		t.Errorf("pass 3 failed=%d, want 3", failed)
+	}
+	// 90s later only the formerly fresh one (backoff 1m) is due.
+	clk.add(90 * time.Second)
+	if _, failed, _ := w.RetryDeletions(ctx); failed != 1 || prov.calls()[len(prov.calls())-1] != "AK-fresh" {
+		t.Errorf("within a doubled backoff: failed=%d calls=%v, want only AK-fresh", failed, prov.calls())
+	}
+	// The provider is back.
+	prov.set(func(p *fakeProvider) { p.failing = false })
+	clk.add(2 * time.Minute)
+	done, failed, err = w.RetryDeletions(ctx)
+	if err != nil || done != 3 || failed != 0 {
+		t.Errorf("recovery pass = %d, %d, %v; want 3, 0", done, failed, err)
+	}
+	for _, id := range []string{"failed", "stale-pending", "fresh-pending"} {
+		if s := status(id); s != store.DeletionCompleted {
+			t.Errorf("%s: %q, want completed", id, s)
+		}
+	}
+	if s := status("active"); s != "" {
+		t.Errorf("active key touched: %q", s)
+	}
+	if got := kinds(t, st, "A"); got != "credential.deleted,credential.deleted,credential.deleted" {
+		t.Errorf("audit = %s", got)
+	}
+	if left, _ := st.PendingDeletions(ctx, 10); len(left) != 0 {
+		t.Errorf("still pending: %+v", left)
+	}
+}
+
+func TestRevokeOrphans(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	prov := &fakeProvider{}
+	clk := &clock{t: t0}
+	day := 24 * time.Hour
+	old, recent := t0.Add(-100*day), t0.Add(-day)
+	for _, c := range []struct {
+		id, tenant string
+		created    time.Time
+		used       *time.Time
+	}{
+		{"never-used", "A", old, nil},
+		{"used-long-ago", "B", old, &old},
+		{"used-recently", "A", old, &recent},
+		{"new", "A", recent, nil},
+	} {
+		if err := st.InsertCredential(ctx, store.Credential{ID: c.id, TenantID: c.tenant, AccessKey: "AK-" + c.id, ProviderRef: "ref-" + c.id,
+			CreatedAt: c.created, LastUsedAt: c.used}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, _ := New(Config{Store: st, Storage: prov, Now: clk.now, Logger: quiet})
+	if n, err := w.RevokeOrphans(ctx); n != 0 || err != nil {
+		t.Errorf("disabled job revoked %d, %v", n, err)
+	}
+	w, _ = New(Config{Store: st, Storage: prov, Now: clk.now, Logger: quiet, OrphanAfter: 90 * day})
+	n, err := w.RevokeOrphans(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("RevokeOrphans = %d, %v; want 2", n, err)
+	}
+	if got := strings.Join(prov.calls(), ","); got != "AK-never-used,AK-used-long-ago" {
+		t.Errorf("provider revoked %s", got)
+	}
+	for id, tenant := range map[string]string{"never-used": "A", "used-long-ago": "B"} {
+		c, _ := st.CredentialByID(ctx, tenant, id)
+		if c.Active() || c.DeletionStatus != store.DeletionCompleted || !c.RevokedAt.Equal(t0) {
+			t.Errorf("%s = %+v", id, c)
+		}
+	}
+	if n, _ := st.CountActiveCredentials(ctx, "A"); n != 2 {
+		t.Errorf("A has %d active keys, want 2", n)
+	}
+	if got := kinds(t, st, "A"); got != AuditCredentialOrphaned {
+		t.Errorf("A audit = %s", got)
+	}
+	ev, _ := st.ListAudit(ctx, "B", 1)
+	if len(ev) != 1 || !strings.Contains(ev[0].Detail, "last_used=2026-02-21") {
+		t.Errorf("B audit = %+v", ev)
+	}
+	// Idempotent.
+	if n, _ := w.RevokeOrphans(ctx); n != 0 {
+		t.Errorf("second pass revoked %d", n)
+	}
+	// A provider failure leaves the key revoked with deletion failed, for
+	// RetryDeletions.
+	prov.set(func(p *fakeProvider) { p.failing = true })
+	clk.add(91 * day)
+	if n, _ := w.RevokeOrphans(ctx); n != 2 {
+		t.Errorf("later pass revoked %d, want 2", n)
+	}
+	if c, _ := st.CredentialByID(ctx, "A", "new"); c.DeletionStatus != store.DeletionFailed {
+		t.Errorf("new: %+v", c)
+	}
+}
+
+func TestCheckBuckets(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	fp := fingerprinting{&fakeProvider{prints: map[string]string{"bucket-a": "a1", "bucket-b": "b1", "bucket-s": "s1"}}}
+	clk := &clock{t: t0}
+	hub, hook := events.NewHub(0), &fakeHook{}
+	subA := hub.Subscribe("A")
+	defer subA.Close()
+	w, _ := New(Config{Store: st, Storage: fp, Events: hub, Hook: hook, Now: clk.now, Logger: quiet})
+
+	if n, err := w.CheckBuckets(ctx); n != 0 || err != nil {
+		t.Fatalf("first pass = %d, %v (only records)", n, err)
+	}
+	// A changes without a notification; B changes and was notified.
+	fp.set(func(p *fakeProvider) {
+		p.prints["bucket-a"], p.prints["bucket-b"], p.prints["bucket-s"] = "a2", "b2", "s2"
+	})
+	clk.add(time.Minute)
+	hub.Publish(events.Event{TenantID: "B", Reason: "sync", At: clk.now()})
+	clk.add(time.Minute)
+	n, err := w.CheckBuckets(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("second pass = %d, %v; want 1", n, err)
+	}
+	want := events.Event{TenantID: "A", Reason: "fallback", At: t0.Add(2 * time.Minute)}
+	select {
+	case ev := <-subA.C():
+		if ev != want {
+			t.Errorf("event %+v, want %+v", ev, want)
+		}
+	default:
+		t.Error("no fallback event for A")
+	}
+	hook.mu.Lock()
+	if len(hook.evs) != 1 || hook.evs[0] != want {
+		t.Errorf("hook = %+v", hook.evs)
+	}
+	hook.mu.Unlock()
+	// Unchanged: nothing.
+	clk.add(time.Minute)
+	if n, _ := w.CheckBuckets(ctx); n != 0 {
+		t.Errorf("unchanged pass = %d", n)
+	}
+	if got := kinds(t, st, "A"); got != "bucket.changed" {
+		t.Errorf("audit A = %s", got)
+	}
+	// A provider without fingerprints: no-op.
+	w2, _ := New(Config{Store: st, Storage: &fakeProvider{}})
+	if n, err := w2.CheckBuckets(ctx); n != 0 || err != nil {
+		t.Errorf("no fingerprinter = %d, %v", n, err)
+	}
+}
+
+func TestServeStops(t *testing.T) {
+	st := openStore(t)
+	w, err := New(Config{Store: st, Storage: &fakeProvider{}, RetryInterval: 10 * time.Millisecond, OrphanAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Serve(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not stop")
+	}
+	if _, err := New(Config{}); err == nil {
+		t.Error("New without store accepted")
+	}
+}

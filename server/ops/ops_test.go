@@ -1,0 +1,82 @@
+package ops
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReady(t *testing.T) {
+	ok := Check{Name: "ok", Probe: func(context.Context) error { return nil }}
+	broken := Check{Name: "broken", Probe: func(context.Context) error { return errors.New("disk on fire") }}
+	stuck := Check{Name: "stuck", Probe: func(context.Context) error { time.Sleep(5 * time.Second); return nil }}
+	tests := []struct {
+		name   string
+		checks []Check
+		code   int
+		want   map[string]string
+	}{
+		{"all pass", []Check{ok}, 200, map[string]string{"ok": "ok"}},
+		{"one fails", []Check{ok, broken}, 503, map[string]string{"ok": "ok", "broken": "disk on fire"}},
+		{"one ignores its deadline", []Check{ok, stuck}, 503, map[string]string{"ok": "ok", "stuck": "no answer within 100ms"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			start := time.Now()
+			Ready(100*time.Millisecond, tt.checks...).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %s", d)
+			}
+			var rep ReadyReport
+			if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != tt.code || len(rep.Checks) != len(tt.want) {
+				t.Fatalf("= %d %+v", rec.Code, rep)
+			}
+			for k, v := range tt.want {
+				if rep.Checks[k] != v {
+					t.Errorf("check %s = %q, want %q", k, rep.Checks[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestMiddlewareLogsWithoutSecrets(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(ContextHandler{slog.NewJSONHandler(&logs, nil)})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		log.InfoContext(r.Context(), "inside")
+		w.WriteHeader(http.StatusTeapot)
+	})
+	m := NewMetrics()
+	var seen string
+	h := Middleware(log, m, func(route string, code int) { seen = route }, mux)
+	req := httptest.NewRequest("GET", "/items/42?code=sekrit-code", nil)
+	req.Header.Set("Authorization", "Bearer sekrit-token")
+	req.Header.Set(RequestIDHeader, "abc-1")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Header().Get(RequestIDHeader) != "abc-1" || seen != "GET /items/{id}" {
+		t.Errorf("request id %q, route %q", rec.Header().Get(RequestIDHeader), seen)
+	}
+	out := logs.String()
+	for _, want := range []string{`"msg":"inside","request_id":"abc-1"`, `"route":"GET /items/{id}"`, `"path":"/items/42"`, `"status":418`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("logs lack %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "sekrit") {
+		t.Errorf("logs contain a secret:\n%s", out)
+	}
+}
