@@ -3,10 +3,14 @@
 package cloudapi
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
+
+	"github.com/zalando/go-keyring"
 )
 
 // TestKeyringOverDBus runs the store against a real gnome-keyring on a
@@ -21,6 +25,22 @@ func TestKeyringOverDBus(t *testing.T) {
 			t.Fatalf("Backend() = %q under a session bus with gnome-keyring, want keyring", s.Backend())
 		}
 		exerciseStore(t, s)
+		// Written through the Secret Service: readable by another client
+		// of the keyring, and gone after Clear.
+		if err := s.SaveToken(testToken()); err != nil {
+			t.Fatal(err)
+		}
+		if raw, err := keyring.Get(KeyringService, itemTokens); err != nil || !strings.Contains(raw, testToken().RefreshToken) {
+			t.Fatalf("keyring item after SaveToken: err %v", err)
+		}
+		if err := s.Clear(); err != nil {
+			t.Fatal(err)
+		}
+		for _, item := range []string{itemTokens, itemS3Key} {
+			if _, err := keyring.Get(KeyringService, item); !errors.Is(err, keyring.ErrNotFound) {
+				t.Errorf("keyring item %s after Clear: %v, want not found", item, err)
+			}
+		}
 		return
 	}
 	if testing.Short() {
@@ -28,14 +48,21 @@ func TestKeyringOverDBus(t *testing.T) {
 	}
 	for _, tool := range []string{"dbus-run-session", "gnome-keyring-daemon"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not installed (Debian packages dbus and gnome-keyring, see .ci/apt-packages)", tool)
+			}
+			t.Skipf("%s not installed (Debian packages dbus and gnome-keyring)", tool)
 		}
 	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := `printf test | gnome-keyring-daemon --unlock --components=secrets >/dev/null && exec "$0" -test.run='^TestKeyringOverDBus$' -test.v`
+	// --unlock creates and unlocks the login keyring with the password on
+	// stdin; --start then brings up its Secret Service on this bus.
+	script := `printf test | gnome-keyring-daemon --unlock >/dev/null &&
+gnome-keyring-daemon --start --components=secrets >/dev/null &&
+exec "$0" -test.run='^TestKeyringOverDBus$' -test.v`
 	cmd := exec.CommandContext(t.Context(), "dbus-run-session", "--", "sh", "-c", script, self)
 	cmd.Env = append(os.Environ(), "BM_AGENT_TEST_IN_DBUS=1", "HOME="+t.TempDir())
 	out, err := cmd.CombinedOutput()

@@ -1,0 +1,225 @@
+package cloudapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// PathTenantEvents is the tenant API's stream of bucket changes
+// (server-sent events).
+const PathTenantEvents = "/tenant/events"
+
+// EventBucketChanged is the SSE event type of a bucket change.
+const EventBucketChanged = "bucket-changed"
+
+// ChangeEvent is one bucket change of the caller's tenant.
+type ChangeEvent struct {
+	TenantID string    `json:"tenant_id"`
+	Device   string    `json:"device,omitempty"` // the device that reported it, if any
+	Reason   string    `json:"reason,omitempty"`
+	At       time.Time `json:"at"`
+	// Reconnected is set (and nothing else) on a synthetic event Events
+	// sends after it reconnected: changes may have been missed meanwhile.
+	Reconnected bool `json:"-"`
+}
+
+// Reconnection delays of Events: the first retry waits about
+// eventsMinBackoff (or the server's retry: field), doubling up to
+// eventsMaxBackoff, with ±50% jitter; a connection that stayed up for
+// eventsStable resets the delay.
+var (
+	eventsMinBackoff = time.Second
+	eventsMaxBackoff = time.Minute
+	eventsStable     = 30 * time.Second
+)
+
+// maxEventLine bounds one line of the event stream.
+const maxEventLine = 64 << 10
+
+// Events follows GET /tenant/events and calls fn with every bucket change,
+// reconnecting with backoff and jitter when the stream fails or ends; after
+// a reconnection fn first gets a ChangeEvent with Reconnected set. It
+// returns nil when ctx ends, fn's error if fn fails, and the error of an
+// answer that retrying cannot fix (401, 403, 404: login required, no
+// subscription, events not enabled).
+func (c *Client) Events(ctx context.Context, fn func(ChangeEvent) error) error {
+	hc := *c.hc
+	hc.Timeout = 0 // a stream lasts; ctx bounds it
+	delay := time.Duration(0)
+	connected := false
+	for {
+		start := time.Now()
+		retry, err := c.eventsOnce(ctx, &hc, connected, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fnErr *callbackError
+		if errors.As(err, &fnErr) {
+			return fnErr.err
+		}
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			return perm.err
+		}
+		if err == errStreamOpened {
+			err = nil
+		}
+		if retry.opened {
+			connected = true
+		}
+		if time.Since(start) >= eventsStable {
+			delay = 0
+		}
+		delay = min(max(delay*2, eventsMinBackoff, retry.server), eventsMaxBackoff)
+		wait := time.Duration(float64(delay) * (0.5 + rand.Float64()))
+		c.logger.Debug("tenant events: reconnecting", "in", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+
+var errStreamOpened = errors.New("event stream ended")
+
+// retryInfo is what one connection learnt for the next.
+type retryInfo struct {
+	opened bool          // the stream was opened (2xx)
+	server time.Duration // the server's retry: field, if any
+}
+
+// eventsOnce opens the stream once and reads it until it ends.
+func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool, fn func(ChangeEvent) error) (retryInfo, error) {
+	var ri retryInfo
+	tok, err := c.ts.Token()
+	if err != nil {
+		err = fmt.Errorf("cloudapi: events: token: %w", err)
+		if errors.Is(err, ErrLoginRequired) {
+			return ri, &permanentError{err}
+		}
+		return ri, err
+	}
+	u := *c.base
+	u.Path = strings.TrimRight(c.base.Path, "/") + PathTenantEvents
+	u.RawPath = ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return ri, &permanentError{fmt.Errorf("cloudapi: events: %w", err)}
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Cache-Control", "no-store")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	tok.SetAuthHeader(req)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return ri, fmt.Errorf("cloudapi: events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		apiErr := c.decodeError(call{op: "events", method: http.MethodGet, path: PathTenantEvents}, resp, data)
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return ri, &permanentError{apiErr}
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			ri.server = time.Duration(s) * time.Second
+		}
+		return ri, apiErr
+	}
+	ri.opened = true
+	if reconnect {
+		if err := fn(ChangeEvent{Reconnected: true}); err != nil {
+			return ri, &callbackError{err}
+		}
+	}
+	err = readSSE(resp.Body, func(event, data string) error {
+		if event != EventBucketChanged {
+			return nil
+		}
+		var ev ChangeEvent
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			c.logger.Debug("tenant events: undecodable event", "err", err)
+			return nil
+		}
+		if err := fn(ev); err != nil {
+			return &callbackError{err}
+		}
+		return nil
+	}, func(d time.Duration) { ri.server = d })
+	if err != nil {
+		return ri, err
+	}
+	return ri, errStreamOpened
+}
+
+// readSSE parses a server-sent event stream (the WHATWG event stream
+// format): dispatch is called for every event with its type ("message" when
+// none is given) and data; retry with the server's reconnection time.
+func readSSE(r io.Reader, dispatch func(event, data string) error, retry func(time.Duration)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), maxEventLine)
+	var event string
+	var data strings.Builder
+	hasData := false
+	for sc.Scan() {
+		line := strings.TrimSuffix(sc.Text(), "\r")
+		if line == "" {
+			if hasData {
+				ev := event
+				if ev == "" {
+					ev = "message"
+				}
+				if err := dispatch(ev, strings.TrimSuffix(data.String(), "\n")); err != nil {
+					return err
+				}
+			}
+			event, hasData = "", false
+			data.Reset()
+			continue
+		}
+		if strings.HasPrefix(line, ":") {
+			continue // a comment (heartbeat)
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "event":
+			event = value
+		case "data":
+			data.WriteString(value)
+			data.WriteByte('\n')
+			hasData = true
+		case "retry":
+			if ms, err := strconv.Atoi(value); err == nil && ms >= 0 {
+				retry(time.Duration(ms) * time.Millisecond)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("cloudapi: events: read: %w", err)
+	}
+	return nil
+}
