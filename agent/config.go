@@ -30,8 +30,25 @@ type Config struct {
 	MaxWait  Duration `json:"max_wait,omitempty"`
 	// Device names this machine in conflict files and key descriptions.
 	Device string `json:"device,omitempty"`
+	// Profile is the sync profile of normal passes: "safe", "balanced"
+	// (the default) or "fast"; `bm-agent sync --profile` overrides it for
+	// one pass.
+	Profile string `json:"profile,omitempty"`
 	// SocketPath is where the local API listens.
 	SocketPath string `json:"-"`
+}
+
+// Sync profiles (see SPEC-8): how conflicts are resolved and how many
+// deletes a pass may make.
+const (
+	ProfileSafe     = "safe"
+	ProfileBalanced = "balanced"
+	ProfileFast     = "fast"
+)
+
+// validProfile reports whether p names a profile.
+func validProfile(p string) bool {
+	return p == ProfileSafe || p == ProfileBalanced || p == ProfileFast
 }
 
 // Duration is a time.Duration that reads and writes as "60s" in JSON.
@@ -108,6 +125,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxWait <= 0 {
 		c.MaxWait = Duration(10 * time.Second)
+	}
+	if c.Profile == "" {
+		c.Profile = ProfileBalanced
 	}
 	if c.Device == "" {
 		c.Device, _ = os.Hostname()

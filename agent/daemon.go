@@ -27,11 +27,14 @@ const (
 	StateStarting      = "starting"
 	StateLoggedOut     = "logged_out"
 	StateLoginRequired = "login_required"
-	StateIdle          = "idle"
-	StateSyncing       = "syncing"
-	StatePaused        = "paused"
-	StateOffline       = "offline"
-	StateError         = "error"
+	// StateSubscriptionRequired: logged in, but the account has no active
+	// subscription; a login or a new session start checks again.
+	StateSubscriptionRequired = ipc.StateSubscriptionRequired
+	StateIdle                 = "idle"
+	StateSyncing              = "syncing"
+	StatePaused               = "paused"
+	StateOffline              = "offline"
+	StateError                = "error"
 )
 
 // Daemon is a running bm-agent.
@@ -44,10 +47,27 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	status  ipc.Status
-	login   *cloudapi.PendingLogin
+	login   *loginFlow // the login in progress, if any
 	session *session
 
 	loggedIn chan struct{} // signalled when a login completes
+	// statusKick asks the session for a fresh GET /tenant/status;
+	// statusAt is when the last one answered (under mu).
+	statusKick chan struct{}
+	statusAt   time.Time
+
+	history *History
+	saved   persisted // the state that survives a restart; under mu
+
+	hub   *ipc.Hub      // the watch stream's event bus
+	dirty chan struct{} // wakes the status publisher
+	logs  *LogRing      // recent log records for `bm-agent logs`
+	// live holds the settings ConfigSet changes while running (under mu);
+	// cfgChanged wakes the sync loop to apply them.
+	live       liveSettings
+	cfgChanged chan struct{}
+	cfgMu      sync.Mutex // serializes ConfigSet's read-modify-write of the file
+	mounts     mountManager
 }
 
 // session is what a logged-in daemon holds: the tenant API client, the
@@ -56,9 +76,16 @@ type session struct {
 	cancel  context.CancelFunc
 	client  *cloudapi.Client
 	key     *cloudapi.S3Key
-	engine  *syncer.Engine
+	engine  passer
 	syncReq chan syncCall
 	done    chan struct{}
+	// remote receives "another device changed the bucket" wake-ups.
+	remote chan struct{}
+}
+
+// passer runs sync passes: the engine (*syncer.Engine), or a fake in tests.
+type passer interface {
+	Pass(ctx context.Context, opt syncer.PassOptions) (syncer.Result, error)
 }
 
 type syncCall struct {
@@ -76,7 +103,12 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	ring := NewLogRing(0)
+	logger = slog.New(NewLogTee(logger.Handler(), ring))
 	cfg = cfg.withDefaults()
+	if !validProfile(cfg.Profile) {
+		return nil, fmt.Errorf("agent: profile %q: want safe, balanced or fast", cfg.Profile)
+	}
 	if cfg.Home == "" {
 		return nil, errors.New("agent: a home dir is required")
 	}
@@ -100,8 +132,15 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 			Domain:   cfg.CloudDomain,
 			ClientID: cfg.ClientID,
 		}),
-		loggedIn: make(chan struct{}, 1),
+		loggedIn:   make(chan struct{}, 1),
+		statusKick: make(chan struct{}, 1),
+		hub:        ipc.NewHub(0),
+		dirty:      make(chan struct{}, 1),
+		logs:       ring,
+		cfgChanged: make(chan struct{}, 1),
 	}
+	d.live = liveSettings{interval: time.Duration(cfg.Interval), debounce: time.Duration(cfg.Debounce), maxWait: time.Duration(cfg.MaxWait), profile: cfg.Profile}
+	d.mounts = newMountManager(cfg.Home, logger)
 	d.creds = cloudapi.OpenStore(cfg.Home, logger.With("component", "keyring"))
 	d.status = ipc.Status{
 		State:          StateStarting,
@@ -109,7 +148,15 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 		Folder:         cfg.Folder,
 		KeyringBackend: d.creds.Backend(),
 		Version:        Version,
+		Profile:        cfg.Profile,
 	}
+	d.history = OpenHistory(filepath.Join(cfg.Home, "history.jsonl"), 0)
+	saved, err := loadState(cfg.Home)
+	if err != nil {
+		logger.Warn("state file unreadable; starting unpaused", "err", err)
+	}
+	d.saved = saved
+	d.applySavedLocked(time.Now())
 	return d, nil
 }
 
@@ -123,6 +170,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	srv := ipc.NewServer(d, d.log.With("component", "ipc"))
 	ipcErr := make(chan error, 1)
 	go func() { ipcErr <- srv.Serve(ctx, ln) }()
+	go d.publish(ctx)
+	if err := d.mounts.CleanupOrphans(ctx); err != nil {
+		d.log.Warn("clean up orphaned mounts", "err", err)
+	}
+	defer func() {
+		if err := d.mounts.Close(); err != nil {
+			d.log.Warn("unmount at stop", "err", err)
+		}
+	}()
 	d.log.Info("bm-agent running", "folder", d.cfg.Folder, "socket", d.cfg.SocketPath, "keyring", d.creds.Backend(), "host", d.cloud.Host)
 
 	for ctx.Err() == nil {
@@ -148,8 +204,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 }
 
 func backoffAfter(err error) time.Duration {
-	if err == nil || errors.Is(err, cloudapi.ErrLoginRequired) {
+	var sub *cloudapi.SubscriptionRequiredError
+	switch {
+	case err == nil, errors.Is(err, cloudapi.ErrLoginRequired):
 		return 24 * time.Hour // only a login wakes us
+	case errors.As(err, &sub):
+		return 10 * time.Minute // a subscription may start any time
 	}
 	return 30 * time.Second
 }
@@ -160,29 +220,40 @@ func stateFor(err error) string {
 	case errors.Is(err, cloudapi.ErrLoginRequired), errors.Is(err, cloudapi.ErrUnauthorized):
 		return StateLoginRequired
 	case errors.As(err, &sub):
-		return StateError
-	default:
+		return StateSubscriptionRequired
+	case isOffline(err):
 		return StateOffline
+	default:
+		return StateError
 	}
 }
 
 func (d *Daemon) setState(state, msg string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.setStateLocked(state, msg)
+}
+
+// setStateLocked is setState with d.mu held.
+func (d *Daemon) setStateLocked(state, msg string) {
 	if d.status.State != state {
-		d.log.Debug("state", "from", d.status.State, "to", state, "after", time.Since(d.status.Since).Round(time.Millisecond))
+		d.log.Info("state", "from", d.status.State, "to", state, "after", time.Since(d.status.Since).Round(time.Millisecond))
 		d.status.Since = time.Now()
 	}
 	d.status.State = state
 	d.status.Error = msg
+	d.markDirty()
 	if state == StateLoggedOut || state == StateLoginRequired {
 		d.status.LoggedIn = false
 	}
 }
 
+// isPaused reports whether sync is paused, ending a `pause --for` whose
+// time is up.
 func (d *Daemon) isPaused() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.expirePauseLocked(time.Now())
 	return d.status.Paused
 }
 
@@ -190,9 +261,16 @@ func (d *Daemon) isPaused() bool {
 func (d *Daemon) Status(context.Context) ipc.Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.expirePauseLocked(time.Now())
 	st := d.status
 	if d.login != nil {
-		st.LoginURL = d.login.URL()
+		st.LoginURL, st.LoginUserCode, st.LoginMethod = d.login.url, d.login.userCode, d.login.method
+	}
+	if d.session != nil && time.Since(d.statusAt) > tenantStatusStale {
+		select { // on demand: the session's status refresher fetches it
+		case d.statusKick <- struct{}{}:
+		default:
+		}
 	}
 	return st
 }

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
@@ -11,7 +13,27 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
+// testPassDelayEnv names a test-only environment variable: a duration the
+// daemon waits at the start of every pass (in state "syncing"), so that
+// end-to-end tests can stop it in the middle of one. Never set it otherwise.
+const testPassDelayEnv = "BM_AGENT_TEST_PASS_DELAY"
+
+// testPassDelay reads testPassDelayEnv; zero when unset or malformed.
+func testPassDelay() time.Duration {
+	d, err := time.ParseDuration(os.Getenv(testPassDelayEnv))
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
+}
+
 // runSession runs the sync loop until ctx ends or the session is logged out.
+//
+// Passes start on debounced local changes, on the interval, and on sync
+// requests (which coalesce: every request that queued during a pass is
+// answered by the one next pass). After a failure the next attempt waits an
+// exponential backoff with jitter instead of the interval. While paused,
+// or while a hold waits for `sync --force`, only explicit requests run.
 func (d *Daemon) runSession(ctx context.Context, s *session) {
 	sctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -26,10 +48,11 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		close(s.done)
 	}()
 
+	live := d.liveSettings()
 	var batches <-chan watch.Batch
 	w, err := watch.New(d.cfg.Folder, watch.Options{
-		Delay:   time.Duration(d.cfg.Debounce),
-		MaxWait: time.Duration(d.cfg.MaxWait),
+		Delay:   live.debounce,
+		MaxWait: live.maxWait,
 	}, d.log.With("component", "watch"))
 	if err != nil {
 		d.log.Warn("file watcher unavailable; syncing on the interval only", "err", err)
@@ -42,12 +65,17 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		batches = w.Batches()
 	}
 
-	interval := time.Duration(d.cfg.Interval)
+	if s.remote != nil && s.client != nil {
+		go d.followRemote(sctx, s)
+	}
+
+	interval := live.interval
+	rt := newRetry(interval)
 	timer := time.NewTimer(0) // first pass at once
 	defer timer.Stop()
+	trigger := "startup"
 	for {
-		var call *syncCall
-		trigger := ""
+		var calls []syncCall
 		select {
 		case <-sctx.Done():
 			return
@@ -55,22 +83,69 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 			trigger = "watch"
 			d.log.Debug("local changes", "count", b.Count)
 		case <-timer.C:
-			trigger = "interval"
+			if trigger != "startup" {
+				trigger = "interval"
+				if rt.failures > 0 {
+					trigger = "retry"
+				}
+			}
 		case c := <-s.syncReq:
-			call, trigger = &c, "manual"
-		}
-		if d.isPaused() && (call == nil || call.reply == nil) {
-			timer.Reset(interval)
+			calls, trigger = append(calls, c), "manual"
+		case <-s.remote:
+			trigger = "remote"
+			d.log.Debug("remote change from another device")
+		case <-d.cfgChanged:
+			nl := d.liveSettings()
+			if nl.interval != interval {
+				interval = nl.interval
+				rt = newRetry(interval)
+				timer.Reset(interval)
+				d.log.Info("interval changed", "interval", interval)
+			}
+			if nl.debounce != live.debounce || nl.maxWait != live.maxWait {
+				d.log.Info("debounce changed: restarting the session's watcher", "debounce", nl.debounce, "max_wait", nl.maxWait)
+				live = nl
+				s.cancel() // Serve starts a new session with a new watcher
+			}
 			continue
 		}
-		opt := syncer.PassOptions{Trigger: trigger}
-		if call != nil {
-			opt.Resync, opt.DryRun = call.req.Resync, call.req.DryRun
+		// Coalesce: every request queued by now is answered by this pass.
+		calls = drainCalls(s.syncReq, calls)
+		if len(calls) > 0 {
+			trigger = "manual"
+		}
+		req, waiting := mergeRequests(calls)
+
+		if d.isPaused() && !waiting {
+			d.setState(StatePaused, "")
+			answer(calls, ipc.PassSummary{Skipped: "paused"}, nil)
+			timer.Reset(d.pauseWait(interval))
+			continue
+		}
+		if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {
+			d.setState(StatePaused, h.Message)
+			var err error
+			if waiting {
+				err = errors.New(h.Message)
+			}
+			answer(calls, ipc.PassSummary{Skipped: "on hold: " + h.Reason}, err)
+			timer.Reset(interval)
+			continue
 		}
 		if w != nil {
 			w.Suppress()
 		}
-		sum, res, err := d.pass(sctx, s, opt)
+		sum, res, err := d.pass(sctx, s, trigger, req)
+		if err != nil && sctx.Err() == nil && needsAutoResync(err, req) {
+			// bisync stopped and asks for a resync (or --force after "all
+			// files changed"): the safe resync copies both ways, deletes
+			// nothing and keeps both versions of what differs, so the
+			// daemon runs it now instead of waiting for the user.
+			d.log.Warn("bisync demands a resync: running a safe resync", "err", err)
+			rreq := req
+			rreq.Resync, rreq.Force = true, false
+			sum, res, err = d.pass(sctx, s, "recovery", rreq)
+		}
 		followUp := false
 		if w != nil {
 			// Changes seen during a pass that wrote nothing locally were the
@@ -79,30 +154,113 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 				followUp = true
 			}
 		}
-		if call != nil && call.reply != nil {
-			call.reply <- syncReply{summary: sum, err: err}
+		answer(calls, sum, nil)
+		trigger = ""
+		if sctx.Err() != nil {
+			return
 		}
-		// Coalesce: sync requests that queued during the pass are answered
-		// by the next pass, which starts at once.
+
+		next := interval
+		switch {
+		case req.DryRun:
+		case err != nil && sum.Cancelled:
+		case err != nil:
+			next = rt.failed()
+			if h := d.blockingHold(); h != nil {
+				next = interval // waits for the user, not for a retry
+			}
+		default:
+			rt.succeeded()
+		}
 		if len(s.syncReq) > 0 || followUp {
-			timer.Reset(0)
-		} else {
-			timer.Reset(interval)
+			next = 0
 		}
+		timer.Reset(next)
 		d.mu.Lock()
-		next := time.Now().Add(interval)
-		d.status.NextSync = &next
+		at := time.Now().Add(next)
+		d.status.NextSync = &at
+		d.status.Failures = rt.failures
+		d.status.RetryAt = nil
+		if rt.failures > 0 {
+			d.status.RetryAt = &at
+		}
 		d.mu.Unlock()
 	}
 }
 
-func (d *Daemon) pass(ctx context.Context, s *session, opt syncer.PassOptions) (ipc.PassSummary, syncer.Result, error) {
+// drainCalls appends every sync request already queued on ch.
+func drainCalls(ch chan syncCall, calls []syncCall) []syncCall {
+	for {
+		select {
+		case c := <-ch:
+			calls = append(calls, c)
+		default:
+			return calls
+		}
+	}
+}
+
+// mergeRequests folds coalesced requests into one pass: any of them asking
+// for a resync, a forced run or a profile gets it. A dry run is merged only
+// with dry runs: a real request turns the pass into a real one (the dry
+// run's caller then sees what was done, not a plan).
+func mergeRequests(calls []syncCall) (req ipc.SyncRequest, waiting bool) {
+	dry := len(calls) > 0
+	for _, c := range calls {
+		if c.reply != nil {
+			waiting = true
+		}
+		if c.req == (ipc.SyncRequest{}) {
+			dry = false // a wake-up or plain request
+			continue
+		}
+		req.Resync = req.Resync || c.req.Resync
+		req.Force = req.Force || c.req.Force
+		if c.req.Profile != "" {
+			req.Profile = c.req.Profile
+		}
+		dry = dry && c.req.DryRun
+	}
+	req.DryRun = dry
+	return req, waiting
+}
+
+// answer replies to every waiting caller.
+func answer(calls []syncCall, sum ipc.PassSummary, err error) {
+	for _, c := range calls {
+		if c.reply != nil {
+			c.reply <- syncReply{summary: sum, err: err}
+		}
+	}
+}
+
+// pass runs one pass and records it: status, hold, history.
+func (d *Daemon) pass(ctx context.Context, s *session, trigger string, req ipc.SyncRequest) (ipc.PassSummary, syncer.Result, error) {
+	if trigger == "" {
+		trigger = "manual"
+	}
 	d.setState(StateSyncing, "")
+	profile := req.Profile
+	if profile == "" {
+		profile = d.liveSettings().profile
+	}
+	pctx, stopProgress := context.WithCancel(ctx)
+	defer stopProgress()
+	if d.hub != nil {
+		go d.watchProgress(pctx, trigger)
+	}
+	if delay := testPassDelay(); delay > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+	opt := engineOptions(trigger, req, profile)
 	res, err := s.engine.Pass(ctx, opt)
 	sum := ipc.PassSummary{
 		Start:         res.Start,
 		DurationMS:    res.Duration.Milliseconds(),
-		Trigger:       opt.Trigger,
+		Trigger:       trigger,
 		Uploaded:      res.Uploaded,
 		Downloaded:    res.Downloaded,
 		DeletedLocal:  res.DeletedLocal,
@@ -110,32 +268,88 @@ func (d *Daemon) pass(ctx context.Context, s *session, opt syncer.PassOptions) (
 		Conflicts:     res.Conflicts,
 		Resync:        res.Resync,
 		Skipped:       res.Skipped,
+		Profile:       profile,
+		DryRun:        req.DryRun,
+		Forced:        req.Force,
+		Plan:          planOf(res, req.DryRun),
 	}
-	if err != nil {
+	if sum.Start.IsZero() {
+		sum.Start = time.Now()
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		sum.Cancelled = true
+		sum.Error = "cancelled: the daemon is stopping (the next pass recovers)"
+		d.log.Info("sync pass cancelled", "trigger", trigger)
+	case err != nil:
 		sum.Error = err.Error()
-		if ctx.Err() == nil {
-			d.log.Error("sync pass failed", "trigger", opt.Trigger, "err", err)
-			d.setState(StateError, err.Error())
-		}
-	} else {
-		d.log.Info("sync pass", "trigger", opt.Trigger, "up", res.Uploaded, "down", res.Downloaded,
-			"deleted_local", res.DeletedLocal, "deleted_remote", res.DeletedRemote, "conflicts", res.Conflicts,
+		d.failed(err, profile, req, &sum)
+	default:
+		d.log.Info("sync pass", "trigger", trigger, "profile", profile, "dry_run", req.DryRun,
+			"up", res.Uploaded, "down", res.Downloaded, "deleted_local", res.DeletedLocal,
+			"deleted_remote", res.DeletedRemote, "conflicts", res.Conflicts,
 			"resync", res.Resync, "took", res.Duration.Round(time.Millisecond))
+		if !req.DryRun {
+			d.setHold(nil)
+		}
 		if d.isPaused() {
 			d.setState(StatePaused, "")
 		} else {
 			d.setState(StateIdle, "")
 		}
-		if res.RemoteChanged && !opt.DryRun {
+		if res.RemoteChanged && !req.DryRun {
 			go d.notifyChanged(ctx, s)
 		}
 	}
-	if !opt.DryRun {
+	if err := d.history.Append(sum); err != nil {
+		d.log.Warn("record the pass in the history", "err", err)
+	}
+	if !req.DryRun {
 		d.mu.Lock()
 		d.status.LastSync = &sum
 		d.mu.Unlock()
 	}
 	return sum, res, err
+}
+
+// needsAutoResync reports whether a failed pass is one the daemon
+// recovers from by itself with a safe resync.
+func needsAutoResync(err error, req ipc.SyncRequest) bool {
+	if req.DryRun || req.Resync {
+		return false
+	}
+	return errors.Is(err, syncer.ErrResyncRequired) || errors.Is(err, syncer.ErrAllFilesChanged)
+}
+
+// failed sets the state after a failed pass: offline, a hold that says what
+// to do, or a plain error.
+func (d *Daemon) failed(err error, profile string, req ipc.SyncRequest, sum *ipc.PassSummary) {
+	if isOffline(err) {
+		sum.Offline = true
+		d.log.Warn("sync pass failed: offline", "trigger", sum.Trigger, "err", err)
+		d.setState(StateOffline, "cannot reach the bucket or the server: "+err.Error())
+		return
+	}
+	if needsAutoResync(err, req) {
+		d.log.Warn("sync pass needs a resync", "trigger", sum.Trigger, "err", err)
+		return // the loop runs a safe resync at once
+	}
+	if h := holdFor(err, d.cfg.Folder, profile, time.Now()); h != nil {
+		d.log.Warn("sync pass refused", "trigger", sum.Trigger, "reason", h.Reason, "err", err)
+		if req.DryRun {
+			d.setState(StateError, h.Message)
+			return
+		}
+		d.setHold(h)
+		if h.NeedsForce {
+			d.setState(StatePaused, h.Message)
+		} else {
+			d.setState(StateError, h.Message)
+		}
+		return
+	}
+	d.log.Error("sync pass failed", "trigger", sum.Trigger, "err", err)
+	d.setState(StateError, err.Error())
 }
 
 // notifyChanged tells the server that this tenant's bucket changed, so its
@@ -150,16 +364,23 @@ func (d *Daemon) notifyChanged(ctx context.Context, s *session) {
 
 // Sync implements ipc.Backend: a pass now, coalesced with one already queued.
 func (d *Daemon) Sync(ctx context.Context, req ipc.SyncRequest) (ipc.PassSummary, error) {
+	if req.Profile != "" && !validProfile(req.Profile) {
+		return ipc.PassSummary{}, fmt.Errorf("sync: profile %q: want safe, balanced or fast", req.Profile)
+	}
 	d.mu.Lock()
 	s := d.session
 	d.mu.Unlock()
 	if s == nil {
-		return ipc.PassSummary{}, errors.New("not logged in: run `bm-agent login`")
+		return ipc.PassSummary{}, fmt.Errorf("sync: %w", ipc.ErrLoginRequired)
+	}
+	if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {
+		return ipc.PassSummary{}, errors.New(h.Message)
 	}
 	call := syncCall{req: req}
 	if req.Wait {
 		call.reply = make(chan syncReply, 1)
 	}
+	call.req.Wait = false // the loop keys on the reply channel
 	select {
 	case s.syncReq <- call:
 	case <-ctx.Done():
@@ -180,27 +401,20 @@ func (d *Daemon) Sync(ctx context.Context, req ipc.SyncRequest) (ipc.PassSummary
 	}
 }
 
-// Pause implements ipc.Backend.
-func (d *Daemon) Pause(context.Context) error {
-	d.mu.Lock()
-	d.status.Paused = true
-	d.mu.Unlock()
-	d.setState(StatePaused, "")
-	return nil
+// History implements ipc.HistoryReader.
+func (d *Daemon) History(_ context.Context, limit int) (ipc.History, error) {
+	passes, err := d.history.Last(limit)
+	if err != nil {
+		return ipc.History{}, err
+	}
+	return ipc.History{Passes: passes}, nil
 }
 
-// Resume implements ipc.Backend.
-func (d *Daemon) Resume(context.Context) error {
-	d.mu.Lock()
-	d.status.Paused = false
-	s := d.session
-	d.mu.Unlock()
-	d.setState(StateIdle, "")
-	if s != nil {
-		select {
-		case s.syncReq <- syncCall{}:
-		default:
-		}
+// Conflicts implements ipc.ConflictLister.
+func (d *Daemon) Conflicts(ctx context.Context) (ipc.Conflicts, error) {
+	cs, err := findConflicts(ctx, d.cfg.Folder)
+	if err != nil {
+		return ipc.Conflicts{}, err
 	}
-	return nil
+	return ipc.Conflicts{Folder: d.cfg.Folder, Conflicts: cs}, nil
 }

@@ -16,8 +16,31 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
+// How often a session asks the tenant API for the account's status
+// (subscription, devices), and how old that answer may be before a status
+// request asks for a fresh one. Variables so tests can shorten them.
+var (
+	tenantStatusEvery = 5 * time.Minute
+	tenantStatusStale = time.Minute
+)
+
+// loginTimeout bounds a login in progress (the device code's own expiry
+// may end it sooner).
+const loginTimeout = 15 * time.Minute
+
+// loginFlow is a login in progress: what to show the person, and how to
+// stop it.
+type loginFlow struct {
+	method   string // ipc.LoginBrowser or ipc.LoginDevice
+	url      string
+	userCode string
+	cancel   context.CancelFunc
+}
+
 // resume builds a session from the stored token, or returns nil when there
-// is none (logged out).
+// is none (logged out). It runs at start and after each login, so a
+// restarted daemon carries on without asking the person again. A stored
+// grant the issuer no longer honours fails with cloudapi.ErrLoginRequired.
 func (d *Daemon) resume(ctx context.Context) (*session, error) {
 	tok, err := d.creds.LoadToken()
 	if errors.Is(err, cloudapi.ErrNotFound) || (err == nil && tok == nil) {
@@ -39,13 +62,30 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The status route answers without a subscription: the person sees who
+	// they are logged in as even when syncing is not allowed.
+	if err := d.refreshTenantStatus(ctx, client); err != nil {
+		return nil, err
+	}
 	info, err := client.MountInfo(ctx)
 	if err != nil {
+		var sub *cloudapi.SubscriptionRequiredError
+		if errors.As(err, &sub) {
+			d.mu.Lock()
+			d.status.LoggedIn = true
+			d.status.SubscribeURL = sub.SubscribeURL
+			d.mu.Unlock()
+		}
 		return nil, fmt.Errorf("mount info: %w", err)
 	}
-	key, err := d.ensureKey(ctx, client, info)
+	key, minted, err := d.ensureKey(ctx, client, info)
 	if err != nil {
 		return nil, err
+	}
+	if minted { // count this device's new key
+		if err := d.refreshTenantStatus(ctx, client); err != nil {
+			d.log.Debug("tenant status", "err", err)
+		}
 	}
 	if err := d.prepareFolder(); err != nil {
 		return nil, err
@@ -66,34 +106,87 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sync engine: %w", err)
 	}
-	account := ""
-	if st, err := client.TenantStatus(ctx); err == nil {
-		account = st.Email
-	}
 	d.mu.Lock()
 	d.status.LoggedIn = true
-	d.status.Account = account
 	d.status.TenantID = info.TenantID
 	d.status.Bucket = info.BucketName
 	d.status.Endpoint = key.Endpoint
-	d.status.LoginURL = ""
+	d.status.SubscribeURL = ""
 	d.mu.Unlock()
-	return &session{client: client, key: key, engine: engine, syncReq: make(chan syncCall, 8), done: make(chan struct{})}, nil
+	s := &session{client: client, key: key, engine: engine, syncReq: make(chan syncCall, 8), done: make(chan struct{}), remote: make(chan struct{}, 1)}
+	go d.watchSession(ctx, s)
+	return s, nil
+}
+
+// refreshTenantStatus asks GET /tenant/status and publishes the account,
+// subscription, tenant, bucket and device count.
+func (d *Daemon) refreshTenantStatus(ctx context.Context, client *cloudapi.Client) error {
+	st, err := client.TenantStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("tenant status: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.statusAt = time.Now()
+	d.status.LoggedIn = true
+	d.status.Account = st.Email
+	d.status.TenantID = st.TenantID
+	d.status.Bucket = st.BucketName
+	d.status.SubscriptionStatus = st.SubscriptionStatus
+	d.status.SubscriptionTier = st.SubscriptionTier
+	d.status.Devices = st.Devices
+	return nil
+}
+
+// watchSession refreshes the tenant status every tenantStatusEvery and on
+// demand for as long as s runs. When the grant is gone for good (the
+// refresh token expired or was revoked), it ends the session: the daemon
+// then waits in state login_required for a login, and nothing retries.
+func (d *Daemon) watchSession(ctx context.Context, s *session) {
+	t := time.NewTicker(tenantStatusEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		case <-t.C:
+		case <-d.statusKick:
+		}
+		err := d.refreshTenantStatus(ctx, s.client)
+		switch {
+		case err == nil:
+		case errors.Is(err, cloudapi.ErrLoginRequired):
+			d.log.Warn("the login expired or was revoked; log in again", "err", err)
+			d.mu.Lock()
+			cur := d.session
+			d.mu.Unlock()
+			if cur == s && s.cancel != nil {
+				s.cancel()
+				<-s.done
+			}
+			// Serve resumes, meets the same answer and waits for a login.
+			return
+		default:
+			d.log.Debug("tenant status", "err", err)
+		}
+	}
 }
 
 // ensureKey returns the device's bucket-scoped key, minting one at the
-// server when the keychain has none for this bucket.
-func (d *Daemon) ensureKey(ctx context.Context, client *cloudapi.Client, info tenantapi.MountInfo) (*cloudapi.S3Key, error) {
-	key, err := d.creds.LoadS3Key()
+// server (minted true) when the keychain has none for this bucket.
+func (d *Daemon) ensureKey(ctx context.Context, client *cloudapi.Client, info tenantapi.MountInfo) (key *cloudapi.S3Key, minted bool, err error) {
+	key, err = d.creds.LoadS3Key()
 	if err != nil && !errors.Is(err, cloudapi.ErrNotFound) {
-		return nil, fmt.Errorf("load s3 key: %w", err)
+		return nil, false, fmt.Errorf("load s3 key: %w", err)
 	}
 	if key != nil && key.Bucket == info.BucketName {
-		return key, nil
+		return key, false, nil
 	}
 	mc, err := client.CreateCredentials(ctx, "bm-agent on "+d.cfg.Device)
 	if err != nil {
-		return nil, fmt.Errorf("mint s3 key: %w", err)
+		return nil, false, fmt.Errorf("mint s3 key: %w", err)
 	}
 	key = &cloudapi.S3Key{
 		AccessKey:    mc.AccessKey,
@@ -104,10 +197,10 @@ func (d *Daemon) ensureKey(ctx context.Context, client *cloudapi.Client, info te
 		Bucket:       mc.BucketName,
 	}
 	if err := d.creds.SaveS3Key(key); err != nil {
-		return nil, fmt.Errorf("save s3 key: %w", err)
+		return nil, false, fmt.Errorf("save s3 key: %w", err)
 	}
 	d.log.Info("minted a bucket-scoped key for this device", "bucket", key.Bucket, "credential", key.CredentialID)
-	return key, nil
+	return key, true, nil
 }
 
 // prepareFolder creates the notes folder on the very first run only: a
@@ -126,57 +219,94 @@ func (d *Daemon) prepareFolder() error {
 	return nil
 }
 
-// Login implements ipc.Backend: it starts the browser login and returns the
-// URL to open; the daemon completes it in the background.
-func (d *Daemon) Login(ctx context.Context) (ipc.LoginStart, error) {
-	d.mu.Lock()
-	if d.login != nil {
-		u := d.login.URL()
-		d.mu.Unlock()
-		return ipc.LoginStart{URL: u}, nil
-	}
-	d.mu.Unlock()
-	p, err := cloudapi.StartLogin(context.WithoutCancel(ctx), d.hc, d.cloud)
-	if err != nil {
-		return ipc.LoginStart{}, fmt.Errorf("login: %w", err)
+// Login implements ipc.Backend: it starts a login (the browser flow, or the
+// device flow with opts.Device), publishes what to open in the status and
+// completes it in the background. A login of the same method already in
+// progress is returned as is; one of the other method is replaced.
+func (d *Daemon) Login(ctx context.Context, opts ipc.LoginOptions) (ipc.LoginStart, error) {
+	method := ipc.LoginBrowser
+	if opts.Device {
+		method = ipc.LoginDevice
 	}
 	d.mu.Lock()
-	d.login = p
+	if f := d.login; f != nil {
+		if f.method == method {
+			d.mu.Unlock()
+			return ipc.LoginStart{URL: f.url, UserCode: f.userCode, Method: f.method}, nil
+		}
+		f.cancel()
+		d.login = nil
+	}
 	d.mu.Unlock()
-	go d.finishLogin(p)
-	return ipc.LoginStart{URL: p.URL()}, nil
+
+	fctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	flow := &loginFlow{method: method, cancel: cancel}
+	var wait func(context.Context) (*oauth2.Token, error)
+	switch method {
+	case ipc.LoginDevice:
+		dl, err := cloudapi.StartDeviceLogin(sctx, d.hc, d.cloud)
+		if err != nil {
+			cancel()
+			return ipc.LoginStart{}, fmt.Errorf("login: %w", err)
+		}
+		flow.url, flow.userCode, wait = dl.VerificationURIComplete(), dl.UserCode(), dl.Wait
+	default:
+		p, err := cloudapi.StartLogin(sctx, d.hc, d.cloud)
+		if err != nil {
+			cancel()
+			return ipc.LoginStart{}, fmt.Errorf("login: %w", err)
+		}
+		flow.url = p.URL()
+		wait = func(ctx context.Context) (*oauth2.Token, error) {
+			defer p.Close()
+			return p.Wait(ctx)
+		}
+	}
+	d.mu.Lock()
+	if d.login != nil { // a concurrent Login won the race
+		d.login.cancel()
+	}
+	d.login = flow
+	d.status.Error = ""
+	d.mu.Unlock()
+	d.log.Info("login started", "method", method)
+	go d.finishLogin(fctx, flow, wait)
+	return ipc.LoginStart{URL: flow.url, UserCode: flow.userCode, Method: method}, nil
 }
 
-func (d *Daemon) finishLogin(p *cloudapi.PendingLogin) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	tok, err := p.Wait(ctx)
-	p.Close()
+func (d *Daemon) finishLogin(ctx context.Context, flow *loginFlow, wait func(context.Context) (*oauth2.Token, error)) {
+	defer flow.cancel()
+	tok, err := wait(ctx)
 	d.mu.Lock()
-	d.login = nil
+	current := d.login == flow
+	if current {
+		d.login = nil
+	}
 	d.mu.Unlock()
 	if err != nil {
-		d.log.Warn("login did not complete", "err", err)
+		if !current {
+			return // replaced or cancelled: not worth a message
+		}
+		d.log.Warn("login did not complete", "method", flow.method, "err", err)
 		d.mu.Lock()
 		d.status.Error = "login: " + err.Error()
 		d.mu.Unlock()
 		return
 	}
-	if err := d.saveToken(tok); err != nil {
+	if err := d.creds.SaveToken(tok); err != nil {
 		d.log.Error("save token", "err", err)
+		d.mu.Lock()
+		d.status.Error = "login: " + err.Error()
+		d.mu.Unlock()
 		return
 	}
-	d.log.Info("logged in")
+	d.log.Info("logged in", "method", flow.method)
 	select {
 	case d.loggedIn <- struct{}{}:
 	default:
 	}
-}
-
-func (d *Daemon) saveToken(tok *oauth2.Token) error {
-	// A new login replaces any old session's key only if the bucket differs;
-	// ensureKey checks that.
-	return d.creds.SaveToken(tok)
 }
 
 // Logout implements ipc.Backend: it revokes this device's key at the server
@@ -184,6 +314,10 @@ func (d *Daemon) saveToken(tok *oauth2.Token) error {
 func (d *Daemon) Logout(ctx context.Context) error {
 	d.mu.Lock()
 	s := d.session
+	if d.login != nil {
+		d.login.cancel()
+		d.login = nil
+	}
 	d.mu.Unlock()
 	if s != nil {
 		if s.key != nil && s.key.CredentialID != "" {
@@ -191,16 +325,54 @@ func (d *Daemon) Logout(ctx context.Context) error {
 				d.log.Warn("revoke this device's key at the server", "err", err)
 			}
 		}
+	} else {
+		d.revokeStoredKey(ctx)
+	}
+	// Clear before ending the session: the daemon resumes a session as
+	// soon as one ends, and must find nothing to resume.
+	clearErr := d.creds.Clear()
+	if s != nil {
 		s.cancel()
 		<-s.done
 	}
-	if err := d.creds.Clear(); err != nil {
-		return fmt.Errorf("logout: %w", err)
+	if clearErr != nil {
+		return fmt.Errorf("logout: %w", clearErr)
 	}
 	d.mu.Lock()
 	d.status.LoggedIn = false
-	d.status.Account, d.status.TenantID, d.status.Bucket = "", "", ""
+	d.status.Account, d.status.TenantID, d.status.Bucket, d.status.Endpoint = "", "", "", ""
+	d.status.SubscriptionStatus, d.status.SubscriptionTier, d.status.Devices, d.status.SubscribeURL = "", "", 0, ""
 	d.mu.Unlock()
 	d.setState(StateLoggedOut, "")
+	d.log.Info("logged out")
 	return nil
+}
+
+// revokeStoredKey revokes the stored key when no session runs (offline at
+// start, say), as far as the stored token still allows; failures are
+// logged: the key is removed locally either way.
+func (d *Daemon) revokeStoredKey(ctx context.Context) {
+	key, err := d.creds.LoadS3Key()
+	if err != nil || key == nil || key.CredentialID == "" || d.cloud.Host == "" {
+		return
+	}
+	tok, err := d.creds.LoadToken()
+	if err != nil || tok == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	eps, err := cloudapi.Discover(ctx, d.hc, d.cloud.Domain)
+	if err != nil {
+		d.log.Warn("revoke this device's key at the server", "err", err)
+		return
+	}
+	client, err := cloudapi.NewClient(d.cloud.Host, d.cloud.TokenSource(ctx, d.hc, eps, tok, nil), d.hc, d.log)
+	if err != nil {
+		return
+	}
+	client.MaxAttempts = 1
+	if _, err := client.RevokeCredential(ctx, key.CredentialID); err != nil {
+		d.log.Warn("revoke this device's key at the server", "err", err)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -68,10 +70,16 @@ func (c *Client) Sync(ctx context.Context, req SyncRequest) (PassSummary, error)
 	return sum, err
 }
 
-// Login starts a login and returns the URL to open.
+// Login starts a browser login and returns the URL to open.
 func (c *Client) Login(ctx context.Context) (LoginStart, error) {
+	return c.LoginWith(ctx, LoginOptions{})
+}
+
+// LoginWith starts a login with opts (a device login with opts.Device) and
+// returns the URL to open and, for a device login, the code to enter.
+func (c *Client) LoginWith(ctx context.Context, opts LoginOptions) (LoginStart, error) {
 	var ls LoginStart
-	err := c.do(ctx, "login", http.MethodPost, PathLogin, nil, &ls)
+	err := c.do(ctx, "login", http.MethodPost, PathLogin, opts, &ls)
 	return ls, err
 }
 
@@ -83,6 +91,34 @@ func (c *Client) Logout(ctx context.Context) error {
 // Pause stops syncing until [Client.Resume].
 func (c *Client) Pause(ctx context.Context) error {
 	return c.do(ctx, "pause", http.MethodPost, PathPause, nil, nil)
+}
+
+// PauseFor stops syncing for d; the daemon resumes by itself afterwards
+// (also across a restart).
+func (c *Client) PauseFor(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return c.Pause(ctx)
+	}
+	return c.do(ctx, "pause", http.MethodPost, PathPause, PauseRequest{ForMS: max(d.Milliseconds(), 1)}, nil)
+}
+
+// History returns up to limit passes, newest first (limit <= 0: the
+// daemon's default).
+func (c *Client) History(ctx context.Context, limit int) (History, error) {
+	var h History
+	path := PathHistory
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	err := c.do(ctx, "history", http.MethodGet, path, nil, &h)
+	return h, err
+}
+
+// Conflicts lists the conflict files in the notes folder.
+func (c *Client) Conflicts(ctx context.Context) (Conflicts, error) {
+	var cs Conflicts
+	err := c.do(ctx, "conflicts", http.MethodGet, PathConflicts, nil, &cs)
+	return cs, err
 }
 
 // Resume restarts syncing after [Client.Pause].
@@ -97,30 +133,124 @@ func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
 	return v, err
 }
 
-// Watch streams the daemon's status to fn: first a full snapshot, then the
-// status after each change. It returns nil when ctx ends, fn's error if fn
-// fails, and an error when the daemon closes the stream (it stopped, or
-// dropped this reader for being slow): reconnect then.
-func (c *Client) Watch(ctx context.Context, fn func(Status) error) error {
-	resp, err := c.send(ctx, "watch", http.MethodGet, PathWatch, nil)
+// Watch streams the daemon's events to fn: first a snapshot (Kind
+// [EventSnapshot], Status set), then each change (state, progress, login,
+// notification). It returns nil when ctx ends, fn's error if fn fails, and
+// an error when the daemon closes the stream (it stopped, or dropped this
+// reader for being slow): reconnect then.
+func (c *Client) Watch(ctx context.Context, fn func(Event) error) error {
+	return c.stream(ctx, "watch", PathWatch, func(dec *json.Decoder) error {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			return err
+		}
+		return fn(ev)
+	})
+}
+
+// Logs sends the daemon's recent log records to fn, oldest first; with
+// req.Follow it then keeps sending new records until ctx ends (and returns
+// nil) or the daemon closes the stream.
+func (c *Client) Logs(ctx context.Context, req LogsRequest, fn func(LogLine) error) error {
+	q := url.Values{}
+	if req.Lines > 0 {
+		q.Set("lines", strconv.Itoa(req.Lines))
+	}
+	if req.Follow {
+		q.Set("follow", "1")
+	}
+	path := PathLogs
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	err := c.stream(ctx, "logs", path, func(dec *json.Decoder) error {
+		var l LogLine
+		if err := dec.Decode(&l); err != nil {
+			return err
+		}
+		return fn(l)
+	})
+	if !req.Follow && errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil // the daemon ends a non-following stream after the last line
+	}
+	return err
+}
+
+// ConfigGet returns the agent's settings (the keys of its config.json).
+func (c *Client) ConfigGet(ctx context.Context) (map[string]any, error) {
+	var m map[string]any
+	err := c.do(ctx, "config get", http.MethodGet, PathConfig, nil, &m)
+	return m, err
+}
+
+// ConfigSet changes one setting and returns the settings after the change;
+// the key [ConfigRestartRequired] is true when the change applies only
+// after the daemon restarts. A bad key or value gives an error wrapping
+// [ErrInvalid].
+func (c *Client) ConfigSet(ctx context.Context, key, value string) (map[string]any, error) {
+	var m map[string]any
+	err := c.do(ctx, "config set", http.MethodPost, PathConfig, ConfigSetRequest{Key: key, Value: value}, &m)
+	return m, err
+}
+
+// Mount mounts the tenant's bucket in the daemon and returns the mount's
+// status. Errors wrap [ErrMountOverlap], [ErrAlreadyMounted],
+// [ErrMountUnsupported], [ErrLoginRequired] or [ErrInvalid] when they apply.
+func (c *Client) Mount(ctx context.Context, req MountRequest) (MountStatus, error) {
+	var ms MountStatus
+	err := c.do(ctx, "mount", http.MethodPost, PathMount, req, &ms)
+	return ms, err
+}
+
+// Unmount unmounts the bucket (an error wrapping [ErrNotMounted] if none is
+// mounted) and returns the mount's status afterwards.
+func (c *Client) Unmount(ctx context.Context) (MountStatus, error) {
+	var ms MountStatus
+	err := c.do(ctx, "unmount", http.MethodPost, PathUnmount, nil, &ms)
+	return ms, err
+}
+
+// MountStatus returns the mount's status.
+func (c *Client) MountStatus(ctx context.Context) (MountStatus, error) {
+	var ms MountStatus
+	err := c.do(ctx, "mount status", http.MethodGet, PathMount, nil, &ms)
+	return ms, err
+}
+
+// Doctor runs the daemon's health checks.
+func (c *Client) Doctor(ctx context.Context) (DoctorReport, error) {
+	var r DoctorReport
+	err := c.do(ctx, "doctor", http.MethodGet, PathDoctor, nil, &r)
+	return r, err
+}
+
+// stream GETs path and calls next for each JSON value of the answer until
+// ctx ends (nil), next fails (its error) or the stream ends (an error
+// wrapping io.ErrUnexpectedEOF).
+func (c *Client) stream(ctx context.Context, op, path string, next func(*json.Decoder) error) error {
+	resp, err := c.send(ctx, op, http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(bufio.NewReader(resp.Body))
 	for {
-		var st Status
-		if err := dec.Decode(&st); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("ipc watch: stream closed by the daemon: %w", io.ErrUnexpectedEOF)
-			}
-			return fmt.Errorf("ipc watch: %w", err)
+		err := next(dec)
+		if err == nil {
+			continue
 		}
-		if err := fn(st); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return nil
+		}
+		var syn *json.SyntaxError
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			return fmt.Errorf("ipc %s: stream closed by the daemon: %w", op, io.ErrUnexpectedEOF)
+		case errors.As(err, &syn), errors.As(err, &ute):
+			return fmt.Errorf("ipc %s: %w", op, err)
+		default:
+			return err // fn's error, or the transport's
 		}
 	}
 }

@@ -25,6 +25,16 @@ var (
 	ErrPaused         = errors.New("sync is paused (run `bm-agent resume`)")
 	ErrBusy           = errors.New("a sync pass is already running")
 	ErrNotImplemented = errors.New("not implemented by this daemon")
+	// ErrInvalid: the request is not valid (a bad config key or value,
+	// an unknown profile); answered 400.
+	ErrInvalid = errors.New("invalid request")
+	// Mount errors: 409 for a mount over the sync folder or a second
+	// mount, 404 when nothing is mounted, 501 where mounting is not
+	// supported.
+	ErrMountOverlap     = errors.New("the mount point overlaps the sync folder")
+	ErrAlreadyMounted   = errors.New("already mounted (run `bm-agent unmount` first)")
+	ErrNotMounted       = errors.New("not mounted")
+	ErrMountUnsupported = errors.New("mount is not supported on this platform")
 )
 
 // errorCodes maps each well-known error to its wire code and HTTP status.
@@ -37,6 +47,11 @@ var errorCodes = []struct {
 	{ErrPaused, "paused", http.StatusConflict},
 	{ErrBusy, "busy", http.StatusConflict},
 	{ErrNotImplemented, "not_implemented", http.StatusNotImplemented},
+	{ErrInvalid, "invalid", http.StatusBadRequest},
+	{ErrMountOverlap, "mount_overlap", http.StatusConflict},
+	{ErrAlreadyMounted, "already_mounted", http.StatusConflict},
+	{ErrNotMounted, "not_mounted", http.StatusNotFound},
+	{ErrMountUnsupported, "mount_unsupported", http.StatusNotImplemented},
 }
 
 // codeOf returns the wire code and HTTP status for err.

@@ -25,7 +25,7 @@ type fakeBackend struct {
 	status  Status
 	err     error         // returned by every method that can fail
 	block   chan struct{} // if set, Sync with Wait blocks until closed or ctx ends
-	watch   chan Status   // if set, WatchStatus returns it
+	watch   chan Event    // if set, WatchEvents returns it
 }
 
 func (f *fakeBackend) record(name string) error {
@@ -70,7 +70,7 @@ func (f *fakeBackend) Sync(ctx context.Context, req SyncRequest) (PassSummary, e
 	return PassSummary{Trigger: "manual", Uploaded: 3, Resync: req.Resync}, nil
 }
 
-func (f *fakeBackend) Login(ctx context.Context) (LoginStart, error) {
+func (f *fakeBackend) Login(ctx context.Context, _ LoginOptions) (LoginStart, error) {
 	if err := f.record("login"); err != nil {
 		return LoginStart{}, err
 	}
@@ -81,10 +81,10 @@ func (f *fakeBackend) Logout(ctx context.Context) error { return f.record("logou
 func (f *fakeBackend) Pause(ctx context.Context) error  { return f.record("pause") }
 func (f *fakeBackend) Resume(ctx context.Context) error { return f.record("resume") }
 
-// watchingBackend adds WatchStatus to fakeBackend.
+// watchingBackend adds WatchEvents to fakeBackend.
 type watchingBackend struct{ *fakeBackend }
 
-func (w watchingBackend) WatchStatus(ctx context.Context) <-chan Status { return w.watch }
+func (w watchingBackend) WatchEvents(ctx context.Context) <-chan Event { return w.watch }
 
 // shortDir returns a short temp dir (t.TempDir paths can exceed the unix
 // socket path limit).
@@ -279,15 +279,15 @@ func TestBackendErrors(t *testing.T) {
 }
 
 func TestWatch(t *testing.T) {
-	ch := make(chan Status, 2)
-	ch <- Status{State: StateIdle}
-	ch <- Status{State: StateSyncing}
+	ch := make(chan Event, 2)
+	ch <- Event{Kind: EventSnapshot, Status: &Status{State: StateIdle}}
+	ch <- Event{Kind: EventState, Status: &Status{State: StateSyncing}}
 	c := NewClient(startServer(t, watchingBackend{&fakeBackend{watch: ch}}))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var got []string
-	err := c.Watch(ctx, func(st Status) error {
-		got = append(got, st.State)
+	err := c.Watch(ctx, func(ev Event) error {
+		got = append(got, ev.Kind+":"+ev.Status.State)
 		if len(got) == 2 {
 			close(ch) // the backend ends the stream
 		}
@@ -296,15 +296,15 @@ func TestWatch(t *testing.T) {
 	if err == nil || ctx.Err() != nil {
 		t.Errorf("Watch = %v, want a stream-closed error", err)
 	}
-	if strings.Join(got, ",") != "idle,syncing" {
+	if strings.Join(got, ",") != "snapshot:idle,state:syncing" {
 		t.Errorf("states = %v", got)
 	}
 
 	// A backend without WatchStatus answers 501.
 	c = NewClient(startServer(t, &fakeBackend{}))
-	err = c.Watch(ctx, func(Status) error { return nil })
+	err = c.Watch(ctx, func(Event) error { return nil })
 	if !errors.Is(err, ErrNotImplemented) {
-		t.Errorf("Watch without StatusWatcher = %v, want ErrNotImplemented", err)
+		t.Errorf("Watch without EventWatcher = %v, want ErrNotImplemented", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"time"
 )
 
@@ -29,21 +30,74 @@ type Backend interface {
 	// reported in PassSummary.Error with a nil error. Without Wait it must
 	// return promptly, once the pass is queued.
 	Sync(ctx context.Context, req SyncRequest) (PassSummary, error)
-	// Login starts a login and returns the URL the user must open.
-	Login(ctx context.Context) (LoginStart, error)
+	// Login starts a login (a browser login, or a device login with
+	// opts.Device) and returns the URL the user must open.
+	Login(ctx context.Context, opts LoginOptions) (LoginStart, error)
 	Logout(ctx context.Context) error
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
 }
 
-// StatusWatcher may be implemented by a [Backend] to serve GET /v0/watch.
-type StatusWatcher interface {
-	// WatchStatus returns a channel that first receives the current status,
-	// then the status after every change, and is closed when ctx ends. The
-	// backend must never block on the channel: if the reader is slow it
-	// should drop it (close the channel) rather than wait.
-	WatchStatus(ctx context.Context) <-chan Status
+// EventWatcher may be implemented by a [Backend] to serve GET /v0/watch.
+type EventWatcher interface {
+	// WatchEvents returns a channel that first receives a snapshot (Kind
+	// EventSnapshot with the full status), then every event, and is closed
+	// when ctx ends or when the reader is too slow: the backend must never
+	// block on the channel ([Hub] does this).
+	WatchEvents(ctx context.Context) <-chan Event
 }
+
+// LogSource may be implemented by a [Backend] to serve GET /v0/logs.
+type LogSource interface {
+	// Logs calls fn with the last req.Lines records (oldest first), then,
+	// with req.Follow, with every new record until ctx ends (nil) or fn
+	// fails (fn's error).
+	Logs(ctx context.Context, req LogsRequest, fn func(LogLine) error) error
+}
+
+// Configurer may be implemented by a [Backend] to serve GET and POST
+// /v0/config.
+type Configurer interface {
+	ConfigGet(ctx context.Context) (map[string]any, error)
+	// ConfigSet validates (errors wrap [ErrInvalid]), persists and applies
+	// what it can; the answer holds the settings after the change and
+	// [ConfigRestartRequired] when the change needs a restart.
+	ConfigSet(ctx context.Context, key, value string) (map[string]any, error)
+}
+
+// Mounter may be implemented by a [Backend] to serve the mount routes.
+type Mounter interface {
+	Mount(ctx context.Context, req MountRequest) (MountStatus, error)
+	Unmount(ctx context.Context) (MountStatus, error)
+	MountStatus(ctx context.Context) MountStatus
+}
+
+// Doctor may be implemented by a [Backend] to serve GET /v0/doctor.
+type Doctor interface {
+	Doctor(ctx context.Context) DoctorReport
+}
+
+// HistoryReader may be implemented by a [Backend] to serve GET /v0/history.
+type HistoryReader interface {
+	// History returns up to limit passes, newest first.
+	History(ctx context.Context, limit int) (History, error)
+}
+
+// ConflictLister may be implemented by a [Backend] to serve GET
+// /v0/conflicts.
+type ConflictLister interface {
+	Conflicts(ctx context.Context) (Conflicts, error)
+}
+
+// TimedPauser may be implemented by a [Backend] to serve POST /v0/pause
+// with a duration; without it such a request is refused.
+type TimedPauser interface {
+	// PauseFor pauses syncing for d, then resumes by itself.
+	PauseFor(ctx context.Context, d time.Duration) error
+}
+
+// maxHistoryLimit bounds ?limit= of GET /v0/history.
+const maxHistoryLimit = 10000
 
 // maxRequestBody bounds request bodies; they are all tiny.
 const maxRequestBody = 64 << 10
@@ -56,6 +110,7 @@ type Server struct {
 	b      Backend
 	log    *slog.Logger
 	routes map[string]route
+	post   map[string]route // second method of a route (POST next to GET)
 }
 
 type route struct {
@@ -70,14 +125,26 @@ func NewServer(b Backend, logger *slog.Logger) *Server {
 	}
 	s := &Server{b: b, log: logger}
 	s.routes = map[string]route{
-		PathStatus:  {http.MethodGet, s.handleStatus},
-		PathSync:    {http.MethodPost, s.handleSync},
-		PathLogin:   {http.MethodPost, s.handleLogin},
-		PathLogout:  {http.MethodPost, s.action(b.Logout)},
-		PathPause:   {http.MethodPost, s.action(b.Pause)},
-		PathResume:  {http.MethodPost, s.action(b.Resume)},
-		PathVersion: {http.MethodGet, s.handleVersion},
-		PathWatch:   {http.MethodGet, s.handleWatch},
+		PathStatus:    {http.MethodGet, s.handleStatus},
+		PathSync:      {http.MethodPost, s.handleSync},
+		PathLogin:     {http.MethodPost, s.handleLogin},
+		PathLogout:    {http.MethodPost, s.action(b.Logout)},
+		PathPause:     {http.MethodPost, s.handlePause},
+		PathResume:    {http.MethodPost, s.action(b.Resume)},
+		PathVersion:   {http.MethodGet, s.handleVersion},
+		PathWatch:     {http.MethodGet, s.handleWatch},
+		PathHistory:   {http.MethodGet, s.handleHistory},
+		PathConflicts: {http.MethodGet, s.handleConflicts},
+		PathLogs:      {http.MethodGet, s.handleLogs},
+		PathConfig:    {http.MethodGet, s.handleConfigGet},
+		PathMount:     {http.MethodGet, s.handleMountStatus},
+		PathUnmount:   {http.MethodPost, s.handleUnmount},
+		PathDoctor:    {http.MethodGet, s.handleDoctor},
+	}
+	// Routes that answer more than one method.
+	s.post = map[string]route{
+		PathConfig: {http.MethodPost, s.handleConfigSet},
+		PathMount:  {http.MethodPost, s.handleMount},
 	}
 	return s
 }
@@ -124,8 +191,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "", "no such endpoint: "+r.URL.Path)
 		return
 	}
+	if p, ok := s.post[r.URL.Path]; ok && r.Method == p.method {
+		rt = p
+	}
 	if r.Method != rt.method {
-		w.Header().Set("Allow", rt.method)
+		allow := rt.method
+		if p, ok := s.post[r.URL.Path]; ok {
+			allow += ", " + p.method
+		}
+		w.Header().Set("Allow", allow)
 		writeError(w, http.StatusMethodNotAllowed, "", "use "+rt.method+" for "+r.URL.Path)
 		return
 	}
@@ -164,8 +238,83 @@ func (s *Server) handleSync(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
+	var req PauseRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "", "pause: bad request body: "+err.Error())
+		return nil
+	}
+	switch {
+	case req.ForMS < 0:
+		writeError(w, http.StatusBadRequest, "", "pause: negative duration")
+		return nil
+	case req.ForMS > 0:
+		tp, ok := s.b.(TimedPauser)
+		if !ok {
+			return fmt.Errorf("pause for a duration: %w", ErrNotImplemented)
+		}
+		if err := tp.PauseFor(r.Context(), time.Duration(req.ForMS)*time.Millisecond); err != nil {
+			return err
+		}
+	default:
+		if err := s.b.Pause(r.Context()); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, s.b.Status(r.Context()))
+	return nil
+}
+
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) error {
+	hr, ok := s.b.(HistoryReader)
+	if !ok {
+		return fmt.Errorf("history: %w", ErrNotImplemented)
+	}
+	limit := DefaultHistoryLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "", "history: limit must be a positive number")
+			return nil
+		}
+		limit = min(n, maxHistoryLimit)
+	}
+	h, err := hr.History(r.Context(), limit)
+	if err != nil {
+		return err
+	}
+	if h.Passes == nil {
+		h.Passes = []PassSummary{}
+	}
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+func (s *Server) handleConflicts(w http.ResponseWriter, r *http.Request) error {
+	cl, ok := s.b.(ConflictLister)
+	if !ok {
+		return fmt.Errorf("conflicts: %w", ErrNotImplemented)
+	}
+	c, err := cl.Conflicts(r.Context())
+	if err != nil {
+		return err
+	}
+	if c.Conflicts == nil {
+		c.Conflicts = []Conflict{}
+	}
+	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
-	ls, err := s.b.Login(r.Context())
+	var opts LoginOptions
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	if err := dec.Decode(&opts); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "", "login: bad request body: "+err.Error())
+		return nil
+	}
+	ls, err := s.b.Login(r.Context(), opts)
 	if err != nil {
 		return err
 	}
@@ -201,16 +350,17 @@ func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handleWatch streams the status as one JSON object per line, the first a
-// full snapshot, until the client or the server goes away.
+// handleWatch streams events as one JSON object per line, the first a full
+// snapshot, until the client or the server goes away, or the backend drops
+// a reader that fell behind.
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) error {
-	sw, ok := s.b.(StatusWatcher)
+	ew, ok := s.b.(EventWatcher)
 	if !ok {
 		return fmt.Errorf("watch: %w", ErrNotImplemented)
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ch := sw.WatchStatus(ctx)
+	ch := ew.WatchEvents(ctx)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -219,11 +369,14 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case st, ok := <-ch:
+		case ev, ok := <-ch:
 			if !ok {
 				return nil
 			}
-			if err := enc.Encode(st); err != nil {
+			// A reader that stops reading blocks this write; bound it so the
+			// handler (and the subscription) goes away.
+			_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+			if err := enc.Encode(ev); err != nil {
 				return nil // client gone; the status line is already sent
 			}
 			if err := rc.Flush(); err != nil {
@@ -231,6 +384,148 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+}
+
+// watchWriteTimeout bounds one write of a stream to a client that stopped
+// reading.
+const watchWriteTimeout = 10 * time.Second
+
+// handleLogs streams log records as JSON lines.
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) error {
+	ls, ok := s.b.(LogSource)
+	if !ok {
+		return fmt.Errorf("logs: %w", ErrNotImplemented)
+	}
+	req := LogsRequest{Lines: DefaultLogLines}
+	q := r.URL.Query()
+	if v := q.Get("lines"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "", "logs: lines must be a number >= 0")
+			return nil
+		}
+		req.Lines = n
+	}
+	switch q.Get("follow") {
+	case "", "0", "false":
+	case "1", "true":
+		req.Follow = true
+	default:
+		writeError(w, http.StatusBadRequest, "", "logs: follow must be 0 or 1")
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	_ = rc.Flush()
+	err := ls.Logs(r.Context(), req, func(l LogLine) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Debug("ipc logs stream ended", "err", err)
+	}
+	return nil // the status line is sent: nothing more to say
+}
+
+func (s *Server) handleConfigGet(w http.ResponseWriter, r *http.Request) error {
+	c, ok := s.b.(Configurer)
+	if !ok {
+		return fmt.Errorf("config: %w", ErrNotImplemented)
+	}
+	m, err := c.ConfigGet(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, m)
+	return nil
+}
+
+func (s *Server) handleConfigSet(w http.ResponseWriter, r *http.Request) error {
+	c, ok := s.b.(Configurer)
+	if !ok {
+		return fmt.Errorf("config: %w", ErrNotImplemented)
+	}
+	var req ConfigSetRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", "config: bad request body: "+err.Error())
+		return nil
+	}
+	if req.Key == "" {
+		writeError(w, http.StatusBadRequest, "invalid", "config: a key is required")
+		return nil
+	}
+	m, err := c.ConfigSet(r.Context(), req.Key, req.Value)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, m)
+	return nil
+}
+
+func (s *Server) mounter() (Mounter, error) {
+	m, ok := s.b.(Mounter)
+	if !ok {
+		return nil, fmt.Errorf("mount: %w", ErrNotImplemented)
+	}
+	return m, nil
+}
+
+func (s *Server) handleMountStatus(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.mounter()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, m.MountStatus(r.Context()))
+	return nil
+}
+
+func (s *Server) handleMount(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.mounter()
+	if err != nil {
+		return err
+	}
+	var req MountRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "invalid", "mount: bad request body: "+err.Error())
+		return nil
+	}
+	ms, err := m.Mount(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ms)
+	return nil
+}
+
+func (s *Server) handleUnmount(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.mounter()
+	if err != nil {
+		return err
+	}
+	ms, err := m.Unmount(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ms)
+	return nil
+}
+
+func (s *Server) handleDoctor(w http.ResponseWriter, r *http.Request) error {
+	d, ok := s.b.(Doctor)
+	if !ok {
+		return fmt.Errorf("doctor: %w", ErrNotImplemented)
+	}
+	rep := d.Doctor(r.Context())
+	if rep.Checks == nil {
+		rep.Checks = []DoctorCheck{}
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,0 +1,30 @@
+package agent
+
+import (
+	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/ipc"
+)
+
+// engineOptions maps a sync request onto the engine's pass options.
+func engineOptions(trigger string, req ipc.SyncRequest, profile string) syncer.PassOptions {
+	return syncer.PassOptions{
+		Trigger: trigger,
+		Resync:  req.Resync,
+		DryRun:  req.DryRun,
+		Force:   req.Force,
+		Profile: syncer.Profile(profile),
+	}
+}
+
+// planOf turns the engine's plan into the wire form: what a dry run would
+// do (nil for a real pass: the counts say what it did).
+func planOf(res syncer.Result, dryRun bool) *ipc.Plan {
+	if !dryRun {
+		return nil
+	}
+	p := &ipc.Plan{Items: make([]ipc.PlanItem, 0, len(res.Plan))}
+	for _, c := range res.Plan {
+		p.Items = append(p.Items, ipc.PlanItem{Action: c.Action, Side: c.Side, Path: c.Path})
+	}
+	return p
+}

@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/basicmachines-co/bm-agent/agent/mount"
+	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/ipc"
+)
+
+// mountManager is the part of *mount.Manager the daemon uses (a fake in
+// tests).
+type mountManager interface {
+	Mount(ctx context.Context, cfg mount.Config) error
+	Unmount(ctx context.Context) error
+	Status() mount.MountStatus
+	Close() error
+	CleanupOrphans(ctx context.Context) error
+}
+
+func newMountManager(home string, logger *slog.Logger) mountManager {
+	return mount.NewManager(home, logger)
+}
+
+// Mount implements ipc.Mounter: the tenant's bucket, with the session's
+// key, at req.MountPoint (default ~/basic-memory-{tenant_id}).
+func (d *Daemon) Mount(ctx context.Context, req ipc.MountRequest) (ipc.MountStatus, error) {
+	d.mu.Lock()
+	s := d.session
+	tenant := d.status.TenantID
+	d.mu.Unlock()
+	if s == nil || s.key == nil {
+		return ipc.MountStatus{}, fmt.Errorf("mount: %w", ipc.ErrLoginRequired)
+	}
+	var prof mount.Profile
+	if req.Profile != "" {
+		p, err := mount.ParseProfile(req.Profile)
+		if err != nil {
+			return ipc.MountStatus{}, fmt.Errorf("mount: %w: %v", ipc.ErrInvalid, err)
+		}
+		prof = p
+	}
+	mp := req.MountPoint
+	if mp == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return ipc.MountStatus{}, fmt.Errorf("mount: default mount point: %w", err)
+		}
+		mp = filepath.Join(home, "basic-memory-"+tenant)
+	}
+	if strings.HasPrefix(mp, "~"+string(filepath.Separator)) {
+		if home, err := os.UserHomeDir(); err == nil {
+			mp = filepath.Join(home, mp[2:])
+		}
+	}
+	err := d.mounts.Mount(ctx, mount.Config{
+		MountPoint: mp,
+		Remote: syncer.Remote{
+			Endpoint:  s.key.Endpoint,
+			Region:    s.key.Region,
+			AccessKey: s.key.AccessKey,
+			SecretKey: s.key.SecretKey,
+			Bucket:    s.key.Bucket,
+		},
+		CacheDir:   filepath.Join(d.cfg.Home, "mount-cache"),
+		Profile:    prof,
+		SyncFolder: d.cfg.Folder,
+		Logger:     d.log,
+	})
+	if err != nil {
+		return ipc.MountStatus{}, mountError("mount", err)
+	}
+	d.log.Info("mounted", "mount_point", mp, "profile", string(prof))
+	return d.MountStatus(ctx), nil
+}
+
+// Unmount implements ipc.Mounter.
+func (d *Daemon) Unmount(ctx context.Context) (ipc.MountStatus, error) {
+	if err := d.mounts.Unmount(ctx); err != nil {
+		return ipc.MountStatus{}, mountError("unmount", err)
+	}
+	d.log.Info("unmounted")
+	return d.MountStatus(ctx), nil
+}
+
+// MountStatus implements ipc.Mounter.
+func (d *Daemon) MountStatus(context.Context) ipc.MountStatus {
+	st := d.mounts.Status()
+	return ipc.MountStatus{
+		Mounted: st.Mounted, MountPoint: st.MountPoint, Profile: st.Profile, Bucket: st.Bucket,
+		Since: st.Since, Pending: st.Pending, Error: st.Error,
+	}
+}
+
+// mountError maps the mount package's errors to ipc's sentinels.
+func mountError(op string, err error) error {
+	for _, m := range []struct{ from, to error }{
+		{mount.ErrOverlap, ipc.ErrMountOverlap},
+		{mount.ErrAlreadyMounted, ipc.ErrAlreadyMounted},
+		{mount.ErrNotMounted, ipc.ErrNotMounted},
+		{mount.ErrNotSupported, ipc.ErrMountUnsupported},
+	} {
+		if errors.Is(err, m.from) {
+			return fmt.Errorf("%s: %w: %v", op, m.to, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

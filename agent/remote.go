@@ -1,0 +1,45 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi"
+)
+
+// followRemote follows the tenant's bucket-change events for the session's
+// life: a change reported by another device wakes the sync loop (trigger
+// "remote", coalesced like the others); so does a reconnection, since
+// changes may have been missed meanwhile. Our own changes are ignored.
+func (d *Daemon) followRemote(ctx context.Context, s *session) {
+	log := d.log.With("component", "events")
+	for ctx.Err() == nil {
+		err := s.client.Events(ctx, func(ev cloudapi.ChangeEvent) error {
+			if !ev.Reconnected && ev.Device == d.cfg.Device {
+				return nil // our own pass, already in step
+			}
+			log.Debug("bucket changed", "device", ev.Device, "reason", ev.Reason, "reconnected", ev.Reconnected)
+			select {
+			case s.remote <- struct{}{}:
+			default: // a wake-up is already queued
+			}
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		// An answer retrying cannot fix (no events on this server, login
+		// required): the interval keeps syncing; try again much later.
+		var apiErr *cloudapi.APIError
+		if errors.As(err, &apiErr) && apiErr.Status == 404 {
+			log.Info("the server sends no change events; syncing on the interval only")
+		} else {
+			log.Warn("change events stopped", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Minute):
+		}
+	}
+}
