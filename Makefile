@@ -8,7 +8,7 @@ STATICCHECK_VERSION ?= v0.8.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: help build demo test test-short lint vet staticcheck fmt tools clean
+.PHONY: help build demo test test-short lint vet staticcheck fmt tools clean bench-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -43,3 +43,6 @@ tools: ## install the Go tools the checks use
 
 clean: ## remove build output
 	rm -rf $(BIN)
+
+bench-server: ## GET /tenant/mount/info at concurrency 64 for 20 s on SQLite and PostgreSQL (BENCH_DURATION=20s)
+	BM_BENCH_DURATION=$(or $(BENCH_DURATION),20s) $(GO) test -run '^$$' -bench BenchmarkMountInfo -benchtime 1x -timeout 10m ./server/

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -20,27 +19,51 @@ import (
 var version = "dev"
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bm-agent:", err)
-		os.Exit(1)
-	}
+	os.Exit(run())
 }
 
-func run() error {
+// run runs the command line and returns the exit code (cli.ExitCode: 0 ok,
+// 1 error, 2 usage, 3 no daemon, 4 login required, 5 subscription
+// required, 6 sync held).
+func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	agent.Version = version
 	root := &cobra.Command{
-		Use:           "bm-agent",
-		Short:         "Keeps your Basic Memory notes folder and your cloud bucket in step",
+		Use:   "bm-agent",
+		Short: "Keeps your Basic Memory notes folder and your cloud bucket in step",
+		Long: `bm-agent keeps your Basic Memory notes folder and your cloud bucket in step.
+
+'bm-agent run' is the daemon (what the service starts); every other command
+talks to it over a local socket. Start with 'bm-agent setup'. Every command
+takes --json for output a program can read.`,
+		Example: `  bm-agent setup                 # service, login, key and first sync in one go
+  bm-agent status --watch
+  bm-agent sync
+  bm-agent doctor
+  bm-agent completion bash > ~/.local/share/bash-completion/completions/bm-agent`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	opts := &cli.Options{}
+	opts := &cli.Options{Local: localConfig}
 	cli.AddCommands(root, opts)
 	root.AddCommand(runCmd(opts))
-	return root.ExecuteContext(ctx)
+	cli.Finish(root)
+	err := root.ExecuteContext(ctx)
+	return cli.ReportError(os.Stderr, err, opts.JSON)
+}
+
+// localConfig is the agent's home and folder as the daemon would see them,
+// for the CLI's checks when no daemon answers.
+func localConfig() (cli.LocalConfig, error) {
+	home := agent.DefaultHome()
+	cfg, err := agent.LoadConfig(home)
+	lc := cli.LocalConfig{Home: home, Folder: cfg.Folder}
+	if lc.Folder == "" {
+		lc.Folder = agent.DefaultFolder()
+	}
+	return lc, err
 }
 
 func runCmd(opts *cli.Options) *cobra.Command {

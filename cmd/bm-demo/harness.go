@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -37,8 +38,10 @@ type Harness struct {
 	Stdout io.Writer
 
 	ServerURL, S3URL string
-	server           *exec.Cmd
-	agents           []*exec.Cmd
+	// AgentArgs are added to every `bm-agent run` (e.g. --debug, --interval).
+	AgentArgs []string
+	server    *exec.Cmd
+	agents    []*exec.Cmd
 }
 
 // Agent is one running bm-agent daemon.
@@ -48,6 +51,12 @@ type Agent struct {
 	IPC                  *ipc.Client
 	cmd                  *exec.Cmd
 }
+
+// Process is the agent's OS process (to signal it).
+func (a *Agent) Process() *os.Process { return a.cmd.Process }
+
+// Wait waits for the agent's process to exit.
+func (a *Agent) Wait() error { return a.cmd.Wait() }
 
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -149,7 +158,7 @@ func (h *Harness) StartAgent(ctx context.Context, name string, extraEnv ...strin
 		"BASIC_MEMORY_CLOUD_DOMAIN="+h.ServerURL,
 	)
 	a.Env = append(a.Env, extraEnv...)
-	cmd := exec.Command(filepath.Join(h.Bin, "bm-agent"), "run", "--folder", a.Folder, "--socket", a.Socket)
+	cmd := exec.Command(filepath.Join(h.Bin, "bm-agent"), append([]string{"run", "--folder", a.Folder, "--socket", a.Socket}, h.AgentArgs...)...)
 	cmd.Env = a.Env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -339,4 +348,45 @@ func (h *Harness) Stop() {
 		}
 	}
 	h.agents, h.server = nil, nil
+}
+
+// DeviceLogin logs a in the way a person on a headless machine does: it
+// runs `bm-agent login --device` as a process, reads the verification URL
+// and the code from its output, approves them through the issuer's own
+// device page, and returns the command's whole output once it exits.
+func (h *Harness) DeviceLogin(ctx context.Context, a *Agent, email, password string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(h.Bin, "bm-agent"), "login", "--device", "--socket", a.Socket)
+	cmd.Env = a.Env
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("device login: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { err := cmd.Wait(); pw.Close(); exited <- err }()
+	var out strings.Builder
+	approved := make(chan error, 1)
+	sc := bufio.NewScanner(pr)
+	started := false
+	for sc.Scan() {
+		line := sc.Text()
+		out.WriteString(line + "\n")
+		if u := strings.TrimSpace(line); !started && strings.Contains(u, "/oauth2/device?user_code=") {
+			started = true
+			go func() { approved <- issuer.DeviceApprove(ctx, u, "", email, password) }()
+		}
+	}
+	err := <-exited
+	if !started {
+		return out.String(), fmt.Errorf("device login: no verification URL in the output (exit: %v)", err)
+	}
+	if aerr := <-approved; aerr != nil {
+		return out.String(), fmt.Errorf("device login: approve: %w", aerr)
+	}
+	if err != nil {
+		return out.String(), fmt.Errorf("device login: bm-agent login --device: %w", err)
+	}
+	return out.String(), nil
 }

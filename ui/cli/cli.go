@@ -1,39 +1,76 @@
-// Package cli holds the bm-agent commands that talk to a running daemon
-// through ipc: login, logout, status, sync, pause, resume. It never touches
-// sync state itself; `bm-agent run` (the daemon) is wired in by the main
-// package.
 package cli
 
 import (
 	"encoding/json"
 	"io"
+	"os"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
-// Options are the global flags every command sees.
+// Options are the global flags every command sees, and the hooks the main
+// package wires in.
 type Options struct {
 	Socket string
 	JSON   bool
+
+	// Local describes this machine's agent setup (home and notes folder)
+	// for the checks `doctor` runs without a daemon and for `setup`; nil
+	// gives the defaults of $BM_AGENT_HOME and ~/basic-memory.
+	Local func() (LocalConfig, error)
+	// Installer installs and starts the agent's service for `setup`; nil
+	// uses packaging (a systemd user unit, a launchd agent, a Windows
+	// service).
+	Installer ServiceInstaller
+}
+
+// LocalConfig is what the CLI needs to know of the agent's config when no
+// daemon answers.
+type LocalConfig struct {
+	Home   string
+	Folder string
 }
 
 // AddCommands adds the client commands to root.
 func AddCommands(root *cobra.Command, opts *Options) {
 	root.PersistentFlags().StringVar(&opts.Socket, "socket", ipc.DefaultSocketPath(), "the daemon's socket")
-	root.PersistentFlags().BoolVar(&opts.JSON, "json", false, "print JSON instead of text")
+	root.PersistentFlags().BoolVar(&opts.JSON, "json", false, "print JSON instead of text (see 'JSON output' in the README)")
 	root.AddCommand(
+		setupCmd(opts),
 		loginCmd(opts), logoutCmd(opts), statusCmd(opts), syncCmd(opts),
 		pauseCmd(opts), resumeCmd(opts),
+		historyCmd(opts), conflictsCmd(opts),
+		logsCmd(opts), configCmd(opts), doctorCmd(opts),
+		mountCmd(opts), unmountCmd(opts), mountStatusCmd(opts),
 		installCmd(opts), uninstallCmd(opts),
 	)
 }
 
 func client(opts *Options) *ipc.Client { return ipc.NewClient(opts.Socket) }
 
+// printJSON writes v as indented JSON: the --json form of one answer.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// printJSONLine writes v as one line of JSON: the --json form of a stream
+// (status --watch, logs, login).
+func printJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
+// isTerminal reports whether w is a terminal (progress bars and redraws
+// only go to one).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// now is the clock of the commands' output; tests fix it.
+var now = time.Now

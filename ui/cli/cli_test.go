@@ -23,11 +23,24 @@ func TestWriteStatusGolden(t *testing.T) {
 		{"idle", ipc.Status{
 			State: "idle", LoggedIn: true, Account: "me@example.com", TenantID: "t-1", Bucket: "basic-memory-t-1",
 			Folder: "/home/me/basic-memory", KeyringBackend: "keyring",
+			SubscriptionStatus: "active", SubscriptionTier: "pro", Devices: 2,
 			LastSync: &ipc.PassSummary{Start: now.Add(-42 * time.Second), DurationMS: 1234, Trigger: "watch", Uploaded: 2, Downloaded: 1},
 		}},
 		{"failed_paused", ipc.Status{
 			State: "paused", Error: "", LoggedIn: true, Account: "me@example.com", TenantID: "t-1", Bucket: "b", Folder: "/n", Paused: true,
 			LastSync: &ipc.PassSummary{Start: now.Add(-time.Hour), DurationMS: 10, Trigger: "interval", Error: "local folder missing"},
+		}},
+		{"login_required", ipc.Status{
+			State: "login_required", Error: "tenant status: refresh token: login required", Folder: "/n", KeyringBackend: "keyring",
+		}},
+		{"device_login", ipc.Status{
+			State: "logged_out", Folder: "/n", KeyringBackend: "file", LoginMethod: ipc.LoginDevice,
+			LoginURL: "https://cloud.example/oauth2/device?user_code=BCDF-GHJK", LoginUserCode: "BCDF-GHJK",
+		}},
+		{"subscription_required", ipc.Status{
+			State: "subscription_required", Error: "mount info: cloudapi: subscription required", LoggedIn: true,
+			Account: "me@example.com", TenantID: "t-1", Bucket: "b", Folder: "/n", KeyringBackend: "keyring",
+			SubscriptionStatus: "canceled", SubscriptionTier: "free", SubscribeURL: "https://basicmemory.com/subscribe",
 		}},
 	}
 	for _, tt := range tests {
@@ -48,5 +61,48 @@ func TestWriteStatusGolden(t *testing.T) {
 				t.Errorf("got:\n%s\nwant:\n%s", buf.Bytes(), want)
 			}
 		})
+	}
+}
+
+func TestHeadless(t *testing.T) {
+	tests := []struct {
+		goos string
+		env  map[string]string
+		want bool
+	}{
+		{"linux", map[string]string{"DISPLAY": ":0"}, false},
+		{"linux", map[string]string{"WAYLAND_DISPLAY": "wayland-0"}, false},
+		{"linux", nil, true},
+		{"freebsd", nil, true},
+		{"linux", map[string]string{"DISPLAY": ":0", "SSH_CONNECTION": "10.0.0.1 22 10.0.0.2 22"}, true},
+		{"darwin", nil, false},
+		{"darwin", map[string]string{"SSH_TTY": "/dev/ttys001"}, true},
+		{"windows", nil, false},
+	}
+	for _, tt := range tests {
+		if got := headlessEnv(tt.goos, func(k string) string { return tt.env[k] }); got != tt.want {
+			t.Errorf("headlessEnv(%s, %v) = %v, want %v", tt.goos, tt.env, got, tt.want)
+		}
+	}
+}
+
+func TestSubscriptionMessage(t *testing.T) {
+	got := subscriptionMessage("https://basicmemory.com/subscribe")
+	want := "Active subscription required\nSubscribe at: https://basicmemory.com/subscribe"
+	if got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := subscriptionMessage(""); got != "Active subscription required" {
+		t.Errorf("without a URL: %q", got)
+	}
+}
+
+func TestWriteLoginStart(t *testing.T) {
+	var buf bytes.Buffer
+	writeLoginStart(&buf, ipc.LoginStart{URL: "https://x/oauth2/device?user_code=BCDF-GHJK", UserCode: "BCDF-GHJK", Method: ipc.LoginDevice})
+	for _, want := range []string{"https://x/oauth2/device?user_code=BCDF-GHJK", "BCDF-GHJK", "any device"} {
+		if !bytes.Contains(buf.Bytes(), []byte(want)) {
+			t.Errorf("device login output lacks %q:\n%s", want, buf.String())
+		}
 	}
 }

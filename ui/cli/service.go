@@ -83,9 +83,10 @@ func installCmd(opts *Options) *cobra.Command {
 
 func uninstallCmd(opts *Options) *cobra.Command {
 	return &cobra.Command{
-		Use:   "uninstall",
-		Short: "Stop and remove the bm-agent service (your notes, config and login stay)",
-		Args:  cobra.NoArgs,
+		Use:     "uninstall",
+		Short:   "Stop and remove the bm-agent service (your notes, config and login stay)",
+		Example: "  bm-agent uninstall\n  bm-agent uninstall --json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res, err := packaging.New().Uninstall(cmd.Context())
 			if opts.JSON {

@@ -20,37 +20,57 @@ type Model struct {
 	Paused      bool
 	LoggedIn    bool
 	LoginURL    string
+	// LoginDevice offers "Log in (device code)": no browser opens here.
+	LoginDevice bool
+	// SubscribeURL is where to subscribe, when the account has no active
+	// subscription.
+	SubscribeURL string
 }
+
+// Menu labels of the login items.
+const (
+	LoginLabel       = "Log in…"
+	LoginDeviceLabel = "Log in (device code)"
+)
 
 // BuildModel turns a status (or the error reaching the daemon) into a menu.
 func BuildModel(st ipc.Status, err error, now time.Time) Model {
+	return BuildModelNoBrowser(st, err, now, false)
+}
+
+// BuildModelNoBrowser is [BuildModel] for a desktop where no browser can be
+// opened (noBrowser): a logged-out menu then offers a device-code login.
+func BuildModelNoBrowser(st ipc.Status, err error, now time.Time, noBrowser bool) Model {
 	if err != nil {
 		return Model{Tooltip: "Basic Memory: agent not running", StatusLine: "Agent not running"}
 	}
 	m := Model{LoggedIn: st.LoggedIn, Paused: st.Paused, LoginURL: st.LoginURL}
-	switch st.State {
-	case "idle":
-		m.StatusLine = "Up to date"
-	case "syncing":
-		m.StatusLine = "Syncing…"
-	case "paused":
-		m.StatusLine = "Paused"
-	case "offline":
-		m.StatusLine = "Offline"
-	case "logged_out":
-		m.StatusLine = "Logged out"
-	case "login_required":
-		m.StatusLine = "Login required"
-	case "error":
-		m.StatusLine = "Error: " + st.Error
+	switch {
+	case st.Hold != nil && (st.Hold.NeedsForce || st.Hold.Reason == ipc.HoldMaxDelete):
+		m.StatusLine = "Paused: too many deletes — run bm-agent sync --force"
+		if st.Hold.Reason != ipc.HoldMaxDelete {
+			m.StatusLine = "Paused: " + st.Hold.Message + " — run bm-agent sync --force"
+		}
+	case st.Hold != nil && st.Hold.Reason == ipc.HoldResyncRequired:
+		m.StatusLine = "Paused: " + st.Hold.Message + " — run bm-agent sync --resync"
+	case st.Hold != nil:
+		m.StatusLine = "Waiting: " + st.Hold.Message
+	case st.Paused && st.PausedUntil != nil:
+		m.StatusLine = "Paused until " + st.PausedUntil.In(now.Location()).Format("15:04")
+	case !st.LoggedIn && st.LoginUserCode != "":
+		m.StatusLine = "Log in: enter " + st.LoginUserCode + " at " + st.LoginURL
+	case st.State == ipc.StateSubscriptionRequired:
+		m.StatusLine = "Subscription required"
+		m.SubscribeURL = st.SubscribeURL
 	default:
-		m.StatusLine = "Starting…"
+		m.StatusLine = stateLine(st)
 	}
 	if st.LoggedIn {
 		m.AccountLine = "Account: " + st.Account
-		m.CanSync = !st.Paused
+		m.CanSync = !st.Paused && st.State != ipc.StateSubscriptionRequired
 	} else {
 		m.AccountLine = "Not logged in"
+		m.LoginDevice = noBrowser
 	}
 	if ls := st.LastSync; ls != nil {
 		m.LastSync = fmt.Sprintf("Last sync %s ago", now.Sub(ls.Start).Round(time.Second))
@@ -59,4 +79,28 @@ func BuildModel(st ipc.Status, err error, now time.Time) Model {
 	}
 	m.Tooltip = "Basic Memory: " + m.StatusLine
 	return m
+}
+
+// stateLine names a state for the menu.
+func stateLine(st ipc.Status) string {
+	var line string
+	switch st.State {
+	case "idle":
+		line = "Up to date"
+	case "syncing":
+		line = "Syncing…"
+	case "paused":
+		line = "Paused"
+	case "offline":
+		line = "Offline"
+	case "logged_out":
+		line = "Logged out"
+	case "login_required":
+		line = "Login required"
+	case "error":
+		line = "Error: " + st.Error
+	default:
+		line = "Starting…"
+	}
+	return line
 }

@@ -30,7 +30,11 @@ func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logg
 	systray.AddSeparator()
 	syncNow := systray.AddMenuItem("Sync now", "Run a sync pass now")
 	pause := systray.AddMenuItem("Pause syncing", "")
-	login := systray.AddMenuItem("Log in…", "Log in to Basic Memory cloud")
+	login := systray.AddMenuItem(LoginLabel, "Log in to Basic Memory cloud")
+	loginDevice := systray.AddMenuItem(LoginDeviceLabel, "Log in with a code entered on another device")
+	loginDevice.Hide()
+	subscribe := systray.AddMenuItem("Subscribe…", "Open the subscription page")
+	subscribe.Hide()
 	systray.AddSeparator()
 	quit := systray.AddMenuItem("Quit tray", "")
 
@@ -43,7 +47,7 @@ func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logg
 		qctx, qcancel := context.WithTimeout(ctx, 3*time.Second)
 		st, err := c.Status(qctx)
 		qcancel()
-		m = BuildModel(st, err, time.Now())
+		m = BuildModelNoBrowser(st, err, time.Now(), noBrowser())
 		systray.SetTooltip(m.Tooltip)
 		status.SetTitle(m.StatusLine)
 		account.SetTitle(m.AccountLine)
@@ -62,6 +66,16 @@ func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logg
 			login.Hide()
 		} else {
 			login.Show()
+		}
+		if m.LoginDevice {
+			loginDevice.Show()
+		} else {
+			loginDevice.Hide()
+		}
+		if m.SubscribeURL != "" {
+			subscribe.Show()
+		} else {
+			subscribe.Hide()
 		}
 	}
 	refresh()
@@ -97,12 +111,31 @@ func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logg
 					continue
 				}
 				openURL(start.URL)
+			case <-loginDevice.ClickedCh:
+				// the daemon publishes the URL and the code: the status
+				// line shows them, and the menu item opens the URL
+				if _, err := c.LoginWith(ctx, ipc.LoginOptions{Device: true}); err != nil {
+					logger.Warn("device login", "err", err)
+				}
+				refresh()
+			case <-subscribe.ClickedCh:
+				openURL(m.SubscribeURL)
 			case <-quit.ClickedCh:
 				cancel()
 				return
 			}
 		}
 	}()
+}
+
+// noBrowser reports whether no browser can be opened here (no xdg-open on
+// a Linux desktop).
+func noBrowser() bool {
+	if runtime.GOOS == "darwin" || runtime.GOOS == "windows" {
+		return false
+	}
+	_, err := exec.LookPath("xdg-open")
+	return err != nil
 }
 
 func openURL(u string) {

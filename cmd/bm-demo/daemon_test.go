@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/basicmachines-co/bm-agent/ipc"
+)
+
+// startLoggedIn starts a server and a logged-in agent named "agent" (its
+// log is printed when the test fails) with the file keyring.
+func startLoggedIn(t *testing.T, ctx context.Context, h *Harness, env ...string) (*Agent, *Device, string, string) {
+	t.Helper()
+	const email = "a@example.com"
+	pw := randomPassword()
+	if err := h.StartServer(ctx, email, pw); err != nil {
+		t.Fatal(err)
+	}
+	a, err := h.StartAgent(ctx, "agent", append([]string{"BM_AGENT_KEYRING=file"}, env...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Login(ctx, a, email, pw); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := h.NewDevice(ctx, email, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, dev, email, pw
+}
+
+// writeNotes writes n notes under dir/prefix and returns their contents by
+// slash path.
+func writeNotes(t *testing.T, dir, prefix string, n int) map[string]string {
+	t.Helper()
+	notes := map[string]string{}
+	for i := 0; i < n; i++ {
+		rel := fmt.Sprintf("%s/%03d/note %d.md", prefix, i/100, i)
+		body := fmt.Sprintf("# note %d\n%s\n", i, strings.Repeat("lorem ipsum ", 50))
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		notes[rel] = body
+	}
+	return notes
+}
+
+// localTree reads every file under dir by slash path.
+func localTree(dir string) (map[string]string, error) {
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out[filepath.ToSlash(rel)] = string(b)
+		return nil
+	})
+	return out, err
+}
+
+// bucketKeys lists the device's bucket with their sizes.
+func bucketKeys(ctx context.Context, d *Device) (map[string]int64, error) {
+	out := map[string]int64{}
+	p := s3.NewListObjectsV2Paginator(d.S3, &s3.ListObjectsV2Input{Bucket: &d.Creds.BucketName})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range page.Contents {
+			out[*o.Key] = *o.Size
+		}
+	}
+	return out, nil
+}
+
+// converged checks that the folder and the bucket hold the same files and
+// that every note in want is in both with its content.
+func converged(ctx context.Context, a *Agent, d *Device, want map[string]string) error {
+	local, err := localTree(a.Folder)
+	if err != nil {
+		return err
+	}
+	remote, err := bucketKeys(ctx, d)
+	if err != nil {
+		return err
+	}
+	for rel, body := range want {
+		if local[rel] != body {
+			return fmt.Errorf("local %q: missing or changed", rel)
+		}
+		if remote[rel] != int64(len(body)) {
+			return fmt.Errorf("bucket %q: missing or wrong size", rel)
+		}
+	}
+	for rel := range local {
+		if _, ok := remote[rel]; !ok && rel != ".bmignore" {
+			return fmt.Errorf("%q is local only", rel)
+		}
+	}
+	for rel := range remote {
+		if _, ok := local[rel]; !ok {
+			return fmt.Errorf("%q is in the bucket only", rel)
+		}
+	}
+	return nil
+}
+
+func waitState(ctx context.Context, a *Agent, timeout time.Duration, ok func(ipc.Status) bool) (ipc.Status, error) {
+	var st ipc.Status
+	_, err := Poll(ctx, timeout, func() error {
+		var err error
+		st, err = a.IPC.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok(st) {
+			return fmt.Errorf("state %q (%s)", st.State, st.Error)
+		}
+		return nil
+	})
+	return st, err
+}
+
+// TestSIGTERMInAPass stops the daemon with SIGTERM in the middle of a pass:
+// it must exit 0 within 10 s with the cancelled pass in its history, and a
+// restart must finish the job with nothing lost.
+func TestSIGTERMInAPass(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h.AgentArgs = []string{"--interval", "2s"}
+	// Every pass first waits 2 s in state "syncing": a window for the signal.
+	a, dev, _, _ := startLoggedIn(t, ctx, h, "BM_AGENT_TEST_PASS_DELAY=2s")
+	if _, err := waitState(ctx, a, 30*time.Second, func(st ipc.Status) bool { return st.LastSync != nil }); err != nil {
+		t.Fatal("first pass:", err)
+	}
+	want := writeNotes(t, a.Folder, "term", 200)
+	if _, err := waitState(ctx, a, 20*time.Second, func(st ipc.Status) bool { return st.State == ipc.StateSyncing }); err != nil {
+		t.Fatal("no pass started:", err)
+	}
+	start := time.Now()
+	if err := a.Process().Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- a.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("bm-agent exited with %v after SIGTERM, want exit code 0", err)
+		}
+		t.Logf("bm-agent exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		_ = a.Process().Kill()
+		t.Fatal("bm-agent still running 10 s after SIGTERM")
+	}
+
+	// The cancelled pass is in the history, which survives the restart.
+	b, err := os.ReadFile(filepath.Join(a.Home, "history.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var last ipc.PassSummary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if !last.Cancelled {
+		t.Fatalf("last history entry is not the cancelled pass: %s", lines[len(lines)-1])
+	}
+
+	a2, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took, err := Poll(ctx, 30*time.Second, func() error { return converged(ctx, a2, dev, want) }); err != nil {
+		t.Fatalf("not converged %s after the restart: %v", took, err)
+	}
+	out, err := h.CLI(ctx, a2, "history", "--limit", "50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "cancelled (daemon stopped)") {
+		t.Errorf("bm-agent history does not show the cancelled pass:\n%s", out)
+	}
+}
+
+// TestSIGKILLInAPass kills the daemon in the middle of a pass that uploads
+// many notes: the restart must recover by itself (stale lock, listings)
+// with both trees equal and nothing lost. It also greps everything the
+// daemon logged (at debug level) for its secrets.
+func TestSIGKILLInAPass(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h.AgentArgs = []string{"--interval", "2s", "--debug"}
+	a, dev, _, _ := startLoggedIn(t, ctx, h)
+
+	// A baseline, so the killed pass is a normal bisync run with listings.
+	want := writeNotes(t, a.Folder, "base", 5)
+	if _, err := Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+		t.Fatal("baseline:", err)
+	}
+	more := writeNotes(t, a.Folder, "kill", 1500)
+	for k, v := range more {
+		want[k] = v
+	}
+	remoteBody := "# from another device\n"
+	if err := dev.PutObject(ctx, "remote/other device.md", []byte(remoteBody)); err != nil {
+		t.Fatal(err)
+	}
+	want["remote/other device.md"] = remoteBody
+	if _, err := waitState(ctx, a, 20*time.Second, func(st ipc.Status) bool { return st.State == ipc.StateSyncing }); err != nil {
+		t.Fatal("no pass started:", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := a.Process().Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Wait()
+	remote, _ := bucketKeys(ctx, dev)
+	t.Logf("killed mid-pass with %d of %d objects in the bucket", len(remote), len(want))
+
+	a2, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	took, err := Poll(ctx, 45*time.Second, func() error { return converged(ctx, a2, dev, want) })
+	if err != nil {
+		st, _ := a2.IPC.Status(ctx)
+		t.Fatalf("not converged %s after the restart: %v (state %q %s)", took, err, st.State, st.Error)
+	}
+	t.Logf("converged %s after the restart", took.Round(time.Millisecond))
+	if st, err := waitState(ctx, a2, 20*time.Second, func(st ipc.Status) bool { return st.State == ipc.StateIdle }); err != nil {
+		t.Fatalf("not idle after recovery: %v", err)
+	} else if st.Hold != nil {
+		t.Fatalf("recovery left a hold: %+v", st.Hold)
+	}
+	out, err := h.CLI(ctx, a2, "conflicts", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs ipc.Conflicts
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
+		t.Fatalf("conflicts --json: %v\n%s", err, out)
+	}
+	if len(cs.Conflicts) != 0 {
+		t.Errorf("recovery made conflict files out of identical notes: %+v", cs.Conflicts)
+	}
+
+	if _, err := h.CLI(ctx, a2, "pause", "--for", "1h"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := a2.IPC.Status(ctx); err != nil || !st.Paused || st.PausedUntil == nil || st.State != ipc.StatePaused {
+		t.Fatalf("after pause --for 1h: %+v, %v", st, err)
+	}
+	if _, err := h.CLI(ctx, a2, "resume"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := a2.IPC.Status(ctx); err != nil || st.Paused {
+		t.Fatalf("after resume: %+v, %v", st, err)
+	}
+
+	h.Stop()
+	assertNoSecretsLogged(t, h, a2)
+}
+
+// assertNoSecretsLogged greps the agent's whole log for its S3 secret and
+// its OAuth tokens (read from its 0600 fallback store).
+func assertNoSecretsLogged(t *testing.T, h *Harness, a *Agent) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(a.Home, "secrets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored struct {
+		Tokens struct {
+			AccessToken  string `json:"access_token"`
+			RefreshToken string `json:"refresh_token"`
+		} `json:"tokens"`
+		Key struct {
+			AccessKey string `json:"access_key"`
+			SecretKey string `json:"secret_key"`
+		} `json:"s3-key"`
+	}
+	if err := json.Unmarshal(raw, &stored); err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{
+		"the S3 secret":     stored.Key.SecretKey,
+		"the access token":  stored.Tokens.AccessToken,
+		"the refresh token": stored.Tokens.RefreshToken,
+	}
+	log, err := os.ReadFile(filepath.Join(h.Dir, "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) < 1000 {
+		t.Fatalf("the agent logged only %d bytes: nothing to check", len(log))
+	}
+	for name, s := range secrets {
+		if len(s) < 16 {
+			t.Fatalf("%s missing from the store (%d chars)", name, len(s))
+		}
+		if bytes.Contains(log, []byte(s)) {
+			t.Errorf("the agent's log contains %s", name)
+		}
+		// A token's signature alone is a secret too.
+		if i := strings.LastIndex(s, "."); i > 0 && len(s)-i > 16 && bytes.Contains(log, []byte(s[i+1:])) {
+			t.Errorf("the agent's log contains the signature of %s", name)
+		}
+	}
+	t.Logf("%d bytes of daemon log hold no secret", len(log))
+}
