@@ -12,14 +12,39 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
-// Run shows the tray until the user quits or ctx ends. It polls the daemon
-// for its status and sends it commands.
-func Run(ctx context.Context, c *ipc.Client, logger *slog.Logger) {
-	ctx, cancel := context.WithCancel(ctx)
-	systray.Run(func() { onReady(ctx, cancel, c, logger) }, cancel)
+// DefaultRefreshInterval is how often the tray polls the daemon's status.
+const DefaultRefreshInterval = 2 * time.Second
+
+// Option configures [Run].
+type Option func(*options)
+
+type options struct {
+	refresh time.Duration
 }
 
-func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logger *slog.Logger) {
+// WithRefreshInterval sets how often the tray polls the daemon's status
+// (default [DefaultRefreshInterval]); d <= 0 keeps the default.
+func WithRefreshInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.refresh = d
+		}
+	}
+}
+
+// Run shows the tray until the user quits or ctx ends. It polls the daemon
+// for its status and sends it commands. The tray can run once per process:
+// fyne.io/systray's event loop does not restart.
+func Run(ctx context.Context, c *ipc.Client, logger *slog.Logger, opts ...Option) {
+	o := options{refresh: DefaultRefreshInterval}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	systray.Run(func() { onReady(ctx, cancel, c, logger, o) }, cancel)
+}
+
+func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logger *slog.Logger, o options) {
 	systray.SetTitle("Basic Memory")
 	status := systray.AddMenuItem("Starting…", "")
 	status.Disable()
@@ -79,21 +104,47 @@ func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logg
 		}
 	}
 	refresh()
+	// systray hands a click over without waiting and drops it when nobody
+	// is receiving at that moment; the loop below is busy while it talks to
+	// the daemon, so each item gets a goroutine that always receives and
+	// queues its clicks.
+	clicks := make(chan *systray.MenuItem, 16)
+	for _, it := range []*systray.MenuItem{syncNow, pause, login, loginDevice, subscribe, quit} {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-it.ClickedCh:
+					select {
+					case clicks <- it:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}()
+	}
 	go func() {
-		t := time.NewTicker(2 * time.Second)
+		t := time.NewTicker(o.refresh)
 		defer t.Stop()
 		for {
+			var it *systray.MenuItem
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				refresh()
-			case <-syncNow.ClickedCh:
+				continue
+			case it = <-clicks:
+			}
+			switch it {
+			case syncNow:
 				if _, err := c.Sync(ctx, ipc.SyncRequest{}); err != nil {
 					logger.Warn("sync now", "err", err)
 				}
 				refresh()
-			case <-pause.ClickedCh:
+			case pause:
 				var err error
 				if m.Paused {
 					err = c.Resume(ctx)
@@ -104,23 +155,23 @@ func onReady(ctx context.Context, cancel context.CancelFunc, c *ipc.Client, logg
 					logger.Warn("pause/resume", "err", err)
 				}
 				refresh()
-			case <-login.ClickedCh:
+			case login:
 				start, err := c.Login(ctx)
 				if err != nil {
 					logger.Warn("login", "err", err)
 					continue
 				}
 				openURL(start.URL)
-			case <-loginDevice.ClickedCh:
+			case loginDevice:
 				// the daemon publishes the URL and the code: the status
 				// line shows them, and the menu item opens the URL
 				if _, err := c.LoginWith(ctx, ipc.LoginOptions{Device: true}); err != nil {
 					logger.Warn("device login", "err", err)
 				}
 				refresh()
-			case <-subscribe.ClickedCh:
+			case subscribe:
 				openURL(m.SubscribeURL)
-			case <-quit.ClickedCh:
+			case quit:
 				cancel()
 				return
 			}
