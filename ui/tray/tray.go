@@ -10,6 +10,7 @@ import (
 	"fyne.io/systray"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/ui/browser"
 )
 
 // DefaultRefreshInterval is how often the tray polls the daemon's status.
@@ -189,15 +190,4 @@ func noBrowser() bool {
 	return err != nil
 }
 
-func openURL(u string) {
-	var cmd *exec.Cmd
-	switch runtime.GOOS {
-	case "darwin":
-		cmd = exec.Command("open", u)
-	case "windows":
-		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", u)
-	default:
-		cmd = exec.Command("xdg-open", u)
-	}
-	_ = cmd.Start()
-}
+func openURL(u string) { _ = browser.Command(u).Start() }
