@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,13 +9,13 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
 	"github.com/basicmachines-co/bm-agent/server/store/pgtest"
 )
@@ -27,24 +26,6 @@ var pg pgtest.Shared
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 const (
 	demoEmail    = "ada@example.com"
 	demoPassword = "correct horse battery"
@@ -53,7 +34,7 @@ const (
 // running is a served Server and how to stop it.
 type running struct {
 	*Server
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Serve returned, with its error in err
 	err    error
@@ -83,7 +64,7 @@ func serve(t testing.TB, mod func(*Config)) *running {
 // serveWrapped is serve with wrap around the API handler.
 func serveWrapped(t testing.TB, mod func(*Config), wrap func(http.Handler) http.Handler) *running {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := Config{
 		Addr:         "127.0.0.1:0",
 		S3Addr:       "127.0.0.1:0",

@@ -4,27 +4,24 @@ package mount
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
-	"github.com/basicmachines-co/bm-agent/server/s3embed"
+	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
+	"github.com/basicmachines-co/bm-agent/server/s3embed/s3test"
 )
 
 // The orphan test re-runs this test binary as a child that mounts and is
@@ -70,15 +67,6 @@ func requireFUSE(t *testing.T) {
 	}
 }
 
-type keys struct{}
-
-func (keys) ResolveKey(_ context.Context, access string) (string, string, bool) {
-	if access == testKey {
-		return testSecret, testBucket, true
-	}
-	return "", "", false
-}
-
 // s3env is an embedded S3 endpoint on loopback with one bucket.
 type s3env struct {
 	url    string
@@ -87,21 +75,8 @@ type s3env struct {
 
 func newS3(t *testing.T) *s3env {
 	t.Helper()
-	srv, err := s3embed.New(t.TempDir(), keys{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.CreateBucket(context.Background(), testBucket); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	return &s3env{url: hs.URL, client: s3.New(s3.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(hs.URL),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(testKey, testSecret, ""),
-	})}
+	e := s3test.Start(t, "", s3test.Key{AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket})
+	return &s3env{url: e.URL, client: e.Client()}
 }
 
 func (e *s3env) remote() syncer.Remote {
@@ -128,27 +103,9 @@ func (e *s3env) put(t *testing.T, key, body string) {
 	}
 }
 
-// logBuf collects log output so tests can check no secret leaks.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func newManager(t *testing.T, stateDir string) (*Manager, *logBuf) {
+func newManager(t *testing.T, stateDir string) (*Manager, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	mgr := NewManager(stateDir, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() {
 		if err := mgr.Close(); err != nil {

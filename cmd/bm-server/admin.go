@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -96,34 +97,51 @@ func dash(s string) string {
 	return s
 }
 
-func (a *app) printTenants(w io.Writer, ts []store.Tenant) error {
-	out := make([]tenantOut, 0, len(ts))
+// printList prints items as their JSON views or as table rows under header.
+func printList[T, V any](a *app, w io.Writer, items []T, view func(T) V, header []string, row func(T) []string) error {
+	out := make([]V, 0, len(items))
 	var rows [][]string
-	for _, t := range ts {
-		out = append(out, tenantView(t))
-		rows = append(rows, []string{t.ID, t.Status, t.SubscriptionStatus, dash(t.SubscriptionTier), dash(t.BucketName), when(t.CreatedAt)})
+	for _, it := range items {
+		out = append(out, view(it))
+		rows = append(rows, row(it))
 	}
-	return a.print(w, out, []string{"ID", "STATUS", "SUBSCRIPTION", "TIER", "BUCKET", "CREATED"}, rows)
+	return a.print(w, out, header, rows)
+}
+
+func (a *app) printTenants(w io.Writer, ts []store.Tenant) error {
+	return printList(a, w, ts, tenantView, []string{"ID", "STATUS", "SUBSCRIPTION", "TIER", "BUCKET", "CREATED"}, func(t store.Tenant) []string {
+		return []string{t.ID, t.Status, t.SubscriptionStatus, dash(t.SubscriptionTier), dash(t.BucketName), when(t.CreatedAt)}
+	})
 }
 
 func (a *app) printAccounts(w io.Writer, as []store.Account) error {
-	out := make([]accountOut, 0, len(as))
-	var rows [][]string
-	for _, acc := range as {
-		out = append(out, accountView(acc))
-		rows = append(rows, []string{acc.ID, acc.Email, acc.TenantID, when(acc.CreatedAt)})
-	}
-	return a.print(w, out, []string{"ID", "EMAIL", "TENANT", "CREATED"}, rows)
+	return printList(a, w, as, accountView, []string{"ID", "EMAIL", "TENANT", "CREATED"}, func(acc store.Account) []string {
+		return []string{acc.ID, acc.Email, acc.TenantID, when(acc.CreatedAt)}
+	})
 }
 
 func (a *app) printKeys(w io.Writer, cs []store.Credential) error {
-	out := make([]keyOut, 0, len(cs))
-	var rows [][]string
-	for _, c := range cs {
-		out = append(out, keyView(c))
-		rows = append(rows, []string{c.ID, c.TenantID, c.AccessKey, when(c.CreatedAt), whenPtr(c.LastUsedAt), whenPtr(c.RevokedAt), dash(c.DeletionStatus), dash(c.Description)})
+	return printList(a, w, cs, keyView, []string{"ID", "TENANT", "ACCESS KEY", "CREATED", "LAST USED", "REVOKED", "DELETION", "DESCRIPTION"}, func(c store.Credential) []string {
+		return []string{c.ID, c.TenantID, c.AccessKey, when(c.CreatedAt), whenPtr(c.LastUsedAt), whenPtr(c.RevokedAt), dash(c.DeletionStatus), dash(c.Description)}
+	})
+}
+
+func (a *app) printAudit(w io.Writer, ev []store.AuditEvent) error {
+	view := func(e store.AuditEvent) auditOut { return auditOut(e) }
+	return printList(a, w, ev, view, []string{"TIME", "TENANT", "KIND", "DETAIL"}, func(e store.AuditEvent) []string {
+		return []string{when(e.CreatedAt), e.TenantID, e.Kind, e.Detail}
+	})
+}
+
+// withStore runs fn with the configured store open, for the commands that
+// touch only the database.
+func (a *app) withStore(ctx context.Context, fn func(*store.Store) error) error {
+	st, err := server.OpenStore(ctx, a.cfg)
+	if err != nil {
+		return err
 	}
-	return a.print(w, out, []string{"ID", "TENANT", "ACCESS KEY", "CREATED", "LAST USED", "REVOKED", "DELETION", "DESCRIPTION"}, rows)
+	defer st.Close()
+	return fn(st)
 }
 
 func (a *app) migrateCmd() *cobra.Command {
@@ -132,16 +150,13 @@ func (a *app) migrateCmd() *cobra.Command {
 		Short: "Apply the database migrations and print the schema version (serving migrates too)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := server.OpenStore(cmd.Context(), a.cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if a.json {
-				return a.print(cmd.OutOrStdout(), map[string]any{"dialect": st.Dialect(), "version": st.SchemaVersion()}, nil, nil)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "schema version %d (%s)\n", st.SchemaVersion(), st.Dialect())
-			return nil
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				if a.json {
+					return a.print(cmd.OutOrStdout(), map[string]any{"dialect": st.Dialect(), "version": st.SchemaVersion()}, nil, nil)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "schema version %d (%s)\n", st.SchemaVersion(), st.Dialect())
+				return nil
+			})
 		},
 	}
 	c.Flags().BoolVar(&a.json, "json", false, "print JSON")
@@ -155,16 +170,13 @@ func (a *app) tenantCmd() *cobra.Command {
 		Short: "List tenants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := server.OpenStore(cmd.Context(), a.cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ts, err := st.ListTenants(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return a.printTenants(cmd.OutOrStdout(), ts)
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				ts, err := st.ListTenants(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.printTenants(cmd.OutOrStdout(), ts)
+			})
 		},
 	}
 	var tier string
@@ -189,16 +201,13 @@ func (a *app) tenantCmd() *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				st, err := server.OpenStore(cmd.Context(), a.cfg)
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				if err := server.SetTenantStatus(cmd.Context(), st, args[0], to); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s is %s\n", args[0], to)
-				return nil
+				return a.withStore(cmd.Context(), func(st *store.Store) error {
+					if err := server.SetTenantStatus(cmd.Context(), st, args[0], to); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s is %s\n", args[0], to)
+					return nil
+				})
 			},
 		}
 	}
@@ -237,26 +246,20 @@ func (a *app) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if tenant != "" {
-				st, err := server.OpenStore(cmd.Context(), a.cfg)
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				acc, err := server.AddAccount(cmd.Context(), st, tenant, args[0], pw)
+			created := func(acc store.Account, err error) error {
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "created %s (tenant %s)\n", acc.Email, acc.TenantID)
 				return nil
 			}
+			if tenant != "" {
+				return a.withStore(cmd.Context(), func(st *store.Store) error {
+					return created(server.AddAccount(cmd.Context(), st, tenant, args[0], pw))
+				})
+			}
 			return a.withServer(cmd.Context(), func(srv *server.Server) error {
-				acc, err := srv.CreateAccount(cmd.Context(), args[0], pw)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "created %s (tenant %s)\n", acc.Email, acc.TenantID)
-				return nil
+				return created(srv.CreateAccount(cmd.Context(), args[0], pw))
 			})
 		},
 	}
@@ -267,16 +270,13 @@ func (a *app) userCmd() *cobra.Command {
 		Short: "List accounts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := server.OpenStore(cmd.Context(), a.cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			as, err := st.ListAccounts(cmd.Context(), listTenant)
-			if err != nil {
-				return err
-			}
-			return a.printAccounts(cmd.OutOrStdout(), as)
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				as, err := st.ListAccounts(cmd.Context(), listTenant)
+				if err != nil {
+					return err
+				}
+				return a.printAccounts(cmd.OutOrStdout(), as)
+			})
 		},
 	}
 	list.Flags().StringVar(&listTenant, "tenant", "", "only this tenant's accounts")
@@ -289,16 +289,13 @@ func (a *app) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := server.OpenStore(cmd.Context(), a.cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := server.SetPassword(cmd.Context(), st, args[0], pw); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", store.NormalizeEmail(args[0]))
-			return nil
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				if err := server.SetPassword(cmd.Context(), st, args[0], pw); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", store.NormalizeEmail(args[0]))
+				return nil
+			})
 		},
 	}
 	g.AddCommand(add, list, passwd)
@@ -314,16 +311,13 @@ func (a *app) keyCmd() *cobra.Command {
 		Short: "List mount keys (active ones unless --all)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := server.OpenStore(cmd.Context(), a.cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			cs, err := st.ListAllCredentials(cmd.Context(), tenant, all)
-			if err != nil {
-				return err
-			}
-			return a.printKeys(cmd.OutOrStdout(), cs)
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				cs, err := st.ListAllCredentials(cmd.Context(), tenant, all)
+				if err != nil {
+					return err
+				}
+				return a.printKeys(cmd.OutOrStdout(), cs)
+			})
 		},
 	}
 	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant's keys")
@@ -355,27 +349,19 @@ func (a *app) auditCmd() *cobra.Command {
 		Short: "Show the audit trail, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := server.OpenStore(cmd.Context(), a.cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			var ev []store.AuditEvent
-			if tenant != "" {
-				ev, err = st.ListAudit(cmd.Context(), tenant, limit)
-			} else {
-				ev, err = st.ListAllAudit(cmd.Context(), limit)
-			}
-			if err != nil {
-				return err
-			}
-			out := make([]auditOut, 0, len(ev))
-			var rows [][]string
-			for _, e := range ev {
-				out = append(out, auditOut(e))
-				rows = append(rows, []string{when(e.CreatedAt), e.TenantID, e.Kind, e.Detail})
-			}
-			return a.print(cmd.OutOrStdout(), out, []string{"TIME", "TENANT", "KIND", "DETAIL"}, rows)
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				var ev []store.AuditEvent
+				var err error
+				if tenant != "" {
+					ev, err = st.ListAudit(cmd.Context(), tenant, limit)
+				} else {
+					ev, err = st.ListAllAudit(cmd.Context(), limit)
+				}
+				if err != nil {
+					return err
+				}
+				return a.printAudit(cmd.OutOrStdout(), ev)
+			})
 		},
 	}
 	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant's events")

@@ -440,37 +440,14 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 
 func (i *Issuer) renderDevice(w http.ResponseWriter, r *http.Request, status int, data devicePageData) {
 	if data.Done == "" {
-		nonce := ""
-		if c, err := r.Cookie(deviceCSRFCookie); err == nil && len(c.Value) >= 32 {
-			nonce = c.Value
-		} else {
-			b := make([]byte, 32)
-			rand.Read(b)
-			nonce = base64.RawURLEncoding.EncodeToString(b)
-			http.SetCookie(w, &http.Cookie{Name: deviceCSRFCookie, Value: nonce, Path: PathDevice,
-				HttpOnly: true, Secure: i.secure, SameSite: http.SameSiteLaxMode})
-		}
-		data.CSRF = i.csrfToken(nonce, deviceCSRFForm)
+		data.CSRF = i.csrfToken(i.csrfNonce(w, r, deviceCSRFCookie, PathDevice), deviceCSRFForm)
 		data.Action = PathDevice
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
-	w.WriteHeader(status)
-	if err := devicePage.Execute(w, data); err != nil {
-		i.log.ErrorContext(r.Context(), "device page", "error", err)
-	}
+	i.writePage(w, r, status, devicePage, data, "device page")
 }
 
 func (i *Issuer) checkDeviceCSRF(r *http.Request, token string) bool {
-	c, err := r.Cookie(deviceCSRFCookie)
-	if err != nil || len(c.Value) < 32 || token == "" {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(token), []byte(i.csrfToken(c.Value, deviceCSRFForm))) == 1
+	return i.checkCSRFCookie(r, deviceCSRFCookie, token, deviceCSRFForm)
 }
 
 // deviceGrantHandler is the token endpoint's device_code grant, as a fosite

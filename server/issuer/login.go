@@ -156,22 +156,7 @@ func checkPKCEParams(form url.Values) error {
 // form. It sets (or keeps) the CSRF cookie and binds the form's token to
 // both the cookie and the parameters.
 func (i *Issuer) renderLogin(w http.ResponseWriter, r *http.Request, status int, form url.Values, email, msg string) {
-	nonce := ""
-	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) >= 32 {
-		nonce = c.Value
-	} else {
-		b := make([]byte, 32)
-		rand.Read(b) // never fails (crypto/rand)
-		nonce = base64.RawURLEncoding.EncodeToString(b)
-		http.SetCookie(w, &http.Cookie{
-			Name:     csrfCookie,
-			Value:    nonce,
-			Path:     PathAuthorize,
-			HttpOnly: true,
-			Secure:   i.secure,
-			SameSite: http.SameSiteLaxMode,
-		})
-	}
+	nonce := i.csrfNonce(w, r, csrfCookie, PathAuthorize)
 	data := loginData{
 		Action: PathAuthorize,
 		CSRF:   i.csrfToken(nonce, form),
@@ -190,6 +175,32 @@ func (i *Issuer) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 			data.Hidden = append(data.Hidden, hiddenField{k, v})
 		}
 	}
+	i.writePage(w, r, status, loginPage, data, "login page")
+}
+
+// csrfNonce is the value of the browser's CSRF cookie name; when it is
+// missing or too short, a new random one is set for path.
+func (i *Issuer) csrfNonce(w http.ResponseWriter, r *http.Request, name, path string) string {
+	if c, err := r.Cookie(name); err == nil && len(c.Value) >= 32 {
+		return c.Value
+	}
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	nonce := base64.RawURLEncoding.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{
+		Name:     name,
+		Value:    nonce,
+		Path:     path,
+		HttpOnly: true,
+		Secure:   i.secure,
+		SameSite: http.SameSiteLaxMode,
+	})
+	return nonce
+}
+
+// writePage writes page with data as an HTML response that is not cached,
+// framed or referred; what names the page in the log of a failed write.
+func (i *Issuer) writePage(w http.ResponseWriter, r *http.Request, status int, page *template.Template, data any, what string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
@@ -197,8 +208,8 @@ func (i *Issuer) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	h.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(status)
-	if err := loginPage.Execute(w, data); err != nil {
-		i.log.ErrorContext(r.Context(), "login page", "error", err)
+	if err := page.Execute(w, data); err != nil {
+		i.log.ErrorContext(r.Context(), what, "error", err)
 	}
 }
 
@@ -213,7 +224,13 @@ func (i *Issuer) csrfToken(nonce string, form url.Values) string {
 }
 
 func (i *Issuer) checkCSRF(r *http.Request, token string, form url.Values) bool {
-	c, err := r.Cookie(csrfCookie)
+	return i.checkCSRFCookie(r, csrfCookie, token, form)
+}
+
+// checkCSRFCookie reports whether token is the CSRF token of the browser's
+// cookie name and form.
+func (i *Issuer) checkCSRFCookie(r *http.Request, name, token string, form url.Values) bool {
+	c, err := r.Cookie(name)
 	if err != nil || len(c.Value) < 32 || token == "" {
 		return false
 	}

@@ -5,7 +5,10 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 )
 
 // Key is a bucket-scoped S3 key. SecretKey is handed to the caller once and
@@ -45,3 +48,42 @@ type KeyIndex interface {
 
 // ErrNotFound is returned for a bucket or key the provider does not know.
 var ErrNotFound = errors.New("storage: not found")
+
+// BucketPolicy is the policy of a key for bucket, in the IAM policy language
+// MinIO and S3 + IAM share: object read, write, delete and multipart on the
+// bucket's objects, listing of the bucket, and nothing else (the multipart
+// actions are for rclone's uploads of large files).
+func BucketPolicy(bucket string) ([]byte, error) {
+	if bucket == "" || strings.ContainsAny(bucket, "*?/\"") {
+		return nil, fmt.Errorf("bucket policy: invalid bucket name %q", bucket)
+	}
+	type statement struct {
+		Effect   string   `json:"Effect"`
+		Action   []string `json:"Action"`
+		Resource []string `json:"Resource"`
+	}
+	doc := struct {
+		Version   string      `json:"Version"`
+		Statement []statement `json:"Statement"`
+	}{
+		Version: "2012-10-17",
+		Statement: []statement{
+			{
+				Effect:   "Allow",
+				Action:   []string{"s3:ListBucket", "s3:ListBucketMultipartUploads"},
+				Resource: []string{"arn:aws:s3:::" + bucket},
+			},
+			{
+				Effect: "Allow",
+				Action: []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+					"s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"},
+				Resource: []string{"arn:aws:s3:::" + bucket + "/*"},
+			},
+		},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("bucket policy: %w", err)
+	}
+	return b, nil
+}

@@ -111,12 +111,7 @@ func (s *Store) ListAllAudit(ctx context.Context, limit int) ([]AuditEvent, erro
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return collect(rows, op, func(r interface{ Scan(...any) error }) (AuditEvent, error) {
-		var e AuditEvent
-		err := r.Scan(&e.ID, &e.TenantID, &e.Kind, &e.Detail, &e.CreatedAt)
-		e.CreatedAt = e.CreatedAt.UTC()
-		return e, err
-	})
+	return collect(rows, op, scanAudit)
 }
 
 // collect scans every row with scan and closes rows.

@@ -40,18 +40,15 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, limit int) ([]Au
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer rows.Close()
-	out := []AuditEvent{}
-	for rows.Next() {
-		var e AuditEvent
-		if err := rows.Scan(&e.ID, &e.TenantID, &e.Kind, &e.Detail, &e.CreatedAt); err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-		e.CreatedAt = e.CreatedAt.UTC()
-		out = append(out, e)
+	return collect(rows, op, scanAudit)
+}
+
+// scanAudit scans the columns id, tenant_id, kind, detail, created_at.
+func scanAudit(row interface{ Scan(...any) error }) (AuditEvent, error) {
+	var e AuditEvent
+	if err := row.Scan(&e.ID, &e.TenantID, &e.Kind, &e.Detail, &e.CreatedAt); err != nil {
+		return AuditEvent{}, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return out, nil
+	e.CreatedAt = e.CreatedAt.UTC()
+	return e, nil
 }

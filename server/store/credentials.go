@@ -78,19 +78,7 @@ func (s *Store) ListCredentials(ctx context.Context, tenantID string) ([]Credent
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer rows.Close()
-	out := []Credential{}
-	for rows.Next() {
-		c, err := scanCredential(rows)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return out, nil
+	return collect(rows, op, scanCredential)
 }
 
 // CredentialByID returns credential id of tenantID, revoked or not. Another
@@ -147,19 +135,7 @@ func (s *Store) PendingDeletions(ctx context.Context, limit int) ([]Credential, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer rows.Close()
-	var out []Credential
-	for rows.Next() {
-		c, err := scanCredential(rows)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return out, nil
+	return collect(rows, op, scanCredential)
 }
 
 // LookupAccessKey returns the bucket of accessKey's tenant and whether the

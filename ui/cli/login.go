@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/ui/browser"
 )
 
 func loginCmd(opts *Options) *cobra.Command {
@@ -91,7 +91,7 @@ func runLogin(ctx context.Context, out io.Writer, c *ipc.Client, lf loginFlags, 
 	} else {
 		writeLoginStart(out, start)
 	}
-	if start.Method != ipc.LoginDevice && !lf.noBrowser && openBrowser(start.URL) == nil {
+	if start.Method != ipc.LoginDevice && !lf.noBrowser && browser.Open(start.URL) == nil {
 		say("(opened in your browser)\n")
 	}
 	say("Waiting for the login to complete...\n")
@@ -175,22 +175,6 @@ func waitLoggedIn(ctx context.Context, c *ipc.Client, timeout time.Duration) (ip
 			return st, errors.New(st.Error)
 		}
 	}
-}
-
-func openBrowser(url string) error {
-	var cmd *exec.Cmd
-	switch runtime.GOOS {
-	case "darwin":
-		cmd = exec.Command("open", url)
-	case "windows":
-		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", url)
-	default:
-		if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
-			return errors.New("no display")
-		}
-		cmd = exec.Command("xdg-open", url)
-	}
-	return cmd.Start()
 }
 
 func logoutCmd(opts *Options) *cobra.Command {

@@ -30,21 +30,27 @@ status ({"mounted", "mount_point", "profile", "bucket", "since", ...}).`,
 			default:
 				return usageErrorf("--profile %q: want fast, balanced or safe", req.Profile)
 			}
-			ms, err := client(opts).Mount(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if opts.JSON {
-				return printJSON(cmd.OutOrStdout(), ms)
-			}
-			writeMountStatus(cmd.OutOrStdout(), ms, now())
-			return nil
+			return showMount(cmd, opts)(client(opts).Mount(cmd.Context(), req))
 		},
 	}
 	cmd.Flags().StringVar(&req.Profile, "profile", "", "fast, balanced or safe (default balanced)")
 	cmd.Flags().StringVar(&req.MountPoint, "path", "", "where the bucket appears (default ~/basic-memory-TENANT)")
 	_ = cmd.RegisterFlagCompletionFunc("profile", cobra.FixedCompletions([]string{"fast", "balanced", "safe"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// showMount prints a mount status the daemon answered, as JSON with --json.
+func showMount(cmd *cobra.Command, opts *Options) func(ipc.MountStatus, error) error {
+	return func(ms ipc.MountStatus, err error) error {
+		if err != nil {
+			return err
+		}
+		if opts.JSON {
+			return printJSON(cmd.OutOrStdout(), ms)
+		}
+		writeMountStatus(cmd.OutOrStdout(), ms, now())
+		return nil
+	}
 }
 
 func unmountCmd(opts *Options) *cobra.Command {
@@ -75,15 +81,7 @@ func mountStatusCmd(opts *Options) *cobra.Command {
   bm-agent mount-status --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ms, err := client(opts).MountStatus(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if opts.JSON {
-				return printJSON(cmd.OutOrStdout(), ms)
-			}
-			writeMountStatus(cmd.OutOrStdout(), ms, now())
-			return nil
+			return showMount(cmd, opts)(client(opts).MountStatus(cmd.Context()))
 		},
 	}
 }

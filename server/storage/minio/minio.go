@@ -3,7 +3,7 @@
 // is a MinIO service account of the admin user with an inline policy that
 // restricts it to one bucket.
 //
-// The inline policy (see BucketPolicy) allows, on arn:aws:s3:::BUCKET,
+// The inline policy (see storage.BucketPolicy) allows, on arn:aws:s3:::BUCKET,
 // s3:ListBucket and s3:ListBucketMultipartUploads, and on
 // arn:aws:s3:::BUCKET/*, s3:GetObject, s3:PutObject, s3:DeleteObject,
 // s3:AbortMultipartUpload and s3:ListMultipartUploadParts. The three
@@ -20,7 +20,6 @@ package minio
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -161,7 +160,7 @@ func (p *Provider) ListBuckets(ctx context.Context) ([]string, error) {
 }
 
 // MintKey implements storage.Provider: a service account whose inline
-// policy is BucketPolicy(bucket). A missing bucket is storage.ErrNotFound.
+// policy is storage.BucketPolicy(bucket). A missing bucket is storage.ErrNotFound.
 // Ref is the service account's access key.
 func (p *Provider) MintKey(ctx context.Context, bucket string) (storage.Key, error) {
 	ok, err := p.s3.BucketExists(ctx, bucket)
@@ -171,7 +170,7 @@ func (p *Provider) MintKey(ctx context.Context, bucket string) (storage.Key, err
 	if !ok {
 		return storage.Key{}, fmt.Errorf("minio: mint key for bucket %q: %w", bucket, storage.ErrNotFound)
 	}
-	policy, err := BucketPolicy(bucket)
+	policy, err := storage.BucketPolicy(bucket)
 	if err != nil {
 		return storage.Key{}, fmt.Errorf("minio: mint key: %w", err)
 	}
@@ -248,42 +247,4 @@ func (p *Provider) TestKey(ctx context.Context, key storage.Key, bucket string) 
 		return fmt.Errorf("minio: test key on bucket %q: %w", bucket, obj.Err)
 	}
 	return nil
-}
-
-// BucketPolicy is the inline policy of a key for bucket: object read,
-// write, delete and multipart on the bucket's objects, listing of the
-// bucket, and nothing else.
-func BucketPolicy(bucket string) (json.RawMessage, error) {
-	if bucket == "" || strings.ContainsAny(bucket, "*?/\"") {
-		return nil, fmt.Errorf("bucket policy: invalid bucket name %q", bucket)
-	}
-	type statement struct {
-		Effect   string   `json:"Effect"`
-		Action   []string `json:"Action"`
-		Resource []string `json:"Resource"`
-	}
-	doc := struct {
-		Version   string      `json:"Version"`
-		Statement []statement `json:"Statement"`
-	}{
-		Version: "2012-10-17",
-		Statement: []statement{
-			{
-				Effect:   "Allow",
-				Action:   []string{"s3:ListBucket", "s3:ListBucketMultipartUploads"},
-				Resource: []string{"arn:aws:s3:::" + bucket},
-			},
-			{
-				Effect: "Allow",
-				Action: []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-					"s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"},
-				Resource: []string{"arn:aws:s3:::" + bucket + "/*"},
-			},
-		},
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		return nil, fmt.Errorf("bucket policy: %w", err)
-	}
-	return b, nil
 }

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/storage/minio"
 	"github.com/basicmachines-co/bm-agent/server/storage/storagetest"
@@ -327,24 +327,6 @@ func TestKeysAreIndependent(t *testing.T) {
 	_ = p.RevokeKey(ctx, k2)
 }
 
-// lockedBuf is a log sink for the sync engine.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestAgentSyncsWithMintedKey runs the agent's sync engine (rclone's s3
 // backend, built as agent/syncer builds it: provider Other, path style,
 // no bucket check) against MinIO with a minted key: a local note goes up,
@@ -372,7 +354,7 @@ func TestAgentSyncsWithMintedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	url, region := p.Endpoint()
-	logs := &lockedBuf{}
+	logs := &syncbuf.Buffer{} // a log sink for the sync engine
 	e, err := syncer.New(ctx, syncer.Config{
 		LocalDir: local,
 		Remote:   syncer.Remote{Endpoint: url, Region: region, AccessKey: key.AccessKey, SecretKey: key.SecretKey, Bucket: b},

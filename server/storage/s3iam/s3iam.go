@@ -4,7 +4,7 @@
 // endpoints for a region). Buckets are made with the admin credentials; each
 // minted key belongs to its own IAM user, as SPEC-8 describes:
 //
-//	CreateUser → CreatePolicy (BucketPolicy(bucket)) → AttachUserPolicy → CreateAccessKey
+//	CreateUser → CreatePolicy (storage.BucketPolicy(bucket)) → AttachUserPolicy → CreateAccessKey
 //
 // and revoking a key undoes all four:
 //
@@ -21,7 +21,6 @@ package s3iam
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -278,7 +277,7 @@ func (p *Provider) names(bucket string) string {
 // limited to bucket and one access key. A missing bucket is
 // storage.ErrNotFound. See the package doc for what a failure leaves.
 func (p *Provider) MintKey(ctx context.Context, bucket string) (storage.Key, error) {
-	doc, err := BucketPolicy(bucket)
+	doc, err := storage.BucketPolicy(bucket)
 	if err != nil {
 		return storage.Key{}, fmt.Errorf("s3iam: mint key: %w", err)
 	}
@@ -407,45 +406,6 @@ func (p *Provider) TestKey(ctx context.Context, key storage.Key, bucket string) 
 		return fmt.Errorf("s3iam: test key on bucket %q: %w", bucket, err)
 	}
 	return nil
-}
-
-// BucketPolicy is the IAM policy of a key for bucket: object read, write,
-// delete and multipart on the bucket's objects, listing of the bucket, and
-// nothing else (the same actions as the MinIO provider's inline policy; the
-// multipart ones are for rclone's uploads of large files).
-func BucketPolicy(bucket string) ([]byte, error) {
-	if bucket == "" || strings.ContainsAny(bucket, "*?/\"") {
-		return nil, fmt.Errorf("bucket policy: invalid bucket name %q", bucket)
-	}
-	type statement struct {
-		Effect   string   `json:"Effect"`
-		Action   []string `json:"Action"`
-		Resource []string `json:"Resource"`
-	}
-	doc := struct {
-		Version   string      `json:"Version"`
-		Statement []statement `json:"Statement"`
-	}{
-		Version: "2012-10-17",
-		Statement: []statement{
-			{
-				Effect:   "Allow",
-				Action:   []string{"s3:ListBucket", "s3:ListBucketMultipartUploads"},
-				Resource: []string{"arn:aws:s3:::" + bucket},
-			},
-			{
-				Effect: "Allow",
-				Action: []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-					"s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"},
-				Resource: []string{"arn:aws:s3:::" + bucket + "/*"},
-			},
-		},
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		return nil, fmt.Errorf("bucket policy: %w", err)
-	}
-	return b, nil
 }
 
 // errorCode is the service's error code in err, or "".

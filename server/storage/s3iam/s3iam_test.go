@@ -308,14 +308,6 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func TestBucketPolicy(t *testing.T) {
-	for _, bad := range []string{"", "a/b", "a*", "a?"} {
-		if _, err := s3iam.BucketPolicy(bad); err == nil {
-			t.Errorf("BucketPolicy(%q) = nil error", bad)
-		}
-	}
-}
-
 func TestConformance(t *testing.T) {
 	p, _ := setup(t)
 	storagetest.Run(t, p, storagetest.Options{})
