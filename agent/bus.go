@@ -3,20 +3,17 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
-	"github.com/rclone/rclone/fs/rc"
-
+	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
 // publishEvery is how often the publisher compares the status with the
-// last one it published even when nothing marked it dirty;
-// progressEvery is how often a pass's progress is published.
-var (
-	publishEvery  = time.Second
-	progressEvery = 500 * time.Millisecond
-)
+// last one it published even when nothing marked it dirty. (A pass's
+// progress comes from the engine: see progressPublisher.)
+var publishEvery = time.Second
 
 // markDirty asks the publisher to compare the status with the last one it
 // published. It never blocks.
@@ -95,59 +92,30 @@ func plural(n int, one, many string) string {
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
-// watchProgress publishes the running pass's progress every progressEvery
-// until ctx ends. It reads rclone's accounting summed over its stats
-// groups (the daemon runs one pass at a time).
-func (d *Daemon) watchProgress(ctx context.Context, trigger string) {
-	call := rc.Calls.Get("core/stats")
-	if call == nil {
-		return
-	}
-	t := time.NewTicker(progressEvery)
-	defer t.Stop()
+// progressPublisher returns the engine's PassOptions.Progress hook for
+// one pass: it publishes each change of the pass's progress on the watch
+// stream (the engine reads the pass's own stats group, so a mount's
+// transfers never mix in). Calls with nothing to transfer are skipped,
+// except the last one, which shows the pass's end.
+func (d *Daemon) progressPublisher(trigger string) func(syncer.Progress) {
+	var mu sync.Mutex
 	var prev ipc.Progress
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	return func(sp syncer.Progress) {
+		p := ipc.Progress{
+			Pass:       trigger,
+			BytesDone:  sp.BytesDone,
+			BytesTotal: sp.BytesTotal,
+			FilesDone:  sp.FilesDone,
+			FilesTotal: sp.FilesTotal,
+			Rate:       sp.Rate,
+			ETA:        sp.ETA,
 		}
-		out, err := call.Fn(ctx, rc.Params{})
-		if err != nil {
-			continue
-		}
-		p := progressOf(out, trigger)
+		mu.Lock()
+		defer mu.Unlock()
 		if p == prev || (p.BytesTotal == 0 && p.FilesTotal == 0) {
-			continue
+			return
 		}
 		prev = p
 		d.hub.Publish(ipc.Event{Kind: ipc.EventProgress, Progress: &p, Time: time.Now()})
 	}
-}
-
-// progressOf reads rclone's core/stats answer.
-func progressOf(out rc.Params, trigger string) ipc.Progress {
-	num := func(k string) float64 {
-		switch v := out[k].(type) {
-		case int64:
-			return float64(v)
-		case int:
-			return float64(v)
-		case float64:
-			return v
-		}
-		return 0
-	}
-	p := ipc.Progress{
-		Pass:       trigger,
-		BytesDone:  int64(num("bytes")),
-		BytesTotal: int64(num("totalBytes")),
-		FilesDone:  int(num("transfers")),
-		FilesTotal: int(num("totalTransfers")),
-		Rate:       num("speed"),
-	}
-	if eta, ok := out["eta"]; ok && eta != nil {
-		p.ETA = time.Duration(num("eta") * float64(time.Second))
-	}
-	return p
 }

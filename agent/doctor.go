@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/cloudapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
@@ -36,6 +38,10 @@ func (d *Daemon) Doctor(ctx context.Context) ipc.DoctorReport {
 	defer cancel()
 	d.mu.Lock()
 	s := d.session
+	var engine passer
+	if s != nil {
+		engine = s.engine // a key replacement swaps it under d.mu
+	}
 	d.mu.Unlock()
 	var r ipc.DoctorReport
 	r.Checks = append(r.Checks, checkKeyring(d.creds.Backend()))
@@ -47,8 +53,10 @@ func (d *Daemon) Doctor(ctx context.Context) ipc.DoctorReport {
 		r.Checks = append(r.Checks, ipc.DoctorCheck{Name: "token valid", OK: false, Detail: "not logged in", Fix: "run `bm-agent login`"})
 		return r
 	}
-	r.Checks = append(r.Checks, checkToken(ctx, s.client))
-	r.Checks = append(r.Checks, d.checkS3(ctx, s))
+	if s.client != nil {
+		r.Checks = append(r.Checks, checkToken(ctx, s.client))
+	}
+	r.Checks = append(r.Checks, d.checkS3(ctx, engine))
 	return r
 }
 
@@ -186,16 +194,32 @@ func checkToken(ctx context.Context, client *cloudapi.Client) ipc.DoctorCheck {
 	return ipc.DoctorCheck{Name: "token valid", OK: true, Detail: "the tenant API accepts the token"}
 }
 
-// checkS3 lists the bucket with the device key.
-func (d *Daemon) checkS3(ctx context.Context, s *session) ipc.DoctorCheck {
-	l, ok := s.engine.(interface{ Check(context.Context) error })
+// s3Checker is an engine that can check the bucket on its own
+// (*syncer.Engine: one ListObjectsV2 with the device key).
+type s3Checker interface {
+	Check(ctx context.Context) error
+}
+
+// checkS3 lists the bucket with the device key, and says what to do when
+// the key is refused or the endpoint cannot be reached.
+func (d *Daemon) checkS3(ctx context.Context, engine passer) ipc.DoctorCheck {
+	const name = "S3 reachable"
+	c, ok := engine.(s3Checker)
 	if !ok {
-		return ipc.DoctorCheck{Name: "S3 reachable", OK: true, Warn: true, Detail: "the engine cannot check the bucket on its own; the last pass says: " + d.lastPassDetail()}
+		return ipc.DoctorCheck{Name: name, OK: true, Warn: true, Detail: "the engine cannot check the bucket on its own; the last pass says: " + d.lastPassDetail()}
 	}
-	if err := l.Check(ctx); err != nil {
-		return ipc.DoctorCheck{Name: "S3 reachable", Detail: err.Error(), Fix: "check the network; if the key was revoked, `bm-agent logout` then `bm-agent login` mints a new one"}
+	err := c.Check(ctx)
+	switch {
+	case err == nil:
+		return ipc.DoctorCheck{Name: name, OK: true, Detail: "the device key lists the bucket"}
+	case errors.Is(err, syncer.ErrKeyRejected):
+		return ipc.DoctorCheck{Name: name, Detail: err.Error(),
+			Fix: "the daemon mints a new key on its next pass (`bm-agent sync`); if that fails, run `bm-agent logout` then `bm-agent login`"}
+	case errors.Is(err, syncer.ErrOffline) || isOffline(err):
+		return ipc.DoctorCheck{Name: name, Detail: err.Error(),
+			Fix: "check the network connection and that the storage endpoint is up; syncing resumes by itself"}
 	}
-	return ipc.DoctorCheck{Name: "S3 reachable", OK: true, Detail: "the device key lists the bucket"}
+	return ipc.DoctorCheck{Name: name, Detail: err.Error(), Fix: "run `bm-agent sync` and read `bm-agent logs`; if it persists, log out and in again"}
 }
 
 func (d *Daemon) lastPassDetail() string {

@@ -50,16 +50,18 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 
 	live := d.liveSettings()
 	var batches <-chan watch.Batch
-	w, err := watch.New(d.cfg.Folder, watch.Options{
+	d.setWatcherError(nil)
+	w, err := newWatcher(d.cfg.Folder, watch.Options{
 		Delay:   live.debounce,
 		MaxWait: live.maxWait,
 	}, d.log.With("component", "watch"))
 	if err != nil {
-		d.log.Warn("file watcher unavailable; syncing on the interval only", "err", err)
+		w = nil
+		d.setWatcherError(err)
 	} else {
 		go func() {
 			if err := w.Run(sctx); err != nil && sctx.Err() == nil {
-				d.log.Warn("file watcher stopped; syncing on the interval only", "err", err)
+				d.setWatcherError(err)
 			}
 		}()
 		batches = w.Batches()
@@ -71,6 +73,7 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 
 	interval := live.interval
 	rt := newRetry(interval)
+	var kr keyRotation
 	timer := time.NewTimer(0) // first pass at once
 	defer timer.Stop()
 	trigger := "startup"
@@ -136,6 +139,17 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 			w.Suppress()
 		}
 		sum, res, err := d.pass(sctx, s, trigger, req)
+		if err != nil && sctx.Err() == nil && errors.Is(err, syncer.ErrKeyRejected) {
+			// S3 refused the device's key (revoked at the server, say):
+			// mint a new one and run the pass again, at most once per
+			// failure burst (then with backoff).
+			if d.recoverKey(sctx, s, &kr) {
+				sum, res, err = d.pass(sctx, s, triggerKeyReplaced, req)
+			}
+		}
+		if err == nil {
+			kr.reset()
+		}
 		if err != nil && sctx.Err() == nil && needsAutoResync(err, req) {
 			// bisync stopped and asks for a resync (or --force after "all
 			// files changed"): the safe resync copies both ways, deletes
@@ -244,11 +258,6 @@ func (d *Daemon) pass(ctx context.Context, s *session, trigger string, req ipc.S
 	if profile == "" {
 		profile = d.liveSettings().profile
 	}
-	pctx, stopProgress := context.WithCancel(ctx)
-	defer stopProgress()
-	if d.hub != nil {
-		go d.watchProgress(pctx, trigger)
-	}
 	if delay := testPassDelay(); delay > 0 {
 		select {
 		case <-ctx.Done():
@@ -256,6 +265,9 @@ func (d *Daemon) pass(ctx context.Context, s *session, trigger string, req ipc.S
 		}
 	}
 	opt := engineOptions(trigger, req, profile)
+	if d.hub != nil {
+		opt.Progress = d.progressPublisher(trigger)
+	}
 	res, err := s.engine.Pass(ctx, opt)
 	sum := ipc.PassSummary{
 		Start:         res.Start,
@@ -324,6 +336,11 @@ func needsAutoResync(err error, req ipc.SyncRequest) bool {
 // failed sets the state after a failed pass: offline, a hold that says what
 // to do, or a plain error.
 func (d *Daemon) failed(err error, profile string, req ipc.SyncRequest, sum *ipc.PassSummary) {
+	if errors.Is(err, syncer.ErrKeyRejected) {
+		d.log.Warn("sync pass failed: S3 rejected the device's key", "trigger", sum.Trigger, "err", err)
+		d.setState(StateError, err.Error())
+		return
+	}
 	if isOffline(err) {
 		sum.Offline = true
 		d.log.Warn("sync pass failed: offline", "trigger", sum.Trigger, "err", err)
@@ -417,4 +434,31 @@ func (d *Daemon) Conflicts(ctx context.Context) (ipc.Conflicts, error) {
 		return ipc.Conflicts{}, err
 	}
 	return ipc.Conflicts{Folder: d.cfg.Folder, Conflicts: cs}, nil
+}
+
+// newWatcher is watch.New; tests replace it to stand in for a kernel that
+// refuses more watches.
+var newWatcher = watch.New
+
+// setWatcherError records why file changes are not watched (nil: they
+// are), with the fix, in the status and as a notification; passes then
+// run on the interval only.
+func (d *Daemon) setWatcherError(err error) {
+	msg := ""
+	if err != nil {
+		msg = "file changes are not watched, syncing every " + d.liveSettings().interval.String() + " instead: " + err.Error()
+		if !errors.Is(err, watch.ErrWatchLimit) {
+			msg += " (bm-agent doctor checks the watch limits)"
+		}
+		d.log.Warn("file watcher unavailable; syncing on the interval only", "err", err)
+	}
+	d.mu.Lock()
+	changed := d.status.Watcher != msg
+	d.status.Watcher = msg
+	d.mu.Unlock()
+	if changed && err != nil && d.hub != nil {
+		d.hub.Publish(ipc.Event{Kind: ipc.EventNotification, Time: time.Now(), Notification: &ipc.Notification{
+			Level: ipc.LevelWarning, Title: "Not watching the notes folder", Message: msg,
+		}})
+	}
 }

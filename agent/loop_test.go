@@ -9,12 +9,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/agent/watch"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -446,5 +448,26 @@ func TestResyncDemandRunsASafeResync(t *testing.T) {
 	h, _ := d.History(ctx, 5)
 	if len(h.Passes) != 2 || !h.Passes[0].Resync || h.Passes[0].Trigger != "recovery" || h.Passes[1].Error == "" {
 		t.Fatalf("history = %+v", h.Passes)
+	}
+}
+
+// TestWatchLimitFallsBackToInterval: when the kernel refuses more watches
+// (stood in for here: a test cannot lower the real inotify limit without
+// disturbing the machine), the status says so with the sysctl fix and
+// passes go on at the interval.
+func TestWatchLimitFallsBackToInterval(t *testing.T) {
+	old := newWatcher
+	newWatcher = func(root string, _ watch.Options, _ *slog.Logger) (*watch.Watcher, error) {
+		return nil, fmt.Errorf("watch: add %s: %w", root, watch.ErrWatchLimit)
+	}
+	t.Cleanup(func() { newWatcher = old })
+	d := testDaemon(t, t.TempDir())
+	d.live.interval = 50 * time.Millisecond
+	eng := &fakeEngine{passed: make(chan int, 64)}
+	runLoop(t, d, eng)
+	waitFor(t, "interval passes without a watcher", func() bool { return eng.count() >= 3 })
+	st := d.Status(context.Background())
+	if !strings.Contains(st.Watcher, "max_user_watches") || !strings.Contains(st.Watcher, "syncing every") {
+		t.Errorf("status watcher = %q, want the sysctl fix and the interval", st.Watcher)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/basicmachines-co/bm-agent/agent/mount"
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/cloudapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -32,10 +34,13 @@ func newMountManager(home string, logger *slog.Logger) mountManager {
 // key, at req.MountPoint (default ~/basic-memory-{tenant_id}).
 func (d *Daemon) Mount(ctx context.Context, req ipc.MountRequest) (ipc.MountStatus, error) {
 	d.mu.Lock()
-	s := d.session
+	var key *cloudapi.S3Key
+	if s := d.session; s != nil {
+		key = s.key // replaceKey swaps it under d.mu
+	}
 	tenant := d.status.TenantID
 	d.mu.Unlock()
-	if s == nil || s.key == nil {
+	if key == nil {
 		return ipc.MountStatus{}, fmt.Errorf("mount: %w", ipc.ErrLoginRequired)
 	}
 	var prof mount.Profile
@@ -62,11 +67,11 @@ func (d *Daemon) Mount(ctx context.Context, req ipc.MountRequest) (ipc.MountStat
 	err := d.mounts.Mount(ctx, mount.Config{
 		MountPoint: mp,
 		Remote: syncer.Remote{
-			Endpoint:  s.key.Endpoint,
-			Region:    s.key.Region,
-			AccessKey: s.key.AccessKey,
-			SecretKey: s.key.SecretKey,
-			Bucket:    s.key.Bucket,
+			Endpoint:  key.Endpoint,
+			Region:    key.Region,
+			AccessKey: key.AccessKey,
+			SecretKey: key.SecretKey,
+			Bucket:    key.Bucket,
 		},
 		CacheDir:   filepath.Join(d.cfg.Home, "mount-cache"),
 		Profile:    prof,
@@ -78,6 +83,24 @@ func (d *Daemon) Mount(ctx context.Context, req ipc.MountRequest) (ipc.MountStat
 	}
 	d.log.Info("mounted", "mount_point", mp, "profile", string(prof))
 	return d.MountStatus(ctx), nil
+}
+
+// remount moves a running mount onto the session's current key (after the
+// old one was rejected and replaced): same mount point, same profile.
+func (d *Daemon) remount(ctx context.Context) {
+	st := d.mounts.Status()
+	if !st.Mounted {
+		return
+	}
+	uctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := d.mounts.Unmount(uctx); err != nil {
+		d.log.Warn("remount on the new key: unmount", "err", err)
+		return
+	}
+	if _, err := d.Mount(ctx, ipc.MountRequest{Profile: st.Profile, MountPoint: st.MountPoint}); err != nil {
+		d.log.Warn("remount on the new key", "err", err)
+	}
 }
 
 // Unmount implements ipc.Mounter.

@@ -90,21 +90,9 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 	if err := d.prepareFolder(); err != nil {
 		return nil, err
 	}
-	engine, err := syncer.New(ctx, syncer.Config{
-		LocalDir: d.cfg.Folder,
-		Remote: syncer.Remote{
-			Endpoint:  key.Endpoint,
-			Region:    key.Region,
-			AccessKey: key.AccessKey,
-			SecretKey: key.SecretKey,
-			Bucket:    key.Bucket,
-		},
-		WorkDir: filepath.Join(d.cfg.Home, "bisync", info.TenantID),
-		Device:  d.cfg.Device,
-		Logger:  d.log.With("component", "sync"),
-	})
+	engine, err := engineFactory(ctx, d, key, info.TenantID)
 	if err != nil {
-		return nil, fmt.Errorf("sync engine: %w", err)
+		return nil, err
 	}
 	d.mu.Lock()
 	d.status.LoggedIn = true
@@ -184,11 +172,21 @@ func (d *Daemon) ensureKey(ctx context.Context, client *cloudapi.Client, info te
 	if key != nil && key.Bucket == info.BucketName {
 		return key, false, nil
 	}
+	key, err = d.mintKey(ctx, client)
+	if err != nil {
+		return nil, false, err
+	}
+	return key, true, nil
+}
+
+// mintKey asks the tenant API for a new bucket-scoped key for this device
+// and saves it in the keychain, in place of any stored one.
+func (d *Daemon) mintKey(ctx context.Context, client *cloudapi.Client) (*cloudapi.S3Key, error) {
 	mc, err := client.CreateCredentials(ctx, "bm-agent on "+d.cfg.Device)
 	if err != nil {
-		return nil, false, fmt.Errorf("mint s3 key: %w", err)
+		return nil, fmt.Errorf("mint s3 key: %w", err)
 	}
-	key = &cloudapi.S3Key{
+	key := &cloudapi.S3Key{
 		AccessKey:    mc.AccessKey,
 		SecretKey:    mc.SecretKey,
 		CredentialID: mc.CredentialID,
@@ -197,10 +195,140 @@ func (d *Daemon) ensureKey(ctx context.Context, client *cloudapi.Client, info te
 		Bucket:       mc.BucketName,
 	}
 	if err := d.creds.SaveS3Key(key); err != nil {
-		return nil, false, fmt.Errorf("save s3 key: %w", err)
+		return nil, fmt.Errorf("save s3 key: %w", err)
 	}
 	d.log.Info("minted a bucket-scoped key for this device", "bucket", key.Bucket, "credential", key.CredentialID)
-	return key, true, nil
+	return key, nil
+}
+
+// engineFactory builds a session's sync engine for a key; tests replace it
+// with a fake.
+var engineFactory = func(ctx context.Context, d *Daemon, key *cloudapi.S3Key, tenantID string) (passer, error) {
+	engine, err := syncer.New(ctx, syncer.Config{
+		LocalDir: d.cfg.Folder,
+		Remote: syncer.Remote{
+			Endpoint:  key.Endpoint,
+			Region:    key.Region,
+			AccessKey: key.AccessKey,
+			SecretKey: key.SecretKey,
+			Bucket:    key.Bucket,
+		},
+		WorkDir: filepath.Join(d.cfg.Home, "bisync", tenantID),
+		Device:  d.cfg.Device,
+		Logger:  d.log.With("component", "sync"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sync engine: %w", err)
+	}
+	return engine, nil
+}
+
+// triggerKeyReplaced is the trigger of the pass run again after the daemon
+// replaced a key S3 rejected: the history shows each replacement by it.
+const triggerKeyReplaced = "key-replaced"
+
+// Waits between key replacements within one failure burst (doubling).
+var (
+	keyRotationBackoff    = time.Minute
+	keyRotationMaxBackoff = time.Hour
+)
+
+// keyRotation allows one key replacement per failure burst (the passes
+// that fail in a row), and further ones only after a backoff that doubles,
+// so a server that keeps handing out keys S3 refuses is not asked in a loop.
+type keyRotation struct {
+	tried   bool      // a replacement was tried in this burst
+	next    time.Time // the earliest next try
+	backoff time.Duration
+}
+
+func (k *keyRotation) allow(now time.Time) bool { return !k.tried || !now.Before(k.next) }
+
+func (k *keyRotation) attempted(now time.Time) {
+	if k.backoff == 0 {
+		k.backoff = keyRotationBackoff
+	} else {
+		k.backoff = min(2*k.backoff, keyRotationMaxBackoff)
+	}
+	k.tried = true
+	k.next = now.Add(k.backoff)
+}
+
+// reset ends the burst: a pass succeeded.
+func (k *keyRotation) reset() { *k = keyRotation{} }
+
+// recoverKey answers a pass that failed because S3 rejected the device's
+// key: when kr allows, it replaces the key and reports true (run the pass
+// again); otherwise, or when no key could be minted, it sets a state that
+// says so and reports false (the loop's retry backoff runs the next pass).
+func (d *Daemon) recoverKey(ctx context.Context, s *session, kr *keyRotation) bool {
+	now := time.Now()
+	if !kr.allow(now) {
+		d.setState(StateError, "S3 still rejects the device's key; the next attempt to mint a new one is at "+
+			kr.next.Format(time.TimeOnly)+" (or run `bm-agent logout` and `bm-agent login`)")
+		return false
+	}
+	kr.attempted(now)
+	if err := d.replaceKey(ctx, s); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		d.log.Error("S3 rejected the device's key and no new key could be minted", "err", err)
+		state := stateFor(err)
+		if state == StateIdle || state == StateSyncing {
+			state = StateError
+		}
+		d.setState(state, "S3 rejected the device's key and a new one could not be minted: "+err.Error()+
+			"; the daemon tries again at "+kr.next.Format(time.TimeOnly)+", or run `bm-agent logout` and `bm-agent login`")
+		return false
+	}
+	return true
+}
+
+// replaceKey mints a new key for s, saves it in place of the rejected one,
+// rebuilds the engine on it and revokes the old key at the server (best
+// effort: S3 already refuses it).
+func (d *Daemon) replaceKey(ctx context.Context, s *session) error {
+	if s.client == nil {
+		return errors.New("replace key: no tenant API client")
+	}
+	d.mu.Lock()
+	old, tenantID := s.key, d.status.TenantID
+	d.mu.Unlock()
+	key, err := d.mintKey(ctx, s.client)
+	if err != nil {
+		return fmt.Errorf("replace key: %w", err)
+	}
+	engine, err := engineFactory(ctx, d, key, tenantID)
+	if err != nil {
+		return fmt.Errorf("replace key: %w", err)
+	}
+	d.mu.Lock()
+	s.key, s.engine = key, engine
+	d.status.Endpoint = key.Endpoint
+	d.mu.Unlock()
+	oldID := ""
+	if old != nil {
+		oldID = old.CredentialID
+	}
+	d.log.Warn("S3 rejected the device's key: replaced it with a new one", "old_credential", oldID, "credential", key.CredentialID)
+	if d.mounts != nil {
+		go d.remount(context.WithoutCancel(ctx))
+	}
+	if d.hub != nil {
+		d.hub.Publish(ipc.Event{Kind: ipc.EventNotification, Time: time.Now(), Notification: &ipc.Notification{
+			Level: ipc.LevelInfo, Title: "Storage key replaced",
+			Message: "The cloud storage refused this device's key, so bm-agent minted a new one and carried on syncing.",
+		}})
+	}
+	if oldID != "" && oldID != key.CredentialID {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := s.client.RevokeCredential(rctx, oldID); err != nil {
+			d.log.Debug("revoke the rejected key at the server", "credential", oldID, "err", err)
+		}
+	}
+	return nil
 }
 
 // prepareFolder creates the notes folder on the very first run only: a
@@ -314,14 +442,18 @@ func (d *Daemon) finishLogin(ctx context.Context, flow *loginFlow, wait func(con
 func (d *Daemon) Logout(ctx context.Context) error {
 	d.mu.Lock()
 	s := d.session
+	var key *cloudapi.S3Key
+	if s != nil {
+		key = s.key // replaceKey swaps it under d.mu
+	}
 	if d.login != nil {
 		d.login.cancel()
 		d.login = nil
 	}
 	d.mu.Unlock()
 	if s != nil {
-		if s.key != nil && s.key.CredentialID != "" {
-			if _, err := s.client.RevokeCredential(ctx, s.key.CredentialID); err != nil {
+		if key != nil && key.CredentialID != "" && s.client != nil {
+			if _, err := s.client.RevokeCredential(ctx, key.CredentialID); err != nil {
 				d.log.Warn("revoke this device's key at the server", "err", err)
 			}
 		}

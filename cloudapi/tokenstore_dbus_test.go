@@ -59,9 +59,16 @@ func TestKeyringOverDBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	// --unlock creates and unlocks the login keyring with the password on
-	// stdin; --start then brings up its Secret Service on this bus.
-	script := `printf test | gnome-keyring-daemon --unlock >/dev/null &&
-gnome-keyring-daemon --start --components=secrets >/dev/null &&
+	// stdin and serves the Secret Service; it returns before the daemon
+	// owns its bus name, so wait for that (a second --start at that
+	// moment would launch another, locked daemon).
+	script := `printf test | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1
+i=0
+until dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+	org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'; do
+	i=$((i+1)); [ $i -gt 100 ] && { echo "gnome-keyring never took org.freedesktop.secrets" >&2; exit 1; }
+	sleep 0.1
+done
 exec "$0" -test.run='^TestKeyringOverDBus$' -test.v`
 	cmd := exec.CommandContext(t.Context(), "dbus-run-session", "--", "sh", "-c", script, self)
 	cmd.Env = append(os.Environ(), "BM_AGENT_TEST_IN_DBUS=1", "HOME="+t.TempDir())

@@ -85,6 +85,10 @@ type Status struct {
 	// Hold is set while the daemon refuses to sync until the user acts
 	// (too many deletes, a missing notes folder, ...).
 	Hold *Hold `json:"hold,omitempty"`
+	// Watcher is set when file changes cannot be watched (the inotify
+	// limit, say): what happened and the fix; passes then run on the
+	// interval only.
+	Watcher string `json:"watcher,omitempty"`
 	// Failures counts the passes that failed in a row; RetryAt is when the
 	// next attempt is due (backoff with jitter).
 	Failures int        `json:"failures,omitempty"`

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,19 +14,10 @@ import (
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/server/s3embed"
+	"github.com/basicmachines-co/bm-agent/server/s3embed/s3test"
 	"github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/operations"
 )
-
-// oneKey is a KeyResolver with a single key for a single bucket.
-type oneKey struct{ access, secret, bucket string }
-
-func (k oneKey) ResolveKey(_ context.Context, access string) (string, string, bool) {
-	if access != k.access {
-		return "", "", false
-	}
-	return k.secret, k.bucket, true
-}
 
 // embedS3 is the production embedded S3 endpoint (server/s3embed) on a
 // loopback port, over a temp dir.
@@ -57,17 +47,10 @@ func newEmbedS3Seeded(t testing.TB, seed func(bucketDir string)) *embedS3 {
 		}
 		seed(dir)
 	}
-	srv, err := s3embed.New(root, oneKey{testKey, testSecret, testBucket}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.CreateBucket(context.Background(), testBucket); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	e := &embedS3{srv: srv, url: hs.URL, root: root}
+	ep := s3test.Start(t, root, s3test.Key{AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket})
+	e := &embedS3{srv: ep.Server, url: ep.URL, root: root}
 	setupGlobals()
+	var err error
 	if e.fs, err = newRemoteFs(context.Background(), e.remote()); err != nil {
 		t.Fatal(err)
 	}

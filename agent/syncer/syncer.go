@@ -118,6 +118,10 @@ type PassOptions struct {
 	Trigger string  // why the pass runs (for the result and the log)
 	Profile Profile // this pass only: overrides Config.Profile ("" keeps it)
 	Force   bool    // let this pass exceed max-delete (the user said so)
+	// Progress, if set, is called about every 500 ms while the pass
+	// transfers files, with figures from the pass's own stats group, and
+	// once more when the pass ends. It must not block.
+	Progress func(Progress)
 }
 
 // Result describes one pass.
@@ -244,8 +248,16 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 
 	res = Result{Start: time.Now(), Trigger: opt.Trigger, Profile: profile}
 	log := e.log.With("trigger", opt.Trigger)
+	var pc *passCounter
 	defer func() {
 		res.Duration = time.Since(res.Start)
+		critical := ""
+		if pc != nil {
+			critical = pc.criticalError()
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, ErrKeyRejected) && isKeyRejected(err, critical) {
+			err = fmt.Errorf("%w: %w", ErrKeyRejected, err)
+		}
 		if err != nil {
 			log.Warn("sync pass failed", "err", err, "duration", res.Duration)
 			return
@@ -306,8 +318,12 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		reason = "one side or its baseline is empty"
 	}
 
-	pc := e.newPassCounter(log)
+	pc = e.newPassCounter(log)
 	defer pc.close()
+	if opt.Progress != nil {
+		stop := pc.reportProgress(ctx, opt.Progress)
+		defer stop() // before pc.close frees the stats group
+	}
 	if reason != "" {
 		log.Info("running a safe resync", "reason", reason,
 			"local_has_files", localHas, "remote_has_files", remoteHas)

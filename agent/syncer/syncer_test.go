@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
 	"github.com/rclone/gofakes3"
 	"github.com/rclone/gofakes3/s3mem"
 )
@@ -108,22 +109,7 @@ func (f *fakeS3) objects() map[string]string {
 }
 
 // logBuf collects log output so tests can check no secret leaks.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuf = syncbuf.Buffer
 
 type pair struct {
 	engine *Engine

@@ -30,6 +30,10 @@ func TestWriteStatusGolden(t *testing.T) {
 			State: "paused", Error: "", LoggedIn: true, Account: "me@example.com", TenantID: "t-1", Bucket: "b", Folder: "/n", Paused: true,
 			LastSync: &ipc.PassSummary{Start: now.Add(-time.Hour), DurationMS: 10, Trigger: "interval", Error: "local folder missing"},
 		}},
+		{"watch_limit", ipc.Status{
+			State: "idle", LoggedIn: true, Account: "me@example.com", TenantID: "t-1", Bucket: "b", Folder: "/n", KeyringBackend: "keyring",
+			Watcher: "file changes are not watched, syncing every 1m0s instead: watch: add /n/a: file watch limit reached: on Linux raise it with `sudo sysctl fs.inotify.max_user_watches=524288`",
+		}},
 		{"login_required", ipc.Status{
 			State: "login_required", Error: "tenant status: refresh token: login required", Folder: "/n", KeyringBackend: "keyring",
 		}},

@@ -256,6 +256,9 @@ func writeStatus(w io.Writer, st ipc.Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "Retrying: %d failed passes in a row%s\n", st.Failures, retry)
 	}
+	if st.Watcher != "" {
+		fmt.Fprintf(w, "Watcher:  %s\n", st.Watcher)
+	}
 	if h := st.Hold; h != nil {
 		fmt.Fprintf(w, "Held:     %s\n", orDash(h.Message))
 		if h.Deletes > 0 {
