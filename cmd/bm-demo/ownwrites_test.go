@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestOwnWritesStartNoPass: a pass that downloads many files writes them
+// into the watched folder; those writes are the engine's own and must not
+// start another pass, while a person's write afterwards does.
+func TestOwnWritesStartNoPass(t *testing.T) {
+	h := newHarness(t)
+	h.AgentArgs = []string{"--interval", "1h"}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const email = "own@example.com"
+	pw := randomPassword()
+	if err := h.StartServer(ctx, email, pw); err != nil {
+		t.Fatal(err)
+	}
+	a, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Login(ctx, a, email, pw); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := h.NewDevice(ctx, email, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.CLI(ctx, a, "sync"); err != nil { // the baseline
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		if err := dev.PutObject(ctx, fmt.Sprintf("from cloud/note %02d.md", i), []byte(fmt.Sprintf("# note %d\n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.CLI(ctx, a, "sync"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(a.Folder, "from cloud", fmt.Sprintf("note %02d.md", n-1))); err != nil {
+		t.Fatalf("the pass did not download the notes: %v", err)
+	}
+	// Debounce is 1 s and a burst waits at most 10 s: a pass started by
+	// the download's own writes would have started well within 12 s.
+	time.Sleep(12 * time.Second)
+	hist, err := a.IPC.History(ctx, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := hist.Passes[0]; p.Trigger != "manual" || p.Downloaded != n {
+		t.Fatalf("latest pass %+v: want the manual pass that downloaded %d notes, and nothing after it", p, n)
+	}
+
+	// The control: a person's write does start a pass.
+	if err := os.WriteFile(filepath.Join(a.Folder, "mine.md"), []byte("# mine\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Poll(ctx, 15*time.Second, func() error {
+		hist, err := a.IPC.History(ctx, 5)
+		if err != nil {
+			return err
+		}
+		if p := hist.Passes[0]; p.Trigger != "watch" || p.Uploaded != 1 {
+			return fmt.Errorf("latest pass %+v", p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("no watch pass for a person's write: %v", err)
+	}
+}
