@@ -2,13 +2,10 @@ package packaging
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 )
 
 const launchdLabel = "com.basicmemory.bm-agent"
@@ -19,12 +16,7 @@ func (i *Installer) UnitPath() string {
 }
 
 func (i *Installer) launchctl(ctx context.Context, res *Result, args ...string) error {
-	res.Commands = append(res.Commands, "launchctl "+strings.Join(args, " "))
-	out, err := i.Run(ctx, "launchctl", args...)
-	if err != nil {
-		return fmt.Errorf("launchctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return i.run(ctx, res, "launchctl", args...)
 }
 
 // Install writes the launchd agent and loads it into the user's GUI domain.
@@ -53,10 +45,8 @@ func (i *Installer) Install(ctx context.Context, p Params, start bool) (Result, 
 func (i *Installer) Uninstall(ctx context.Context) (Result, error) {
 	var res Result
 	_ = i.launchctl(ctx, &res, "bootout", "gui/"+strconv.Itoa(os.Getuid())+"/"+launchdLabel)
-	if err := os.Remove(i.UnitPath()); err == nil {
-		res.Files = append(res.Files, i.UnitPath())
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return res, fmt.Errorf("uninstall: %w", err)
+	if err := removeFiles(&res, i.UnitPath()); err != nil {
+		return res, err
 	}
 	return res, nil
 }

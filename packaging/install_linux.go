@@ -2,12 +2,9 @@ package packaging
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 func (i *Installer) configDir() string {
@@ -28,13 +25,7 @@ func (i *Installer) AutostartPath() string {
 }
 
 func (i *Installer) systemctl(ctx context.Context, res *Result, args ...string) error {
-	args = append([]string{"--user"}, args...)
-	res.Commands = append(res.Commands, "systemctl "+strings.Join(args, " "))
-	out, err := i.Run(ctx, "systemctl", args...)
-	if err != nil {
-		return fmt.Errorf("systemctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return i.run(ctx, res, "systemctl", append([]string{"--user"}, args...)...)
 }
 
 // Install writes the systemd user unit (and the tray's autostart entry when
@@ -81,12 +72,8 @@ func (i *Installer) Uninstall(ctx context.Context) (Result, error) {
 		// A unit that is already stopped or unknown to systemd is fine.
 		_ = i.systemctl(ctx, &res, "disable", "--now", ServiceName+".service")
 	}
-	for _, f := range []string{i.UnitPath(), i.AutostartPath()} {
-		if err := os.Remove(f); err == nil {
-			res.Files = append(res.Files, f)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return res, fmt.Errorf("uninstall: %w", err)
-		}
+	if err := removeFiles(&res, i.UnitPath(), i.AutostartPath()); err != nil {
+		return res, err
 	}
 	if statErr == nil {
 		if err := i.systemctl(ctx, &res, "daemon-reload"); err != nil {

@@ -10,7 +10,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/template"
@@ -126,23 +125,4 @@ func envPairs(m map[string]string) []kv {
 		}
 	}
 	return out
-}
-
-// writeFile writes b to path (creating the directory) unless the same bytes
-// are there already; it reports whether it wrote.
-func writeFile(path string, b []byte, mode os.FileMode) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
-		return false, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return false, fmt.Errorf("packaging: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return false, fmt.Errorf("packaging: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return false, fmt.Errorf("packaging: %w", err)
-	}
-	return true, nil
 }
