@@ -17,22 +17,7 @@ func TestOwnWritesStartNoPass(t *testing.T) {
 	h.AgentArgs = []string{"--interval", "1h"}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	const email = "own@example.com"
-	pw := randomPassword()
-	if err := h.StartServer(ctx, email, pw); err != nil {
-		t.Fatal(err)
-	}
-	a, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.Login(ctx, a, email, pw); err != nil {
-		t.Fatal(err)
-	}
-	dev, err := h.NewDevice(ctx, email, pw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, dev, _, _ := startLoggedIn(t, ctx, h)
 	if _, err := h.CLI(ctx, a, "sync"); err != nil { // the baseline
 		t.Fatal(err)
 	}
