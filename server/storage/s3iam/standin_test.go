@@ -1,7 +1,9 @@
 package s3iam_test
 
 import (
+	"crypto/md5"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -11,9 +13,11 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // standIn is a STAND-IN for an IAM + S3 service (Tigris or AWS): no real
@@ -26,6 +30,9 @@ import (
 // and object requests the provider sends and enforces the attached
 // policies' bucket resources for keys the IAM one minted. Signatures are
 // not verified: only the access key id in the Authorization header is read.
+// ListObjectsV2 is answered in key order with pagination (max-keys capped
+// at 1,000, continuation-token, start-after); objects carry an MD5 ETag and
+// a LastModified from a stand-in clock that moves one second per write.
 type standIn struct {
 	t         *testing.T
 	adminKey  string
@@ -34,12 +41,45 @@ type standIn struct {
 	s3Server  *httptest.Server
 
 	mu       sync.Mutex
-	calls    []string                     // IAM actions in order
-	failNext map[string]int               // IAM action -> how many calls fail
-	users    map[string]*iamUser          // by name
-	policies map[string]*iamPolicy        // by ARN
-	keys     map[string]string            // access key id -> user
-	buckets  map[string]map[string][]byte // bucket -> object -> content
+	calls    []string                        // IAM actions in order
+	failNext map[string]int                  // IAM action -> how many calls fail
+	users    map[string]*iamUser             // by name
+	policies map[string]*iamPolicy           // by ARN
+	keys     map[string]string               // access key id -> user
+	buckets  map[string]map[string]*s3Object // bucket -> object name -> object
+	clock    time.Time                       // LastModified of the last write
+	lists    int                             // ListObjectsV2 requests answered
+}
+
+type s3Object struct {
+	data     []byte
+	modified time.Time
+}
+
+// putObjectLocked stores an object as a PUT would, without a request. Called
+// with s.mu held or before the servers are used concurrently.
+func (s *standIn) putObjectLocked(bucket, object string, data []byte) {
+	s.clock = s.clock.Add(time.Second)
+	s.buckets[bucket][object] = &s3Object{data: data, modified: s.clock}
+}
+
+// seed stores n objects named prefix0000000... in bucket without requests.
+func (s *standIn) seed(bucket, prefix string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range n {
+		s.putObjectLocked(bucket, fmt.Sprintf("%s%07d", prefix, i), []byte(fmt.Sprint(i)))
+	}
+}
+
+// listCalls returns how many ListObjectsV2 requests were answered and
+// resets the count.
+func (s *standIn) listCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.lists
+	s.lists = 0
+	return n
 }
 
 type iamUser struct {
@@ -70,7 +110,8 @@ func newStandIn(t *testing.T, adminKey, region string) *standIn {
 		users:    map[string]*iamUser{},
 		policies: map[string]*iamPolicy{},
 		keys:     map[string]string{},
-		buckets:  map[string]map[string][]byte{},
+		buckets:  map[string]map[string]*s3Object{},
+		clock:    time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
 	s.iamServer = httptest.NewServer(http.HandlerFunc(s.serveIAM))
 	s.s3Server = httptest.NewServer(http.HandlerFunc(s.serveS3))
@@ -359,7 +400,7 @@ func (s *standIn) serveS3(w http.ResponseWriter, r *http.Request) {
 			s3Error(w, 409, "BucketAlreadyOwnedByYou")
 			return
 		}
-		s.buckets[bucket] = map[string][]byte{}
+		s.buckets[bucket] = map[string]*s3Object{}
 	case object == "" && r.Method == http.MethodHead:
 		if !exists {
 			w.WriteHeader(404)
@@ -379,22 +420,17 @@ func (s *standIn) serveS3(w http.ResponseWriter, r *http.Request) {
 			s3Error(w, 404, "NoSuchBucket")
 			return
 		}
-		var b strings.Builder
-		for k, data := range objs {
-			fmt.Fprintf(&b, `<Contents><Key>%s</Key><Size>%d</Size></Contents>`, k, len(data))
-		}
-		w.Header().Set("Content-Type", "application/xml")
-		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>%s</Name><KeyCount>%d</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>%s</ListBucketResult>`,
-			bucket, len(objs), b.String())
+		s.listObjectsV2(w, r, bucket, objs)
 	case object != "" && r.Method == http.MethodPut && exists:
 		data, _ := io.ReadAll(r.Body)
-		objs[object] = data
+		s.putObjectLocked(bucket, object, data)
 	case object != "" && r.Method == http.MethodGet && exists:
-		data, ok := objs[object]
+		o, ok := objs[object]
 		if !ok {
 			s3Error(w, 404, "NoSuchKey")
 			return
 		}
+		data := o.data
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 		_, _ = w.Write(data)
 	case object != "" && r.Method == http.MethodDelete && exists:
@@ -404,4 +440,54 @@ func (s *standIn) serveS3(w http.ResponseWriter, r *http.Request) {
 		s.t.Errorf("unexpected S3 request %s %s", r.Method, r.URL)
 		s3Error(w, 400, "NotImplemented")
 	}
+}
+
+// listObjectsV2 answers a ListObjectsV2 request for objs in key order, at
+// most max-keys (1,000 at most) per page, resuming after the key the
+// continuation token (or start-after) names. Called with s.mu held.
+func (s *standIn) listObjectsV2(w http.ResponseWriter, r *http.Request, bucket string, objs map[string]*s3Object) {
+	s.lists++
+	q := r.URL.Query()
+	limit := 1000
+	if v := q.Get("max-keys"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s3Error(w, 400, "InvalidArgument")
+			return
+		}
+		limit = min(n, 1000)
+	}
+	after := q.Get("start-after")
+	if tok := q.Get("continuation-token"); tok != "" {
+		k, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			s3Error(w, 400, "InvalidArgument")
+			return
+		}
+		after = string(k)
+	}
+	names := make([]string, 0, len(objs))
+	for k := range objs {
+		if k > after {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	truncated := len(names) > limit
+	if truncated {
+		names = names[:limit]
+	}
+	var b strings.Builder
+	for _, k := range names {
+		o := objs[k]
+		fmt.Fprintf(&b, `<Contents><Key>%s</Key><LastModified>%s</LastModified><ETag>&quot;%x&quot;</ETag><Size>%d</Size><StorageClass>STANDARD</StorageClass></Contents>`,
+			xmlEscape(k), o.modified.Format("2006-01-02T15:04:05.000Z"), md5.Sum(o.data), len(o.data))
+	}
+	next := ""
+	if truncated && len(names) > 0 {
+		next = `<NextContinuationToken>` + base64.RawURLEncoding.EncodeToString([]byte(names[len(names)-1])) + `</NextContinuationToken>`
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>%s</Name><KeyCount>%d</KeyCount><MaxKeys>%d</MaxKeys><IsTruncated>%t</IsTruncated>%s%s</ListBucketResult>`,
+		bucket, len(names), limit, truncated, next, b.String())
 }
