@@ -432,6 +432,7 @@ func (s *Server) openAuth(ctx context.Context) error {
 		SigningKey:   signing,
 		Accounts:     accounts{s.store},
 		GlobalSecret: oauthSecret,
+		Storage:      s.store, // codes and token sessions survive restarts, shared by replicas
 		Logger:       cfg.Logger.With("component", "issuer"),
 	})
 	if err != nil {

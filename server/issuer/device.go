@@ -28,17 +28,19 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ory/fosite"
 	hoauth2 "github.com/ory/fosite/handler/oauth2"
 	"golang.org/x/oauth2"
+
+	"github.com/basicmachines-co/bm-agent/server/store"
 )
 
 // Routes and names of the device authorization grant.
@@ -80,34 +82,35 @@ const (
 	deviceUsed
 )
 
-// deviceGrant is one device authorization in progress.
+// deviceGrant is one device authorization in progress, stored as JSON in
+// a device_code row keyed by the SHA-256 of the device code; a user_code
+// row (keyed by the user code, request_id the device code's hash) finds it
+// from the verification page.
 type deviceGrant struct {
-	id        string // request id of the tokens it becomes
-	clientID  string
-	scopes    []string
-	challenge string // S256 code challenge
-	userCode  string // normalized: 8 letters, no dash
-	expires   time.Time
-	interval  time.Duration
-	lastPoll  time.Time
-	state     deviceState
-	session   *session // set on approval
+	ID        string        `json:"id"` // request id of the tokens it becomes
+	ClientID  string        `json:"client_id"`
+	Scopes    []string      `json:"scopes"`
+	Challenge string        `json:"challenge"` // S256 code challenge
+	UserCode  string        `json:"user_code"` // normalized: 8 letters, no dash
+	Expires   time.Time     `json:"expires"`
+	Interval  time.Duration `json:"interval"`
+	LastPoll  time.Time     `json:"last_poll,omitzero"`
+	State     deviceState   `json:"state"`
+	Session   *session      `json:"session,omitempty"` // set on approval
 }
 
-// deviceStore keeps device grants in memory, like fosite's store keeps
-// codes: they are lost on restart, which only means starting over.
+// deviceStore keeps device grants in a Storage, so that a device code
+// approved at one replica is polled to tokens at another. Changes are
+// compare-and-swap on the row's data.
 type deviceStore struct {
 	ttl, interval time.Duration
 	now           func() time.Time
-
-	mu     sync.Mutex
-	byCode map[string]*deviceGrant // key: hex SHA-256 of the device code
-	byUser map[string]*deviceGrant // key: normalized user code
+	db            Storage
+	sweeper       *oauthStore
 }
 
-func newDeviceStore(ttl, interval time.Duration) *deviceStore {
-	return &deviceStore{ttl: ttl, interval: interval, now: time.Now,
-		byCode: map[string]*deviceGrant{}, byUser: map[string]*deviceGrant{}}
+func newDeviceStore(db Storage, sweeper *oauthStore, ttl, interval time.Duration) *deviceStore {
+	return &deviceStore{ttl: ttl, interval: interval, now: time.Now, db: db, sweeper: sweeper}
 }
 
 func hashCode(code string) string {
@@ -148,118 +151,185 @@ func randomUserCode() string {
 }
 
 // create adds a pending grant and returns its device code.
-func (s *deviceStore) create(clientID string, scopes []string, challenge string) (deviceCode string, g *deviceGrant, err error) {
+func (s *deviceStore) create(ctx context.Context, clientID string, scopes []string, challenge string) (deviceCode string, g *deviceGrant, err error) {
 	b := make([]byte, 32)
 	rand.Read(b)
 	deviceCode = base64.RawURLEncoding.EncodeToString(b)
 	idb := make([]byte, 16)
 	rand.Read(idb)
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweep(now)
-	if len(s.byCode) >= maxPendingDevices {
+	s.sweeper.sweep(ctx)
+	n, err := s.db.CountOAuthSessions(ctx, kindDeviceCode, now)
+	if err != nil {
+		return "", nil, fosite.ErrServerError.WithWrap(err)
+	}
+	if n >= maxPendingDevices {
 		return "", nil, fosite.ErrTemporarilyUnavailable.WithHint("Too many device authorizations in progress; try again later.")
 	}
-	user := randomUserCode()
-	for s.byUser[user] != nil {
-		user = randomUserCode()
-	}
 	g = &deviceGrant{
-		id:        hex.EncodeToString(idb),
-		clientID:  clientID,
-		scopes:    scopes,
-		challenge: challenge,
-		userCode:  user,
-		expires:   now.Add(s.ttl),
-		interval:  s.interval,
+		ID:        hex.EncodeToString(idb),
+		ClientID:  clientID,
+		Scopes:    scopes,
+		Challenge: challenge,
+		Expires:   now.Add(s.ttl),
+		Interval:  s.interval,
 	}
-	s.byCode[hashCode(deviceCode)] = g
-	s.byUser[user] = g
+	key := hashCode(deviceCode)
+	for attempt := 0; ; attempt++ {
+		g.UserCode = randomUserCode()
+		err = s.db.CreateOAuthSession(ctx, store.OAuthSession{Kind: kindUserCode, Signature: g.UserCode,
+			RequestID: key, ClientID: clientID, Active: true, ExpiresAt: g.Expires})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= 10 {
+			return "", nil, fosite.ErrServerError.WithWrap(err)
+		}
+	}
+	data, err := json.Marshal(g)
+	if err != nil {
+		return "", nil, fosite.ErrServerError.WithWrap(err)
+	}
+	if err := s.db.CreateOAuthSession(ctx, store.OAuthSession{Kind: kindDeviceCode, Signature: key,
+		RequestID: g.ID, ClientID: clientID, Active: true, Data: string(data), ExpiresAt: g.Expires}); err != nil {
+		return "", nil, fosite.ErrServerError.WithWrap(err)
+	}
 	return deviceCode, g, nil
 }
 
-// sweep drops expired grants; the caller holds mu.
-func (s *deviceStore) sweep(now time.Time) {
-	for k, g := range s.byCode {
-		if now.After(g.expires) {
-			delete(s.byCode, k)
-			delete(s.byUser, g.userCode)
-		}
+// load reads the grant of a device code hash with its raw data (for the
+// compare-and-swap); nil if there is none.
+func (s *deviceStore) load(ctx context.Context, key string) (*deviceGrant, string, error) {
+	row, err := s.db.OAuthSession(ctx, kindDeviceCode, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", nil
+	} else if err != nil {
+		return nil, "", fosite.ErrServerError.WithWrap(err)
 	}
+	var g deviceGrant
+	if err := json.Unmarshal([]byte(row.Data), &g); err != nil {
+		return nil, "", fosite.ErrServerError.WithWrap(err)
+	}
+	return &g, row.Data, nil
+}
+
+// swap replaces the grant of key if its data is still old.
+func (s *deviceStore) swap(ctx context.Context, key, old string, g *deviceGrant) (bool, error) {
+	data, err := json.Marshal(g)
+	if err != nil {
+		return false, fosite.ErrServerError.WithWrap(err)
+	}
+	ok, err := s.db.SwapOAuthSessionData(ctx, kindDeviceCode, key, old, string(data), g.State == devicePending || g.State == deviceApproved)
+	if err != nil {
+		return false, fosite.ErrServerError.WithWrap(err)
+	}
+	return ok, nil
+}
+
+// drop deletes a grant and its user code.
+func (s *deviceStore) drop(ctx context.Context, key string, g *deviceGrant) {
+	_ = s.db.DeleteOAuthSession(ctx, kindDeviceCode, key)
+	_ = s.db.DeleteOAuthSession(ctx, kindUserCode, g.UserCode)
+}
+
+// byUser returns the device code hash, grant and raw data of a pending
+// user code, or a nil grant.
+func (s *deviceStore) byUser(ctx context.Context, userCode string) (string, *deviceGrant, string) {
+	row, err := s.db.OAuthSession(ctx, kindUserCode, normalizeUserCode(userCode))
+	if err != nil {
+		return "", nil, ""
+	}
+	g, data, err := s.load(ctx, row.RequestID)
+	if err != nil || g == nil || g.State != devicePending || s.now().After(g.Expires) {
+		return "", nil, ""
+	}
+	return row.RequestID, g, data
 }
 
 // lookupUser returns the pending grant of a user code, or nil.
-func (s *deviceStore) lookupUser(userCode string) *deviceGrant {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g := s.byUser[normalizeUserCode(userCode)]
-	if g == nil || g.state != devicePending || s.now().After(g.expires) {
-		return nil
-	}
+func (s *deviceStore) lookupUser(ctx context.Context, userCode string) *deviceGrant {
+	_, g, _ := s.byUser(ctx, userCode)
 	return g
 }
 
 // decide approves (sess non-nil) or denies the pending grant of userCode;
 // false if there is no such pending grant.
-func (s *deviceStore) decide(userCode string, sess *session) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g := s.byUser[normalizeUserCode(userCode)]
-	if g == nil || g.state != devicePending || s.now().After(g.expires) {
-		return false
+func (s *deviceStore) decide(ctx context.Context, userCode string, sess *session) bool {
+	for range 5 {
+		key, g, old := s.byUser(ctx, userCode)
+		if g == nil {
+			return false
+		}
+		if sess == nil {
+			g.State = deviceDenied
+		} else {
+			g.State, g.Session = deviceApproved, sess
+		}
+		ok, err := s.swap(ctx, key, old, g)
+		if err != nil {
+			return false
+		}
+		if ok {
+			return true
+		}
 	}
-	if sess == nil {
-		g.state = deviceDenied
-		return true
-	}
-	g.state, g.session = deviceApproved, sess
-	return true
+	return false
 }
 
 // poll answers one token request for deviceCode: the approved grant
 // (which it marks used), or one of the RFC 8628 errors.
-func (s *deviceStore) poll(deviceCode, clientID, verifier string) (*deviceGrant, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *deviceStore) poll(ctx context.Context, deviceCode, clientID, verifier string) (*deviceGrant, error) {
 	key := hashCode(deviceCode)
-	g := s.byCode[key]
-	now := s.now()
-	switch {
-	case g == nil:
-		return nil, fosite.ErrInvalidGrant.WithHint("The device code is unknown or was already used.")
-	case g.clientID != clientID:
-		return nil, fosite.ErrInvalidGrant.WithHint("The device code was issued to another client.")
-	case now.After(g.expires):
-		delete(s.byCode, key)
-		delete(s.byUser, g.userCode)
-		return nil, errExpiredToken
-	case subtle.ConstantTimeCompare([]byte(oauth2.S256ChallengeFromVerifier(verifier)), []byte(g.challenge)) != 1:
-		return nil, fosite.ErrInvalidGrant.WithHint("The code_verifier does not match the code_challenge of the device authorization (PKCE).")
-	case g.state == deviceUsed:
-		return nil, fosite.ErrInvalidGrant.WithHint("The device code was already used.")
-	}
-	// A poll that comes a quarter interval early is too fast.
-	if !g.lastPoll.IsZero() && now.Sub(g.lastPoll) < g.interval-g.interval/4 {
-		g.lastPoll = now
-		g.interval += 5 * time.Second
-		return nil, errSlowDown
-	}
-	g.lastPoll = now
-	switch g.state {
-	case devicePending:
-		return nil, errAuthorizationPending
-	case deviceDenied:
-		delete(s.byCode, key)
-		delete(s.byUser, g.userCode)
-		return nil, errDeviceAccessDenied
-	case deviceApproved:
-		g.state = deviceUsed
-		delete(s.byUser, g.userCode)
+	for range 5 {
+		g, old, err := s.load(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		now := s.now()
+		switch {
+		case g == nil:
+			return nil, fosite.ErrInvalidGrant.WithHint("The device code is unknown or was already used.")
+		case g.ClientID != clientID:
+			return nil, fosite.ErrInvalidGrant.WithHint("The device code was issued to another client.")
+		case now.After(g.Expires):
+			s.drop(ctx, key, g)
+			return nil, errExpiredToken
+		case subtle.ConstantTimeCompare([]byte(oauth2.S256ChallengeFromVerifier(verifier)), []byte(g.Challenge)) != 1:
+			return nil, fosite.ErrInvalidGrant.WithHint("The code_verifier does not match the code_challenge of the device authorization (PKCE).")
+		case g.State == deviceUsed:
+			return nil, fosite.ErrInvalidGrant.WithHint("The device code was already used.")
+		}
+		// A poll that comes a quarter interval early is too fast.
+		var answer error
+		if !g.LastPoll.IsZero() && now.Sub(g.LastPoll) < g.Interval-g.Interval/4 {
+			g.Interval += 5 * time.Second
+			answer = errSlowDown
+		} else {
+			switch g.State {
+			case devicePending:
+				answer = errAuthorizationPending
+			case deviceDenied:
+				s.drop(ctx, key, g)
+				return nil, errDeviceAccessDenied
+			case deviceApproved:
+				g.State = deviceUsed
+			}
+		}
+		g.LastPoll = now
+		ok, err := s.swap(ctx, key, old, g)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue // changed meanwhile (approved, or polled at another replica): look again
+		}
+		if answer != nil {
+			return nil, answer
+		}
+		_ = s.db.DeleteOAuthSession(ctx, kindUserCode, g.UserCode)
 		return g, nil
-	default:
-		return nil, fosite.ErrInvalidGrant.WithHint("The device code was already used.")
 	}
+	return nil, errSlowDown
 }
 
 // deviceAuthResponse is the RFC 8628 section 3.2 answer.
@@ -302,7 +372,7 @@ func (i *Issuer) serveDeviceAuthorization(w http.ResponseWriter, r *http.Request
 		i.writeDeviceError(w, r, err)
 		return
 	}
-	deviceCode, g, err := i.devices.create(client.GetID(), scopes, form.Get("code_challenge"))
+	deviceCode, g, err := i.devices.create(ctx, client.GetID(), scopes, form.Get("code_challenge"))
 	if err != nil {
 		i.writeDeviceError(w, r, err)
 		return
@@ -310,11 +380,11 @@ func (i *Issuer) serveDeviceAuthorization(w http.ResponseWriter, r *http.Request
 	verify := i.issuer + PathDevice
 	resp := deviceAuthResponse{
 		DeviceCode:              deviceCode,
-		UserCode:                formatUserCode(g.userCode),
+		UserCode:                formatUserCode(g.UserCode),
 		VerificationURI:         verify,
-		VerificationURIComplete: verify + "?" + url.Values{"user_code": {formatUserCode(g.userCode)}}.Encode(),
+		VerificationURIComplete: verify + "?" + url.Values{"user_code": {formatUserCode(g.UserCode)}}.Encode(),
 		ExpiresIn:               int(i.devices.ttl / time.Second),
-		Interval:                max(int(g.interval/time.Second), 1),
+		Interval:                max(int(g.Interval/time.Second), 1),
 	}
 	i.log.InfoContext(ctx, "device authorization started", "client", client.GetID())
 	w.Header().Set("Content-Type", "application/json")
@@ -378,7 +448,7 @@ var deviceCSRFForm = url.Values{"page": {"device"}}
 func (i *Issuer) serveDeviceForm(w http.ResponseWriter, r *http.Request) {
 	code := r.URL.Query().Get("user_code")
 	msg := ""
-	if code != "" && i.devices.lookupUser(code) == nil {
+	if code != "" && i.devices.lookupUser(r.Context(), code) == nil {
 		msg = "That code is not valid or has expired. Start again on your device."
 	}
 	i.renderDevice(w, r, http.StatusOK, devicePageData{UserCode: code, Error: msg})
@@ -402,13 +472,13 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 		i.renderDevice(w, r, http.StatusForbidden, data)
 		return
 	}
-	if i.devices.lookupUser(code) == nil {
+	if i.devices.lookupUser(r.Context(), code) == nil {
 		data.Error = "That code is not valid or has expired. Start again on your device."
 		i.renderDevice(w, r, http.StatusOK, data)
 		return
 	}
 	if f.Get("action") == "deny" {
-		i.devices.decide(code, nil)
+		i.devices.decide(ctx, code, nil)
 		i.log.InfoContext(ctx, "device authorization denied")
 		i.renderDevice(w, r, http.StatusOK, devicePageData{Done: "Device not connected",
 			Message: "You denied the request. You can close this page."})
@@ -428,7 +498,7 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 		i.renderDevice(w, r, http.StatusInternalServerError, data)
 		return
 	}
-	if !i.devices.decide(code, i.newSession(subject, claims, time.Now().UTC())) {
+	if !i.devices.decide(ctx, code, i.newSession(subject, claims, time.Now().UTC())) {
 		data.Error = "That code is not valid or has expired. Start again on your device."
 		i.renderDevice(w, r, http.StatusOK, data)
 		return
@@ -504,15 +574,18 @@ func (h *deviceGrantHandler) HandleTokenEndpointRequest(ctx context.Context, r f
 	case len(verifier) < 43 || len(verifier) > 128:
 		return fosite.ErrInvalidRequest.WithHint("code_verifier must be 43 to 128 characters long.")
 	}
-	g, err := h.devices.poll(deviceCode, client.GetID(), verifier)
+	g, err := h.devices.poll(ctx, deviceCode, client.GetID(), verifier)
 	if err != nil {
 		return err
 	}
-	sess := g.session.Clone().(*session)
-	r.SetID(g.id)
+	if g.Session == nil || g.Session.DefaultSession == nil {
+		return fosite.ErrServerError.WithHint("The approved device grant has no session.")
+	}
+	sess := g.Session.Clone().(*session)
+	r.SetID(g.ID)
 	r.SetSession(sess)
-	r.SetRequestedScopes(g.scopes)
-	for _, s := range g.scopes {
+	r.SetRequestedScopes(g.Scopes)
+	for _, s := range g.Scopes {
 		r.GrantScope(s)
 	}
 	r.SetRequestedAudience(fosite.Arguments{Audience})

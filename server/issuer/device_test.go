@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -259,7 +260,7 @@ func TestDevicePageCSRF(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("no CSRF cookie: status %d, want 403", resp.StatusCode)
 	}
-	if e.iss.devices.lookupUser(uc) == nil {
+	if e.iss.devices.lookupUser(context.Background(), uc) == nil {
 		t.Error("the code is no longer pending after refused approvals")
 	}
 }

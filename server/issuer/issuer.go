@@ -18,11 +18,12 @@
 // URIs http://127.0.0.1/callback and http://localhost/callback on any port
 // (RFC 8252 section 7.3).
 //
-// Authorization codes, PKCE sessions and refresh-token sessions live in
-// fosite's in-memory store in this first version: they are lost when the
-// server restarts (every agent must then log in again) and are never
-// garbage-collected. A SQL-backed fosite store is a later issue. Accounts
-// come from the Accounts interface.
+// Authorization codes, PKCE and OpenID Connect sessions, token sessions and
+// device grants live in Config.Storage (bm-server's SQL store; see
+// storage.go), so a restart logs nobody out and replicas sharing the
+// database serve one login; expired rows are deleted as new ones are
+// written. Without a Storage they are kept in memory. Accounts come from
+// the Accounts interface.
 package issuer
 
 import (
@@ -40,7 +41,6 @@ import (
 
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
-	"github.com/ory/fosite/storage"
 	"github.com/ory/fosite/token/jwt"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
@@ -101,6 +101,9 @@ type Config struct {
 	GlobalSecret []byte
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Storage keeps codes, token sessions and device grants; bm-server
+	// passes its *store.Store. Nil keeps them in memory, lost on restart.
+	Storage Storage
 	// DeviceCodeTTL is how long a device code waits for approval (default
 	// 10 minutes); DeviceInterval the polling interval it asks for (default
 	// 5 s, at least 1 s).
@@ -119,7 +122,7 @@ type Issuer struct {
 	log      *slog.Logger
 	provider fosite.OAuth2Provider
 	signer   jwt.Signer
-	store    *memoryStore
+	store    *oauthStore
 	devices  *deviceStore
 }
 
@@ -178,7 +181,16 @@ func New(cfg Config) (*Issuer, error) {
 		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
 		RefreshTokenScopes:             []string{"offline_access"},
 	}
-	store := newStore(&fosite.DefaultOpenIDConnectClient{
+	db := cfg.Storage
+	if db == nil {
+		db = newMemoryStorage()
+	}
+	store := &oauthStore{db: db, log: log, ttl: map[fosite.TokenType]time.Duration{
+		fosite.AuthorizeCode: authorizeCodeTTL,
+		fosite.AccessToken:   cfg.AccessTokenTTL,
+		fosite.RefreshToken:  cfg.RefreshTokenTTL,
+	}}
+	store.client = &fosite.DefaultOpenIDConnectClient{
 		DefaultClient: &fosite.DefaultClient{
 			ID:            tenantapi.DefaultClientID,
 			RedirectURIs:  RedirectURIs,
@@ -189,7 +201,7 @@ func New(cfg Config) (*Issuer, error) {
 			Public:        true,
 		},
 		TokenEndpointAuthMethod: "none",
-	})
+	}
 	keyGetter := func(context.Context) (any, error) { return cfg.SigningKey, nil }
 	signer := &jwt.DefaultSigner{GetPrivateKey: keyGetter}
 	strategy := &compose.CommonStrategy{
@@ -197,7 +209,7 @@ func New(cfg Config) (*Issuer, error) {
 		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fcfg),
 		Signer:                     signer,
 	}
-	devices := newDeviceStore(cfg.DeviceCodeTTL, cfg.DeviceInterval)
+	devices := newDeviceStore(db, store, cfg.DeviceCodeTTL, cfg.DeviceInterval)
 	provider := compose.Compose(fcfg, store, strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
 		deviceGrantFactory(devices, fcfg),
@@ -240,37 +252,26 @@ func (i *Issuer) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathDevice, i.serveDeviceSubmit)
 }
 
-// memoryStore is fosite's in-memory storage with one change: a redirect URI
-// on http://localhost with any port matches a registered
-// http://localhost/... URI. fosite grants the RFC 8252 any-port rule only to
-// IP literals (127.0.0.1, [::1]).
-type memoryStore struct {
-	*storage.MemoryStore
-}
-
-func newStore(client fosite.Client) *memoryStore {
-	s := storage.NewMemoryStore()
-	s.Clients[client.GetID()] = client
-	return &memoryStore{MemoryStore: s}
-}
-
 type redirectKey struct{}
 
 // withRedirect records the redirect_uri of the authorize request being
-// handled, for memoryStore.GetClient.
+// handled, for oauthStore.GetClient.
 func withRedirect(ctx context.Context, redirectURI string) context.Context {
 	return context.WithValue(ctx, redirectKey{}, redirectURI)
 }
 
-// GetClient returns the client; during an authorize request whose
-// redirect_uri is http://localhost:<port>/<path> and whose client registered
+// GetClient implements fosite.ClientManager: the one static client. A
+// redirect URI on http://localhost with any port matches a registered
+// http://localhost/... URI (fosite grants the RFC 8252 any-port rule only
+// to IP literals): during an authorize request whose redirect_uri is
+// http://localhost:<port>/<path> and whose client registered
 // http://localhost/<path>, the returned copy also lists the requested URI,
 // so fosite's exact match accepts it.
-func (s *memoryStore) GetClient(ctx context.Context, id string) (fosite.Client, error) {
-	c, err := s.MemoryStore.GetClient(ctx, id)
-	if err != nil {
-		return nil, err
+func (s *oauthStore) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	if id != s.client.GetID() {
+		return nil, fosite.ErrNotFound
 	}
+	c := s.client
 	raw, _ := ctx.Value(redirectKey{}).(string)
 	if raw == "" {
 		return c, nil

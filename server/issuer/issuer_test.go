@@ -90,12 +90,16 @@ type env struct {
 	srv      *httptest.Server
 	accounts *fakeAccounts
 	cb       *callback
+	cfg      Config         // what iss was built from
+	sw       *switchHandler // serves srv: iss, or a replica (see storage_test.go)
 }
 
 func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	t.Helper()
 	mux := http.NewServeMux()
-	srv := httptest.NewServer(mux)
+	sw := &switchHandler{}
+	sw.set(mux)
+	srv := httptest.NewServer(sw)
 	t.Cleanup(srv.Close)
 	accounts := newFakeAccounts()
 	secret := make([]byte, 32)
@@ -106,6 +110,7 @@ func newEnv(t *testing.T, opts ...func(*Config)) *env {
 		Accounts:     accounts,
 		GlobalSecret: secret,
 		Logger:       slog.New(slog.DiscardHandler),
+		Storage:      newTestStorage(t),
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -115,7 +120,7 @@ func newEnv(t *testing.T, opts ...func(*Config)) *env {
 		t.Fatal(err)
 	}
 	iss.Register(mux)
-	return &env{iss: iss, srv: srv, accounts: accounts, cb: newCallback(t)}
+	return &env{iss: iss, srv: srv, accounts: accounts, cb: newCallback(t), cfg: cfg, sw: sw}
 }
 
 // callback is the client's loopback redirect target.
