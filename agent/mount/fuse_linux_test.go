@@ -32,7 +32,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMount())
 	}
-	os.Exit(m.Run())
+	stop := watchdog(5 * time.Minute)
+	code := m.Run()
+	stop()
+	abortOurMounts() // nothing of ours may outlive the process
+	os.Exit(code)
 }
 
 // childMount mounts what the environment says, prints "ready" and waits
@@ -148,7 +152,7 @@ func TestMountWriteReadBothWaysAndUnmount(t *testing.T) {
 	requireFUSE(t)
 	env := newS3(t)
 	dir := t.TempDir()
-	mp := filepath.Join(dir, "mnt")
+	mp := mountPoint(t, dir)
 	state := filepath.Join(dir, "state")
 	mgr, _ := newManager(t, state)
 	env.put(t, "before.md", "already there")
@@ -244,7 +248,7 @@ func TestOrphanedMountIsCleanedAtStart(t *testing.T) {
 	requireFUSE(t)
 	env := newS3(t)
 	dir := t.TempDir()
-	mp := filepath.Join(dir, "mnt")
+	mp := mountPoint(t, dir)
 	state := filepath.Join(dir, "state")
 
 	// a "daemon" mounts, then dies without unmounting
@@ -326,7 +330,7 @@ func TestBusyMountUnmountFailsAndCloseDetaches(t *testing.T) {
 	env := newS3(t)
 	env.put(t, "open.md", "kept open")
 	dir := t.TempDir()
-	mp := filepath.Join(dir, "mnt")
+	mp := mountPoint(t, dir)
 	mgr, _ := newManager(t, filepath.Join(dir, "state"))
 	if err := mgr.Mount(context.Background(), Config{
 		MountPoint: mp, Remote: env.remote(), CacheDir: filepath.Join(dir, "cache"), Profile: ProfileSafe,

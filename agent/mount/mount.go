@@ -639,7 +639,7 @@ func setupGlobals() {
 // or flags) with the profile applied.
 func vfsOptions(s Settings) (*vfscommon.Options, error) {
 	var opt vfscommon.Options
-	if err := configstruct.Set(optionDefaults(vfscommon.OptionsInfo), &opt); err != nil {
+	if err := configstruct.Set(syncer.OptionDefaults(vfscommon.OptionsInfo), &opt); err != nil {
 		return nil, fmt.Errorf("vfs options: %w", err)
 	}
 	opt.CacheMode = vfscommon.CacheModeWrites
@@ -652,24 +652,11 @@ func vfsOptions(s Settings) (*vfscommon.Options, error) {
 // mountOptions are rclone's mount defaults with the profile applied.
 func mountOptions(s Settings, bucket string) (*mountlib.Options, error) {
 	var opt mountlib.Options
-	if err := configstruct.Set(optionDefaults(mountlib.OptionsInfo), &opt); err != nil {
+	if err := configstruct.Set(syncer.OptionDefaults(mountlib.OptionsInfo), &opt); err != nil {
 		return nil, fmt.Errorf("mount options: %w", err)
 	}
 	opt.AttrTimeout = fs.Duration(s.AttrTimeout)
 	opt.DeviceName = remoteName + ":" + bucket
 	opt.VolumeName = "Basic Memory"
 	return &opt, nil
-}
-
-// optionDefaults is a configmap.Getter of a set of options' defaults.
-type optionDefaults fs.Options
-
-func (o optionDefaults) Get(key string) (string, bool) {
-	opt := fs.Options(o).Get(key)
-	if opt == nil {
-		return "", false
-	}
-	def := *opt
-	def.Value = nil
-	return def.String(), true
 }

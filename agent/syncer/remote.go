@@ -70,14 +70,16 @@ func newLocalFs(ctx context.Context, dir string) (fs.Fs, error) {
 func withDefaults(m configmap.Simple, options fs.Options) *configmap.Map {
 	cm := configmap.New()
 	cm.AddGetter(m, configmap.PriorityNormal)
-	cm.AddGetter(optionDefaults(options), configmap.PriorityDefault)
+	cm.AddGetter(OptionDefaults(options), configmap.PriorityDefault)
 	return cm
 }
 
-// optionDefaults is a configmap.Getter of a backend's default values.
-type optionDefaults fs.Options
+// OptionDefaults is a configmap.Getter of a set of rclone options'
+// default values (a backend's, or mountlib's).
+type OptionDefaults fs.Options
 
-func (o optionDefaults) Get(key string) (string, bool) {
+// Get returns key's default value.
+func (o OptionDefaults) Get(key string) (string, bool) {
 	opt := fs.Options(o).Get(key)
 	if opt == nil {
 		return "", false
