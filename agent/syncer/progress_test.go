@@ -164,12 +164,24 @@ func TestCheck(t *testing.T) {
 		t.Errorf("wrong secret: %v, want ErrKeyRejected", err)
 	}
 
+	// An endpoint that hangs up on every connection: the port stays ours
+	// for the whole test, so no other test's server can answer on it (a
+	// closed port could be taken by one in the meantime).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	closed := "http://" + ln.Addr().String()
-	ln.Close()
 	off := good
 	off.Endpoint = closed
 	if err := CheckRemote(ctx, off); !errors.Is(err, ErrOffline) || !strings.Contains(err.Error(), closed) {
