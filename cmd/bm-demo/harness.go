@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -58,15 +59,6 @@ func (a *Agent) Process() *os.Process { return a.cmd.Process }
 // Wait waits for the agent's process to exit.
 func (a *Agent) Wait() error { return a.cmd.Wait() }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 func randomPassword() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
@@ -91,28 +83,52 @@ func (h *Harness) AddUser(ctx context.Context, email, password string) error {
 // StartServer starts bm-server on loopback with its embedded defaults and a
 // demo account, and waits until it answers.
 func (h *Harness) StartServer(ctx context.Context, email, password string) error {
-	api, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	s3addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
 	logf, err := h.logFile("bm-server.log")
 	if err != nil {
 		return err
 	}
+	offset, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	// Port 0: the server binds free ports itself and logs them, so no
+	// other process can take a port between our choosing and its binding.
 	cmd := exec.Command(filepath.Join(h.Bin, "bm-server"),
-		"--addr", api, "--s3-addr", s3addr, "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email)
+		"--addr", "127.0.0.1:0", "--s3-addr", "127.0.0.1:0", "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email)
 	cmd.Env = append(os.Environ(), "BM_SERVER_DEMO_PASSWORD="+password)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start bm-server: %w", err)
 	}
 	h.server = cmd
-	h.ServerURL, h.S3URL = "http://"+api, "http://"+s3addr
+	if h.ServerURL, h.S3URL, err = listeningURLs(ctx, logf.Name(), offset, 20*time.Second); err != nil {
+		return err
+	}
 	return waitHTTP(ctx, h.ServerURL+"/healthz", 20*time.Second)
+}
+
+var listeningLine = regexp.MustCompile(`msg="bm-server listening" api=(\S+) s3=(\S+)`)
+
+// listeningURLs waits for bm-server's "listening" log line (after offset
+// in its log file) and returns the API and S3 URLs it names.
+func listeningURLs(ctx context.Context, logPath string, offset int64, d time.Duration) (api, s3URL string, err error) {
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile(logPath)
+		if err == nil && int64(len(b)) > offset {
+			if m := listeningLine.FindSubmatch(b[offset:]); m != nil {
+				return string(m[1]), string(m[2]), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", "", fmt.Errorf("bm-server did not say where it listens within %s (see %s)", d, logPath)
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func waitHTTP(ctx context.Context, u string, d time.Duration) error {
