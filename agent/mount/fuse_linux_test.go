@@ -180,17 +180,17 @@ func TestMountWriteReadBothWaysAndUnmount(t *testing.T) {
 	}
 
 	// an object that was there before the mount is readable at once
-	if b, err := os.ReadFile(filepath.Join(mp, "before.md")); err != nil || string(b) != "already there" {
+	if b, err := readVia(filepath.Join(mp, "before.md")); err != nil || string(b) != "already there" {
 		t.Errorf("read before.md = %q, %v", b, err)
 	}
 
 	// write through the mount, read through S3 after the write-back delay
-	if err := os.MkdirAll(filepath.Join(mp, "dir", "sub"), 0o755); err != nil {
+	if err := mkdirVia(filepath.Join(mp, "dir", "sub")); err != nil {
 		t.Fatal(err)
 	}
 	files := map[string]string{"hello.md": "hello from the mount", "dir/sub/deep note.md": "é unicode ✓"}
 	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(mp, filepath.FromSlash(name)), []byte(body), 0o644); err != nil {
+		if err := writeVia(filepath.Join(mp, filepath.FromSlash(name)), []byte(body)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -208,7 +208,7 @@ func TestMountWriteReadBothWaysAndUnmount(t *testing.T) {
 	// put through S3, read through the mount once the listing expires
 	env.put(t, "dir/from-s3.md", "hello from S3")
 	took := eventually(t, 20*time.Second, "from-s3.md through the mount", func() error {
-		b, err := os.ReadFile(filepath.Join(mp, "dir", "from-s3.md"))
+		b, err := readVia(filepath.Join(mp, "dir", "from-s3.md"))
 		if err == nil && string(b) != "hello from S3" {
 			err = fmt.Errorf("got %q", b)
 		}
@@ -217,7 +217,7 @@ func TestMountWriteReadBothWaysAndUnmount(t *testing.T) {
 	t.Logf("from-s3.md visible through the mount after %v (dir cache 5s)", took.Round(10*time.Millisecond))
 
 	// a file written just before unmounting is uploaded before Unmount returns
-	if err := os.WriteFile(filepath.Join(mp, "last.md"), []byte("written last"), 0o644); err != nil {
+	if err := writeVia(filepath.Join(mp, "last.md"), []byte("written last")); err != nil {
 		t.Fatal(err)
 	}
 	uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -340,12 +340,8 @@ func TestBusyMountUnmountFailsAndCloseDetaches(t *testing.T) {
 	if st := mgr.Status(); st.Profile != "safe" {
 		t.Errorf("status = %+v", st)
 	}
-	f, err := os.Open(filepath.Join(mp, "open.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	err = mgr.Unmount(context.Background())
+	release := holdOpen(t, filepath.Join(mp, "open.md")) // another program has the file open
+	err := mgr.Unmount(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "close the files") {
 		t.Fatalf("unmount with an open file = %v, want a busy error", err)
 	}
@@ -358,6 +354,7 @@ func TestBusyMountUnmountFailsAndCloseDetaches(t *testing.T) {
 	if mounted(t, mp) {
 		t.Error("still listed after Close")
 	}
+	release()
 	if st := mgr.Status(); st.Mounted {
 		t.Errorf("status after close = %+v", st)
 	}

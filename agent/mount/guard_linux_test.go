@@ -1,10 +1,14 @@
 package mount
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -74,4 +78,106 @@ func abortOurMounts() {
 			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 		}
 	}
+}
+
+// The test process serves its mounts itself, so it never touches them: a
+// Go process that reads or writes its own FUSE mount can wedge its
+// runtime (seen here under load: every thread waiting, no goroutine able
+// to answer). Every file operation on a mount runs in a child process, as
+// a person's editor would.
+
+// readVia reads path with cat.
+func readVia(path string) ([]byte, error) {
+	out, err := exec.Command("cat", path).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("cat %s: %w: %s", path, err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return nil, fmt.Errorf("cat %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// writeVia writes body to path with a shell redirection.
+func writeVia(path string, body []byte) error {
+	cmd := exec.Command("sh", "-c", `cat > "$1"`, "sh", path)
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("write %s: %w: %s", path, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mkdirVia creates path and its parents with mkdir -p.
+func mkdirVia(path string) error {
+	if out, err := exec.Command("mkdir", "-p", path).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkdir %s: %w: %s", path, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// holdOpen keeps path open in a child process until release is called.
+func holdOpen(t *testing.T, path string) (release func()) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `exec 3<"$1" || exit 1; echo ready; exec sleep 600`, "sh", path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("could not hold %s open: %q %v", path, line, err)
+	}
+	conn := connOf(path)
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				// its close waits on a server that no longer answers
+				abortConn(conn)
+				<-done
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// connOf is the FUSE connection number of the mount holding path (-1
+// when it is on none of ours).
+func connOf(path string) int {
+	ourMountsMu.Lock()
+	defer ourMountsMu.Unlock()
+	for mp := range ourMounts {
+		if path != mp && !strings.HasPrefix(path, mp+string(filepath.Separator)) {
+			continue
+		}
+		if infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mp)); err == nil && len(infos) > 0 {
+			return infos[0].Minor
+		}
+	}
+	return -1
+}
+
+// abortConn aborts FUSE connection n through fusectl.
+func abortConn(n int) {
+	if n < 0 {
+		return
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	if entries, _ := os.ReadDir(ctl); len(entries) == 0 {
+		_ = exec.Command("mount", "-t", "fusectl", "none", ctl).Run()
+	}
+	_ = os.WriteFile(filepath.Join(ctl, fmt.Sprint(n), "abort"), []byte("1"), 0o200)
 }
