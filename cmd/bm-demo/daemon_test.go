@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,14 +21,7 @@ import (
 func startLoggedIn(t *testing.T, ctx context.Context, h *Harness, env ...string) (*Agent, *Device, string, string) {
 	t.Helper()
 	const email = "a@example.com"
-	pw := randomPassword()
-	if err := h.StartServer(ctx, email, pw); err != nil {
-		t.Fatal(err)
-	}
-	a, err := h.StartAgent(ctx, "agent", append([]string{"BM_AGENT_KEYRING=file"}, env...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, pw := startServerAgent(t, ctx, h, email, env...)
 	if _, err := h.Login(ctx, a, email, pw); err != nil {
 		t.Fatal(err)
 	}
@@ -159,22 +151,8 @@ func TestSIGTERMInAPass(t *testing.T) {
 	if _, err := waitState(ctx, a, 20*time.Second, func(st ipc.Status) bool { return st.State == ipc.StateSyncing }); err != nil {
 		t.Fatal("no pass started:", err)
 	}
-	start := time.Now()
-	if err := a.Process().Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- a.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("bm-agent exited with %v after SIGTERM, want exit code 0", err)
-		}
-		t.Logf("bm-agent exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	case <-time.After(10 * time.Second):
-		_ = a.Process().Kill()
-		t.Fatal("bm-agent still running 10 s after SIGTERM")
-	}
+	took := stopAgent(t, a, 10*time.Second)
+	t.Logf("bm-agent exited %s after SIGTERM", took.Round(time.Millisecond))
 
 	// The cancelled pass is in the history, which survives the restart.
 	b, err := os.ReadFile(filepath.Join(a.Home, "history.jsonl"))
@@ -290,28 +268,7 @@ func TestSIGKILLInAPass(t *testing.T) {
 // its OAuth tokens (read from its 0600 fallback store).
 func assertNoSecretsLogged(t *testing.T, h *Harness, a *Agent) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(a.Home, "secrets.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stored struct {
-		Tokens struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-		} `json:"tokens"`
-		Key struct {
-			AccessKey string `json:"access_key"`
-			SecretKey string `json:"secret_key"`
-		} `json:"s3-key"`
-	}
-	if err := json.Unmarshal(raw, &stored); err != nil {
-		t.Fatal(err)
-	}
-	secrets := map[string]string{
-		"the S3 secret":     stored.Key.SecretKey,
-		"the access token":  stored.Tokens.AccessToken,
-		"the refresh token": stored.Tokens.RefreshToken,
-	}
+	secrets := agentSecrets(t, a)
 	log, err := os.ReadFile(filepath.Join(h.Dir, "agent.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -320,9 +277,6 @@ func assertNoSecretsLogged(t *testing.T, h *Harness, a *Agent) {
 		t.Fatalf("the agent logged only %d bytes: nothing to check", len(log))
 	}
 	for name, s := range secrets {
-		if len(s) < 16 {
-			t.Fatalf("%s missing from the store (%d chars)", name, len(s))
-		}
 		if bytes.Contains(log, []byte(s)) {
 			t.Errorf("the agent's log contains %s", name)
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -241,33 +240,10 @@ func TestEndToEnd(t *testing.T) {
 		if len(files) == 0 {
 			t.Fatal("no database file")
 		}
-		// The agent's own secrets, from its 0600 fallback store.
-		raw, err := os.ReadFile(filepath.Join(a.Home, "secrets.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stored struct {
-			Tokens struct {
-				AccessToken  string `json:"access_token"`
-				RefreshToken string `json:"refresh_token"`
-			} `json:"tokens"`
-			Key struct {
-				SecretKey string `json:"secret_key"`
-			} `json:"s3-key"`
-		}
-		if err := json.Unmarshal(raw, &stored); err != nil {
-			t.Fatal(err)
-		}
-		secrets := map[string]string{
-			"the harness device's S3 secret": dev.Creds.SecretKey,
-			"the agent's S3 secret":          stored.Key.SecretKey,
-			"the agent's access token":       stored.Tokens.AccessToken,
-			"the agent's refresh token":      stored.Tokens.RefreshToken,
-		}
-		for name, s := range secrets {
-			if len(s) < 16 {
-				t.Fatalf("%s missing from the test's view (%d chars)", name, len(s))
-			}
+		secrets := agentSecrets(t, a)
+		secrets["the harness device's S3 secret"] = dev.Creds.SecretKey
+		if len(dev.Creds.SecretKey) < 16 {
+			t.Fatalf("the harness device's S3 secret missing from the test's view (%d chars)", len(dev.Creds.SecretKey))
 		}
 		for _, f := range files {
 			b, err := os.ReadFile(f)

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,43 +33,6 @@ func loginWaitStatus(ctx context.Context, a *Agent, timeout time.Duration, ok fu
 	return st, err
 }
 
-// stopAgent ends a with SIGTERM and waits for it.
-func stopAgent(t *testing.T, a *Agent) {
-	t.Helper()
-	if err := a.Process().Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("bm-agent exited with %v after SIGTERM", err)
-		}
-	case <-time.After(15 * time.Second):
-		_ = a.Process().Kill()
-		t.Fatal("bm-agent still running 15 s after SIGTERM")
-	}
-}
-
-// storedKey reads the device's S3 key from the file store.
-func storedKey(t *testing.T, a *Agent) *cloudapi.S3Key {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(a.Home, cloudapi.SecretsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	var k cloudapi.S3Key
-	if err := json.Unmarshal(m["s3-key"], &k); err != nil || k.AccessKey == "" {
-		t.Fatalf("no s3 key in the secrets file: %v", err)
-	}
-	return &k
-}
-
 // TestLoginSurvivesRestart: after one login, a restarted daemon (same
 // home) is logged in and syncing again without any login step.
 func TestLoginSurvivesRestart(t *testing.T) {
@@ -79,14 +40,7 @@ func TestLoginSurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const email = "restart@example.com"
-	pw := randomPassword()
-	if err := h.StartServer(ctx, email, pw); err != nil {
-		t.Fatal(err)
-	}
-	a, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, pw := startServerAgent(t, ctx, h, email)
 	st, err := h.Login(ctx, a, email, pw)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +52,7 @@ func TestLoginSurvivesRestart(t *testing.T) {
 		t.Fatal("first pass:", err)
 	}
 	key := storedKey(t, a)
-	stopAgent(t, a)
+	stopAgent(t, a, 15*time.Second)
 
 	a2, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
 	if err != nil {
@@ -129,14 +83,7 @@ func TestDeviceLoginAndLogout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const email = "device@example.com"
-	pw := randomPassword()
-	if err := h.StartServer(ctx, email, pw); err != nil {
-		t.Fatal(err)
-	}
-	a, err := h.StartAgent(ctx, "agent", "BM_AGENT_KEYRING=file")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, pw := startServerAgent(t, ctx, h, email)
 	out, err := h.DeviceLogin(ctx, a, email, pw)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/cloudapi"
+)
+
+// startServerAgent starts a server with the account email and an agent
+// named "agent" on the file keyring, not yet logged in; it returns the
+// agent and the account's password.
+func startServerAgent(t *testing.T, ctx context.Context, h *Harness, email string, env ...string) (*Agent, string) {
+	t.Helper()
+	pw := randomPassword()
+	if err := h.StartServer(ctx, email, pw); err != nil {
+		t.Fatal(err)
+	}
+	a, err := h.StartAgent(ctx, "agent", append([]string{"BM_AGENT_KEYRING=file"}, env...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, pw
+}
+
+// stopAgent ends a with SIGTERM and fails the test unless it exits with
+// code 0 within limit; it returns how long that took.
+func stopAgent(t *testing.T, a *Agent, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := a.Process().Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("bm-agent exited with %v after SIGTERM, want exit code 0", err)
+		}
+	case <-time.After(limit):
+		_ = a.Process().Kill()
+		t.Fatalf("bm-agent still running %s after SIGTERM", limit)
+	}
+	return time.Since(start)
+}
+
+// agentSecretsFile is the agent's 0600 fallback store, item by item.
+func agentSecretsFile(t *testing.T, a *Agent) map[string]json.RawMessage {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(a.Home, cloudapi.SecretsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// storedKey reads the device's S3 key from the file store.
+func storedKey(t *testing.T, a *Agent) *cloudapi.S3Key {
+	t.Helper()
+	var k cloudapi.S3Key
+	if err := json.Unmarshal(agentSecretsFile(t, a)["s3-key"], &k); err != nil || k.AccessKey == "" {
+		t.Fatalf("no s3 key in the secrets file: %v", err)
+	}
+	return &k
+}
+
+// agentSecrets are the agent's S3 secret and OAuth tokens from its file
+// store, by name, each checked to be there.
+func agentSecrets(t *testing.T, a *Agent) map[string]string {
+	t.Helper()
+	m := agentSecretsFile(t, a)
+	var tok struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal(m["tokens"], &tok); err != nil {
+		t.Fatalf("tokens in the secrets file: %v", err)
+	}
+	secrets := map[string]string{
+		"the agent's S3 secret":     storedKey(t, a).SecretKey,
+		"the agent's access token":  tok.AccessToken,
+		"the agent's refresh token": tok.RefreshToken,
+	}
+	for name, s := range secrets {
+		if len(s) < 16 {
+			t.Fatalf("%s missing from the store (%d chars)", name, len(s))
+		}
+	}
+	return secrets
+}
