@@ -1,15 +1,10 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"sync"
 
+	"github.com/basicmachines-co/bm-agent/internal/jsonl"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -40,11 +35,6 @@ func OpenHistory(path string, capacity int) *History {
 // Append records one pass. The file is compacted to the last Cap entries
 // when it has grown to twice that, so appends stay cheap.
 func (h *History) Append(p ipc.PassSummary) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("history append: %w", err)
-	}
-	b = append(b, '\n')
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.lines < 0 {
@@ -53,21 +43,8 @@ func (h *History) Append(p ipc.PassSummary) error {
 			return fmt.Errorf("history append: %w", err)
 		}
 		h.lines = len(all)
-		if torn, err := endsTorn(h.path); err != nil {
-			return fmt.Errorf("history append: %w", err)
-		} else if torn {
-			b = append([]byte{'\n'}, b...) // don't glue the entry to a torn line
-		}
 	}
-	f, err := os.OpenFile(h.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("history append: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("history append: %w", err)
-	}
-	if err := f.Close(); err != nil {
+	if err := jsonl.Append(h.path, p, false); err != nil {
 		return fmt.Errorf("history append: %w", err)
 	}
 	h.lines++
@@ -79,27 +56,6 @@ func (h *History) Append(p ipc.PassSummary) error {
 	return nil
 }
 
-// endsTorn reports whether the file is non-empty and lacks a final newline.
-func endsTorn(path string) (bool, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		return false, err
-	}
-	last := make([]byte, 1)
-	if _, err := f.ReadAt(last, st.Size()-1); err != nil {
-		return false, err
-	}
-	return last[0] != '\n', nil
-}
-
 // compact rewrites the file with its last Cap entries (atomically).
 func (h *History) compact() error {
 	all, err := h.readAll()
@@ -109,16 +65,7 @@ func (h *History) compact() error {
 	if len(all) > h.cap {
 		all = all[len(all)-h.cap:]
 	}
-	var buf bytes.Buffer
-	for _, p := range all {
-		b, err := json.Marshal(p)
-		if err != nil {
-			return fmt.Errorf("compact: %w", err)
-		}
-		buf.Write(b)
-		buf.WriteByte('\n')
-	}
-	if err := writeFileAtomic(h.path, buf.Bytes(), 0o600); err != nil {
+	if err := jsonl.Write(h.path, all); err != nil {
 		return fmt.Errorf("compact: %w", err)
 	}
 	h.lines = len(all)
@@ -148,30 +95,5 @@ func (h *History) Last(limit int) ([]ipc.PassSummary, error) {
 
 // readAll reads every well-formed entry, oldest first. h.mu is held.
 func (h *History) readAll() ([]ipc.PassSummary, error) {
-	f, err := os.Open(h.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []ipc.PassSummary
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
-		var p ipc.PassSummary
-		if err := json.Unmarshal(line, &p); err != nil {
-			continue // a torn write from a crash: skip it
-		}
-		out = append(out, p)
-	}
-	if err := sc.Err(); err != nil {
-		return out, err
-	}
-	return out, nil
+	return jsonl.Read[ipc.PassSummary](h.path, nil)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -46,7 +47,7 @@ func saveState(home string, p persisted) error {
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := writeFileAtomic(statePath(home), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(statePath(home), b, 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

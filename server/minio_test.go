@@ -1,16 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,77 +14,18 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/storage"
+	"github.com/basicmachines-co/bm-agent/server/storage/minio/miniotest"
 	"github.com/basicmachines-co/bm-agent/server/store"
 )
 
 const (
-	minioRootUser     = "bmserveradmin"
-	minioRootPassword = "bmserveradmin-secret-0123"
+	minioRootUser     = miniotest.RootUser
+	minioRootPassword = miniotest.RootPassword
 )
 
-// startMinIO runs a real MinIO server (.ci/install.d/20-minio.sh installs
-// it) on 127.0.0.1 with a temporary data directory until the test ends,
-// and returns its URL. Without the binary the test is skipped, or fails
-// under CI.
-func startMinIO(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("minio")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("MinIO is required under CI: %v", err)
-		}
-		t.Skipf("minio not on PATH (install it with .ci/install.d/20-minio.sh): %v", err)
-	}
-	port := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	addr, console := port(), port()
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "data"))
-	cmd.Env = append(os.Environ(),
-		"MINIO_ROOT_USER="+minioRootUser, "MINIO_ROOT_PASSWORD="+minioRootPassword,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start minio: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	url := "http://" + addr
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		select {
-		case <-done:
-			t.Fatalf("minio exited early: %s", out.String())
-		default:
-		}
-		if resp, err := http.Get(url + "/minio/health/live"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("minio did not come up within 45 s: %s", out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// startMinIO runs a real MinIO server until the test ends and returns its
+// URL.
+func startMinIO(t *testing.T) string { return miniotest.Start(t).URL }
 
 // TestMinIOStorage runs the server with --storage minio against a real
 // MinIO: the demo tenant's bucket is made there, a key minted through the

@@ -368,8 +368,11 @@ var errConflict = gofakes3.ErrorMessage(gofakes3.ErrInvalidRequest,
 	"the key conflicts with an existing object: on this server a key cannot be both an object and a prefix of another key's path")
 
 // commit moves the spooled file tmp into place as key and records m. For
-// a directory marker tmp must be empty and is discarded.
-func (b *backend) commit(bucket string, idx *bucketIndex, tmp string, m *objMeta) error {
+// a directory marker tmp must be empty and is discarded. The request's
+// If-Match and If-None-Match conditions (carried by ctx) are checked
+// against the object there now, under the bucket's lock, so a conditional
+// write never replaces a version its writer did not see.
+func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, tmp string, m *objMeta) error {
 	defer func() { _ = os.Remove(tmp) }() // no-op after a successful rename
 	p, err := keyPath(b.bucketDir(bucket), m.Key)
 	if err != nil {
@@ -377,6 +380,16 @@ func (b *backend) commit(bucket string, idx *bucketIndex, tmp string, m *objMeta
 	}
 	idx.mu.Lock()
 	defer idx.mu.Unlock()
+	if gofakes3.HasWriteConditions(ctx) {
+		cur := idx.objs[m.Key]
+		etag := ""
+		if cur != nil {
+			etag = cur.MD5
+		}
+		if err := gofakes3.CheckWriteConditions(ctx, cur != nil, etag); err != nil {
+			return err
+		}
+	}
 	if isDirMarker(m.Key) {
 		if m.Size != 0 {
 			return errInvalidKey(m.Key)
@@ -718,7 +731,7 @@ func (b *backend) PutObject(ctx context.Context, bucket, key string, meta map[st
 		return gofakes3.PutObjectResult{}, gofakes3.ErrIncompleteBody
 	}
 	m := &objMeta{Key: key, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: cleanMeta(meta)}
-	if err := b.commit(bucket, idx, tmp, m); err != nil {
+	if err := b.commit(ctx, bucket, idx, tmp, m); err != nil {
 		return gofakes3.PutObjectResult{}, err
 	}
 	return gofakes3.PutObjectResult{ETag: m.etag()}, nil
@@ -770,7 +783,7 @@ func (b *backend) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, 
 		return res, err
 	}
 	m := &objMeta{Key: dstKey, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: cleanMeta(meta)}
-	if err := b.commit(dstBucket, didx, tmp, m); err != nil {
+	if err := b.commit(ctx, dstBucket, didx, tmp, m); err != nil {
 		return res, err
 	}
 	res.ETag = m.etag()

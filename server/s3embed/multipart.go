@@ -146,7 +146,7 @@ func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key strin
 		return "", "", err
 	}
 	m := &objMeta{Key: key, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: u.meta, PartSizes: sizes}
-	if err := b.commit(bucket, idx, tmp, m); err != nil {
+	if err := b.commit(ctx, bucket, idx, tmp, m); err != nil {
 		return "", "", err
 	}
 	b.dropUpload(id, u)

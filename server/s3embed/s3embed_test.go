@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -718,5 +719,62 @@ func TestOnKeyUsed(t *testing.T) {
 	defer mu.Unlock()
 	if used["AK1"] != 1 {
 		t.Errorf("OnKeyUsed calls = %v, want AK1 once (the refused request does not count)", used)
+	}
+}
+
+// Conditional writes are what the sync engine relies on to never replace
+// a version it did not see: If-Match replaces only the version named,
+// If-None-Match: * creates only, and the check is atomic with the write
+// (of many writers holding the same ETag, exactly one wins).
+func TestConditionalWrites(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := put(t, e.a, bucketA, "note.md", []byte("v1"))
+	cond := func(ifMatch, ifNoneMatch, body string) error {
+		in := &s3.PutObjectInput{Bucket: aws.String(bucketA), Key: aws.String("note.md"), Body: strings.NewReader(body)}
+		if ifMatch != "" {
+			in.IfMatch = aws.String(ifMatch)
+		}
+		if ifNoneMatch != "" {
+			in.IfNoneMatch = aws.String(ifNoneMatch)
+		}
+		_, err := e.a.PutObject(ctx, in)
+		return err
+	}
+	if err := cond("", "*", "create only"); status(err) != http.StatusPreconditionFailed {
+		t.Errorf("If-None-Match * over an object = %v, want 412", err)
+	}
+	if err := cond(aws.ToString(v1.ETag), "", "v2"); err != nil {
+		t.Fatalf("If-Match of the current ETag = %v", err)
+	}
+	if err := cond(aws.ToString(v1.ETag), "", "v3"); status(err) != http.StatusPreconditionFailed {
+		t.Errorf("If-Match of a replaced ETag = %v, want 412", err)
+	}
+	if got := string(get(t, e.a, bucketA, "note.md")); got != "v2" {
+		t.Errorf("note.md = %q after the refused writes", got)
+	}
+	cur := put(t, e.a, bucketA, "note.md", []byte("base"))
+	const writers = 16
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// bodies big enough that every writer is still sending when
+			// the first one commits
+			body := fmt.Sprintf("writer %d\n", i) + strings.Repeat("x", 4<<20)
+			if cond(aws.ToString(cur.ETag), "", body) == nil {
+				won.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Errorf("%d of %d writers holding one ETag replaced the object, want exactly 1", won.Load(), writers)
+	}
+	_, err := e.a.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucketA), Key: aws.String("new.md"), Body: strings.NewReader("x"), IfNoneMatch: aws.String("*")})
+	if err != nil {
+		t.Errorf("If-None-Match * of a new key = %v", err)
 	}
 }

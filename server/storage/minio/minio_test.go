@@ -1,20 +1,15 @@
 package minio_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +23,7 @@ import (
 	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/storage/minio"
+	"github.com/basicmachines-co/bm-agent/server/storage/minio/miniotest"
 	"github.com/basicmachines-co/bm-agent/server/storage/storagetest"
 )
 
@@ -36,8 +32,8 @@ import (
 // directory, once for the package.
 
 const (
-	rootUser     = "bmtestadmin"
-	rootPassword = "bmtestadmin-secret-0123"
+	rootUser     = miniotest.RootUser
+	rootPassword = miniotest.RootPassword
 )
 
 var (
@@ -46,13 +42,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	stop, err := startMinIO()
-	if err != nil {
-		minioErr = err
+	srv, err := miniotest.StartServer()
+	minioErr = err
+	if srv != nil {
+		minioURL = srv.URL
 	}
 	code := m.Run()
-	if stop != nil {
-		stop()
+	if srv != nil {
+		srv.Stop()
 	}
 	os.Exit(code)
 }
@@ -61,87 +58,9 @@ func TestMain(m *testing.M) {
 // it under CI, where the server must be there.
 func needMinIO(t *testing.T) {
 	t.Helper()
-	if minioURL != "" {
-		return
+	if minioURL == "" {
+		miniotest.Need(t, minioErr)
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("MinIO is required under CI: %v", minioErr)
-	}
-	t.Skipf("MinIO not available (install it with .ci/install.d/20-minio.sh): %v", minioErr)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// startMinIO runs `minio server` on loopback and waits until it is live.
-func startMinIO() (stop func(), err error) {
-	bin, err := exec.LookPath("minio")
-	if err != nil {
-		return nil, fmt.Errorf("minio binary not on PATH: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "bm-minio-test-")
-	if err != nil {
-		return nil, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	consolePort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "server", "--quiet", "--address", addr,
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", consolePort), filepath.Join(dir, "data"))
-	cmd.Env = append(os.Environ(),
-		"MINIO_ROOT_USER="+rootUser, "MINIO_ROOT_PASSWORD="+rootPassword,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start minio: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stop = func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		os.RemoveAll(dir)
-	}
-	url := "http://" + addr
-	deadline := time.Now().Add(45 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			stop()
-			return nil, fmt.Errorf("minio exited early: %s", out.String())
-		default:
-		}
-		resp, err := http.Get(url + "/minio/health/live")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				minioURL = url
-				return stop, nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	stop()
-	return nil, fmt.Errorf("minio not live after 45s: %s", out.String())
 }
 
 func newProvider(t *testing.T) *minio.Provider {
