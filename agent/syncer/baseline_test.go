@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rclone/rclone/fs/filter"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rclone/rclone/fs/filter"
 )
 
 // TestPassAfterResyncSeesNoChange: a normal pass right after any safe

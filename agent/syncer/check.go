@@ -54,6 +54,24 @@ func isKeyRejected(err error, extra ...string) bool {
 	return false
 }
 
+// newS3Client is an S3 client of r's endpoint with r's key, path style
+// (what a bucket-scoped key needs). timeout bounds each request (0: none
+// but the caller's context) and requests are tried twice.
+func newS3Client(r Remote, timeout time.Duration) *s3.Client {
+	region := r.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	return s3.New(s3.Options{
+		BaseEndpoint:     aws.String(r.Endpoint),
+		Region:           region,
+		UsePathStyle:     true,
+		Credentials:      credentials.NewStaticCredentialsProvider(r.AccessKey, r.SecretKey, ""),
+		RetryMaxAttempts: 2,
+		HTTPClient:       &http.Client{Timeout: timeout},
+	})
+}
+
 // checkTimeout bounds Check when ctx has no sooner deadline.
 const checkTimeout = 15 * time.Second
 
@@ -73,18 +91,7 @@ func CheckRemote(ctx context.Context, r Remote) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	region := r.Region
-	if region == "" {
-		region = "us-east-1"
-	}
-	client := s3.New(s3.Options{
-		BaseEndpoint:     aws.String(r.Endpoint),
-		Region:           region,
-		UsePathStyle:     true,
-		Credentials:      credentials.NewStaticCredentialsProvider(r.AccessKey, r.SecretKey, ""),
-		RetryMaxAttempts: 2,
-		HTTPClient:       &http.Client{Timeout: checkTimeout},
-	})
+	client := newS3Client(r, checkTimeout)
 	_, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(r.Bucket), MaxKeys: aws.Int32(1)})
 	if err == nil {
 		return nil

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/agent/versions"
 	"github.com/basicmachines-co/bm-agent/server/s3embed"
 	"github.com/basicmachines-co/bm-agent/server/s3embed/s3test"
 	"github.com/rclone/rclone/fs"
@@ -128,9 +129,16 @@ func (e *embedS3) rename(t testing.TB, from, to string) {
 }
 
 // files reads the bucket's objects from the endpoint's directory.
+// files is the bucket's content by key, without the version store.
 func (e *embedS3) files(t testing.TB) map[string]string {
 	t.Helper()
-	return treeFiles(t, filepath.Join(e.root, testBucket))
+	out := treeFiles(t, filepath.Join(e.root, testBucket))
+	for k := range out {
+		if versions.IsVersionKey(k) {
+			delete(out, k)
+		}
+	}
+	return out
 }
 
 // treeFiles reads every regular file under root by slash path (skipping

@@ -111,22 +111,22 @@ func (b *logBridge) Handle(ctx context.Context, r slog.Record) error {
 	return logger.Handler().Handle(ctx, out)
 }
 
-// passCounter tallies what one pass did from rclone's per-file log lines,
-// which name the object acted on and its type (local or s3).
+// passCounter follows one pass: bisync's decisions and errors from its
+// log lines, and what the pass's guards did (guard.go), which is what the
+// Result counts.
 type passCounter struct {
 	group string
 	log   *slog.Logger
 
 	prefix1, prefix2 string // the two roots as bisync prints them
 
-	mu                                        sync.Mutex
-	resyncing                                 bool            // copies are the plan (a resync logs no decisions)
-	plan                                      []Change        // see Result.Plan
-	critical                                  string          // bisync's last critical error
-	maxDelete                                 *MaxDeleteError // bisync's max-delete abort, with its counts
-	uploaded, downloaded, delLocal, delRemote int
-	movedLocal, movedRemote                   int
-	renamed, serverCopied                     map[string]bool
+	mu        sync.Mutex
+	resyncing bool            // copies are the plan (a resync logs no decisions)
+	plan      []Change        // see Result.Plan
+	critical  string          // bisync's last critical error
+	maxDelete *MaxDeleteError // bisync's max-delete abort, with its counts
+	guards    guardStats      // what the pass's guards did
+	guardPlan []Change        // the guards' own entries (conflict files, deletes not made)
 }
 
 var passSeq atomic.Uint64
@@ -135,14 +135,23 @@ func (e *Engine) newPassCounter(log *slog.Logger) *passCounter {
 	pc := &passCounter{
 		group:   fmt.Sprintf("bm-syncer-%d-%d", e.id, passSeq.Add(1)),
 		log:     log,
-		renamed: map[string]bool{}, serverCopied: map[string]bool{},
-		prefix1: bilib.FsPath(e.local), prefix2: bilib.FsPath(e.remote),
+		prefix1: guardLocalName + ":" + e.localSessionRoot() + "/",
+		prefix2: bilib.FsPath(e.remote),
 	}
 	bridge.mu.Lock()
 	bridge.passes[pc.group] = pc
 	bridge.current = pc
 	bridge.mu.Unlock()
 	return pc
+}
+
+// addGuard adds what a finished bisync run's guards did.
+func (pc *passCounter) addGuard(g *guardPass) {
+	st, plan := g.stats()
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.guards.add(st)
+	pc.guardPlan = append(pc.guardPlan, plan...)
 }
 
 func (pc *passCounter) logger() *slog.Logger { return pc.log }
@@ -204,8 +213,8 @@ func (pc *passCounter) criticalError() string {
 const criticalPrefix = "Bisync critical error: "
 
 func (pc *passCounter) count(msg, object, objectType string) {
-	isLocal := strings.Contains(objectType, "local.")
-	isRemote := strings.Contains(objectType, "s3.")
+	isLocal := strings.Contains(objectType, "guardLocalObject") || strings.Contains(objectType, "local.")
+	isRemote := strings.Contains(objectType, "guardCloudObject") || strings.Contains(objectType, "s3.")
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if !isLocal && !isRemote {
@@ -229,42 +238,11 @@ func (pc *passCounter) count(msg, object, objectType string) {
 	}
 	if pc.resyncing && (strings.HasPrefix(msg, "Copied (new)") || strings.HasPrefix(msg, "Copied (replaced") ||
 		strings.HasPrefix(msg, "Multi-thread Copied (") || strings.HasPrefix(msg, "Skipped copy as --dry-run")) {
-		side := SideCloud
+		side := SideCloud // the object is the copy's source
 		if isRemote {
 			side = SideLocal
 		}
 		pc.plan = append(pc.plan, Change{Side: side, Action: ActionCopy, Path: object})
-	}
-	switch {
-	case strings.HasPrefix(msg, "Copied (server-side copy)"):
-		// an s3 rename is a server-side copy then a delete; bisync
-		// renames only to keep a conflict's loser
-		pc.movedRemote++
-		pc.serverCopied[object] = true
-		pc.renamed[object] = true
-	case strings.HasPrefix(msg, "Copied (") || strings.HasPrefix(msg, "Multi-thread Copied ("):
-		// the object is the source of the copy
-		if isLocal {
-			pc.uploaded++
-		} else {
-			pc.downloaded++
-		}
-	case msg == "Deleted":
-		switch {
-		case isLocal:
-			pc.delLocal++
-		case pc.serverCopied[object]:
-			// second half of a rename
-		default:
-			pc.delRemote++
-		}
-	case strings.HasPrefix(msg, "Moved (server-side)"):
-		if isLocal {
-			pc.movedLocal++
-		} else {
-			pc.movedRemote++
-		}
-		pc.renamed[object] = true
 	}
 }
 
@@ -272,18 +250,25 @@ func (pc *passCounter) count(msg, object, objectType string) {
 func (pc *passCounter) wroteRemote() bool {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	return pc.uploaded+pc.movedRemote > 0
+	return pc.guards.uploaded+pc.guards.cloudRenamed+pc.guards.windowConflicts > 0
 }
 
 func (pc *passCounter) fill(res *Result) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	res.Uploaded += pc.uploaded
-	res.Downloaded += pc.downloaded
-	res.DeletedLocal += pc.delLocal
-	res.DeletedRemote += pc.delRemote
-	res.Conflicts += len(pc.renamed)
+	g := pc.guards
+	res.Uploaded += g.uploaded
+	res.Downloaded += g.downloaded
+	res.DeletedLocal += g.deletedLocal
+	res.DeletedRemote += g.deleteRemote
+	res.Conflicts += len(g.renamedNotes) + g.windowConflicts
+	res.EditsKept += g.editsKept
+	res.VersionsKept += g.versionsKept
 	res.Plan = append(res.Plan, pc.plan...)
-	res.RemoteChanged = pc.uploaded+pc.delRemote+pc.movedRemote > 0
-	res.LocalChanged = pc.downloaded+pc.delLocal+pc.movedLocal > 0
+	res.Plan = append(res.Plan, pc.guardPlan...)
+	res.RemoteChanged = res.RemoteChanged || g.uploaded+g.deleteRemote+g.cloudRenamed+g.windowConflicts > 0
+	res.LocalChanged = res.LocalChanged || g.downloaded+g.deletedLocal+g.renamed-g.cloudRenamed+g.windowConflicts > 0
+	// Conflict files made during the pass, and notes not deleted because
+	// they changed, are news for the other side: the next pass takes them.
+	res.Again = res.Again || g.windowConflicts+g.editsKept > 0
 }

@@ -16,6 +16,7 @@ const (
 	ActionDelete   = "delete"   // the file is deleted on Side
 	ActionConflict = "conflict" // new or changed on both sides: both versions are kept if they differ (identical content is left alone)
 	ActionRename   = "rename"   // a conflict's version is renamed on Side (Path is the new name)
+	ActionKeep     = "keep"     // not deleted on Side: the file changed after the pass listed it (the edit wins)
 )
 
 // Change is one step of a pass: what it did, or in a dry run what it

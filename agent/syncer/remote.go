@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	_ "github.com/rclone/rclone/backend/local" // the local backend
 	_ "github.com/rclone/rclone/backend/s3"    // the s3 backend
@@ -16,6 +15,8 @@ import (
 	"github.com/rclone/rclone/fs/hash"
 	"github.com/rclone/rclone/fs/operations"
 	"github.com/rclone/rclone/fs/walk"
+
+	"github.com/basicmachines-co/bm-agent/agent/versions"
 )
 
 // remoteName is the rclone name of every engine's S3 file system. The Fs
@@ -147,7 +148,8 @@ func newRemoteFs(ctx context.Context, r Remote) (fs.Fs, error) {
 	return NewRemoteFs(ctx, r, remoteName)
 }
 
-// remoteHasFiles lists the bucket root: one request.
+// remoteHasFiles lists the bucket root: one request. The versions
+// prefix does not count.
 func (e *Engine) remoteHasFiles(ctx context.Context) (bool, error) {
 	entries, err := e.remote.List(ctx, "")
 	if errors.Is(err, fs.ErrorDirNotFound) {
@@ -156,7 +158,12 @@ func (e *Engine) remoteHasFiles(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return len(entries) > 0, nil
+	for _, ent := range entries {
+		if !versions.IsVersionKey(ent.Remote() + "/") {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // keepRemoteVersions is the first half of a safe resync: for every object
@@ -170,7 +177,7 @@ func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun
 	ci.UseServerModTime = true
 	ci.UseListR = true
 	ci.LogLevel = fs.LogLevelInfo
-	stamp := time.Now().Format(conflictTimeFormat)
+	stamp := e.passStamp()
 	conflicts := 0
 	err := walk.ListR(ctx, e.remote, "", true, -1, walk.ListObjects, func(entries fs.DirEntries) error {
 		for _, entry := range entries {
@@ -194,7 +201,7 @@ func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun
 			}
 			conflicts++
 			pc.addPlan(Change{Side: SideBoth, Action: ActionConflict, Path: ro.Remote()})
-			name := e.freeConflictName(ctx, ro.Remote(), stamp)
+			name := e.freeConflictName(ctx, ro.Remote(), stamp, remoteDeviceLabel)
 			pc.logger().Info("file differs on both sides: keeping the bucket's version as a conflict copy",
 				"file", ro.Remote(), "copy", name)
 			if dryRun {
@@ -209,12 +216,13 @@ func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun
 	return conflicts, err
 }
 
-// freeConflictName picks a conflict name that exists on neither side.
-func (e *Engine) freeConflictName(ctx context.Context, remote, stamp string) string {
+// freeConflictName picks a conflict name for a version of remote that
+// who (a device, or "cloud") made, that exists on neither side.
+func (e *Engine) freeConflictName(ctx context.Context, remote, stamp, who0 string) string {
 	for i := 0; ; i++ {
-		who := remoteDeviceLabel
+		who := who0
 		if i > 0 {
-			who = fmt.Sprintf("%s-%d", remoteDeviceLabel, i)
+			who = fmt.Sprintf("%s-%d", who0, i)
 		}
 		name := conflictName(remote, stamp, who)
 		_, err1 := e.local.NewObject(ctx, name)

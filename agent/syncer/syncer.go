@@ -33,6 +33,8 @@ package syncer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,11 +46,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rclone/rclone/cmd/bisync"
 	"github.com/rclone/rclone/cmd/bisync/bilib"
 	"github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/accounting"
 	"github.com/rclone/rclone/fs/rc"
+
+	"github.com/basicmachines-co/bm-agent/agent/versions"
 )
 
 // Typed errors a pass can return. Callers test them with errors.Is.
@@ -109,6 +114,13 @@ type Config struct {
 	MaxDelete int          // percent of files one pass may delete on a side; 0 means the profile's
 	Logger    *slog.Logger // nil means slog.Default()
 	Profile   Profile      // "" means DefaultProfile
+	// VersionsDir holds the notes folder's version store ("" means a
+	// "versions" dir in WorkDir); the bucket's versions live in the
+	// bucket (see agent/versions).
+	VersionsDir string
+	// NoVersions turns versions off: passes still never replace a file
+	// that changed after they listed it, but keep no versions.
+	NoVersions bool
 }
 
 // PassOptions tunes one pass.
@@ -141,6 +153,16 @@ type Result struct {
 	ResyncReason  string   // why the pass was a resync ("" if it was not)
 	Profile       Profile  // the profile the pass ran with
 	Plan          []Change // what the pass decided (in a dry run: what it would do)
+	// EditsKept counts files the pass did not delete because they changed
+	// after it listed them (the edit wins over the delete).
+	EditsKept int
+	// VersionsKept counts the versions the pass kept in the version
+	// stores before replacing or deleting them.
+	VersionsKept int
+	// Again: the pass left news for the other side (a conflict file it
+	// made, a note it did not delete), which the next pass takes; run it
+	// soon.
+	Again bool
 }
 
 // Engine syncs one local folder with one bucket.
@@ -154,6 +176,19 @@ type Engine struct {
 	basePath string // bisync's work-dir prefix for this pair (listings, lock)
 	listing1 string // bisync's listing files for this pair
 	listing2 string
+
+	localVersions *versions.Local // the notes folder's version store
+	cloudVersions *versions.Cloud // the bucket's
+	keepVersions  bool
+	s3            *s3.Client // the bucket, for the guards' conditional requests
+
+	stampMu   sync.Mutex
+	lastStamp string // the last pass's conflict stamp (each pass gets its own)
+
+	// beforeReplace, if set by a test, is called right before a pass
+	// replaces or deletes path on side (SideLocal, SideCloud): a write
+	// there lands in the window between the listing and the copy.
+	beforeReplace func(side, path string)
 }
 
 var engineSeq atomic.Uint64
@@ -196,10 +231,79 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("syncer: new: remote: %w", err)
 	}
 	bridge.addSecret(cfg.Remote.SecretKey)
-	e.basePath = filepath.Join(cfg.WorkDir, bilib.SessionName(e.local, e.remote))
+	if cfg.VersionsDir == "" {
+		e.cfg.VersionsDir = filepath.Join(cfg.WorkDir, "versions")
+	}
+	if e.localVersions, err = versions.OpenLocal(e.cfg.VersionsDir, e.device, logger.With("component", "versions")); err != nil {
+		return nil, fmt.Errorf("syncer: new: %w", err)
+	}
+	e.s3 = newS3Client(cfg.Remote, 0)
+	e.cloudVersions = versions.NewCloud(e.s3, cfg.Remote.Bucket, e.device)
+	e.keepVersions = !cfg.NoVersions
+	gl, gc := newGuardPass(e, logger, "").wrap(ctx)
+	e.basePath = filepath.Join(cfg.WorkDir, bilib.SessionName(gl, gc))
 	e.listing1 = e.basePath + ".path1.lst"
 	e.listing2 = e.basePath + ".path2.lst"
+	if err := e.migrateListings(filepath.Join(cfg.WorkDir, bilib.SessionName(e.local, e.remote))); err != nil {
+		return nil, fmt.Errorf("syncer: new: %w", err)
+	}
 	return e, nil
+}
+
+// localSessionRoot is the local side's root as bisync's listing names see
+// it: a hash of the folder's path, so that any folder path gives short
+// names, and another folder gets listings of its own.
+func (e *Engine) localSessionRoot() string {
+	sum := sha256.Sum256([]byte(e.cfg.LocalDir))
+	return hex.EncodeToString(sum[:8])
+}
+
+// migrateListings renames the listings an older bm-agent kept under the
+// long names bisync makes from both full paths (oldBase) to the engine's
+// short ones, so an upgrade needs no resync.
+func (e *Engine) migrateListings(oldBase string) error {
+	if oldBase == e.basePath || e.baseline(e.listing1) != "" || e.baseline(e.listing2) != "" {
+		return nil
+	}
+	entries, err := os.ReadDir(e.cfg.WorkDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("migrate listings: %w", err)
+	}
+	prefix := filepath.Base(oldBase) + "."
+	for _, ent := range entries {
+		suffix, ok := strings.CutPrefix(ent.Name(), prefix)
+		if !ok || strings.HasSuffix(suffix, "lck") {
+			continue
+		}
+		if err := os.Rename(filepath.Join(e.cfg.WorkDir, ent.Name()), e.basePath+"."+suffix); err != nil {
+			return fmt.Errorf("migrate listings: %w", err)
+		}
+		e.log.Info("moved a bisync listing to its short name", "file", ent.Name())
+	}
+	return nil
+}
+
+// passStamp returns the conflict stamp of a new pass: the time to the
+// second, never the same as the previous pass's, so two conflicts on one
+// note in the same second still get two names.
+func (e *Engine) passStamp() string {
+	e.stampMu.Lock()
+	defer e.stampMu.Unlock()
+	t := time.Now()
+	stamp := t.Format(conflictTimeFormat)
+	if last, err := time.ParseInLocation(conflictTimeFormat, e.lastStamp, time.Local); err == nil && stamp <= e.lastStamp {
+		stamp = last.Add(time.Second).Format(conflictTimeFormat)
+	}
+	e.lastStamp = stamp
+	return stamp
+}
+
+// Versions returns the notes folder's and the bucket's version stores.
+func (e *Engine) Versions() (*versions.Local, *versions.Cloud) {
+	return e.localVersions, e.cloudVersions
 }
 
 // NeedsResync reports whether the pair has no usable baseline listings yet,
@@ -473,7 +577,10 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	ci.Progress = false
 	ci.TerminalColorMode = fs.TerminalColorModeNever
 
-	stamp := time.Now().Format(conflictTimeFormat)
+	stamp := e.passStamp()
+	g := newGuardPass(e, pc.logger(), stamp)
+	defer pc.addGuard(g)
+	path1, path2 := g.wrap(ctx)
 	opt := bisync.Options{
 		Resync:                resync,
 		Workdir:               e.cfg.WorkDir,
@@ -503,7 +610,7 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	if resync {
 		opt.ResyncMode = bisync.PreferPath1
 	}
-	err := bisync.Bisync(ctx, e.local, e.remote, &opt)
+	err := bisync.Bisync(ctx, path1, path2, &opt)
 	if errors.Is(err, bisync.ErrBisyncAborted) {
 		if why := pc.criticalError(); why != "" {
 			err = fmt.Errorf("%w: %s", err, why)

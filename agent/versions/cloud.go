@@ -94,9 +94,9 @@ func parseKey(key string, size int64) (Version, bool) {
 	return Version{ID: f[2], Path: rel, Side: SideCloud, Size: size, Kept: kept, Reason: f[1], Device: f[3], key: key}, true
 }
 
-// copySource is the x-amz-copy-source of key in bucket: each segment
+// CopySource is the x-amz-copy-source of key in bucket: each segment
 // URL-escaped.
-func copySource(bucket, key string) string {
+func CopySource(bucket, key string) string {
 	segs := strings.Split(key, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
@@ -122,7 +122,7 @@ func (c *Cloud) Keep(ctx context.Context, rel, etag, reason string) (Version, er
 	in := &s3.CopyObjectInput{
 		Bucket:     aws.String(c.bucket),
 		Key:        aws.String(v.key),
-		CopySource: aws.String(copySource(c.bucket, rel)),
+		CopySource: aws.String(CopySource(c.bucket, rel)),
 	}
 	if etag != "" {
 		in.CopySourceIfMatch = aws.String(quoteETag(etag))

@@ -151,6 +151,13 @@ func (c *Capture) CopyTo(dst string) error {
 	return nil
 }
 
+// SetReason changes why the version is kept (before Commit).
+func (c *Capture) SetReason(reason string) {
+	if validReason(reason) {
+		c.meta.Reason = reason
+	}
+}
+
 // Abort drops the capture: the version was not replaced after all.
 func (c *Capture) Abort() {
 	_ = os.Remove(c.tmp)

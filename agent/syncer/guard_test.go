@@ -1,0 +1,459 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/basicmachines-co/bm-agent/agent/versions"
+	"github.com/basicmachines-co/bm-agent/server/s3embed/s3test"
+	"github.com/basicmachines-co/bm-agent/server/storage/minio/miniotest"
+)
+
+var (
+	minioOnce sync.Once
+	minioSrv  *miniotest.Server
+	minioErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if minioSrv != nil {
+		minioSrv.Stop()
+	}
+	os.Exit(code)
+}
+
+// sharedMinIO is one MinIO for the package's tests (started on first use).
+func sharedMinIO(t *testing.T) *miniotest.Server {
+	t.Helper()
+	minioOnce.Do(func() { minioSrv, minioErr = miniotest.StartServer() })
+	miniotest.Need(t, minioErr)
+	return minioSrv
+}
+
+// cloud is a bucket with a bucket-scoped key, on a server users have, and
+// an S3 client to play "another device" with.
+type cloud struct {
+	remote Remote
+	c      *s3.Client
+}
+
+// clouds are the S3 servers the engine's guarantees are tested on.
+func clouds() map[string]func(t *testing.T) cloud {
+	return map[string]func(t *testing.T) cloud{
+		"embedded": func(t *testing.T) cloud {
+			ep := s3test.Start(t, "", s3test.Key{AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket})
+			return cloud{remote: Remote{Endpoint: ep.URL, Region: s3test.Region, AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket}, c: ep.Client()}
+		},
+		"minio": func(t *testing.T) cloud {
+			srv := sharedMinIO(t)
+			bucket, key := srv.Bucket(t, "guard")
+			return cloud{remote: Remote{Endpoint: srv.URL, Region: miniotest.Region, AccessKey: key.AccessKey, SecretKey: key.SecretKey, Bucket: bucket}, c: srv.Client(key)}
+		},
+	}
+}
+
+func (c cloud) put(t *testing.T, key, body string) {
+	t.Helper()
+	if _, err := c.c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(c.remote.Bucket), Key: aws.String(key), Body: strings.NewReader(body)}); err != nil {
+		t.Fatalf("cloud put %s: %v", key, err)
+	}
+}
+
+func (c cloud) del(t *testing.T, key string) {
+	t.Helper()
+	if _, err := c.c.DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: aws.String(c.remote.Bucket), Key: aws.String(key)}); err != nil {
+		t.Fatalf("cloud delete %s: %v", key, err)
+	}
+}
+
+// files is the bucket's notes (the version store left out).
+func (c cloud) files(t *testing.T) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	p := s3.NewListObjectsV2Paginator(c.c, &s3.ListObjectsV2Input{Bucket: aws.String(c.remote.Bucket)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			k := aws.ToString(o.Key)
+			if versions.IsVersionKey(k) {
+				continue
+			}
+			g, err := c.c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.remote.Bucket), Key: aws.String(k)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(g.Body)
+			g.Body.Close()
+			out[k] = string(b)
+		}
+	}
+	return out
+}
+
+func newGuardPair(t *testing.T, c cloud, device string, cfg func(*Config)) *pair {
+	t.Helper()
+	dir := t.TempDir()
+	local := filepath.Join(dir, "notes")
+	if err := os.Mkdir(local, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	conf := Config{
+		LocalDir: local,
+		Remote:   c.remote,
+		WorkDir:  filepath.Join(dir, "state"),
+		Device:   device,
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if cfg != nil {
+		cfg(&conf)
+	}
+	e, err := New(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if strings.Contains(logs.String(), c.remote.SecretKey) {
+			t.Errorf("the secret key appeared in the log")
+		}
+	})
+	return &pair{engine: e, local: local, logs: logs}
+}
+
+// versionContents reads every kept version of path on both sides.
+func versionContents(t *testing.T, p *pair, path string) (local, cloudSide map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	lv, cv := p.engine.Versions()
+	local, cloudSide = map[string]string{}, map[string]string{}
+	vs, err := lv.List(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs {
+		r, _, err := lv.Open(v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r)
+		r.Close()
+		local[string(b)] = v.Reason
+	}
+	vs, err = cv.List(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs {
+		r, _, err := cv.Open(ctx, path, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r)
+		r.Close()
+		cloudSide[string(b)] = v.Reason
+	}
+	return local, cloudSide
+}
+
+// somewhere reports where body is: at path, in a conflict file of path,
+// or in a version store, on either side ("" if nowhere: lost).
+func somewhere(t *testing.T, p *pair, c cloud, path, body string) string {
+	t.Helper()
+	for side, files := range map[string]map[string]string{"local": p.files(t), "cloud": c.files(t)} {
+		for name, b := range files {
+			if b != body {
+				continue
+			}
+			if name == path {
+				return side + " " + path
+			}
+			if strings.HasPrefix(name, strings.TrimSuffix(path, ".md")+".conflict-") {
+				return side + " conflict file " + name
+			}
+		}
+	}
+	lv, cv := versionContents(t, p, path)
+	if r, ok := lv[body]; ok {
+		return "local versions (" + r + ")"
+	}
+	if r, ok := cv[body]; ok {
+		return "cloud versions (" + r + ")"
+	}
+	return ""
+}
+
+func conflictFiles(m map[string]string, path string) map[string]string {
+	out := map[string]string{}
+	base := strings.TrimSuffix(path, ".md")
+	for k, v := range m {
+		if strings.HasPrefix(k, base+".conflict-") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// once returns a hook that runs f the first time side and path come up.
+func once(side, path string, f func()) func(string, string) {
+	var o sync.Once
+	return func(s, p string) {
+		if s == side && p == path {
+			o.Do(f)
+		}
+	}
+}
+
+// The window between bisync's listing and its copy, on each side, with
+// the other device (or the person) writing in it: the version written in
+// the window is never lost, and lands as a conflict file next to the note.
+func TestWriteDuringThePassIsNeverLost(t *testing.T) {
+	for name, start := range clouds() {
+		t.Run(name, func(t *testing.T) {
+			t.Run("local edit while the pass downloads over it", func(t *testing.T) {
+				c := start(t)
+				p := newGuardPair(t, c, "laptop", nil)
+				seed(t, p, 12)
+				p.write(t, "note.md", "v1")
+				p.pass(t, PassOptions{})
+				c.put(t, "note.md", "v2 from the other device")
+				p.engine.beforeReplace = once(SideLocal, "note.md", func() { p.write(t, "note.md", "v3 typed during the pass") })
+				res := p.pass(t, PassOptions{})
+				p.engine.beforeReplace = nil
+				if res.Conflicts != 1 || !res.Again {
+					t.Errorf("pass = conflicts %d again %v, want 1 conflict and another pass", res.Conflicts, res.Again)
+				}
+				p.pass(t, PassOptions{})
+				for _, body := range []string{"v2 from the other device", "v3 typed during the pass"} {
+					if where := somewhere(t, p, c, "note.md", body); where == "" {
+						t.Errorf("%q is lost", body)
+					} else {
+						t.Logf("%q: %s", body, where)
+					}
+				}
+				lf := conflictFiles(p.files(t), "note.md")
+				cf := conflictFiles(c.files(t), "note.md")
+				if len(lf) != 1 || len(cf) != 1 {
+					t.Fatalf("conflict files: local %v, cloud %v; want the local edit on both sides", lf, cf)
+				}
+				for _, b := range lf {
+					if b != "v3 typed during the pass" {
+						t.Errorf("conflict file holds %q", b)
+					}
+				}
+				if lv, _ := versionContents(t, p, "note.md"); lv["v3 typed during the pass"] != versions.ReasonConflict {
+					t.Errorf("local versions %v, want the edit kept as a conflict loser", lv)
+				}
+			})
+			t.Run("bucket edit while the pass uploads over it", func(t *testing.T) {
+				c := start(t)
+				p := newGuardPair(t, c, "laptop", nil)
+				seed(t, p, 12)
+				p.write(t, "note.md", "v1")
+				p.pass(t, PassOptions{})
+				p.write(t, "note.md", "v2 typed here")
+				p.engine.beforeReplace = once(SideCloud, "note.md", func() { c.put(t, "note.md", "v3 from the other device, during the pass") })
+				res := p.pass(t, PassOptions{})
+				p.engine.beforeReplace = nil
+				if res.Conflicts != 1 || !res.Again {
+					t.Errorf("pass = conflicts %d again %v", res.Conflicts, res.Again)
+				}
+				p.pass(t, PassOptions{})
+				for _, body := range []string{"v2 typed here", "v3 from the other device, during the pass"} {
+					if where := somewhere(t, p, c, "note.md", body); where == "" {
+						t.Errorf("%q is lost", body)
+					} else {
+						t.Logf("%q: %s", body, where)
+					}
+				}
+				if got := c.files(t)["note.md"]; got != "v2 typed here" {
+					t.Errorf("bucket note.md = %q", got)
+				}
+				lf := conflictFiles(p.files(t), "note.md")
+				if len(lf) != 1 {
+					t.Fatalf("local conflict files %v, want the other device's version", lf)
+				}
+				if _, cv := versionContents(t, p, "note.md"); cv["v3 from the other device, during the pass"] != versions.ReasonConflict {
+					t.Errorf("cloud versions %v", cv)
+				}
+			})
+			t.Run("bucket object created while the pass uploads a new note", func(t *testing.T) {
+				c := start(t)
+				p := newGuardPair(t, c, "laptop", nil)
+				seed(t, p, 12)
+				p.pass(t, PassOptions{})
+				p.write(t, "new.md", "mine")
+				p.engine.beforeReplace = once(SideCloud, "new.md", func() { c.put(t, "new.md", "theirs, made during the pass") })
+				p.pass(t, PassOptions{})
+				p.engine.beforeReplace = nil
+				p.pass(t, PassOptions{})
+				for _, body := range []string{"mine", "theirs, made during the pass"} {
+					if where := somewhere(t, p, c, "new.md", body); where == "" {
+						t.Errorf("%q is lost", body)
+					} else {
+						t.Logf("%q: %s", body, where)
+					}
+				}
+			})
+			t.Run("local edit while the pass deletes the note", func(t *testing.T) {
+				c := start(t)
+				p := newGuardPair(t, c, "laptop", nil)
+				seed(t, p, 12)
+				p.write(t, "note.md", "v1")
+				p.pass(t, PassOptions{})
+				c.del(t, "note.md")
+				p.engine.beforeReplace = once(SideLocal, "note.md", func() { p.write(t, "note.md", "v2 typed during the pass") })
+				res := p.pass(t, PassOptions{})
+				p.engine.beforeReplace = nil
+				if res.EditsKept != 1 || !res.Again {
+					t.Errorf("pass = edits kept %d again %v, want 1 and another pass", res.EditsKept, res.Again)
+				}
+				p.pass(t, PassOptions{})
+				if got := p.files(t)["note.md"]; got != "v2 typed during the pass" {
+					t.Errorf("local note.md = %q, want the edit", got)
+				}
+				if got := c.files(t)["note.md"]; got != "v2 typed during the pass" {
+					t.Errorf("bucket note.md = %q, want the edit back", got)
+				}
+			})
+			t.Run("bucket edit while the pass deletes the note", func(t *testing.T) {
+				c := start(t)
+				p := newGuardPair(t, c, "laptop", nil)
+				seed(t, p, 12)
+				p.write(t, "note.md", "v1")
+				p.pass(t, PassOptions{})
+				if err := os.Remove(filepath.Join(p.local, "note.md")); err != nil {
+					t.Fatal(err)
+				}
+				p.engine.beforeReplace = once(SideCloud, "note.md", func() { c.put(t, "note.md", "v2 from the other device, during the pass") })
+				res := p.pass(t, PassOptions{})
+				p.engine.beforeReplace = nil
+				if res.EditsKept != 1 {
+					t.Errorf("pass = edits kept %d, want 1", res.EditsKept)
+				}
+				p.pass(t, PassOptions{})
+				if got := p.files(t)["note.md"]; got != "v2 from the other device, during the pass" {
+					t.Errorf("local note.md = %q, want the other device's edit", got)
+				}
+			})
+		})
+	}
+}
+
+// Every version a pass replaces or deletes, on either side, is kept and
+// can be read back.
+func TestEveryReplacedVersionIsKept(t *testing.T) {
+	for name, start := range clouds() {
+		t.Run(name, func(t *testing.T) {
+			c := start(t)
+			p := newGuardPair(t, c, "laptop", nil)
+			seed(t, p, 12)
+			for _, n := range []string{"down.md", "up.md", "gone-here.md", "gone-there.md"} {
+				p.write(t, n, n+" v1")
+			}
+			p.pass(t, PassOptions{})
+			c.put(t, "down.md", "down.md v2")
+			p.write(t, "up.md", "up.md v2")
+			c.del(t, "gone-here.md")
+			if err := os.Remove(filepath.Join(p.local, "gone-there.md")); err != nil {
+				t.Fatal(err)
+			}
+			res := p.pass(t, PassOptions{})
+			if res.VersionsKept != 4 {
+				t.Errorf("pass kept %d versions, want 4: %+v", res.VersionsKept, res)
+			}
+			for _, tc := range []struct {
+				path, side, reason string
+			}{
+				{"down.md", "local", versions.ReasonOverwritten},
+				{"up.md", "cloud", versions.ReasonOverwritten},
+				{"gone-here.md", "local", versions.ReasonDeleted},
+				{"gone-there.md", "cloud", versions.ReasonDeleted},
+			} {
+				lv, cv := versionContents(t, p, tc.path)
+				got := lv
+				if tc.side == "cloud" {
+					got = cv
+				}
+				if got[tc.path+" v1"] != tc.reason {
+					t.Errorf("%s: %s versions %v, want %q kept as %s", tc.path, tc.side, got, tc.path+" v1", tc.reason)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(p.local, "gone-here.md")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("gone-here.md still here: %v", err)
+			}
+		})
+	}
+}
+
+func TestVersionsOffStillKeepsWindowConflicts(t *testing.T) {
+	c := clouds()["embedded"](t)
+	p := newGuardPair(t, c, "laptop", func(c *Config) { c.NoVersions = true })
+	seed(t, p, 12)
+	p.write(t, "note.md", "v1")
+	p.pass(t, PassOptions{})
+	c.put(t, "note.md", "v2")
+	p.engine.beforeReplace = once(SideLocal, "note.md", func() { p.write(t, "note.md", "v3 during the pass") })
+	res := p.pass(t, PassOptions{})
+	if res.VersionsKept != 0 || res.Conflicts != 1 {
+		t.Errorf("versions off: kept %d conflicts %d, want 0 and 1", res.VersionsKept, res.Conflicts)
+	}
+	if lf := conflictFiles(p.files(t), "note.md"); len(lf) != 1 {
+		t.Errorf("conflict files %v", lf)
+	}
+	lv, cv := versionContents(t, p, "note.md")
+	if len(lv)+len(cv) != 0 {
+		t.Errorf("versions kept with versions off: %v %v", lv, cv)
+	}
+}
+
+// Two conflicts on one note within a second keep both conflict files.
+func TestTwoConflictsInOneSecondKeepBoth(t *testing.T) {
+	c := clouds()["embedded"](t)
+	p := newGuardPair(t, c, "laptop", nil)
+	seed(t, p, 12)
+	p.write(t, "note.md", "v1")
+	p.pass(t, PassOptions{})
+	start := time.Now()
+	for i, pair := range [][2]string{{"here 1", "there 1"}, {"here 2, longer", "there 2, longer"}} {
+		p.write(t, "note.md", pair[0])
+		c.put(t, "note.md", pair[1])
+		if res := p.pass(t, PassOptions{}); res.Conflicts != 1 {
+			t.Fatalf("conflict %d: pass = %+v", i+1, res)
+		}
+	}
+	t.Logf("two conflicts in %v", time.Since(start))
+	p.pass(t, PassOptions{})
+	files := p.files(t)
+	// "here 1" synced, then both sides replaced it themselves: not the
+	// pass's to keep. Every version a pass replaced is somewhere.
+	for _, body := range []string{"there 1", "here 2, longer", "there 2, longer"} {
+		if somewhere(t, p, c, "note.md", body) == "" {
+			t.Errorf("%q is lost", body)
+		}
+	}
+	names := make([]string, 0)
+	for k := range conflictFiles(files, "note.md") {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if len(names) != 2 {
+		t.Errorf("conflict files %v, want two with unique names", names)
+	}
+}
