@@ -36,8 +36,37 @@ type Config struct {
 	// (the default) or "fast"; `bm-agent sync --profile` overrides it for
 	// one pass.
 	Profile string `json:"profile,omitempty"`
+	// VersionsDays is how long replaced and deleted versions of notes are
+	// kept (nil: DefaultVersionsDays; 0: versions are off).
+	VersionsDays *int `json:"versions_days,omitempty"`
+	// VersionsMaxMB caps each version store (this device's, the bucket's)
+	// in MB; the oldest versions go first (0: DefaultVersionsMaxMB).
+	VersionsMaxMB int `json:"versions_max_mb,omitempty"`
 	// SocketPath is where the local API listens.
 	SocketPath string `json:"-"`
+}
+
+// Defaults of the version stores.
+const (
+	DefaultVersionsDays  = 30
+	DefaultVersionsMaxMB = 1024
+)
+
+// versionsDays is the number of days versions are kept (0: off).
+func (c Config) versionsDays() int {
+	if c.VersionsDays == nil {
+		return DefaultVersionsDays
+	}
+	return max(*c.VersionsDays, 0)
+}
+
+// versionsMaxBytes is each version store's cap in bytes.
+func (c Config) versionsMaxBytes() int64 {
+	mb := c.VersionsMaxMB
+	if mb <= 0 {
+		mb = DefaultVersionsMaxMB
+	}
+	return int64(mb) << 20
 }
 
 // Sync profiles (see SPEC-8): how conflicts are resolved and how many

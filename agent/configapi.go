@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,8 @@ var configKeys = map[string]struct{ restart bool }{
 	"debounce":        {false},
 	"max_wait":        {false},
 	"profile":         {false},
+	"versions_days":   {false},
+	"versions_max_mb": {false},
 }
 
 // Bounds of the duration settings.
@@ -48,8 +51,10 @@ func (d *Daemon) ConfigGet(context.Context) (map[string]any, error) {
 	d.mu.Lock()
 	c := d.cfg
 	l := d.live
+	vs := d.versions
 	d.mu.Unlock()
 	c.Interval, c.Debounce, c.MaxWait, c.Profile = Duration(l.interval), Duration(l.debounce), Duration(l.maxWait), l.profile
+	c.VersionsDays, c.VersionsMaxMB = &vs.days, int(vs.maxBytes>>20)
 	return configMap(c)
 }
 
@@ -73,7 +78,7 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 	key = strings.ReplaceAll(strings.ToLower(strings.TrimSpace(key)), "-", "_")
 	k, ok := configKeys[key]
 	if !ok {
-		return nil, fmt.Errorf("config set %q: %w: unknown key (one of folder, interval, debounce, max_wait, profile, device, cloud_host, cloud_domain, cloud_client_id)", key, ipc.ErrInvalid)
+		return nil, fmt.Errorf("config set %q: %w: unknown key (one of folder, interval, debounce, max_wait, profile, versions_days, versions_max_mb, device, cloud_host, cloud_domain, cloud_client_id)", key, ipc.ErrInvalid)
 	}
 	value = strings.TrimSpace(value)
 	d.cfgMu.Lock()
@@ -83,7 +88,17 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 		return nil, fmt.Errorf("config set %s: %w", key, err)
 	}
 	var dur time.Duration
+	var num int
 	switch key {
+	case "versions_days", "versions_max_mb":
+		lo, hi := 0, 3650
+		if key == "versions_max_mb" {
+			lo, hi = 1, 1<<20
+		}
+		num, err = strconv.Atoi(value)
+		if err != nil || num < lo || num > hi {
+			return nil, fmt.Errorf("config set %s: %w: %q: want a whole number from %d to %d", key, ipc.ErrInvalid, value, lo, hi)
+		}
 	case "interval", "debounce", "max_wait":
 		dur, err = time.ParseDuration(value)
 		if err != nil {
@@ -130,6 +145,10 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 		file.MaxWait = Duration(dur)
 	case "profile":
 		file.Profile = value
+	case "versions_days":
+		file.VersionsDays = &num
+	case "versions_max_mb":
+		file.VersionsMaxMB = num
 	}
 	if err := file.Save(); err != nil {
 		return nil, fmt.Errorf("config set %s: %w", key, err)
@@ -145,8 +164,18 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 	case "profile":
 		d.live.profile = value
 		d.status.Profile = value
+	case "versions_days":
+		d.versions.days = num
+	case "versions_max_mb":
+		d.versions.maxBytes = int64(num) << 20
 	}
 	d.mu.Unlock()
+	if key == "versions_days" || key == "versions_max_mb" {
+		select {
+		case d.versionsChanged <- struct{}{}:
+		default:
+		}
+	}
 	d.markDirty()
 	if !k.restart {
 		select {

@@ -68,6 +68,10 @@ type Daemon struct {
 	cfgChanged chan struct{}
 	cfgMu      sync.Mutex // serializes ConfigSet's read-modify-write of the file
 	mounts     mountManager
+	// versions are the version stores' settings (under mu);
+	// versionsChanged wakes the session's pruner to apply them.
+	versions        versionSettings
+	versionsChanged chan struct{}
 }
 
 // session is what a logged-in daemon holds: the tenant API client, the
@@ -138,6 +142,9 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 		dirty:      make(chan struct{}, 1),
 		logs:       ring,
 		cfgChanged: make(chan struct{}, 1),
+
+		versions:        versionSettings{days: cfg.versionsDays(), maxBytes: cfg.versionsMaxBytes()},
+		versionsChanged: make(chan struct{}, 1),
 	}
 	d.live = liveSettings{interval: time.Duration(cfg.Interval), debounce: time.Duration(cfg.Debounce), maxWait: time.Duration(cfg.MaxWait), profile: cfg.Profile}
 	d.mounts = newMountManager(cfg.Home, logger)

@@ -70,6 +70,7 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 	if s.remote != nil && s.client != nil {
 		go d.followRemote(sctx, s)
 	}
+	go d.pruneVersions(sctx, s)
 
 	interval := live.interval
 	rt := newRetry(interval)
@@ -160,7 +161,9 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 			rreq.Resync, rreq.Force = true, false
 			sum, res, err = d.pass(sctx, s, "recovery", rreq)
 		}
-		followUp := false
+		// A pass that made news for the other side (a conflict file, a note
+		// it did not delete) is followed by one that takes it there.
+		followUp := err == nil && res.Again && !req.DryRun
 		if w != nil {
 			// Changes seen during a pass that wrote nothing locally were the
 			// user's, not ours: they get a pass of their own at once.
@@ -278,6 +281,8 @@ func (d *Daemon) pass(ctx context.Context, s *session, trigger string, req ipc.S
 		DeletedLocal:  res.DeletedLocal,
 		DeletedRemote: res.DeletedRemote,
 		Conflicts:     res.Conflicts,
+		EditsKept:     res.EditsKept,
+		VersionsKept:  res.VersionsKept,
 		Resync:        res.Resync,
 		Skipped:       res.Skipped,
 		Profile:       profile,

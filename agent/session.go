@@ -213,9 +213,11 @@ var engineFactory = func(ctx context.Context, d *Daemon, key *cloudapi.S3Key, te
 			SecretKey: key.SecretKey,
 			Bucket:    key.Bucket,
 		},
-		WorkDir: filepath.Join(d.cfg.Home, "bisync", tenantID),
-		Device:  d.cfg.Device,
-		Logger:  d.log.With("component", "sync"),
+		WorkDir:     filepath.Join(d.cfg.Home, "bisync", tenantID),
+		VersionsDir: filepath.Join(d.cfg.Home, "versions", tenantID),
+		NoVersions:  d.versionSettings().days == 0,
+		Device:      d.cfg.Device,
+		Logger:      d.log.With("component", "sync"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sync engine: %w", err)

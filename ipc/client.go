@@ -217,6 +217,33 @@ func (c *Client) MountStatus(ctx context.Context) (MountStatus, error) {
 	return ms, err
 }
 
+// Versions lists the kept versions of the note req.Path, or with
+// req.Deleted the notes deleted since req.Since and not back. Errors wrap
+// [ErrInvalid] for a bad path.
+func (c *Client) Versions(ctx context.Context, req VersionsRequest) (Versions, error) {
+	q := url.Values{}
+	if req.Path != "" {
+		q.Set("path", req.Path)
+	}
+	if req.Deleted {
+		q.Set("deleted", "1")
+	}
+	if !req.Since.IsZero() {
+		q.Set("since", req.Since.UTC().Format(time.RFC3339Nano))
+	}
+	var vs Versions
+	err := c.do(ctx, "versions", http.MethodGet, PathVersions+"?"+q.Encode(), nil, &vs)
+	return vs, err
+}
+
+// Restore brings kept versions back into the notes folder. Errors wrap
+// [ErrNotFound] when no version matches.
+func (c *Client) Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error) {
+	var res RestoreResult
+	err := c.do(ctx, "restore", http.MethodPost, PathRestore, req, &res)
+	return res, err
+}
+
 // Doctor runs the daemon's health checks.
 func (c *Client) Doctor(ctx context.Context) (DoctorReport, error) {
 	var r DoctorReport

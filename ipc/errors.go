@@ -35,6 +35,8 @@ var (
 	ErrAlreadyMounted   = errors.New("already mounted (run `bm-agent unmount` first)")
 	ErrNotMounted       = errors.New("not mounted")
 	ErrMountUnsupported = errors.New("mount is not supported on this platform")
+	// ErrNotFound: no such thing (a version to restore); answered 404.
+	ErrNotFound = errors.New("not found")
 )
 
 // errorCodes maps each well-known error to its wire code and HTTP status.
@@ -52,6 +54,7 @@ var errorCodes = []struct {
 	{ErrAlreadyMounted, "already_mounted", http.StatusConflict},
 	{ErrNotMounted, "not_mounted", http.StatusNotFound},
 	{ErrMountUnsupported, "mount_unsupported", http.StatusNotImplemented},
+	{ErrNotFound, "not_found", http.StatusNotFound},
 }
 
 // codeOf returns the wire code and HTTP status for err.

@@ -89,6 +89,14 @@ type ConflictLister interface {
 	Conflicts(ctx context.Context) (Conflicts, error)
 }
 
+// Versioner may be implemented by a [Backend] to serve the version routes.
+// Errors wrap [ErrNotFound] (no such version), [ErrInvalid] (a bad path)
+// or [ErrLoginRequired] when they apply.
+type Versioner interface {
+	Versions(ctx context.Context, req VersionsRequest) (Versions, error)
+	Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error)
+}
+
 // TimedPauser may be implemented by a [Backend] to serve POST /v0/pause
 // with a duration; without it such a request is refused.
 type TimedPauser interface {
@@ -140,6 +148,8 @@ func NewServer(b Backend, logger *slog.Logger) *Server {
 		PathMount:     {http.MethodGet, s.handleMountStatus},
 		PathUnmount:   {http.MethodPost, s.handleUnmount},
 		PathDoctor:    {http.MethodGet, s.handleDoctor},
+		PathVersions:  {http.MethodGet, s.handleVersions},
+		PathRestore:   {http.MethodPost, s.handleRestore},
 	}
 	// Routes that answer more than one method.
 	s.post = map[string]route{
@@ -304,6 +314,67 @@ func (s *Server) handleConflicts(w http.ResponseWriter, r *http.Request) error {
 		c.Conflicts = []Conflict{}
 	}
 	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
+func (s *Server) versioner() (Versioner, error) {
+	v, ok := s.b.(Versioner)
+	if !ok {
+		return nil, fmt.Errorf("versions: %w", ErrNotImplemented)
+	}
+	return v, nil
+}
+
+func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.versioner()
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	req := VersionsRequest{Path: q.Get("path"), Deleted: q.Get("deleted") == "1"}
+	if since := q.Get("since"); since != "" {
+		if req.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid", "versions: since must be an RFC 3339 time")
+			return nil
+		}
+	}
+	if !req.Deleted && req.Path == "" {
+		writeError(w, http.StatusBadRequest, "invalid", "versions: give a path, or deleted=1")
+		return nil
+	}
+	vs, err := v.Versions(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	if vs.Versions == nil {
+		vs.Versions = []Version{}
+	}
+	writeJSON(w, http.StatusOK, vs)
+	return nil
+}
+
+func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.versioner()
+	if err != nil {
+		return err
+	}
+	var req RestoreRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", "restore: bad request body: "+err.Error())
+		return nil
+	}
+	if req.Deleted == (req.Path != "") {
+		writeError(w, http.StatusBadRequest, "invalid", "restore: give a path, or deleted")
+		return nil
+	}
+	res, err := v.Restore(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	if res.Restored == nil {
+		res.Restored = []Version{}
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 

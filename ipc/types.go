@@ -131,8 +131,14 @@ type PassSummary struct {
 	DeletedLocal  int    `json:"deleted_local"`
 	DeletedRemote int    `json:"deleted_remote"`
 	Conflicts     int    `json:"conflicts"`
-	Resync        bool   `json:"resync"`
-	Error         string `json:"error,omitempty"`
+	// EditsKept counts notes the pass did not delete because they changed
+	// after it listed them (the edit wins; the next pass syncs it).
+	EditsKept int `json:"edits_kept,omitempty"`
+	// VersionsKept counts the versions the pass kept (see PathVersions)
+	// before it replaced or deleted them.
+	VersionsKept int    `json:"versions_kept,omitempty"`
+	Resync       bool   `json:"resync"`
+	Error        string `json:"error,omitempty"`
 	// Skipped says why the pass did not run (paused, offline, ...), if so.
 	Skipped string `json:"skipped,omitempty"`
 	// Profile is the sync profile the pass ran with.
@@ -160,6 +166,7 @@ const (
 	ActionDelete   = "delete"   // the file is deleted on Side
 	ActionConflict = "conflict" // both sides changed it; both versions are kept
 	ActionRename   = "rename"   // a conflict's version is renamed on Side (Path is the new name)
+	ActionKeep     = "keep"     // not deleted on Side: it changed after the pass listed it (the edit wins)
 	SideLocal      = "local"    // the notes folder
 	SideCloud      = "cloud"    // the bucket
 	SideBoth       = "both"     // a conflict: the file changed on both sides

@@ -141,7 +141,7 @@ func (s *guardStats) renamedNote(path string) {
 func newGuardPass(e *Engine, log *slog.Logger, stamp string) *guardPass {
 	g := &guardPass{
 		e: e, log: log, stamp: stamp,
-		keep: e.keepVersions, localVersions: e.localVersions, cloudVersions: e.cloudVersions, s3: e.s3,
+		keep: e.keepVersions.Load(), localVersions: e.localVersions, cloudVersions: e.cloudVersions, s3: e.s3,
 		localEnc: backendEncoding("local"), cloudEnc: backendEncoding("s3"),
 		copied: map[string]string{},
 	}

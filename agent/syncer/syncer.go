@@ -179,7 +179,7 @@ type Engine struct {
 
 	localVersions *versions.Local // the notes folder's version store
 	cloudVersions *versions.Cloud // the bucket's
-	keepVersions  bool
+	keepVersions  atomic.Bool
 	s3            *s3.Client // the bucket, for the guards' conditional requests
 
 	stampMu   sync.Mutex
@@ -239,7 +239,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.s3 = newS3Client(cfg.Remote, 0)
 	e.cloudVersions = versions.NewCloud(e.s3, cfg.Remote.Bucket, e.device)
-	e.keepVersions = !cfg.NoVersions
+	e.keepVersions.Store(!cfg.NoVersions)
 	gl, gc := newGuardPass(e, logger, "").wrap(ctx)
 	e.basePath = filepath.Join(cfg.WorkDir, bilib.SessionName(gl, gc))
 	e.listing1 = e.basePath + ".path1.lst"
@@ -300,6 +300,9 @@ func (e *Engine) passStamp() string {
 	e.lastStamp = stamp
 	return stamp
 }
+
+// SetKeepVersions turns keeping versions on or off for the next passes.
+func (e *Engine) SetKeepVersions(on bool) { e.keepVersions.Store(on) }
 
 // Versions returns the notes folder's and the bucket's version stores.
 func (e *Engine) Versions() (*versions.Local, *versions.Cloud) {

@@ -191,7 +191,7 @@ func (c *Cloud) list(ctx context.Context, prefix, delimiter string) ([]Version, 
 			}
 		}
 	}
-	sortNewestFirst(out)
+	SortNewestFirst(out)
 	return out, nil
 }
 

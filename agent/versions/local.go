@@ -276,7 +276,7 @@ func (s *Local) All() ([]Version, error) {
 	if err != nil {
 		return nil, fmt.Errorf("versions: list: %w", err)
 	}
-	sortNewestFirst(vs)
+	SortNewestFirst(vs)
 	return vs, nil
 }
 
@@ -326,7 +326,7 @@ func (s *Local) Prune(maxAge time.Duration, maxBytes int64) (PruneResult, error)
 	if err != nil {
 		return PruneResult{}, fmt.Errorf("versions: prune: %w", err)
 	}
-	sortNewestFirst(all)
+	SortNewestFirst(all)
 	cut := s.now().Add(-maxAge)
 	var keep []Version
 	var res PruneResult

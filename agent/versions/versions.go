@@ -93,9 +93,9 @@ func newID(side string) string {
 	return p + hex.EncodeToString(b)
 }
 
-// sortNewestFirst orders versions by the time they were kept, newest
+// SortNewestFirst orders versions by the time they were kept, newest
 // first, then by path and ID so the order is stable.
-func sortNewestFirst(vs []Version) {
+func SortNewestFirst(vs []Version) {
 	sort.Slice(vs, func(i, j int) bool {
 		if !vs[i].Kept.Equal(vs[j].Kept) {
 			return vs[i].Kept.After(vs[j].Kept)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/basicmachines-co/bm-agent/agent/versions"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -70,7 +71,8 @@ func localTree(dir string) (map[string]string, error) {
 	return out, err
 }
 
-// bucketKeys lists the device's bucket with their sizes.
+// bucketKeys lists the device's bucket with their sizes (the notes: the
+// version store left out).
 func bucketKeys(ctx context.Context, d *Device) (map[string]int64, error) {
 	out := map[string]int64{}
 	p := s3.NewListObjectsV2Paginator(d.S3, &s3.ListObjectsV2Input{Bucket: &d.Creds.BucketName})
@@ -80,7 +82,9 @@ func bucketKeys(ctx context.Context, d *Device) (map[string]int64, error) {
 			return nil, err
 		}
 		for _, o := range page.Contents {
-			out[*o.Key] = *o.Size
+			if !versions.IsVersionKey(*o.Key) {
+				out[*o.Key] = *o.Size
+			}
 		}
 	}
 	return out, nil

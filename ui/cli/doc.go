@@ -1,7 +1,7 @@
 // Package cli holds the bm-agent commands that talk to a running daemon
 // through ipc: setup, login, logout, status, sync, pause, resume, history,
-// conflicts, logs, config, doctor, mount, unmount, mount-status, install
-// and uninstall. It never touches sync state itself; `bm-agent run` (the
+// conflicts, versions, restore, logs, config, doctor, mount, unmount,
+// mount-status, install and uninstall. It never touches sync state itself; `bm-agent run` (the
 // daemon) is wired in by the main package, which calls [AddCommands], then
 // [Finish], and exits with [ReportError]'s code.
 //
@@ -34,6 +34,8 @@
 //	sync                   ipc.PassSummary
 //	history                ipc.History
 //	conflicts              ipc.Conflicts
+//	versions               ipc.Versions
+//	restore                ipc.RestoreResult
 //	logs [-f]              ipc.LogLine per line
 //	config get             the settings object; config get KEY: {"KEY": value}
 //	config set KEY VALUE   the settings after the change (+ "restart_required")
