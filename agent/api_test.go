@@ -43,6 +43,20 @@ func TestConfigSetGetPersists(t *testing.T) {
 		{"profile", "reckless", true, false, nil},
 		{"cloud_host", "ftp://x", true, false, nil},
 		{"colour", "blue", true, false, nil},
+		{"versions_days", "0", false, false, func(t *testing.T) {
+			if d.versionSettings().days != 0 {
+				t.Errorf("versions_days not applied: %+v", d.versionSettings())
+			}
+		}},
+		{"versions_days", "7", false, false, nil},
+		{"versions_max_mb", "200", false, false, func(t *testing.T) {
+			if d.versionSettings().maxBytes != 200<<20 {
+				t.Errorf("versions_max_mb not applied: %+v", d.versionSettings())
+			}
+		}},
+		{"versions_days", "-1", true, false, nil},
+		{"versions_days", "a week", true, false, nil},
+		{"versions_max_mb", "0", true, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -69,8 +83,15 @@ func TestConfigSetGetPersists(t *testing.T) {
 		t.Fatal(err)
 	}
 	if time.Duration(c.Interval) != 2*time.Hour || c.Profile != "safe" || c.Folder != "/elsewhere" ||
-		time.Duration(c.Debounce) != 3*time.Second || c.CloudHost != "https://example.test" {
+		time.Duration(c.Debounce) != 3*time.Second || c.CloudHost != "https://example.test" ||
+		c.versionsDays() != 7 || c.versionsMaxBytes() != 200<<20 {
 		t.Errorf("persisted config = %+v", c)
+	}
+	if _, err := d.Versions(ctx, ipc.VersionsRequest{Path: "a.md"}); !errors.Is(err, ipc.ErrLoginRequired) {
+		t.Errorf("versions while logged out: %v, want ErrLoginRequired", err)
+	}
+	if _, err := d.Restore(ctx, ipc.RestoreRequest{Deleted: true}); !errors.Is(err, ipc.ErrLoginRequired) {
+		t.Errorf("restore while logged out: %v, want ErrLoginRequired", err)
 	}
 	m, err := d.ConfigGet(ctx)
 	if err != nil || m["interval"] != "2h0m0s" || m["folder"] == "/elsewhere" {

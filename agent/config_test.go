@@ -75,3 +75,27 @@ func TestWithDefaults(t *testing.T) {
 		t.Errorf("timing defaults: %+v", c)
 	}
 }
+
+func TestVersionsSettings(t *testing.T) {
+	for _, tc := range []struct {
+		json     string
+		days     int
+		maxBytes int64
+	}{
+		{`{}`, DefaultVersionsDays, DefaultVersionsMaxMB << 20},
+		{`{"versions_days": 0}`, 0, DefaultVersionsMaxMB << 20},
+		{`{"versions_days": 90, "versions_max_mb": 10}`, 90, 10 << 20},
+	} {
+		home := t.TempDir()
+		if err := os.WriteFile(filepath.Join(home, "config.json"), []byte(tc.json), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.versionsDays() != tc.days || c.versionsMaxBytes() != tc.maxBytes {
+			t.Errorf("%s: days %d max %d, want %d %d", tc.json, c.versionsDays(), c.versionsMaxBytes(), tc.days, tc.maxBytes)
+		}
+	}
+}
