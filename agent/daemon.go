@@ -170,6 +170,11 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 // Serve runs the daemon until ctx is cancelled: the local API, the session
 // with the cloud and the sync loop. Cancellation is not an error.
 func (d *Daemon) Serve(ctx context.Context) error {
+	unlock, err := lockHome(d.cfg.Home)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer unlock()
 	ln, err := ipc.Listen(d.cfg.SocketPath)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

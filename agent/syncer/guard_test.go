@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/rclone/rclone/cmd/bisync/bilib"
 
 	"github.com/basicmachines-co/bm-agent/agent/versions"
 	"github.com/basicmachines-co/bm-agent/server/s3embed/s3test"
@@ -455,5 +456,72 @@ func TestTwoConflictsInOneSecondKeepBoth(t *testing.T) {
 	sort.Strings(names)
 	if len(names) != 2 {
 		t.Errorf("conflict files %v, want two with unique names", names)
+	}
+}
+
+// bisync names its listing files after both sides; with the full paths
+// (a long folder path and a tenant's 49-character bucket name) the names
+// passed 255 bytes and every pass failed. Any folder path must work, and
+// an older agent's long-named listings are picked up, not thrown away.
+func TestLongFolderPathSyncs(t *testing.T) {
+	bucket := "basic-memory-0f6f1a8e-3b3c-4c4e-9d7e-2a1b3c4d5e6f" // 49 characters, as bm-server names them
+	ep := s3test.Start(t, "", s3test.Key{AccessKey: testKey, SecretKey: testSecret, Bucket: bucket})
+	c := cloud{remote: Remote{Endpoint: ep.URL, Region: s3test.Region, AccessKey: testKey, SecretKey: testSecret, Bucket: bucket}, c: ep.Client()}
+	local := t.TempDir()
+	for i := 0; i < 6; i++ {
+		local = filepath.Join(local, strings.Repeat(string(rune('a'+i)), 40)+" notes")
+	}
+	if err := os.MkdirAll(local, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if len(local) < 255 {
+		t.Fatalf("folder path only %d bytes", len(local))
+	}
+	work := filepath.Join(t.TempDir(), "state")
+	e, err := New(context.Background(), Config{LocalDir: local, Remote: c.remote, WorkDir: work, Device: "laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pair{engine: e, local: local, logs: &logBuf{}}
+	seed(t, p, 12)
+	p.pass(t, PassOptions{})
+	p.write(t, "later.md", "a second pass")
+	if res := p.pass(t, PassOptions{}); res.Resync || res.Uploaded != 1 {
+		t.Errorf("second pass = %+v", res)
+	}
+	for _, f := range []string{e.listing1, e.listing2} {
+		if n := len(filepath.Base(f)) + len("-dry-new"); n > 255 {
+			t.Errorf("listing name %d bytes: %s", n, filepath.Base(f))
+		}
+	}
+	if got := c.files(t)["later.md"]; got != "a second pass" {
+		t.Errorf("bucket later.md = %q", got)
+	}
+}
+
+func TestOldListingNamesAreMigrated(t *testing.T) {
+	c := clouds()["embedded"](t)
+	p := newGuardPair(t, c, "laptop", nil)
+	seed(t, p, 12)
+	p.pass(t, PassOptions{})
+	// as an older bm-agent named them: after both full paths
+	old := filepath.Join(p.engine.cfg.WorkDir, bilib.SessionName(p.engine.local, p.engine.remote))
+	for _, l := range []string{p.engine.listing1, p.engine.listing2} {
+		suffix := strings.TrimPrefix(l, p.engine.basePath)
+		if err := os.Rename(l, old+suffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := New(context.Background(), p.engine.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.NeedsResync() {
+		t.Fatal("the old listings were not picked up")
+	}
+	p.engine = e
+	p.write(t, "new.md", "x")
+	if res := p.pass(t, PassOptions{}); res.Resync || res.Uploaded != 1 {
+		t.Errorf("pass after the migration = %+v, want a normal pass", res)
 	}
 }
