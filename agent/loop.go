@@ -151,16 +151,6 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		if err == nil {
 			kr.reset()
 		}
-		if err != nil && sctx.Err() == nil && needsAutoResync(err, req) {
-			// bisync stopped and asks for a resync (or --force after "all
-			// files changed"): the safe resync copies both ways, deletes
-			// nothing and keeps both versions of what differs, so the
-			// daemon runs it now instead of waiting for the user.
-			d.log.Warn("bisync demands a resync: running a safe resync", "err", err)
-			rreq := req
-			rreq.Resync, rreq.Force = true, false
-			sum, res, err = d.pass(sctx, s, "recovery", rreq)
-		}
 		// A pass that made news for the other side (a conflict file, a note
 		// it did not delete) is followed by one that takes it there.
 		followUp := err == nil && res.Again && !req.DryRun
@@ -329,15 +319,6 @@ func (d *Daemon) pass(ctx context.Context, s *session, trigger string, req ipc.S
 	return sum, res, err
 }
 
-// needsAutoResync reports whether a failed pass is one the daemon
-// recovers from by itself with a safe resync.
-func needsAutoResync(err error, req ipc.SyncRequest) bool {
-	if req.DryRun || req.Resync {
-		return false
-	}
-	return errors.Is(err, syncer.ErrResyncRequired) || errors.Is(err, syncer.ErrAllFilesChanged)
-}
-
 // failed sets the state after a failed pass: offline, a hold that says what
 // to do, or a plain error.
 func (d *Daemon) failed(err error, profile string, req ipc.SyncRequest, sum *ipc.PassSummary) {
@@ -351,10 +332,6 @@ func (d *Daemon) failed(err error, profile string, req ipc.SyncRequest, sum *ipc
 		d.log.Warn("sync pass failed: offline", "trigger", sum.Trigger, "err", err)
 		d.setState(StateOffline, "cannot reach the bucket or the server: "+err.Error())
 		return
-	}
-	if needsAutoResync(err, req) {
-		d.log.Warn("sync pass needs a resync", "trigger", sum.Trigger, "err", err)
-		return // the loop runs a safe resync at once
 	}
 	if h := holdFor(err, d.cfg.Folder, profile, time.Now()); h != nil {
 		d.log.Warn("sync pass refused", "trigger", sum.Trigger, "reason", h.Reason, "err", err)

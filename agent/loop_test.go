@@ -427,27 +427,40 @@ func TestCancelledPassIsRecorded(t *testing.T) {
 	}
 }
 
-func TestResyncDemandRunsASafeResync(t *testing.T) {
+// TestAllFilesChangedIsHeld: the engine settles a pass whose files only
+// changed their times by itself; what reaches the daemon as "all files
+// changed" changed for real, so the daemon holds it for the person (a safe
+// resync here would bring back the notes deleted meanwhile) until
+// `sync --force`.
+func TestAllFilesChangedIsHeld(t *testing.T) {
 	d := testDaemon(t, t.TempDir())
 	eng := &fakeEngine{passed: make(chan int, 8), next: func(n int) (syncer.Result, error) {
 		if n == 1 {
 			return syncer.Result{}, fmt.Errorf("syncer: pass: bisync: %w: all files were changed", syncer.ErrAllFilesChanged)
 		}
-		return syncer.Result{Resync: true}, nil
+		return syncer.Result{}, nil
 	}}
 	runLoop(t, d, eng)
 	ctx := context.Background()
-	waitFor(t, "the recovery pass", func() bool { return eng.count() == 2 })
-	if opt := eng.lastOpt(); !opt.Resync || opt.Trigger != "recovery" || opt.Force {
-		t.Fatalf("recovery pass options %+v", opt)
+	waitFor(t, "the hold", func() bool { st := d.Status(ctx); return st.Hold != nil && st.State == StatePaused })
+	time.Sleep(100 * time.Millisecond)
+	if n := eng.count(); n != 1 {
+		t.Fatalf("%d passes: the daemon ran another pass by itself", n)
 	}
-	waitFor(t, "idle", func() bool { return d.Status(ctx).State == StateIdle })
-	if st := d.Status(ctx); st.Hold != nil || st.Failures != 0 {
-		t.Fatalf("status after recovery: %+v", st)
+	if h := d.Status(ctx).Hold; h.Reason != ipc.HoldAllFilesChanged || !h.NeedsForce || !strings.Contains(h.Message, "--force") {
+		t.Fatalf("hold = %+v", h)
 	}
-	h, _ := d.History(ctx, 5)
-	if len(h.Passes) != 2 || !h.Passes[0].Resync || h.Passes[0].Trigger != "recovery" || h.Passes[1].Error == "" {
-		t.Fatalf("history = %+v", h.Passes)
+	if _, err := d.Sync(ctx, ipc.SyncRequest{Wait: true}); err == nil {
+		t.Errorf("a plain sync ran past the hold")
+	}
+	if _, err := d.Sync(ctx, ipc.SyncRequest{Wait: true, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if opt := eng.lastOpt(); !opt.Force || opt.Resync {
+		t.Errorf("the forced pass ran with %+v", opt)
+	}
+	if st := d.Status(ctx); st.Hold != nil {
+		t.Errorf("hold after sync --force: %+v", st.Hold)
 	}
 }
 

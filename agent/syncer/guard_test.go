@@ -525,3 +525,52 @@ func TestOldListingNamesAreMigrated(t *testing.T) {
 		t.Errorf("pass after the migration = %+v, want a normal pass", res)
 	}
 }
+
+// "Every file changed" (a clock jump, a tool that touched every file) with
+// a few real changes among them: the times are recorded, the real changes
+// sync, and the notes deleted meanwhile stay deleted (the automatic safe
+// resync this used to run brought them back).
+func TestAllFilesChangedKeepsDeletes(t *testing.T) {
+	c := clouds()["embedded"](t)
+	p := newGuardPair(t, c, "laptop", nil)
+	seed(t, p, 20)
+	p.pass(t, PassOptions{})
+	later := time.Now().Add(3 * time.Hour)
+	err := filepath.WalkDir(p.local, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			err = os.Chtimes(path, later, later)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"seed/n03.md", "seed/n07.md"} {
+		if err := os.Remove(filepath.Join(p.local, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.write(t, "seed/n11.md", "edited for real")
+	res := p.pass(t, PassOptions{})
+	if res.Resync || res.DeletedRemote != 2 || res.Uploaded != 1 || res.Downloaded != 0 {
+		t.Errorf("pass = %+v, want the 2 deletes and the 1 edit, no resync", res)
+	}
+	if !strings.Contains(p.logs.String(), "every file looked changed") {
+		t.Errorf("the pass never met bisync's all-files-changed stop; the test tests nothing")
+	}
+	files := c.files(t)
+	for _, n := range []string{"seed/n03.md", "seed/n07.md"} {
+		if _, ok := files[n]; ok {
+			t.Errorf("%s is back in the bucket", n)
+		}
+		if _, err := os.Stat(filepath.Join(p.local, n)); err == nil {
+			t.Errorf("%s is back in the folder", n)
+		}
+	}
+	if files["seed/n11.md"] != "edited for real" {
+		t.Errorf("the real edit did not sync: %q", files["seed/n11.md"])
+	}
+	if res := p.pass(t, PassOptions{}); res.Uploaded+res.Downloaded+res.DeletedLocal+res.DeletedRemote != 0 {
+		t.Errorf("a pass after = %+v, want nothing to do", res)
+	}
+}

@@ -135,20 +135,20 @@ func rewriteListingTimes(path string, times map[string]time.Time) (int, error) {
 // (a request per 1,000 objects) plus reading the local files whose
 // recorded time was wrong; a pass that wrote nothing to the bucket does
 // not call it.
-func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string) error {
+func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
 	entries, err := readListing(e.listing2)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("settle listing: read: %w", err)
+		return 0, fmt.Errorf("settle listing: read: %w", err)
 	}
 	if len(entries) == 0 {
-		return nil
+		return 0, nil
 	}
 	fctx, err := withFilters(ctx, filters)
 	if err != nil {
-		return fmt.Errorf("settle listing: %w", err)
+		return 0, fmt.Errorf("settle listing: %w", err)
 	}
 	fctx = accounting.WithStatsGroup(fctx, pc.group)
 	fctx, ci := fs.AddConfig(fctx)
@@ -181,16 +181,78 @@ func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("settle listing: list bucket: %w", err)
+		return 0, fmt.Errorf("settle listing: list bucket: %w", err)
 	}
 	n, err := rewriteListingTimes(e.listing2, fix)
 	if err != nil {
-		return fmt.Errorf("settle listing: rewrite: %w", err)
+		return 0, fmt.Errorf("settle listing: rewrite: %w", err)
 	}
 	if n > 0 {
 		pc.logger().Debug("recorded the bucket's modtimes of written files in the listing", "files", n)
 	}
-	return nil
+	return n, nil
+}
+
+// settleLocalTimes is settleRemoteTimes for the notes folder's side: for
+// every path1 entry whose file now has another modtime but the same size
+// and exactly the bucket object's content (MD5), it records the file's
+// new time. It answers "every file changed" (a clock or time zone jump,
+// a tool that touched every file): the times changed, the notes did not,
+// and the next run then sees the real changes only, deletes included.
+func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
+	entries, err := readListing(e.listing1)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("settle local listing: read: %w", err)
+	}
+	fctx, err := withFilters(ctx, filters)
+	if err != nil {
+		return 0, fmt.Errorf("settle local listing: %w", err)
+	}
+	fctx = accounting.WithStatsGroup(fctx, pc.group)
+	fctx, ci := fs.AddConfig(fctx)
+	ci.UseServerModTime = true
+	ci.UseListR = true
+	fix := map[string]time.Time{}
+	err = walk.ListR(fctx, e.remote, "", true, -1, walk.ListObjects, func(objs fs.DirEntries) error {
+		for _, entry := range objs {
+			ro, ok := entry.(fs.Object)
+			if !ok {
+				continue
+			}
+			name := ro.Remote()
+			ent, ok := entries[name]
+			if !ok {
+				continue
+			}
+			lo, err := e.local.NewObject(fctx, name)
+			if err != nil || lo.Size() != ent.size || lo.Size() != ro.Size() {
+				continue
+			}
+			mt := lo.ModTime(fctx)
+			if mt.Equal(ent.time) {
+				continue
+			}
+			same, err := e.localHasContent(fctx, name, ro)
+			if err != nil {
+				return err
+			}
+			if same {
+				fix[name] = mt
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("settle local listing: list bucket: %w", err)
+	}
+	n, err := rewriteListingTimes(e.listing1, fix)
+	if err != nil {
+		return 0, fmt.Errorf("settle local listing: rewrite: %w", err)
+	}
+	return n, nil
 }
 
 // localHasContent reports whether the local file name holds exactly the

@@ -63,7 +63,8 @@ var (
 	ErrLocalRootMissing = errors.New("local folder is missing")
 	// ErrLocalRootEmpty: the notes folder has no files although the last
 	// sync saw some (an unmounted drive, a wiped folder). The pass refuses
-	// to run rather than propagate the emptiness as remote deletes.
+	// to run rather than propagate the emptiness as remote deletes; a
+	// resync (PassOptions.Resync) fills the folder from the bucket.
 	ErrLocalRootEmpty = errors.New("local folder is empty but the last sync had files")
 	// ErrResyncRequired: bisync demands a resync and the engine could not
 	// do one safely by itself (for example in a dry run).
@@ -388,7 +389,11 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	}
 	prior1 := listingFiles(e.baseline(e.listing1))
 	prior2 := listingFiles(e.baseline(e.listing2))
-	if !localHas && prior1 > 0 {
+	if !localHas && prior1 > 0 && !opt.Resync {
+		// An unmounted drive or a wiped folder: refuse, rather than pass the
+		// emptiness on as deletes. A resync the person asks for copies the
+		// bucket's notes into it (and deletes nothing), which is the way to
+		// fill the folder again on purpose.
 		return res, fmt.Errorf("syncer: pass: %w (%d files last time): %s", ErrLocalRootEmpty, prior1, e.cfg.LocalDir)
 	}
 	filters, filtersChanged, err := e.prepareFilters(opt.DryRun)
@@ -442,6 +447,27 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		cerr := classify(err)
 		if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
 			cerr = fmt.Errorf("bisync: %w", md)
+		}
+		if errors.Is(cerr, ErrAllFilesChanged) && !opt.DryRun && !ps.force {
+			// Every file looks changed. Where only the times changed (the
+			// content is the bucket's), record the new times and run again:
+			// the real changes, deletes included, then sync as usual, and
+			// nothing deleted comes back.
+			n1, err1 := e.settleLocalTimes(ctx, pc, ps.filters)
+			n2, err2 := e.settleRemoteTimes(ctx, pc, ps.filters)
+			if err := errors.Join(err1, err2); err != nil {
+				log.Warn("could not check whether only the files' times changed", "err", err)
+			}
+			if n1+n2 > 0 {
+				log.Warn("every file looked changed, but only the times of these had: recorded them, syncing the rest",
+					"local_files", n1, "bucket_files", n2)
+				pc.resetPlan()
+				err = e.runBisync(ctx, pc, false, ps)
+				cerr = classify(err)
+				if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
+					cerr = fmt.Errorf("bisync: %w", md)
+				}
+			}
 		}
 		switch {
 		case err == nil:
@@ -536,7 +562,7 @@ func (e *Engine) settle(ctx context.Context, pc *passCounter, ps passSettings, r
 	if ps.dryRun || (!resync && !pc.wroteRemote()) {
 		return nil
 	}
-	err := e.settleRemoteTimes(ctx, pc, ps.filters)
+	_, err := e.settleRemoteTimes(ctx, pc, ps.filters)
 	if err != nil && ctx.Err() == nil {
 		pc.logger().Warn("could not record the bucket's modtimes in the listing", "err", err)
 		return nil

@@ -453,6 +453,14 @@ func TestEmptyAndMissingFolders(t *testing.T) {
 			}
 		}
 		assertContents(t, "bucket", s3.objects(), want)
+		// The hold's advice: a resync fills the folder from the bucket and
+		// deletes nothing.
+		res := p.pass(t, PassOptions{Resync: true})
+		if !res.Resync || res.Downloaded != len(want) || res.DeletedRemote != 0 {
+			t.Fatalf("resync of the emptied folder = %+v", res)
+		}
+		assertContents(t, "local", p.files(t), want)
+		assertContents(t, "bucket", s3.objects(), want)
 	})
 	t.Run("new device with an empty folder downloads", func(t *testing.T) {
 		s3 := newFakeS3(t)
