@@ -69,6 +69,9 @@ func (r *retry) succeeded() {
 // be reached (dial refused, unreachable network, unknown host, timeouts),
 // as opposed to an answer that said no. Cancellation is not offline.
 func isOffline(err error) bool {
+	if errors.Is(err, syncer.ErrOffline) {
+		return true // the engine's own verdict
+	}
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}

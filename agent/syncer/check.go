@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/basicmachines-co/bm-agent/agent/versions"
 )
 
 var (
@@ -56,8 +58,8 @@ func isKeyRejected(err error, extra ...string) bool {
 
 // newS3Client is an S3 client of r's endpoint with r's key, path style
 // (what a bucket-scoped key needs). timeout bounds each request (0: none
-// but the caller's context) and requests are tried twice.
-func newS3Client(r Remote, timeout time.Duration) *s3.Client {
+// but the caller's context); each is tried attempts times.
+func newS3Client(r Remote, timeout time.Duration, attempts int) *s3.Client {
 	region := r.Region
 	if region == "" {
 		region = "us-east-1"
@@ -67,7 +69,7 @@ func newS3Client(r Remote, timeout time.Duration) *s3.Client {
 		Region:           region,
 		UsePathStyle:     true,
 		Credentials:      credentials.NewStaticCredentialsProvider(r.AccessKey, r.SecretKey, ""),
-		RetryMaxAttempts: 2,
+		RetryMaxAttempts: attempts,
 		HTTPClient:       &http.Client{Timeout: timeout},
 	})
 }
@@ -91,11 +93,19 @@ func CheckRemote(ctx context.Context, r Remote) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	client := newS3Client(r, checkTimeout)
+	client := newS3Client(r, checkTimeout, 2)
 	_, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(r.Bucket), MaxKeys: aws.Int32(1)})
-	if err == nil {
-		return nil
+	if err != nil {
+		return fmt.Errorf("syncer: check: %w", s3Failure(ctx, err, r))
 	}
+	return nil
+}
+
+// s3Failure gives a failed request to the bucket its typed error:
+// ErrKeyRejected when S3 refused the key, ErrOffline when the endpoint
+// could not be reached (or did not answer in time), the context's error
+// when the caller gave up, and S3's own code otherwise.
+func s3Failure(ctx context.Context, err error, r Remote) error {
 	var apiErr smithy.APIError
 	switch {
 	case isKeyRejected(err):
@@ -103,11 +113,105 @@ func CheckRemote(ctx context.Context, r Remote) error {
 		if errors.As(err, &apiErr) {
 			code = apiErr.ErrorCode()
 		}
-		return fmt.Errorf("syncer: check: %w (S3 said %s for key %s at %s)", ErrKeyRejected, code, r.AccessKey, r.Endpoint)
+		return fmt.Errorf("%w (S3 said %s for key %s at %s)", ErrKeyRejected, code, r.AccessKey, r.Endpoint)
 	case errors.As(err, &apiErr):
-		return fmt.Errorf("syncer: check: list bucket %q at %s: %s: %s", r.Bucket, r.Endpoint, apiErr.ErrorCode(), apiErr.ErrorMessage())
+		return fmt.Errorf("list bucket %q at %s: %s: %s", r.Bucket, r.Endpoint, apiErr.ErrorCode(), apiErr.ErrorMessage())
 	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("syncer: check: %w", ctx.Err())
+		return ctx.Err()
 	}
-	return fmt.Errorf("syncer: check: %w %s: %w", ErrOffline, r.Endpoint, err)
+	// Say what happened in the network's words ("connection refused"),
+	// not the SDK's retry bookkeeping; keep the chain for errors.Is.
+	why := "no answer in time"
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		why = opErr.Err.Error()
+	}
+	return &offlineError{endpoint: r.Endpoint, why: why, err: err}
+}
+
+// offlineError is ErrOffline with what the network said.
+type offlineError struct {
+	endpoint, why string
+	err           error
+}
+
+func (e *offlineError) Error() string {
+	return fmt.Sprintf("%s %s (%s)", ErrOffline, e.endpoint, e.why)
+}
+
+func (e *offlineError) Unwrap() []error { return []error{ErrOffline, e.err} }
+
+// probeTimeout bounds the engine's reachability probe; probeEvery is how
+// often a running pass probes (after the first probeEvery). So a pass
+// notices a dead endpoint within about probeEvery+probeTimeout, whatever
+// rclone's own retries would do. Variables so tests can shorten them.
+var (
+	probeTimeout = 8 * time.Second
+	probeEvery   = 1500 * time.Millisecond
+)
+
+// probe asks the bucket for its first keys at the root (one
+// ListObjectsV2, tried once, within probeTimeout): it tells whether the
+// bucket is reachable and accepts the key (typed errors as s3Failure) and
+// whether it holds anything but the version store.
+func (e *Engine) probe(ctx context.Context) (hasFiles bool, err error) {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	out, err := e.probeS3.ListObjectsV2(pctx, &s3.ListObjectsV2Input{
+		Bucket: aws.String(e.cfg.Remote.Bucket), Delimiter: aws.String("/"), MaxKeys: aws.Int32(10),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if isCode(err, "NoSuchBucket") {
+			return false, fmt.Errorf("bucket %q not found or not readable: %w", e.cfg.Remote.Bucket, err)
+		}
+		return false, s3Failure(pctx, err, e.cfg.Remote)
+	}
+	for _, o := range out.Contents {
+		if !versions.IsVersionKey(aws.ToString(o.Key)) {
+			return true, nil
+		}
+	}
+	for _, p := range out.CommonPrefixes {
+		if !versions.IsVersionKey(aws.ToString(p.Prefix)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// watchReachable probes the bucket every probeEvery while a pass runs
+// and cancels it (cause: an error wrapping ErrOffline) when the endpoint
+// stops answering; stop ends the watch.
+func (e *Engine) watchReachable(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(probeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := e.probe(ctx); errors.Is(err, ErrOffline) {
+				e.log.Warn("the bucket stopped answering: stopping the pass", "err", err)
+				cancel(err)
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// isCode reports whether err is an S3 API error with code.
+func isCode(err error, code string) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == code
 }

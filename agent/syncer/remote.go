@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	_ "github.com/rclone/rclone/backend/local" // the local backend
 	_ "github.com/rclone/rclone/backend/s3"    // the s3 backend
@@ -15,8 +16,6 @@ import (
 	"github.com/rclone/rclone/fs/hash"
 	"github.com/rclone/rclone/fs/operations"
 	"github.com/rclone/rclone/fs/walk"
-
-	"github.com/basicmachines-co/bm-agent/agent/versions"
 )
 
 // remoteName is the rclone name of every engine's S3 file system. The Fs
@@ -141,30 +140,22 @@ func NewRemoteFs(ctx context.Context, r Remote, name string) (fs.Fs, error) {
 }
 
 // newRemoteFs builds the engine's S3 file system: modtimes come from the
-// listing (server modtime), never from a HEAD per object.
+// listing (server modtime), never from a HEAD per object. A request that
+// gets no connection gives up after seconds, not rclone's minutes: the
+// daemon retries whole passes with backoff, and says it is offline.
 func newRemoteFs(ctx context.Context, r Remote) (fs.Fs, error) {
 	ctx, ci := fs.AddConfig(ctx)
 	ci.UseServerModTime = true
+	ci.ConnectTimeout = fs.Duration(remoteConnectTimeout)
+	ci.LowLevelRetries = remoteLowLevelRetries
 	return NewRemoteFs(ctx, r, remoteName)
 }
 
-// remoteHasFiles lists the bucket root: one request. The versions
-// prefix does not count.
-func (e *Engine) remoteHasFiles(ctx context.Context) (bool, error) {
-	entries, err := e.remote.List(ctx, "")
-	if errors.Is(err, fs.ErrorDirNotFound) {
-		return false, fmt.Errorf("bucket %q not found or not readable: %w", e.cfg.Remote.Bucket, err)
-	}
-	if err != nil {
-		return false, err
-	}
-	for _, ent := range entries {
-		if !versions.IsVersionKey(ent.Remote() + "/") {
-			return true, nil
-		}
-	}
-	return false, nil
-}
+// How hard the engine's S3 file system tries one request.
+const (
+	remoteConnectTimeout  = 10 * time.Second
+	remoteLowLevelRetries = 3
+)
 
 // keepRemoteVersions is the first half of a safe resync: for every object
 // that also exists locally with other content, it downloads the bucket's

@@ -182,6 +182,7 @@ type Engine struct {
 	cloudVersions *versions.Cloud // the bucket's
 	keepVersions  atomic.Bool
 	s3            *s3.Client // the bucket, for the guards' conditional requests
+	probeS3       *s3.Client // the bucket, for the reachability probe (one attempt)
 
 	stampMu   sync.Mutex
 	lastStamp string // the last pass's conflict stamp (each pass gets its own)
@@ -238,7 +239,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.localVersions, err = versions.OpenLocal(e.cfg.VersionsDir, e.device, logger.With("component", "versions")); err != nil {
 		return nil, fmt.Errorf("syncer: new: %w", err)
 	}
-	e.s3 = newS3Client(cfg.Remote, 0)
+	e.s3 = newS3Client(cfg.Remote, time.Minute, 3)
+	e.probeS3 = newS3Client(cfg.Remote, 0, 1)
 	e.cloudVersions = versions.NewCloud(e.s3, cfg.Remote.Bucket, e.device)
 	e.keepVersions.Store(!cfg.NoVersions)
 	gl, gc := newGuardPass(e, logger, "").wrap(ctx)
@@ -401,10 +403,16 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		return res, fmt.Errorf("syncer: pass: %w", err)
 	}
 	ps.filters = filters
-	remoteHas, err := e.remoteHasFiles(ctx)
+	// The first request of the pass tells within probeTimeout whether the
+	// bucket answers at all (rclone's own retries would take minutes).
+	remoteHas, err := e.probe(ctx)
 	if err != nil {
-		return res, fmt.Errorf("syncer: pass: list bucket: %w", err)
+		return res, fmt.Errorf("syncer: pass: %w", err)
 	}
+	outer := ctx
+	ctx, cancelPass := context.WithCancelCause(outer)
+	defer cancelPass(nil)
+	defer e.watchReachable(ctx, cancelPass)()
 	if !localHas && !remoteHas {
 		res.Skipped = "both sides empty"
 		return res, nil
@@ -493,7 +501,12 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	}
 	pc.fill(&res)
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		if cause := context.Cause(ctx); outer.Err() == nil && errors.Is(cause, ErrOffline) {
+			// Stopped because the bucket stopped answering: offline, not
+			// cancelled (the next pass recovers what this one left).
+			return res, fmt.Errorf("syncer: pass: %w (the pass stopped there: %v)", cause, err)
+		}
+		if ctxErr := outer.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
 		return res, fmt.Errorf("syncer: pass: %w", err)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,8 @@ type Harness struct {
 	AgentArgs []string
 	server    *exec.Cmd
 	agents    []*exec.Cmd
+	// the server's account and arguments, for RestartServer
+	email, password string
 }
 
 // Agent is one running bm-agent daemon.
@@ -93,14 +96,58 @@ func (h *Harness) StartServer(ctx context.Context, email, password string) error
 	}
 	// Port 0: the server binds free ports itself and logs them, so no
 	// other process can take a port between our choosing and its binding.
+	return h.startServer(ctx, logf, offset, email, password, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+// StopServer stops the server with SIGTERM, as an outage would (the
+// agents stay up).
+func (h *Harness) StopServer() error {
+	if h.server == nil || h.server.Process == nil {
+		return errors.New("no server running")
+	}
+	_ = h.server.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- h.server.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = h.server.Process.Kill()
+		<-done
+	}
+	h.server = nil
+	return nil
+}
+
+// RestartServer starts the stopped server again on the addresses it had,
+// with its data, so the agents find it where they left it.
+func (h *Harness) RestartServer(ctx context.Context) error {
+	logf, err := h.logFile("bm-server.log")
+	if err != nil {
+		return err
+	}
+	offset, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	api, err1 := url.Parse(h.ServerURL)
+	s3u, err2 := url.Parse(h.S3URL)
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	return h.startServer(ctx, logf, offset, h.email, h.password, api.Host, s3u.Host)
+}
+
+func (h *Harness) startServer(ctx context.Context, logf *os.File, offset int64, email, password, addr, s3Addr string) error {
+	h.email, h.password = email, password
 	cmd := exec.Command(filepath.Join(h.Bin, "bm-server"),
-		"--addr", "127.0.0.1:0", "--s3-addr", "127.0.0.1:0", "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email)
+		"--addr", addr, "--s3-addr", s3Addr, "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email)
 	cmd.Env = append(os.Environ(), "BM_SERVER_DEMO_PASSWORD="+password)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start bm-server: %w", err)
 	}
 	h.server = cmd
+	var err error
 	if h.ServerURL, h.S3URL, err = listeningURLs(ctx, logf.Name(), offset, 20*time.Second); err != nil {
 		return err
 	}

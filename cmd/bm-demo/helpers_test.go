@@ -98,3 +98,8 @@ func agentSecrets(t *testing.T, a *Agent) map[string]string {
 	}
 	return secrets
 }
+
+// faultsFull reports whether the fault suite runs in full (make
+// test-faults: BM_FAULTS=full), with its longer outages and more
+// operations, rather than the short form every CI run has.
+func faultsFull() bool { return os.Getenv("BM_FAULTS") == "full" }

@@ -592,6 +592,7 @@ func TestExitCodesGolden(t *testing.T) {
 		{"sync held", fmt.Errorf("sync failed: x: %w", ErrSyncHeld)},
 		{"paused (api)", &ipc.APIError{StatusCode: 409, Code: "paused", Message: "paused"}},
 		{"doctor failed", &reportedError{err: fmt.Errorf("doctor: %w", ErrChecksFailed)}},
+		{"offline", fmt.Errorf("sync failed: %w: no route", ErrOffline)},
 	}
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "%-28s %s\n", "ERROR", "EXIT")
@@ -605,7 +606,7 @@ func TestExitCodesGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for code := ExitOK; code <= ExitSyncHeld; code++ {
+	for code := ExitOK; code <= ExitOffline; code++ {
 		if !strings.Contains(string(doc), fmt.Sprintf("//\t%d     ", code)) {
 			t.Errorf("doc.go's exit code table lacks %d", code)
 		}

@@ -19,6 +19,8 @@
 //	5     the account has no active subscription           ErrSubscriptionRequired
 //	6     sync is held: paused, or a safety check stopped  ErrSyncHeld, ipc.ErrPaused
 //	      it (too many deletes: `bm-agent sync --force`)
+//	7     offline: the bucket or the server cannot be     ErrOffline
+//	      reached (the daemon keeps trying by itself)
 //
 // Under --json a failed command prints {"error": "...", "exit_code": N}
 // ([ErrorJSON]) on stderr.

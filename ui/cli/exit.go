@@ -20,6 +20,7 @@ const (
 	ExitLoginRequired        = 4
 	ExitSubscriptionRequired = 5
 	ExitSyncHeld             = 6
+	ExitOffline              = 7
 )
 
 // Errors the commands return so that [ExitCode] can tell them apart.
@@ -30,6 +31,9 @@ var (
 	// ErrSyncHeld: the daemon refuses to sync until the user acts (too
 	// many deletes, a missing folder, a pause).
 	ErrSyncHeld = errors.New("sync is held")
+	// ErrOffline: the bucket or the server cannot be reached; the daemon
+	// keeps trying by itself.
+	ErrOffline = errors.New("offline")
 	// ErrChecksFailed: `bm-agent doctor` found a failing check.
 	ErrChecksFailed = errors.New("some checks failed")
 )
@@ -66,6 +70,7 @@ var exitCodes = []struct {
 	{ErrSubscriptionRequired, ExitSubscriptionRequired, "the account has no active subscription"},
 	{ErrSyncHeld, ExitSyncHeld, "sync is held: paused, or stopped by a safety check such as max-delete (bm-agent status says why)"},
 	{ipc.ErrPaused, ExitSyncHeld, ""},
+	{ErrOffline, ExitOffline, "offline: the bucket or the server cannot be reached (bm-agent keeps trying by itself)"},
 }
 
 // ExitCode returns the process exit code for err (the error a command

@@ -26,7 +26,8 @@ time left on a terminal, and a progress line every few seconds otherwise.
 --json prints the pass's summary (ipc.PassSummary: start, duration_ms,
 trigger, uploaded, downloaded, deleted_local, deleted_remote, conflicts,
 error, plan for a dry run, ...). A pass stopped by a safety check (too many
-deletes) exits with code 6.`,
+deletes) exits with code 6, one that cannot reach the bucket or the server
+with code 7 (within seconds: the daemon keeps trying by itself).`,
 		Example: `  bm-agent sync
   bm-agent sync --dry-run           # list what would be copied, deleted and conflicted; change nothing
   bm-agent sync --profile safe      # this pass only: keep both versions of every conflict
@@ -197,6 +198,9 @@ type PauseResult struct {
 func syncError(ctx context.Context, c *ipc.Client, sum ipc.PassSummary) error {
 	if sum.Error == "" {
 		return nil
+	}
+	if sum.Offline {
+		return fmt.Errorf("sync failed: %w: %s (bm-agent keeps trying by itself, and syncs as soon as it can)", ErrOffline, sum.Error)
 	}
 	if st, err := c.Status(ctx); err == nil && st.Hold != nil {
 		return fmt.Errorf("sync failed: %s: %w (%s)", sum.Error, ErrSyncHeld, holdFix(*st.Hold))
