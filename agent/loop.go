@@ -49,23 +49,10 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 	}()
 
 	live := d.liveSettings()
-	var batches <-chan watch.Batch
 	d.setWatcherError(nil)
-	w, err := newWatcher(d.cfg.Folder, watch.Options{
-		Delay:   live.debounce,
-		MaxWait: live.maxWait,
-	}, d.log.With("component", "watch"))
-	if err != nil {
-		w = nil
-		d.setWatcherError(err)
-	} else {
-		go func() {
-			if err := w.Run(sctx); err != nil && sctx.Err() == nil {
-				d.setWatcherError(err)
-			}
-		}()
-		batches = w.Batches()
-	}
+	w := newFolderWatcher(d, watch.Options{Delay: live.debounce, MaxWait: live.maxWait})
+	go w.run(sctx)
+	batches := w.Batches()
 
 	if s.remote != nil && s.client != nil {
 		go d.followRemote(sctx, s)
@@ -136,9 +123,7 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 			timer.Reset(interval)
 			continue
 		}
-		if w != nil {
-			w.Suppress()
-		}
+		w.Suppress()
 		sum, res, err := d.pass(sctx, s, trigger, req)
 		if err != nil && sctx.Err() == nil && errors.Is(err, syncer.ErrKeyRejected) {
 			// S3 refused the device's key (revoked at the server, say):
@@ -154,12 +139,10 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		// A pass that made news for the other side (a conflict file, a note
 		// it did not delete) is followed by one that takes it there.
 		followUp := err == nil && res.Again && !req.DryRun
-		if w != nil {
-			// Changes seen during a pass that wrote nothing locally were the
-			// user's, not ours: they get a pass of their own at once.
-			if dropped := w.Resume(); !dropped.Empty() && !res.LocalChanged {
-				followUp = true
-			}
+		// Changes seen during a pass that wrote nothing locally were the
+		// user's, not ours: they get a pass of their own at once.
+		if dropped := w.Resume(); !dropped.Empty() && !res.LocalChanged {
+			followUp = true
 		}
 		answer(calls, sum, nil)
 		trigger = ""
@@ -427,18 +410,29 @@ var newWatcher = watch.New
 // run on the interval only.
 func (d *Daemon) setWatcherError(err error) {
 	msg := ""
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, watch.ErrRootGone), errors.Is(err, os.ErrNotExist):
+		msg = "the notes folder " + d.cfg.Folder + " is gone, so nothing is synced or deleted; bm-agent watches it again as soon as it is back"
+	default:
 		msg = "file changes are not watched, syncing every " + d.liveSettings().interval.String() + " instead: " + err.Error()
 		if !errors.Is(err, watch.ErrWatchLimit) {
 			msg += " (bm-agent doctor checks the watch limits)"
 		}
-		d.log.Warn("file watcher unavailable; syncing on the interval only", "err", err)
 	}
 	d.mu.Lock()
 	changed := d.status.Watcher != msg
 	d.status.Watcher = msg
 	d.mu.Unlock()
-	if changed && err != nil && d.hub != nil {
+	if !changed {
+		return
+	}
+	d.markDirty()
+	if err == nil {
+		return
+	}
+	d.log.Warn("file watcher unavailable", "err", err)
+	if d.hub != nil {
 		d.hub.Publish(ipc.Event{Kind: ipc.EventNotification, Time: time.Now(), Notification: &ipc.Notification{
 			Level: ipc.LevelWarning, Title: "Not watching the notes folder", Message: msg,
 		}})

@@ -43,6 +43,11 @@ const (
 // to interval passes.
 var ErrWatchLimit = errors.New("file watch limit reached: on Linux raise it with `sudo sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/); elsewhere raise the open files limit; until then changes are picked up by interval syncs only")
 
+// ErrRootGone means the watched folder itself was removed, renamed or
+// unmounted: no more changes can be seen under it. Watch it anew once it
+// is back.
+var ErrRootGone = errors.New("the watched folder is gone")
+
 // Options tune a [Watcher]. Zero values take the defaults.
 type Options struct {
 	// Delay is the quiet time after the last event before a batch is
@@ -351,8 +356,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 // handle records one event, adding watches for a new directory. It reports
-// whether anything was added to pend.
+// whether anything was added to pend, and fails with ErrRootGone when the
+// root itself went away.
 func (w *Watcher) handle(ev fsnotify.Event, pend *acc, now time.Time) (bool, error) {
+	if filepath.Clean(ev.Name) == w.root && (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) {
+		// Its watch is gone with it (or follows it elsewhere): a folder
+		// made again in its place is not watched.
+		return false, fmt.Errorf("%w: %s", ErrRootGone, w.root)
+	}
 	rel, ok := w.rel(ev.Name)
 	if !ok || w.opt.Ignore(rel) {
 		return false, nil

@@ -310,3 +310,46 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// A watched folder that is removed, or moved away, ends Run with
+// ErrRootGone: its watch went with it, so a folder made again in its
+// place would be watched by nothing, silently.
+func TestRootGone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		gone func(root string) error
+	}{
+		{"removed", os.RemoveAll},
+		{"moved away", func(root string) error { return os.Rename(root, root+".old") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "notes")
+			if err := os.MkdirAll(filepath.Join(root, "sub"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			w, err := New(root, testOpt, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- w.Run(context.Background()) }()
+			if err := tc.gone(root); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				select {
+				case _, ok := <-w.Batches():
+					if ok {
+						continue
+					}
+					if err := <-done; !errors.Is(err, ErrRootGone) {
+						t.Fatalf("Run = %v, want ErrRootGone", err)
+					}
+					return
+				case <-time.After(5 * time.Second):
+					t.Fatal("Run went on after the folder went away")
+				}
+			}
+		})
+	}
+}
