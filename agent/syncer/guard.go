@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -78,6 +79,8 @@ type guardPass struct {
 	copied map[string]string        // cloud: path → ETag of the server-side copy a rename made of it
 	st     guardStats
 	plan   []Change
+	fails  []Failure // paths this run could not sync
+	global error     // a failure of a whole side (a full disk)
 }
 
 // The two sides, as guard indexes.
@@ -215,6 +218,34 @@ func (g *guardPass) stats() (guardStats, []Change) {
 	return st, append([]Change(nil), g.plan...)
 }
 
+// fail records that an operation on path failed with err, when that is
+// the path's own trouble (see perPath).
+func (g *guardPass) fail(side int, path string, dir bool, err error) {
+	if err == nil || !perPath(err) {
+		return
+	}
+	name := SideLocal
+	if side == sideC {
+		name = SideCloud
+	}
+	f, global := classifyFailure(name, finalName(path), err)
+	f.Dir = dir
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if global != nil {
+		g.global = global
+		return
+	}
+	g.fails = append(g.fails, f)
+}
+
+// failures returns what fail recorded.
+func (g *guardPass) failures() ([]Failure, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]Failure(nil), g.fails...), g.global
+}
+
 // hook calls the engine's test hook before a path is replaced or deleted.
 func (g *guardPass) hook(side int, path string) {
 	if h := g.e.beforeReplace; h != nil {
@@ -246,7 +277,7 @@ func (g *guardPass) localBefore(path string, reason string) (c *versions.Capture
 	st, listed, done := g.state(sideL, path)
 	osPath := g.localPath(path)
 	info, err := os.Lstat(osPath)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !info.Mode().IsRegular()) {
+	if notThere(err) || (err == nil && !info.Mode().IsRegular()) {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -263,7 +294,7 @@ func (g *guardPass) localBefore(path string, reason string) (c *versions.Capture
 		want, wantSize, wantTime = true, listed.Size(), listed.ModTime(context.Background())
 	}
 	c, err = g.localVersions.Begin(osPath, path, reason)
-	if errors.Is(err, fs.ErrNotExist) {
+	if notThere(err) {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -317,9 +348,10 @@ func (g *guardPass) localFinish(c *versions.Capture, changed bool) {
 // localReplace guards a write over the local file path: it keeps the
 // version there, as a conflict file too if it changed during the pass,
 // runs write, and commits the kept version once write succeeded.
-func (g *guardPass) localReplace(ctx context.Context, path string, write func() (rfs.Object, error)) (rfs.Object, error) {
+func (g *guardPass) localReplace(ctx context.Context, path, note string, write func() (rfs.Object, error)) (rfs.Object, error) {
 	c, changed, err := g.localBefore(path, versions.ReasonOverwritten)
 	if err != nil {
+		g.fail(sideL, note, false, err)
 		return nil, err
 	}
 	if c != nil && changed {
@@ -330,6 +362,7 @@ func (g *guardPass) localReplace(ctx context.Context, path string, write func() 
 		if c != nil {
 			c.Abort()
 		}
+		g.fail(sideL, note, false, err)
 		return o, err
 	}
 	g.localFinish(c, changed)
@@ -355,6 +388,7 @@ func (g *guardPass) localRemove(ctx context.Context, path string, remove func() 
 	}
 	c, changed, err := g.localBefore(path, versions.ReasonDeleted)
 	if err != nil {
+		g.fail(sideL, path, false, err)
 		return err
 	}
 	if c != nil && changed {
@@ -371,6 +405,7 @@ func (g *guardPass) localRemove(ctx context.Context, path string, remove func() 
 		if errors.Is(err, rfs.ErrorObjectNotFound) {
 			return nil
 		}
+		g.fail(sideL, path, false, err)
 		return err
 	}
 	g.localFinish(c, false)
@@ -533,6 +568,7 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, write func(cond
 		return nil, fserrors.RetryError(fmt.Errorf("guard: %s changed in the bucket during the sync; its version is kept: %w", path, err))
 	}
 	if err != nil {
+		g.fail(sideC, path, false, err)
 		return o, err
 	}
 	st := pathState{}
@@ -599,6 +635,7 @@ func (g *guardPass) cloudRemove(ctx context.Context, path string) error {
 		g.log.Warn("not deleting a note that changed in the bucket while the sync was deleting it: the edit wins", "file", path)
 		return nil
 	case err != nil && !isNotFound(err):
+		g.fail(sideC, path, false, err)
 		return fmt.Errorf("guard: delete %s: %w", path, err)
 	}
 	g.setState(sideC, path, pathState{gone: true})
@@ -606,6 +643,13 @@ func (g *guardPass) cloudRemove(ctx context.Context, path string) error {
 		g.count(func(s *guardStats) { s.deleteRemote++ })
 	}
 	return nil
+}
+
+// notThere reports whether err means there is no file at a path: not
+// found, a folder, or a file where a folder on the way should be.
+func notThere(err error) bool {
+	return errors.Is(err, rfs.ErrorObjectNotFound) || errors.Is(err, rfs.ErrorIsDir) ||
+		errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 func quoteETag(etag string) string {
@@ -702,7 +746,17 @@ func (f *guardFs) wrapEntries(entries rfs.DirEntries, record bool) rfs.DirEntrie
 func (f *guardFs) List(ctx context.Context, dir string) (rfs.DirEntries, error) {
 	entries, err := f.Fs.List(ctx, dir)
 	if err != nil {
+		f.g.fail(f.side, dir, true, err)
 		return nil, err
+	}
+	if len(entries) == 0 && f.side == sideL && dir != "" {
+		// rclone lists a folder it may not open as empty (and fails the
+		// sync later): find out which, so the rest can sync.
+		if d, err := os.Open(f.g.localPath(dir)); err != nil {
+			f.g.fail(sideL, dir, true, err)
+		} else {
+			d.Close()
+		}
 	}
 	return f.wrapEntries(entries, true), nil
 }
@@ -744,7 +798,7 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 	var o rfs.Object
 	var err error
 	if f.side == sideL {
-		o, err = f.g.localReplace(ctx, path, func() (rfs.Object, error) { return f.Fs.Put(ctx, in, src, options...) })
+		o, err = f.g.localReplace(ctx, path, noteName(src), func() (rfs.Object, error) { return f.Fs.Put(ctx, in, src, options...) })
 		if err == nil {
 			st := pathState{created: true, size: o.Size(), modTime: o.ModTime(ctx)}
 			f.g.setState(sideL, path, st)
@@ -753,7 +807,7 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 			}
 		}
 	} else {
-		o, err = f.g.cloudWrite(ctx, path, func(cond rfs.OpenOption) (rfs.Object, error) {
+		o, err = f.g.cloudWrite(ctx, noteName(src), func(cond rfs.OpenOption) (rfs.Object, error) {
 			return f.Fs.Put(ctx, in, src, append(options, cond)...)
 		})
 	}
@@ -772,7 +826,7 @@ func (f *guardFs) Move(ctx context.Context, src rfs.Object, remote string) (rfs.
 		return nil, rfs.ErrorCantMove
 	}
 	srcState, _, srcDone := f.g.state(f.side, src.Remote())
-	o, err := f.g.localReplace(ctx, remote, func() (rfs.Object, error) { return do(ctx, inner, remote) })
+	o, err := f.g.localReplace(ctx, remote, remote, func() (rfs.Object, error) { return do(ctx, inner, remote) })
 	if err != nil {
 		return nil, err
 	}
@@ -810,6 +864,18 @@ func (f *guardFs) Copy(ctx context.Context, src rfs.Object, remote string) (rfs.
 	return f.wrap(o), nil
 }
 
+// noteName is the note a write of src is for: rclone writes downloads to
+// a partial name first (shortened when long), and says the real one in
+// the object it wraps.
+func noteName(src rfs.ObjectInfo) string {
+	if or, ok := src.(*rfs.OverrideRemote); ok {
+		if o := or.UnWrap(); o != nil {
+			return o.Remote()
+		}
+	}
+	return finalName(src.Remote())
+}
+
 // unwrapGuard returns the object a guard object wraps, if it is one of f's.
 func unwrapGuard(o rfs.Object, f *guardFs) (rfs.Object, bool) {
 	switch x := o.(type) {
@@ -841,7 +907,7 @@ func (o *guardObject) Fs() rfs.Info { return o.f }
 func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectInfo, options ...rfs.OpenOption) error {
 	path := o.Remote()
 	if o.f.side == sideL {
-		_, err := o.f.g.localReplace(ctx, path, func() (rfs.Object, error) {
+		_, err := o.f.g.localReplace(ctx, path, path, func() (rfs.Object, error) {
 			return o.Object, o.Object.Update(ctx, in, src, options...)
 		})
 		if err == nil {
@@ -853,6 +919,15 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 		return o.Object, o.Object.Update(ctx, in, src, append(options, cond)...)
 	})
 	return err
+}
+
+// Open reads the object; a failure is recorded as the path's.
+func (o *guardObject) Open(ctx context.Context, options ...rfs.OpenOption) (io.ReadCloser, error) {
+	r, err := o.Object.Open(ctx, options...)
+	if err != nil {
+		o.f.g.fail(o.f.side, o.Remote(), false, err)
+	}
+	return r, err
 }
 
 // Remove deletes the object, guarded.

@@ -127,6 +127,8 @@ type passCounter struct {
 	maxDelete *MaxDeleteError // bisync's max-delete abort, with its counts
 	guards    guardStats      // what the pass's guards did
 	guardPlan []Change        // the guards' own entries (conflict files, deletes not made)
+	fails     []Failure       // paths the last run could not sync (takeFailures)
+	global    error           // a failure of a whole side in the last run
 }
 
 var passSeq atomic.Uint64
@@ -148,10 +150,57 @@ func (e *Engine) newPassCounter(log *slog.Logger) *passCounter {
 // addGuard adds what a finished bisync run's guards did.
 func (pc *passCounter) addGuard(g *guardPass) {
 	st, plan := g.stats()
+	fails, global := g.failures()
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	pc.guards.add(st)
 	pc.guardPlan = append(pc.guardPlan, plan...)
+	pc.fails = append(pc.fails, fails...)
+	if global != nil {
+		pc.global = global
+	}
+}
+
+// failPath records a failure of path on side outside the guards, when it
+// is the path's own (perPath); it reports whether it did.
+func (pc *passCounter) failPath(side, path string, err error) bool {
+	if !perPath(err) {
+		return false
+	}
+	f, global := classifyFailure(side, path, err)
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if global != nil {
+		pc.global = global
+		return false
+	}
+	pc.fails = append(pc.fails, f)
+	return true
+}
+
+// hasFailures reports whether the runs recorded failed paths not taken yet.
+func (pc *passCounter) hasFailures() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return len(pc.fails) > 0
+}
+
+// takeFailures returns, and forgets, the failed paths the runs recorded
+// (one each) and a failure of a whole side.
+func (pc *passCounter) takeFailures() ([]Failure, error) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	seen := map[string]bool{}
+	var out []Failure
+	for _, f := range pc.fails {
+		if !seen[f.Path] {
+			seen[f.Path] = true
+			out = append(out, f)
+		}
+	}
+	global := pc.global
+	pc.fails, pc.global = nil, nil
+	return out, global
 }
 
 func (pc *passCounter) logger() *slog.Logger { return pc.log }

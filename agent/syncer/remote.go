@@ -177,14 +177,20 @@ func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun
 				continue
 			}
 			lo, err := e.local.NewObject(ctx, ro.Remote())
-			if errors.Is(err, fs.ErrorObjectNotFound) || errors.Is(err, fs.ErrorIsDir) {
+			if notThere(err) {
 				continue
 			}
 			if err != nil {
+				if pc.failPath(SideLocal, ro.Remote(), err) {
+					continue // set aside with the pass's other failed paths
+				}
 				return fmt.Errorf("stat local %q: %w", ro.Remote(), err)
 			}
 			same, err := sameContent(ctx, lo, ro)
 			if err != nil {
+				if pc.failPath(SideLocal, ro.Remote(), err) {
+					continue
+				}
 				return fmt.Errorf("compare %q: %w", ro.Remote(), err)
 			}
 			if same {

@@ -18,6 +18,8 @@ import (
 	"github.com/rclone/rclone/fs/accounting"
 	"github.com/rclone/rclone/fs/hash"
 	"github.com/rclone/rclone/fs/walk"
+
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
 // Why listings need settling.
@@ -260,7 +262,7 @@ func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters 
 // known) never matches.
 func (e *Engine) localHasContent(ctx context.Context, name string, ro fs.Object) (bool, error) {
 	lo, err := e.local.NewObject(ctx, name)
-	if errors.Is(err, fs.ErrorObjectNotFound) || errors.Is(err, fs.ErrorIsDir) {
+	if notThere(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -281,4 +283,30 @@ func (e *Engine) localHasContent(ctx context.Context, name string, ro fs.Object)
 		return false, fmt.Errorf("hash local %q: %w", name, err)
 	}
 	return strings.EqualFold(lh, rh), nil
+}
+
+// dropFromListing removes from a bisync listing the files drop matches,
+// leaving every other byte, atomically; a missing listing is fine.
+func dropFromListing(path string, drop func(name string) bool) (int, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	out := lines[:0]
+	n := 0
+	for _, line := range lines {
+		if name, _, ok := parseListingLine(strings.TrimSuffix(line, "\n")); ok && drop(name) {
+			n++
+			continue
+		}
+		out = append(out, line)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, atomicfile.WriteFile(path, []byte(strings.Join(out, "")), 0o600)
 }

@@ -41,6 +41,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,6 +132,9 @@ type PassOptions struct {
 	Trigger string  // why the pass runs (for the result and the log)
 	Profile Profile // this pass only: overrides Config.Profile ("" keeps it)
 	Force   bool    // let this pass exceed max-delete (the user said so)
+	// RetryFailed tries the paths that failed before again now, not at
+	// their time (a sync the person asked for).
+	RetryFailed bool
 	// Progress, if set, is called about every 500 ms while the pass
 	// transfers files, with figures from the pass's own stats group, and
 	// once more when the pass ends. It must not block.
@@ -164,6 +168,9 @@ type Result struct {
 	// made, a note it did not delete), which the next pass takes; run it
 	// soon.
 	Again bool
+	// Failures are the paths that do not sync for now, with why and what
+	// to do; everything else synced.
+	Failures []Failure
 }
 
 // Engine syncs one local folder with one bucket.
@@ -186,6 +193,8 @@ type Engine struct {
 
 	stampMu   sync.Mutex
 	lastStamp string // the last pass's conflict stamp (each pass gets its own)
+
+	failures *failureSet // the paths that do not sync for now
 
 	// beforeReplace, if set by a test, is called right before a pass
 	// replaces or deletes path on side (SideLocal, SideCloud): a write
@@ -250,6 +259,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.migrateListings(filepath.Join(cfg.WorkDir, bilib.SessionName(e.local, e.remote))); err != nil {
 		return nil, fmt.Errorf("syncer: new: %w", err)
 	}
+	e.failures = loadFailures(filepath.Join(cfg.WorkDir, "failures.json"))
 	return e, nil
 }
 
@@ -444,61 +454,51 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		stop := pc.reportProgress(ctx, opt.Progress)
 		defer stop() // before pc.close frees the stats group
 	}
-	if reason != "" {
-		log.Info("running a safe resync", "reason", reason,
-			"local_has_files", localHas, "remote_has_files", remoteHas)
-		res.ResyncReason = reason
-		err = e.safeResync(ctx, pc, ps, &res)
-	} else {
-		ps.force = opt.Force || max(prior1, prior2) < smallSet
-		err = e.runBisync(ctx, pc, false, ps)
-		cerr := classify(err)
-		if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
-			cerr = fmt.Errorf("bisync: %w", md)
+	// A run that fails on some paths is run again without them (see
+	// failures.go), a few times at most: the rest syncs.
+	skip, retry := e.failures.split(time.Now(), opt.RetryFailed)
+	for round := 0; ; round++ {
+		rctx, ferr := withExclusions(ctx, skip)
+		if ferr != nil {
+			err = ferr
+			break
 		}
-		if errors.Is(cerr, ErrAllFilesChanged) && !opt.DryRun && !ps.force {
-			// Every file looks changed. Where only the times changed (the
-			// content is the bucket's), record the new times and run again:
-			// the real changes, deletes included, then sync as usual, and
-			// nothing deleted comes back.
-			n1, err1 := e.settleLocalTimes(ctx, pc, ps.filters)
-			n2, err2 := e.settleRemoteTimes(ctx, pc, ps.filters)
-			if err := errors.Join(err1, err2); err != nil {
-				log.Warn("could not check whether only the files' times changed", "err", err)
-			}
-			if n1+n2 > 0 {
-				log.Warn("every file looked changed, but only the times of these had: recorded them, syncing the rest",
-					"local_files", n1, "bucket_files", n2)
-				pc.resetPlan()
-				err = e.runBisync(ctx, pc, false, ps)
-				cerr = classify(err)
-				if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
-					cerr = fmt.Errorf("bisync: %w", md)
-				}
-			}
+		err = e.runPass(rctx, pc, ps, opt, reason, &res, log, localHas, remoteHas, max(prior1, prior2) < smallSet)
+		fails, global := pc.takeFailures()
+		if err != nil && global != nil {
+			err = fmt.Errorf("%w (%v)", global, err)
+			break
 		}
-		switch {
-		case err == nil:
-			err = e.settle(ctx, pc, ps, false)
-		case ctx.Err() != nil:
-			err = cerr
-		case errors.Is(err, bisync.ErrBisyncAborted) && e.NeedsResync(),
-			errors.Is(cerr, ErrResyncRequired):
-			if opt.DryRun {
-				err = fmt.Errorf("syncer: pass: %w", cerr)
-				if !errors.Is(cerr, ErrResyncRequired) {
-					err = fmt.Errorf("syncer: pass: %w: %w", ErrResyncRequired, cerr)
-				}
-				break
-			}
-			log.Warn("bisync demands a resync: running a safe resync", "err", err)
-			res.ResyncReason = "bisync demanded a resync"
-			pc.resetPlan()
-			err = e.safeResync(ctx, pc, ps, &res)
-		default:
-			err = cerr
+		if err == nil || ctx.Err() != nil || opt.DryRun || len(fails) == 0 || round >= maxFailureRounds {
+			break
 		}
+		if aerr := e.failures.add(fails, time.Now()); aerr != nil {
+			log.Warn("could not record the files that failed", "err", aerr)
+		}
+		if ferr := e.forget(fails); ferr != nil {
+			err = fmt.Errorf("%w (and setting the failed files aside failed: %v)", err, ferr)
+			break
+		}
+		skip = append(skip, fails...)
+		retry = slices.DeleteFunc(retry, func(r Failure) bool {
+			return slices.ContainsFunc(fails, func(f Failure) bool { return f.Path == r.Path })
+		})
+		log.Warn("some files could not sync: syncing the rest without them",
+			"files", len(fails), "first", fails[0].Path, "why", fails[0].Error, "advice", fails[0].Advice)
+		pc.resetPlan()
 	}
+	if err == nil && len(retry) > 0 {
+		// tried again, and went through
+		done := make([]string, len(retry))
+		for i, f := range retry {
+			done[i] = f.Path
+		}
+		if cerr := e.failures.clear(done); cerr != nil {
+			log.Warn("could not record the files that synced again", "err", cerr)
+		}
+		log.Info("files that had failed synced", "files", len(done))
+	}
+	res.Failures = e.failures.list()
 	pc.fill(&res)
 	if err != nil {
 		if cause := context.Cause(ctx); outer.Err() == nil && errors.Is(cause, ErrOffline) {
@@ -603,6 +603,9 @@ var testUploadCutoff string
 // runBisync runs one bisync.Bisync with the engine's settings.
 func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps passSettings) error {
 	ctx = accounting.WithStatsGroup(ctx, pc.group)
+	// bisync refuses to go on after errors counted by an earlier run of
+	// the pass (one that failed on paths now set aside).
+	accounting.Stats(ctx).ResetErrors()
 	ctx, ci := fs.AddConfig(ctx)
 	ci.DryRun = ps.dryRun
 	ci.MaxDelete = int64(ps.maxDelete)
@@ -730,4 +733,92 @@ func listingFiles(path string) int {
 		}
 	}
 	return n
+}
+
+// maxFailureRounds bounds the runs of a pass that set failed paths aside.
+const maxFailureRounds = 3
+
+// runPass is one run of a pass: a safe resync (reason says why), or a
+// bisync run with the recoveries that apply (times that changed alone, a
+// baseline bisync lost).
+func (e *Engine) runPass(ctx context.Context, pc *passCounter, ps passSettings, opt PassOptions, reason string, res *Result, log *slog.Logger, localHas, remoteHas, small bool) error {
+	if reason != "" {
+		log.Info("running a safe resync", "reason", reason,
+			"local_has_files", localHas, "remote_has_files", remoteHas)
+		res.ResyncReason = reason
+		return e.safeResync(ctx, pc, ps, res)
+	}
+	ps.force = opt.Force || small
+	err := e.runBisync(ctx, pc, false, ps)
+	cerr := classify(err)
+	if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
+		cerr = fmt.Errorf("bisync: %w", md)
+	}
+	if errors.Is(cerr, ErrAllFilesChanged) && !opt.DryRun && !ps.force {
+		// Every file looks changed. Where only the times changed (the
+		// content is the bucket's), record the new times and run again:
+		// the real changes, deletes included, then sync as usual, and
+		// nothing deleted comes back.
+		n1, err1 := e.settleLocalTimes(ctx, pc, ps.filters)
+		n2, err2 := e.settleRemoteTimes(ctx, pc, ps.filters)
+		if err := errors.Join(err1, err2); err != nil {
+			log.Warn("could not check whether only the files' times changed", "err", err)
+		}
+		if n1+n2 > 0 {
+			log.Warn("every file looked changed, but only the times of these had: recorded them, syncing the rest",
+				"local_files", n1, "bucket_files", n2)
+			pc.resetPlan()
+			err = e.runBisync(ctx, pc, false, ps)
+			cerr = classify(err)
+			if md := pc.maxDeleteAbort(); md != nil && errors.Is(cerr, ErrMaxDeleteExceeded) {
+				cerr = fmt.Errorf("bisync: %w", md)
+			}
+		}
+	}
+	switch {
+	case err == nil:
+		return e.settle(ctx, pc, ps, false)
+	case ctx.Err() != nil:
+		return cerr
+	case pc.hasFailures():
+		// Some paths failed: the caller sets them aside and runs again
+		// (a safe resync here would bring back what was deleted).
+		return cerr
+	case errors.Is(err, bisync.ErrBisyncAborted) && e.NeedsResync(),
+		errors.Is(cerr, ErrResyncRequired):
+		if opt.DryRun {
+			if !errors.Is(cerr, ErrResyncRequired) {
+				return fmt.Errorf("%w: %w", ErrResyncRequired, cerr)
+			}
+			return cerr
+		}
+		log.Warn("bisync demands a resync: running a safe resync", "err", err)
+		res.ResyncReason = "bisync demanded a resync"
+		pc.resetPlan()
+		return e.safeResync(ctx, pc, ps, res)
+	}
+	return cerr
+}
+
+// forget sets failed paths aside: the listings of an aborted run come
+// back, and the failed paths leave them, so bisync sees no change for
+// them while they are skipped (and no delete when they come back).
+func (e *Engine) forget(fails []Failure) error {
+	for _, l := range []string{e.listing1, e.listing2} {
+		if _, err := os.Stat(l); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(l + "-err"); err == nil {
+				if err := os.Rename(l+"-err", l); err != nil {
+					return fmt.Errorf("restore listing: %w", err)
+				}
+			}
+		}
+		for _, f := range []string{l, l + "-old"} {
+			if _, err := dropFromListing(f, func(name string) bool {
+				return slices.ContainsFunc(fails, func(fl Failure) bool { return fl.covers(name) })
+			}); err != nil {
+				return fmt.Errorf("drop failed files from the listing: %w", err)
+			}
+		}
+	}
+	return nil
 }
