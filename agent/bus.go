@@ -77,10 +77,34 @@ func notificationsFor(prev, cur ipc.Status, first bool) []ipc.Notification {
 	if cur.Hold != nil && cur.Hold.NeedsForce && (prev.Hold == nil || prev.Hold.Reason != cur.Hold.Reason) {
 		out = append(out, ipc.Notification{Level: ipc.LevelError, Title: "Sync on hold", Message: cur.Hold.Message})
 	}
+	if n := newFailed(prev.NotSyncing, cur.NotSyncing); n > 0 && !first {
+		out = append(out, ipc.Notification{
+			Level: ipc.LevelWarning, Title: "Files that cannot sync",
+			Message: plural(n, "file does", "files do") + " not sync for now; everything else does (see `bm-agent status`).",
+		})
+	}
 	if cur.State == StateLoginRequired && prev.State != StateLoginRequired {
 		out = append(out, ipc.Notification{Level: ipc.LevelWarning, Title: "Login required", Message: "Run `bm-agent login` to keep syncing."})
 	}
 	return out
+}
+
+// newFailed counts the failed items of cur that prev did not have.
+func newFailed(prev, cur []ipc.FailedItem) int {
+	n := 0
+	for _, c := range cur {
+		found := false
+		for _, p := range prev {
+			if p.Path == c.Path {
+				found = true
+				break
+			}
+		}
+		if !found {
+			n++
+		}
+	}
+	return n
 }
 
 func plural(n int, one, many string) string {

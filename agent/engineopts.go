@@ -13,7 +13,22 @@ func engineOptions(trigger string, req ipc.SyncRequest, profile string) syncer.P
 		DryRun:  req.DryRun,
 		Force:   req.Force,
 		Profile: syncer.Profile(profile),
+		// a sync the person asked for tries the failed files again now
+		RetryFailed: trigger == "manual",
 	}
+}
+
+// failedItems turns the engine's failed paths into the wire form.
+func failedItems(fs []syncer.Failure) []ipc.FailedItem {
+	if len(fs) == 0 {
+		return nil
+	}
+	out := make([]ipc.FailedItem, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, ipc.FailedItem{Path: f.Path, Dir: f.Dir, Side: f.Side, Reason: f.Reason,
+			Error: f.Error, Advice: f.Advice, Since: f.Since, RetryAt: f.RetryAt})
+	}
+	return out
 }
 
 // planOf turns the engine's plan into the wire form: what a dry run would

@@ -297,6 +297,9 @@ func (d *Daemon) pass(ctx context.Context, s *session, trigger string, req ipc.S
 	if !req.DryRun {
 		d.mu.Lock()
 		d.status.LastSync = &sum
+		if err == nil || res.Failures != nil {
+			d.status.NotSyncing = failedItems(res.Failures)
+		}
 		d.mu.Unlock()
 	}
 	return sum, res, err
@@ -308,6 +311,12 @@ func (d *Daemon) failed(err error, profile string, req ipc.SyncRequest, sum *ipc
 	if errors.Is(err, syncer.ErrKeyRejected) {
 		d.log.Warn("sync pass failed: S3 rejected the device's key", "trigger", sum.Trigger, "err", err)
 		d.setState(StateError, err.Error())
+		return
+	}
+	if errors.Is(err, syncer.ErrDiskFull) {
+		d.log.Error("sync pass failed: the disk is full", "trigger", sum.Trigger, "err", err)
+		d.setState(StateError, "the disk is full: make room on it (the notes folder "+d.cfg.Folder+
+			", or bm-agent's state in "+d.cfg.Home+"); nothing was lost, and bm-agent tries again by itself")
 		return
 	}
 	if isOffline(err) {

@@ -93,6 +93,34 @@ type Status struct {
 	// next attempt is due (backoff with jitter).
 	Failures int        `json:"failures,omitempty"`
 	RetryAt  *time.Time `json:"retry_at,omitempty"`
+	// NotSyncing are the files (or folders) that cannot sync for now, with
+	// why and what to do; everything else syncs.
+	NotSyncing []FailedItem `json:"not_syncing,omitempty"`
+}
+
+// Reasons of a [FailedItem].
+const (
+	FailPermission  = "permission"        // bm-agent may not read or write it
+	FailKindClash   = "file_folder_clash" // a folder on one side, a file on the other
+	FailNameTooLong = "name_too_long"     // a name longer than the file system allows
+	FailBadName     = "bad_name"          // a name the file system cannot hold
+	FailOther       = "other"
+)
+
+// FailedItem is a file or folder that cannot sync for now.
+type FailedItem struct {
+	Path string `json:"path"`
+	// Dir: a folder, and everything in it.
+	Dir bool `json:"dir,omitempty"`
+	// Side is where it fails: "local" (the notes folder) or "cloud".
+	Side   string `json:"side"`
+	Reason string `json:"reason"`
+	Error  string `json:"error"`
+	// Advice says what to do.
+	Advice string    `json:"advice"`
+	Since  time.Time `json:"since"`
+	// RetryAt is when bm-agent tries it again (`bm-agent sync` tries at once).
+	RetryAt time.Time `json:"retry_at"`
 }
 
 // Reasons a [Hold] gives.

@@ -34,6 +34,13 @@ func TestWriteStatusGolden(t *testing.T) {
 			State: "idle", LoggedIn: true, Account: "me@example.com", TenantID: "t-1", Bucket: "b", Folder: "/n", KeyringBackend: "keyring",
 			Watcher: "file changes are not watched, syncing every 1m0s instead: watch: add /n/a: file watch limit reached: on Linux raise it with `sudo sysctl fs.inotify.max_user_watches=524288`",
 		}},
+		{"not_syncing", ipc.Status{
+			State: "idle", LoggedIn: true, Account: "me@example.com", TenantID: "t-1", Bucket: "b", Folder: "/n", KeyringBackend: "keyring",
+			NotSyncing: []ipc.FailedItem{
+				{Path: "locked.md", Side: "local", Reason: ipc.FailPermission, Advice: "bm-agent may not read or write it in the notes folder: check its permissions (and its folder's)", RetryAt: now.Add(4 * time.Minute)},
+				{Path: "projects", Dir: true, Side: "local", Reason: ipc.FailKindClash, Advice: "a folder and a file have the same name, one on each side (or on the way to it): rename one of them", RetryAt: now.Add(-time.Second)},
+			},
+		}},
 		{"login_required", ipc.Status{
 			State: "login_required", Error: "tenant status: refresh token: login required", Folder: "/n", KeyringBackend: "keyring",
 		}},

@@ -259,6 +259,23 @@ func writeStatus(w io.Writer, st ipc.Status, now time.Time) {
 	if st.Watcher != "" {
 		fmt.Fprintf(w, "Watcher:  %s\n", st.Watcher)
 	}
+	if n := len(st.NotSyncing); n > 0 {
+		noun := "files do"
+		if n == 1 {
+			noun = "file does"
+		}
+		fmt.Fprintf(w, "Not syncing: %d %s not sync for now (everything else does):\n", n, noun)
+		for _, f := range st.NotSyncing {
+			name := f.Path
+			if f.Dir {
+				name += "/ (the folder)"
+			}
+			fmt.Fprintf(w, "  %s: %s\n", name, f.Advice)
+			if f.RetryAt.After(now) {
+				fmt.Fprintf(w, "    tried again in %s, or now with `bm-agent sync`\n", f.RetryAt.Sub(now).Round(time.Second))
+			}
+		}
+	}
 	if h := st.Hold; h != nil {
 		fmt.Fprintf(w, "Held:     %s\n", orDash(h.Message))
 		if h.Deletes > 0 {
