@@ -20,13 +20,16 @@ func engineOptions(trigger string, req ipc.SyncRequest, profile string) syncer.P
 
 // failedItems turns the engine's failed paths into the wire form.
 func failedItems(fs []syncer.Failure) []ipc.FailedItem {
-	if len(fs) == 0 {
-		return nil
-	}
 	out := make([]ipc.FailedItem, 0, len(fs))
 	for _, f := range fs {
+		if f.Transient {
+			continue // the next pass takes it; nobody need act
+		}
 		out = append(out, ipc.FailedItem{Path: f.Path, Dir: f.Dir, Side: f.Side, Reason: f.Reason,
 			Error: f.Error, Advice: f.Advice, Since: f.Since, RetryAt: f.RetryAt})
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }

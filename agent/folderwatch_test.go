@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/agent/watch"
 )
 
 // The notes folder removed and put back: the status says it is gone while
@@ -42,5 +45,26 @@ func TestFolderRemovedAndRestoredIsWatchedAgain(t *testing.T) {
 	waitFor(t, "a pass for the change", func() bool { return eng.count() > before })
 	if opt := eng.lastOpt(); opt.Trigger != "watch" {
 		t.Errorf("the pass after the change ran for %q, want watch", opt.Trigger)
+	}
+}
+
+func TestOthersChanges(t *testing.T) {
+	ours := syncer.Result{LocalChanged: true, LocalWrites: []string{"a.md", "dir/b.md", "dir/b.md.1234abcd.partial", "x.conflict-20261202-101010-laptop.md"}}
+	for _, tc := range []struct {
+		name  string
+		batch watch.Batch
+		res   syncer.Result
+		want  bool
+	}{
+		{"nothing", watch.Batch{}, ours, false},
+		{"only the pass's writes", watch.Batch{Count: 3, Paths: []string{"a.md", "dir", "dir/b.md"}}, ours, false},
+		{"a person's edit among them", watch.Batch{Count: 2, Paths: []string{"a.md", "notes/mine.md"}}, ours, true},
+		{"the watcher overflowed", watch.Batch{Overflow: true}, ours, true},
+		{"too many paths to list", watch.Batch{Count: 2000, Truncated: true, Paths: []string{"a.md"}}, ours, true},
+		{"a pass that wrote nothing", watch.Batch{Count: 1, Paths: []string{"a.md"}}, syncer.Result{}, true},
+	} {
+		if got := othersChanges(tc.batch, tc.res); got != tc.want {
+			t.Errorf("%s: othersChanges = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
@@ -139,9 +141,9 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		// A pass that made news for the other side (a conflict file, a note
 		// it did not delete) is followed by one that takes it there.
 		followUp := err == nil && res.Again && !req.DryRun
-		// Changes seen during a pass that wrote nothing locally were the
-		// user's, not ours: they get a pass of their own at once.
-		if dropped := w.Resume(); !dropped.Empty() && !res.LocalChanged {
+		// Changes seen during a pass to paths it did not write itself were
+		// someone else's: they get a pass of their own at once.
+		if dropped := w.Resume(); othersChanges(dropped, res) {
 			followUp = true
 		}
 		answer(calls, sum, nil)
@@ -176,6 +178,30 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// othersChanges reports whether a batch the watcher dropped during a pass
+// holds a change the pass did not make itself.
+func othersChanges(b watch.Batch, res syncer.Result) bool {
+	if b.Empty() {
+		return false
+	}
+	if b.Overflow || b.Truncated || (res.LocalChanged && res.LocalWrites == nil) {
+		return true // cannot tell: look again
+	}
+	for _, p := range b.Paths {
+		if _, ours := slices.BinarySearch(res.LocalWrites, p); !ours && !isParentOf(p, res.LocalWrites) {
+			return true
+		}
+	}
+	return false
+}
+
+// isParentOf reports whether dir is a folder above one of paths (the
+// watcher reports the folders a pass's writes create).
+func isParentOf(dir string, paths []string) bool {
+	i, _ := slices.BinarySearch(paths, dir+"/")
+	return i < len(paths) && strings.HasPrefix(paths[i], dir+"/")
 }
 
 // drainCalls appends every sync request already queued on ch.

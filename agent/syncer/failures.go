@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -63,6 +64,15 @@ type Failure struct {
 	Last    time.Time `json:"last"`
 	Tries   int       `json:"tries"`
 	RetryAt time.Time `json:"retry_at"`
+	// Transient: a passing trouble (the file changed or went while the
+	// pass read it); the next pass tries it again, and people need not
+	// hear of it.
+	Transient bool `json:"transient,omitempty"`
+	// Lines are the path's lines in bisync's two listings when it was set
+	// aside; they go back in when it is tried again, so bisync compares it
+	// with what both sides had (a delete meanwhile is then a delete, not
+	// a new file on the other side).
+	Lines [2][]string `json:"lines,omitempty"`
 }
 
 // failureRetry is the wait before the nth try of a failed path.
@@ -189,12 +199,20 @@ func (s *failureSet) add(fails []Failure, now time.Time) error {
 	for _, f := range fails {
 		if old, ok := s.m[f.Path]; ok {
 			f.Since, f.Tries = old.Since, old.Tries
+			for i := range f.Lines {
+				if len(f.Lines[i]) == 0 {
+					f.Lines[i] = old.Lines[i]
+				}
+			}
 		} else {
 			f.Since = now
 		}
 		f.Tries++
 		f.Last = now
 		f.RetryAt = now.Add(failureRetry(f.Tries))
+		if f.Transient {
+			f.RetryAt = now
+		}
 		c := f
 		s.m[f.Path] = &c
 	}
@@ -253,22 +271,50 @@ var partialSuffix = regexp.MustCompile(`\.[0-9a-f]{8}\.partial$`)
 // finalName is the note a (possibly partial) path is written for.
 func finalName(path string) string { return partialSuffix.ReplaceAllString(path, "") }
 
-// perPath reports whether err is a path's own trouble (a file system's
-// answer about it, or S3 refusing that key), not the side's as a whole
-// (offline, a revoked key, a server error), which must not get the path
-// skipped.
-func perPath(err error) bool {
+// pathTrouble reports whether err is a path's own trouble (a file
+// system's answer about it, or S3 refusing that key), not the side's as a
+// whole (offline, a revoked key, a server error), which must not get the
+// path set aside; and whether the trouble is passing (the file changed or
+// went while it was read), so the next pass can try it again.
+func pathTrouble(err error) (isPath, transient bool) {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		return true
+		if errno == syscall.ENOENT {
+			return true, true // gone while the pass read it
+		}
+		return slices.Contains(pathErrnos, errno), false
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && slices.Contains(transientCodes, apiErr.ErrorCode()) {
+		return true, true
 	}
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) && re.Response != nil {
 		st := re.Response.StatusCode
-		return st >= 400 && st < 500 && st != 401 && st != 403 && st != 408 && st != 412 && st != 429
+		return st >= 400 && st < 500 && st != 401 && st != 403 && st != 408 && st != 412 && st != 429, false
 	}
-	return false
+	return false, false
 }
+
+// perPath reports whether err is a path's own trouble (see pathTrouble).
+func perPath(err error) bool {
+	isPath, _ := pathTrouble(err)
+	return isPath
+}
+
+// pathErrnos are the file system's answers that are about a path: it may
+// not be read or written, a file or folder is in its way, its name does
+// not fit; and a full disk, which classifyFailure makes the side's.
+var pathErrnos = []syscall.Errno{
+	syscall.EACCES, syscall.EPERM, syscall.ENOTDIR, syscall.EISDIR, syscall.EEXIST,
+	syscall.ENAMETOOLONG, syscall.EILSEQ, syscall.EINVAL, syscall.ELOOP,
+	syscall.ENOSPC, syscall.EDQUOT,
+}
+
+// transientCodes are S3 refusals of one upload that the next pass does not
+// meet: the file changed while it was read (its checksum or size no
+// longer matched), or the request took too long.
+var transientCodes = []string{"BadDigest", "InvalidDigest", "IncompleteBody", "XAmzContentSHA256Mismatch", "RequestTimeout"}
 
 // withExclusions returns ctx with filter rules keeping the failed paths
 // out (bisync adds its filters file to the rules in ctx).

@@ -202,7 +202,13 @@ func TestUnreadableEntriesSyncTheRest(t *testing.T) {
 	p := newGuardPair(t, c, "laptop", nil)
 	seed(t, p, 12)
 	p.write(t, "private/kept.md", "in the bucket before it was locked")
+	p.write(t, "gone.md", "synced, then locked, then deleted")
 	p.pass(t, PassOptions{})
+	// edited, and unreadable: set aside; then deleted while set aside
+	p.write(t, "gone.md", "an edit nobody can read")
+	if err := os.Chmod(filepath.Join(p.local, "gone.md"), 0); err != nil {
+		t.Fatal(err)
+	}
 
 	p.write(t, "locked.md", "cannot be read")
 	p.write(t, "private/new.md", "cannot be listed")
@@ -234,6 +240,12 @@ func TestUnreadableEntriesSyncTheRest(t *testing.T) {
 		t.Errorf("the bucket's copy of a note in the unreadable folder went: %v", keys(files))
 	}
 
+	if _, ok := got["gone.md"]; !ok {
+		t.Errorf("gone.md was not set aside: %+v", res.Failures)
+	}
+	if err := os.Remove(filepath.Join(p.local, "gone.md")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Chmod(privateDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -241,6 +253,13 @@ func TestUnreadableEntriesSyncTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	res = p.pass(t, PassOptions{RetryFailed: true})
+	// deleted while it was set aside: a delete, not a note to download
+	if _, err := os.Stat(filepath.Join(p.local, "gone.md")); err == nil {
+		t.Errorf("gone.md came back after it was deleted")
+	}
+	if _, ok := c.files(t)["gone.md"]; ok {
+		t.Errorf("gone.md is still in the bucket after it was deleted")
+	}
 	if len(res.Failures) != 0 {
 		t.Errorf("still failing once readable: %+v", res.Failures)
 	}

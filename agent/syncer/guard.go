@@ -198,6 +198,17 @@ func (g *guardPass) setState(side int, path string, st pathState) {
 	g.done[side][path] = st
 }
 
+// localTouched returns the local paths the pass wrote, moved or deleted.
+func (g *guardPass) localTouched() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]string, 0, len(g.done[sideL]))
+	for p := range g.done[sideL] {
+		out = append(out, p)
+	}
+	return out
+}
+
 func (g *guardPass) count(f func(*guardStats)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -221,7 +232,11 @@ func (g *guardPass) stats() (guardStats, []Change) {
 // fail records that an operation on path failed with err, when that is
 // the path's own trouble (see perPath).
 func (g *guardPass) fail(side int, path string, dir bool, err error) {
-	if err == nil || !perPath(err) {
+	if err == nil {
+		return
+	}
+	isPath, transient := pathTrouble(err)
+	if !isPath {
 		return
 	}
 	name := SideLocal
@@ -229,7 +244,7 @@ func (g *guardPass) fail(side int, path string, dir bool, err error) {
 		name = SideCloud
 	}
 	f, global := classifyFailure(name, finalName(path), err)
-	f.Dir = dir
+	f.Dir, f.Transient = dir, transient
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if global != nil {
@@ -283,16 +298,6 @@ func (g *guardPass) localBefore(path string, reason string) (c *versions.Capture
 	if err != nil {
 		return nil, false, fmt.Errorf("guard: stat %s: %w", path, err)
 	}
-	// What the file should be: what the pass wrote, else what it listed.
-	var wantSize int64
-	var wantTime time.Time
-	want := false
-	switch {
-	case done && !st.gone:
-		want, wantSize, wantTime = true, st.size, st.modTime
-	case !done && listed != nil:
-		want, wantSize, wantTime = true, listed.Size(), listed.ModTime(context.Background())
-	}
 	c, err = g.localVersions.Begin(osPath, path, reason)
 	if notThere(err) {
 		return nil, false, nil
@@ -300,11 +305,95 @@ func (g *guardPass) localBefore(path string, reason string) (c *versions.Capture
 	if err != nil {
 		return nil, false, fmt.Errorf("guard: %w", err)
 	}
-	changed = !want || c.Size != wantSize || !c.ModTime.Equal(wantTime)
-	if done && st.created {
-		changed = false // the pass's own file (a partial upload)
+	return c, g.localChanged(path, st, listed, done, c), nil
+}
+
+// localChanged reports whether the captured version c of path is not the
+// one the pass expects there: what it wrote itself, else what it listed.
+func (g *guardPass) localChanged(path string, st pathState, listed rfs.Object, done bool, c *versions.Capture) bool {
+	switch {
+	case done && st.created:
+		return false // the pass's own file (a partial upload)
+	case done && !st.gone:
+		return c.Size != st.size || !c.ModTime.Equal(st.modTime)
+	case !done && listed != nil:
+		return c.Size != listed.Size() || !c.ModTime.Equal(listed.ModTime(context.Background()))
 	}
-	return c, changed, nil
+	return true // there was none
+}
+
+// localPlace puts the pass's finished download partial at final, keeping
+// the version it replaces. The version there is taken out of its place
+// first (a rename into the version store), so it is exactly the one that
+// goes; the download goes in with a hard link, which fails rather than
+// replace a file someone made meanwhile (that one is taken too). So no
+// write to final is lost, however close to the pass's it lands.
+func (g *guardPass) localPlace(ctx context.Context, partial, final string) (rfs.Object, error) {
+	g.hook(sideL, final)
+	st, listed, done := g.state(sideL, final)
+	partialOS, finalOS := g.localPath(partial), g.localPath(final)
+	var taken []*versions.Capture
+	putBack := func() {
+		if len(taken) > 0 {
+			if err := taken[0].Restore(finalOS); err == nil {
+				taken = taken[1:]
+			}
+		}
+		for _, c := range taken {
+			g.localKeepConflict(ctx, final, c)
+			g.localFinish(c, true)
+		}
+	}
+	placed := false
+	for attempt := 0; attempt < 5 && !placed; attempt++ {
+		c, err := g.localVersions.Take(finalOS, final, versions.ReasonOverwritten)
+		switch {
+		case notThere(err):
+		case err != nil:
+			putBack()
+			g.fail(sideL, final, false, err)
+			return nil, fmt.Errorf("guard: %w", err)
+		default:
+			taken = append(taken, c)
+		}
+		switch err := os.Link(partialOS, finalOS); {
+		case err == nil:
+			_ = os.Remove(partialOS)
+			placed = true
+		case errors.Is(err, fs.ErrExist):
+			// someone made a new one meanwhile: take that too
+		case notThere(err):
+			putBack()
+			g.fail(sideL, final, false, err)
+			return nil, err
+		default:
+			// no hard links on this file system: a rename (over nothing:
+			// what was there is taken)
+			if err := os.Rename(partialOS, finalOS); err != nil {
+				putBack()
+				g.fail(sideL, final, false, err)
+				return nil, err
+			}
+			placed = true
+		}
+	}
+	if !placed {
+		putBack()
+		return nil, fmt.Errorf("guard: %s keeps changing while the sync writes it", final)
+	}
+	for i, c := range taken {
+		changed := i > 0 || g.localChanged(final, st, listed, done, c)
+		if changed {
+			g.localKeepConflict(ctx, final, c)
+		}
+		g.localFinish(c, changed)
+	}
+	o, err := g.e.local.NewObject(ctx, final)
+	if err != nil {
+		return nil, err
+	}
+	g.setState(sideL, final, pathState{size: o.Size(), modTime: o.ModTime(ctx)})
+	return o, nil
 }
 
 // localKeepConflict keeps a local version that changed during the pass as
@@ -378,7 +467,7 @@ func (g *guardPass) localReplace(ctx context.Context, path, note string, write f
 // changed during the pass is not deleted (the edit wins; the next pass
 // uploads it), any other is kept as a version, then deleted.
 func (g *guardPass) localRemove(ctx context.Context, path string, remove func() error) error {
-	st, _, done := g.state(sideL, path)
+	st, listed, done := g.state(sideL, path)
 	if done && st.created {
 		err := remove()
 		if err == nil {
@@ -386,27 +475,29 @@ func (g *guardPass) localRemove(ctx context.Context, path string, remove func() 
 		}
 		return err
 	}
-	c, changed, err := g.localBefore(path, versions.ReasonDeleted)
+	g.hook(sideL, path)
+	osPath := g.localPath(path)
+	// Taken out of its place into the version store: the delete and the
+	// keeping are one rename, so an edit cannot slip in between.
+	c, err := g.localVersions.Take(osPath, path, versions.ReasonDeleted)
+	if notThere(err) {
+		return nil
+	}
 	if err != nil {
 		g.fail(sideL, path, false, err)
-		return err
+		return fmt.Errorf("guard: %w", err)
 	}
-	if c != nil && changed {
-		c.Abort()
+	if g.localChanged(path, st, listed, done, c) {
+		// the edit wins: it goes back (or, if something new is there
+		// already, next to it as a conflict file)
+		if err := c.Restore(osPath); err != nil {
+			g.localKeepConflict(ctx, path, c)
+			g.localFinish(c, true)
+		}
 		g.count(func(s *guardStats) { s.editsKept++ })
 		g.addPlan(Change{Side: SideLocal, Action: ActionKeep, Path: path})
 		g.log.Warn("not deleting a note that changed after the sync listed it: the edit wins, and the next pass uploads it", "file", path)
 		return nil
-	}
-	if err := remove(); err != nil {
-		if c != nil {
-			c.Abort()
-		}
-		if errors.Is(err, rfs.ErrorObjectNotFound) {
-			return nil
-		}
-		g.fail(sideL, path, false, err)
-		return err
 	}
 	g.localFinish(c, false)
 	g.setState(sideL, path, pathState{gone: true})
@@ -557,7 +648,7 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, write func(cond
 		cond = &rfs.HTTPOption{Key: "If-Match", Value: quoteETag(etag)}
 	}
 	o, err := write(cond)
-	if isPreconditionFailed(err) {
+	if isPreconditionFailed(err) || exists && isNotFound(err) {
 		// Changed between the check and the write (or created where the
 		// pass saw nothing): keep what is there now, then let rclone retry.
 		now, cerr := g.cloudConflict(ctx, path)
@@ -683,6 +774,56 @@ func isNotFound(err error) bool {
 	}
 	var re *smithyhttp.ResponseError
 	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode == http.StatusNotFound
+}
+
+// asideName is a free conflict name for the conflict file at name, which
+// a new conflict file of the same name is about to take.
+func (g *guardPass) asideName(ctx context.Context, name string) string {
+	c, ok := parseConflictName(name)
+	if !ok {
+		return g.e.freeConflictName(ctx, name, g.stamp, "aside")
+	}
+	return g.e.freeConflictName(ctx, c.Original, c.Time.Format(conflictTimeFormat), c.Device)
+}
+
+// localMoveAside renames a file in the way of a conflict rename to a free
+// conflict name (nothing is replaced, so nothing needs keeping).
+func (g *guardPass) localMoveAside(ctx context.Context, name string) error {
+	if _, err := os.Lstat(g.localPath(name)); notThere(err) {
+		return nil
+	}
+	to := g.asideName(ctx, name)
+	if err := os.Rename(g.localPath(name), g.localPath(to)); err != nil {
+		return fmt.Errorf("guard: move %s aside: %w", name, err)
+	}
+	g.setState(sideL, to, pathState{created: true})
+	g.log.Info("a conflict file had the name a new one takes: moved it aside", "file", name, "to", to)
+	return nil
+}
+
+// cloudMoveAside is localMoveAside in the bucket (a copy: the object at
+// name is replaced next, and kept as a version then).
+func (g *guardPass) cloudMoveAside(ctx context.Context, name string) error {
+	head, err := g.head(ctx, name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("guard: %s: %w", name, err)
+	}
+	to := g.asideName(ctx, name)
+	_, err = g.s3.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket:            aws.String(g.e.cfg.Remote.Bucket),
+		Key:               aws.String(g.cloudKey(to)),
+		CopySource:        aws.String(versions.CopySource(g.e.cfg.Remote.Bucket, g.cloudKey(name))),
+		CopySourceIfMatch: head.ETag,
+	})
+	if err != nil {
+		return fmt.Errorf("guard: move %s aside: %w", name, err)
+	}
+	g.setState(sideC, to, pathState{created: true, etag: aws.ToString(head.ETag)})
+	g.log.Info("a conflict file in the bucket had the name a new one takes: copied it aside", "file", name, "to", to)
+	return nil
 }
 
 // ---- the rclone Fs ----
@@ -826,16 +967,27 @@ func (f *guardFs) Move(ctx context.Context, src rfs.Object, remote string) (rfs.
 		return nil, rfs.ErrorCantMove
 	}
 	srcState, _, srcDone := f.g.state(f.side, src.Remote())
+	if srcDone && srcState.created {
+		// a finished download into place
+		o, err := f.g.localPlace(ctx, src.Remote(), remote)
+		if err != nil {
+			return nil, err
+		}
+		f.g.setState(f.side, src.Remote(), pathState{gone: true})
+		f.g.count(func(s *guardStats) { s.downloaded++ })
+		return f.wrap(o), nil
+	}
+	// bisync renaming a conflict's loser: a conflict file of the same
+	// name (another in the same second) moves aside first
+	if err := f.g.localMoveAside(ctx, remote); err != nil {
+		return nil, err
+	}
 	o, err := f.g.localReplace(ctx, remote, remote, func() (rfs.Object, error) { return do(ctx, inner, remote) })
 	if err != nil {
 		return nil, err
 	}
 	f.g.setState(f.side, src.Remote(), pathState{gone: true})
-	if srcDone && srcState.created {
-		f.g.count(func(s *guardStats) { s.downloaded++ })
-	} else {
-		f.g.count(func(s *guardStats) { s.renamed++; s.renamedNote(src.Remote()) })
-	}
+	f.g.count(func(s *guardStats) { s.renamed++; s.renamedNote(src.Remote()) })
 	return f.wrap(o), nil
 }
 
@@ -849,6 +1001,9 @@ func (f *guardFs) Copy(ctx context.Context, src rfs.Object, remote string) (rfs.
 		return nil, rfs.ErrorCantCopy
 	}
 	f.g.hook(sideC, remote)
+	if err := f.g.cloudMoveAside(ctx, remote); err != nil {
+		return nil, err
+	}
 	o, err := do(ctx, inner, remote)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -572,5 +573,35 @@ func TestAllFilesChangedKeepsDeletes(t *testing.T) {
 	}
 	if res := p.pass(t, PassOptions{}); res.Uploaded+res.Downloaded+res.DeletedLocal+res.DeletedRemote != 0 {
 		t.Errorf("a pass after = %+v, want nothing to do", res)
+	}
+}
+
+// Every note changed for real between two passes: with versions kept the
+// pass syncs them all (stopping would leave the person stuck, and every
+// replaced version is kept); with versions off it stops for the person.
+func TestEveryNoteChangedForReal(t *testing.T) {
+	for _, versionsOn := range []bool{true, false} {
+		t.Run(fmt.Sprintf("versions %v", versionsOn), func(t *testing.T) {
+			c := clouds()["embedded"](t)
+			p := newGuardPair(t, c, "laptop", func(cfg *Config) { cfg.NoVersions = !versionsOn })
+			seed(t, p, 20)
+			p.pass(t, PassOptions{})
+			for i := range 20 {
+				p.write(t, fmt.Sprintf("seed/n%02d.md", i), fmt.Sprintf("rewritten %d, and longer", i))
+			}
+			res, err := p.engine.Pass(context.Background(), PassOptions{})
+			if !versionsOn {
+				if !errors.Is(err, ErrAllFilesChanged) {
+					t.Fatalf("versions off: %v, want ErrAllFilesChanged", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.AllChanged || res.Uploaded != 20 || res.VersionsKept != 20 {
+				t.Errorf("pass = %+v, want all 20 uploaded, their old versions kept", res)
+			}
+		})
 	}
 }

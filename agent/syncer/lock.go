@@ -19,10 +19,9 @@ type lockInfo struct {
 
 // clearStaleLock removes the bisync lock of this pair when the process
 // that took it is gone (a daemon killed in the middle of a pass) or is
-// this process (no pass of this process is running: passMu is held). Like
-// bisync does with an expired lock, it marks the listings failed so
-// --recover falls back to the previous ones (or the next pass resyncs
-// safely). A lock held by another live process is ErrLocked.
+// this process (no pass of this process is running: passMu is held), and
+// keeps the listings as the baseline. A lock held by another live process
+// is ErrLocked.
 func (e *Engine) clearStaleLock() error {
 	lock := e.basePath + ".lck"
 	data, err := os.ReadFile(lock)
@@ -40,15 +39,13 @@ func (e *Engine) clearStaleLock() error {
 		}
 		return fmt.Errorf("%w (process %d)", ErrLocked, pid)
 	}
+	// The interrupted pass's listings are its baseline still: bisync
+	// writes them whole at the end of a run, so they are the last run's
+	// (which the next run compares with; what the interrupted pass copied
+	// is then the same on both sides). Setting them aside would make the
+	// next pass a safe resync, which brings back what was deleted.
 	e.log.Warn("removing the lock of an interrupted sync pass", "pid", pid)
-	for _, l := range []string{e.listing1, e.listing2} {
-		if _, err := os.Stat(l); err == nil {
-			_ = os.Remove(l + "-err")
-			if err := os.Rename(l, l+"-err"); err != nil {
-				return fmt.Errorf("mark listing failed: %w", err)
-			}
-		}
-	}
+	e.restoreErrListings()
 	if err := os.Remove(lock); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove stale lock: %w", err)
 	}

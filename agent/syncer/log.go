@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,6 +128,7 @@ type passCounter struct {
 	maxDelete *MaxDeleteError // bisync's max-delete abort, with its counts
 	guards    guardStats      // what the pass's guards did
 	guardPlan []Change        // the guards' own entries (conflict files, deletes not made)
+	touched   map[string]bool // local paths the pass wrote, moved or deleted
 	fails     []Failure       // paths the last run could not sync (takeFailures)
 	global    error           // a failure of a whole side in the last run
 }
@@ -159,15 +161,23 @@ func (pc *passCounter) addGuard(g *guardPass) {
 	if global != nil {
 		pc.global = global
 	}
+	if pc.touched == nil {
+		pc.touched = map[string]bool{}
+	}
+	for _, p := range g.localTouched() {
+		pc.touched[p] = true
+	}
 }
 
 // failPath records a failure of path on side outside the guards, when it
 // is the path's own (perPath); it reports whether it did.
 func (pc *passCounter) failPath(side, path string, err error) bool {
-	if !perPath(err) {
+	isPath, transient := pathTrouble(err)
+	if !isPath {
 		return false
 	}
 	f, global := classifyFailure(side, path, err)
+	f.Transient = transient
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if global != nil {
@@ -320,4 +330,8 @@ func (pc *passCounter) fill(res *Result) {
 	// Conflict files made during the pass, and notes not deleted because
 	// they changed, are news for the other side: the next pass takes them.
 	res.Again = res.Again || g.windowConflicts+g.editsKept > 0
+	for p := range pc.touched {
+		res.LocalWrites = append(res.LocalWrites, p)
+	}
+	slices.Sort(res.LocalWrites)
 }

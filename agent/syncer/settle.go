@@ -286,27 +286,68 @@ func (e *Engine) localHasContent(ctx context.Context, name string, ro fs.Object)
 }
 
 // dropFromListing removes from a bisync listing the files drop matches,
-// leaving every other byte, atomically; a missing listing is fine.
-func dropFromListing(path string, drop func(name string) bool) (int, error) {
+// leaving every other byte, atomically, and returns the lines it removed
+// by name; a missing listing is fine.
+func dropFromListing(path string, drop func(name string) bool) (map[string][]string, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	lines := strings.SplitAfter(string(data), "\n")
 	out := lines[:0]
-	n := 0
+	removed := map[string][]string{}
 	for _, line := range lines {
 		if name, _, ok := parseListingLine(strings.TrimSuffix(line, "\n")); ok && drop(name) {
-			n++
+			removed[name] = append(removed[name], strings.TrimSuffix(line, "\n"))
 			continue
 		}
 		out = append(out, line)
 	}
-	if n == 0 {
-		return 0, nil
+	if len(removed) == 0 {
+		return nil, nil
 	}
-	return n, atomicfile.WriteFile(path, []byte(strings.Join(out, "")), 0o600)
+	return removed, atomicfile.WriteFile(path, []byte(strings.Join(out, "")), 0o600)
+}
+
+// addToListing puts lines (of files the listing does not have) back into
+// a bisync listing; bisync sorts it when it next writes it.
+func addToListing(path string, lines []string) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	entries, err := readListing(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // no baseline: nothing to put them back into
+	}
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	b := strings.Builder{}
+	b.Write(data)
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	added := 0
+	for _, l := range lines {
+		name, _, ok := parseListingLine(l)
+		if !ok {
+			continue
+		}
+		if _, have := entries[name]; have {
+			continue
+		}
+		b.WriteString(l + "\n")
+		added++
+	}
+	if added == 0 {
+		return nil
+	}
+	return atomicfile.WriteFile(path, []byte(b.String()), 0o600)
 }

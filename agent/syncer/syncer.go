@@ -171,6 +171,13 @@ type Result struct {
 	// Failures are the paths that do not sync for now, with why and what
 	// to do; everything else synced.
 	Failures []Failure
+	// AllChanged: every file had changed since the last pass, for real;
+	// the pass synced them all (with every replaced version kept).
+	AllChanged bool
+	// LocalWrites are the paths in the notes folder the pass itself wrote,
+	// renamed or deleted (sorted): a watcher's events for any other path
+	// during the pass were someone else's.
+	LocalWrites []string
 }
 
 // Engine syncs one local folder with one bucket.
@@ -190,9 +197,6 @@ type Engine struct {
 	keepVersions  atomic.Bool
 	s3            *s3.Client // the bucket, for the guards' conditional requests
 	probeS3       *s3.Client // the bucket, for the reachability probe (one attempt)
-
-	stampMu   sync.Mutex
-	lastStamp string // the last pass's conflict stamp (each pass gets its own)
 
 	failures *failureSet // the paths that do not sync for now
 
@@ -300,19 +304,9 @@ func (e *Engine) migrateListings(oldBase string) error {
 }
 
 // passStamp returns the conflict stamp of a new pass: the time to the
-// second, never the same as the previous pass's, so two conflicts on one
-// note in the same second still get two names.
-func (e *Engine) passStamp() string {
-	e.stampMu.Lock()
-	defer e.stampMu.Unlock()
-	t := time.Now()
-	stamp := t.Format(conflictTimeFormat)
-	if last, err := time.ParseInLocation(conflictTimeFormat, e.lastStamp, time.Local); err == nil && stamp <= e.lastStamp {
-		stamp = last.Add(time.Second).Format(conflictTimeFormat)
-	}
-	e.lastStamp = stamp
-	return stamp
-}
+// second. Two conflicts on one note in one second still get two names:
+// the guards move a conflict file in the way aside first (guard.go).
+func (e *Engine) passStamp() string { return time.Now().Format(conflictTimeFormat) }
 
 // SetKeepVersions turns keeping versions on or off for the next passes.
 func (e *Engine) SetKeepVersions(on bool) { e.keepVersions.Store(on) }
@@ -457,6 +451,11 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	// A run that fails on some paths is run again without them (see
 	// failures.go), a few times at most: the rest syncs.
 	skip, retry := e.failures.split(time.Now(), opt.RetryFailed)
+	if !opt.DryRun && reason == "" {
+		if err := e.remember(retry); err != nil {
+			return res, fmt.Errorf("syncer: pass: %w", err)
+		}
+	}
 	for round := 0; ; round++ {
 		rctx, ferr := withExclusions(ctx, skip)
 		if ferr != nil {
@@ -472,12 +471,12 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		if err == nil || ctx.Err() != nil || opt.DryRun || len(fails) == 0 || round >= maxFailureRounds {
 			break
 		}
-		if aerr := e.failures.add(fails, time.Now()); aerr != nil {
-			log.Warn("could not record the files that failed", "err", aerr)
-		}
 		if ferr := e.forget(fails); ferr != nil {
 			err = fmt.Errorf("%w (and setting the failed files aside failed: %v)", err, ferr)
 			break
+		}
+		if aerr := e.failures.add(fails, time.Now()); aerr != nil {
+			log.Warn("could not record the files that failed", "err", aerr)
 		}
 		skip = append(skip, fails...)
 		retry = slices.DeleteFunc(retry, func(r Failure) bool {
@@ -774,6 +773,21 @@ func (e *Engine) runPass(ctx context.Context, pc *passCounter, ps passSettings, 
 				cerr = fmt.Errorf("bisync: %w", md)
 			}
 		}
+		if errors.Is(cerr, ErrAllFilesChanged) && e.keepVersions.Load() {
+			// Every file changed for real (a busy afternoon on a few notes,
+			// or a tool that rewrote them all). bisync's stop is a
+			// precaution against copying everything by mistake; with every
+			// replaced version kept on both sides, nothing can be lost by
+			// going on, and stopping would leave the person stuck. The run
+			// that stopped had passed the max-delete check already.
+			log.Warn("every file changed since the last pass: syncing them all (each replaced version is kept; bm-agent restore --at brings them back)")
+			res.AllChanged = true
+			pc.resetPlan()
+			forced := ps
+			forced.force = true
+			err = e.runBisync(ctx, pc, false, forced)
+			cerr = classify(err)
+		}
 	}
 	switch {
 	case err == nil:
@@ -783,6 +797,14 @@ func (e *Engine) runPass(ctx context.Context, pc *passCounter, ps passSettings, 
 	case pc.hasFailures():
 		// Some paths failed: the caller sets them aside and runs again
 		// (a safe resync here would bring back what was deleted).
+		return cerr
+	case errors.Is(err, bisync.ErrBisyncAborted) && !errors.Is(cerr, ErrResyncRequired) && e.restoreErrListings():
+		// Aborted by a passing trouble (a file that changed while it was
+		// read, say). bisync set its listings aside as if they were
+		// broken; they are not (the run did not get to update them), so
+		// they are the next pass's baseline again, rather than a resync
+		// that would bring back what was deleted.
+		log.Warn("the pass stopped on an error; the next one goes on from the same baseline", "err", err)
 		return cerr
 	case errors.Is(err, bisync.ErrBisyncAborted) && e.NeedsResync(),
 		errors.Is(cerr, ErrResyncRequired):
@@ -800,24 +822,64 @@ func (e *Engine) runPass(ctx context.Context, pc *passCounter, ps passSettings, 
 	return cerr
 }
 
-// forget sets failed paths aside: the listings of an aborted run come
-// back, and the failed paths leave them, so bisync sees no change for
-// them while they are skipped (and no delete when they come back).
-func (e *Engine) forget(fails []Failure) error {
+// restoreErrListings brings back the listings bisync renamed to -err on
+// an abort (both, or none); it reports whether it did.
+func (e *Engine) restoreErrListings() bool {
 	for _, l := range []string{e.listing1, e.listing2} {
-		if _, err := os.Stat(l); errors.Is(err, os.ErrNotExist) {
-			if _, err := os.Stat(l + "-err"); err == nil {
-				if err := os.Rename(l+"-err", l); err != nil {
-					return fmt.Errorf("restore listing: %w", err)
+		if _, err := os.Stat(l + "-err"); err != nil {
+			return false
+		}
+		if _, err := os.Stat(l); err == nil {
+			return false
+		}
+	}
+	for _, l := range []string{e.listing1, e.listing2} {
+		if err := os.Rename(l+"-err", l); err != nil {
+			e.log.Warn("could not restore a listing set aside by an abort", "err", err)
+			return false
+		}
+	}
+	return true
+}
+
+// forget sets failed paths aside: the listings of an aborted run come
+// back, and the failed paths leave them (their lines are kept in the
+// failures, for remember), so bisync sees no change for them while they
+// are skipped.
+func (e *Engine) forget(fails []Failure) error {
+	e.restoreErrListings()
+	covered := func(name string) bool {
+		return slices.ContainsFunc(fails, func(fl Failure) bool { return fl.covers(name) })
+	}
+	for side, l := range []string{e.listing1, e.listing2} {
+		removed, err := dropFromListing(l, covered)
+		if err != nil {
+			return fmt.Errorf("drop failed files from the listing: %w", err)
+		}
+		for name, lines := range removed {
+			for i := range fails {
+				if fails[i].covers(name) {
+					fails[i].Lines[side] = append(fails[i].Lines[side], lines...)
 				}
 			}
 		}
-		for _, f := range []string{l, l + "-old"} {
-			if _, err := dropFromListing(f, func(name string) bool {
-				return slices.ContainsFunc(fails, func(fl Failure) bool { return fl.covers(name) })
-			}); err != nil {
-				return fmt.Errorf("drop failed files from the listing: %w", err)
-			}
+		if _, err := dropFromListing(l+"-old", covered); err != nil {
+			return fmt.Errorf("drop failed files from the listing: %w", err)
+		}
+	}
+	return nil
+}
+
+// remember puts the listing lines of failed paths back before a pass
+// tries them again (see Failure.Lines).
+func (e *Engine) remember(fails []Failure) error {
+	for side, l := range []string{e.listing1, e.listing2} {
+		var lines []string
+		for _, f := range fails {
+			lines = append(lines, f.Lines[side]...)
+		}
+		if err := addToListing(l, lines); err != nil {
+			return fmt.Errorf("put failed files back in the listing: %w", err)
 		}
 	}
 	return nil

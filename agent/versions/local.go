@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
@@ -73,6 +74,11 @@ type captureMeta struct {
 	Reason  string    `json:"reason"`
 	Orig    string    `json:"orig"` // the file it captures (OS path)
 	ModTime time.Time `json:"mtime"`
+	// Aside is where Take put the file on its way into the store when
+	// the store is on another file system (a crash may leave it there).
+	Aside string `json:"aside,omitempty"`
+	// Taken: the file was moved out of its place (Take), not linked.
+	Taken bool `json:"taken,omitempty"`
 }
 
 // Capture is a version taken aside and not yet committed: its content is
@@ -108,8 +114,7 @@ func (s *Local) begin(osPath, rel, reason string, link bool) (*Capture, error) {
 	}
 	c := &Capture{s: s, id: newID(SideLocal), meta: captureMeta{Path: rel, Reason: reason, Orig: osPath, ModTime: st.ModTime()}}
 	c.tmp = filepath.Join(s.dir, tmpDir, c.id)
-	mb, _ := json.Marshal(c.meta)
-	if err := atomicfile.WriteFile(c.tmp+".json", mb, 0o600); err != nil {
+	if err := c.writeMeta(); err != nil {
 		return nil, fmt.Errorf("versions: capture %s: %w", rel, err)
 	}
 	if link && os.Link(osPath, c.tmp) == nil {
@@ -126,6 +131,85 @@ func (s *Local) begin(osPath, rel, reason string, link bool) (*Capture, error) {
 	c.Size, c.ModTime = cst.Size(), cst.ModTime()
 	c.meta.ModTime = c.ModTime
 	return c, nil
+}
+
+// Take moves the file at osPath (a version of rel) out of its place and
+// into the store: atomically where the store shares its file system, so
+// the capture is exactly the version that was there, and no later write
+// to osPath can land on it. It fails with an error wrapping
+// fs.ErrNotExist if there is no such file. Commit it once the replacement
+// is in place, or Restore it.
+func (s *Local) Take(osPath, rel, reason string) (*Capture, error) {
+	if !validReason(reason) {
+		return nil, fmt.Errorf("versions: take %s: unknown reason %q", rel, reason)
+	}
+	st, err := os.Lstat(osPath)
+	if err != nil {
+		return nil, fmt.Errorf("versions: take %s: %w", rel, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("versions: take %s: not a regular file", rel)
+	}
+	c := &Capture{s: s, id: newID(SideLocal), meta: captureMeta{Path: rel, Reason: reason, Orig: osPath, Taken: true}}
+	c.tmp = filepath.Join(s.dir, tmpDir, c.id)
+	if err := c.writeMeta(); err != nil {
+		return nil, fmt.Errorf("versions: take %s: %w", rel, err)
+	}
+	if err := os.Rename(osPath, c.tmp); err != nil {
+		if !errors.Is(err, syscall.EXDEV) {
+			_ = os.Remove(c.tmp + ".json")
+			return nil, fmt.Errorf("versions: take %s: %w", rel, err)
+		}
+		// Another file system: aside in the file's own folder (atomic),
+		// then copied in.
+		c.meta.Aside = filepath.Join(filepath.Dir(osPath), AsidePrefix+c.id)
+		if err := c.writeMeta(); err != nil {
+			return nil, fmt.Errorf("versions: take %s: %w", rel, err)
+		}
+		if err := os.Rename(osPath, c.meta.Aside); err != nil {
+			_ = os.Remove(c.tmp + ".json")
+			return nil, fmt.Errorf("versions: take %s: %w", rel, err)
+		}
+		if err := copyFile(c.meta.Aside, c.tmp); err != nil {
+			return c, fmt.Errorf("versions: take %s: %w (it waits at %s)", rel, err, c.meta.Aside)
+		}
+		_ = os.Remove(c.meta.Aside)
+	}
+	cst, err := os.Stat(c.tmp)
+	if err != nil {
+		return c, fmt.Errorf("versions: take %s: %w", rel, err)
+	}
+	c.Size, c.ModTime = cst.Size(), cst.ModTime()
+	c.meta.ModTime = c.ModTime
+	return c, nil
+}
+
+// AsidePrefix begins the name of a file Take set aside in its own folder
+// on its way into a store on another file system. The engine never syncs
+// such names.
+const AsidePrefix = ".bm-aside-"
+
+// Restore puts a taken file back at osPath, unless something else is
+// there now (fs.ErrExist then: the capture stays, to be committed as a
+// version or copied elsewhere).
+func (c *Capture) Restore(osPath string) error {
+	if err := os.Link(c.tmp, osPath); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("versions: restore %s: %w", c.meta.Path, err)
+		}
+		// No hard links here (or another file system): a copy.
+		if err := copyFileExcl(c.tmp, osPath, 0o644); err != nil {
+			return fmt.Errorf("versions: restore %s: %w", c.meta.Path, err)
+		}
+		_ = os.Chtimes(osPath, c.ModTime, c.ModTime)
+	}
+	c.Abort()
+	return nil
+}
+
+func (c *Capture) writeMeta() error {
+	mb, _ := json.Marshal(c.meta)
+	return atomicfile.WriteFile(c.tmp+".json", mb, 0o600)
 }
 
 // KeepFile keeps a copy of the file at osPath, which stays where it is,
@@ -239,18 +323,52 @@ func (s *Local) recover() error {
 		if !validReason(meta.Reason) {
 			meta.Reason = ReasonOverwritten
 		}
+		if meta.Taken && meta.Orig != "" {
+			if _, err := os.Lstat(meta.Orig); errors.Is(err, fs.ErrNotExist) {
+				// Taken out of its place, and the pass stopped before
+				// anything took its place: it goes back.
+				c := &Capture{s: s, id: name, tmp: tmp, meta: meta}
+				if st, err := os.Stat(tmp); err == nil {
+					c.ModTime = st.ModTime()
+				}
+				if err := os.MkdirAll(filepath.Dir(meta.Orig), 0o755); err == nil && c.Restore(meta.Orig) == nil {
+					s.log.Info("put back a note an interrupted pass had taken out of its place", "path", meta.Path)
+					continue
+				}
+			}
+		}
 		if _, err := s.commitLocked(name, tmp, meta, true); err != nil {
 			return fmt.Errorf("recover capture %s: %w", name, err)
 		}
 		s.log.Info("kept a version an interrupted pass had captured", "path", meta.Path, "reason", meta.Reason)
 	}
-	// Records without a capture.
+	// Records without a capture: a Take that set its file aside on
+	// another file system and was cut short gets it from there; the rest
+	// captured nothing.
 	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok {
-			if _, err := os.Stat(filepath.Join(s.dir, tmpDir, name)); errors.Is(err, fs.ErrNotExist) {
-				_ = os.Remove(filepath.Join(s.dir, tmpDir, e.Name()))
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		tmp := filepath.Join(s.dir, tmpDir, name)
+		if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		var meta captureMeta
+		if b, err := os.ReadFile(tmp + ".json"); err == nil && json.Unmarshal(b, &meta) == nil && meta.Aside != "" {
+			if _, err := os.Stat(meta.Aside); err == nil {
+				if err := copyFile(meta.Aside, tmp); err != nil {
+					return fmt.Errorf("recover %s: %w", meta.Aside, err)
+				}
+				if _, err := s.commitLocked(name, tmp, meta, false); err != nil {
+					return fmt.Errorf("recover capture %s: %w", name, err)
+				}
+				_ = os.Remove(meta.Aside)
+				s.log.Info("kept a version an interrupted pass had set aside", "path", meta.Path)
+				continue
 			}
 		}
+		_ = os.Remove(tmp + ".json")
 	}
 	return nil
 }

@@ -241,3 +241,55 @@ func TestPruneByAgeAndSize(t *testing.T) {
 		t.Errorf("Open(unknown) = %v", err)
 	}
 }
+
+func TestTakeRestoreAndRecover(t *testing.T) {
+	s, notes := newLocal(t)
+	note := filepath.Join(notes, "a.md")
+	write(t, note, "mine")
+	c, err := s.Take(note, "a.md", ReasonOverwritten)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(note); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Take left the note in place: %v", err)
+	}
+	if c.Size != 4 {
+		t.Errorf("taken size %d", c.Size)
+	}
+	write(t, note, "someone else's")
+	if err := c.Restore(note); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("Restore over another file = %v, want ErrExist", err)
+	}
+	v, err := c.Commit()
+	if err != nil || content(t, s, v.ID) != "mine" {
+		t.Fatalf("commit after a refused restore: %v", err)
+	}
+
+	// a kill after Take, before anything took the note's place: it goes back
+	other := filepath.Join(notes, "b.md")
+	write(t, other, "b's only copy")
+	if _, err := s.Take(other, "b.md", ReasonOverwritten); err != nil {
+		t.Fatal(err)
+	}
+	// and one whose replacement landed: a version
+	third := filepath.Join(notes, "c.md")
+	write(t, third, "c before")
+	if _, err := s.Take(third, "c.md", ReasonOverwritten); err != nil {
+		t.Fatal(err)
+	}
+	write(t, third, "c after")
+	s2, err := OpenLocal(s.Dir(), "laptop", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "b's only copy" {
+		t.Errorf("b.md after the restart: %q, %v; want it put back", b, err)
+	}
+	if vs, _ := s2.List("b.md"); len(vs) != 0 {
+		t.Errorf("b.md put back and kept as a version too: %v", vs)
+	}
+	vs, _ := s2.List("c.md")
+	if len(vs) != 1 || content(t, s2, vs[0].ID) != "c before" {
+		t.Errorf("c.md versions after the restart: %v", vs)
+	}
+}
