@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -388,6 +389,7 @@ func TestHelperProcess(t *testing.T) {
 		WorkDir:  os.Getenv("BM_SYNCER_WORK"),
 		Remote:   Remote{Endpoint: os.Getenv("BM_SYNCER_ENDPOINT"), Region: "us-east-1", AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket},
 		Device:   "laptop",
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)

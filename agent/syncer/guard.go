@@ -99,6 +99,9 @@ type pathState struct {
 	// kept: the version now there is already kept (by a conflict copy),
 	// so the retried write must not keep it again.
 	kept bool
+	// src is what a download being written came from (its partial's
+	// state), for the journal.
+	src *entry
 }
 
 // guardStats tallies what a pass did through its guards.
@@ -196,6 +199,20 @@ func (g *guardPass) setState(side int, path string, st pathState) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.done[side][path] = st
+}
+
+// journalCopy records that path is now l here and r in the bucket.
+func (g *guardPass) journalCopy(path string, l, r *entry) {
+	if l != nil && r != nil {
+		g.e.journal(journalOp{Op: "copy", Path: path, L: l, R: r})
+	}
+}
+
+func entryOf(ctx context.Context, o rfs.ObjectInfo) *entry {
+	if o == nil {
+		return nil
+	}
+	return &entry{Size: o.Size(), Time: o.ModTime(ctx)}
 }
 
 // localTouched returns the local paths the pass wrote, moved or deleted.
@@ -344,7 +361,7 @@ func (g *guardPass) localPlace(ctx context.Context, partial, final string) (rfs.
 			g.localFinish(c, true)
 		}
 	}
-	placed := false
+	placed, journaled := false, false
 	for attempt := 0; attempt < 5 && !placed; attempt++ {
 		c, err := g.localVersions.Take(finalOS, final, versions.ReasonOverwritten)
 		switch {
@@ -355,6 +372,12 @@ func (g *guardPass) localPlace(ctx context.Context, partial, final string) (rfs.
 			return nil, fmt.Errorf("guard: %w", err)
 		default:
 			taken = append(taken, c)
+		}
+		if ps, _, ok := g.state(sideL, partial); ok && ps.src != nil && !journaled {
+			if pst, err := os.Lstat(partialOS); err == nil {
+				g.e.journal(journalOp{Op: "copy", Path: final, L: &entry{Size: pst.Size(), Time: pst.ModTime()}, R: ps.src, Check: "local"})
+				journaled = true
+			}
 		}
 		switch err := os.Link(partialOS, finalOS); {
 		case err == nil:
@@ -477,6 +500,7 @@ func (g *guardPass) localRemove(ctx context.Context, path string, remove func() 
 	}
 	g.hook(sideL, path)
 	osPath := g.localPath(path)
+	g.e.journal(journalOp{Op: "gone", Path: path, Check: "absent"})
 	// Taken out of its place into the version store: the delete and the
 	// keeping are one rename, so an edit cannot slip in between.
 	c, err := g.localVersions.Take(osPath, path, versions.ReasonDeleted)
@@ -623,7 +647,7 @@ func (g *guardPass) cloudConflict(ctx context.Context, path string) (string, err
 // kept first; one that changed during the pass is also kept as a conflict
 // file. A write refused by its condition (the object changed between the
 // check and the write) is retried by rclone, which calls back here.
-func (g *guardPass) cloudWrite(ctx context.Context, path string, write func(cond rfs.OpenOption) (rfs.Object, error)) (rfs.Object, error) {
+func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectInfo, write func(cond rfs.OpenOption) (rfs.Object, error)) (rfs.Object, error) {
 	g.hook(sideC, path)
 	etag, kept, changed, exists, err := g.cloudExpected(ctx, path)
 	if err != nil {
@@ -670,6 +694,7 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, write func(cond
 		st.size = o.Size()
 	}
 	g.setState(sideC, path, st)
+	g.journalCopy(path, entryOf(ctx, src), entryOf(ctx, o))
 	g.count(func(s *guardStats) { s.uploaded++ })
 	return o, nil
 }
@@ -730,7 +755,11 @@ func (g *guardPass) cloudRemove(ctx context.Context, path string) error {
 		return fmt.Errorf("guard: delete %s: %w", path, err)
 	}
 	g.setState(sideC, path, pathState{gone: true})
-	if !(done && st.created) && !renamed {
+	switch {
+	case renamed:
+		g.e.journal(journalOp{Op: "gone2", Path: path})
+	case !(done && st.created):
+		g.e.journal(journalOp{Op: "gone", Path: path})
 		g.count(func(s *guardStats) { s.deleteRemote++ })
 	}
 	return nil
@@ -941,14 +970,16 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 	if f.side == sideL {
 		o, err = f.g.localReplace(ctx, path, noteName(src), func() (rfs.Object, error) { return f.Fs.Put(ctx, in, src, options...) })
 		if err == nil {
-			st := pathState{created: true, size: o.Size(), modTime: o.ModTime(ctx)}
+			st := pathState{created: true, size: o.Size(), modTime: o.ModTime(ctx), src: entryOf(ctx, src)}
 			f.g.setState(sideL, path, st)
 			if !strings.HasSuffix(path, rfs.GetConfig(ctx).PartialSuffix) {
-				f.g.count(func(s *guardStats) { s.downloaded++ }) // written in place, not through a partial
+				// written in place, not through a partial
+				f.g.journalCopy(path, entryOf(ctx, o), entryOf(ctx, src))
+				f.g.count(func(s *guardStats) { s.downloaded++ })
 			}
 		}
 	} else {
-		o, err = f.g.cloudWrite(ctx, noteName(src), func(cond rfs.OpenOption) (rfs.Object, error) {
+		o, err = f.g.cloudWrite(ctx, noteName(src), src, func(cond rfs.OpenOption) (rfs.Object, error) {
 			return f.Fs.Put(ctx, in, src, append(options, cond)...)
 		})
 	}
@@ -987,6 +1018,7 @@ func (f *guardFs) Move(ctx context.Context, src rfs.Object, remote string) (rfs.
 		return nil, err
 	}
 	f.g.setState(f.side, src.Remote(), pathState{gone: true})
+	f.g.e.journal(journalOp{Op: "gone1", Path: src.Remote(), Check: "absent"})
 	f.g.count(func(s *guardStats) { s.renamed++; s.renamedNote(src.Remote()) })
 	return f.wrap(o), nil
 }
@@ -1066,11 +1098,12 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 			return o.Object, o.Object.Update(ctx, in, src, options...)
 		})
 		if err == nil {
+			o.f.g.journalCopy(path, entryOf(ctx, o.Object), entryOf(ctx, src))
 			o.f.g.count(func(s *guardStats) { s.downloaded++ })
 		}
 		return err
 	}
-	_, err := o.f.g.cloudWrite(ctx, path, func(cond rfs.OpenOption) (rfs.Object, error) {
+	_, err := o.f.g.cloudWrite(ctx, path, src, func(cond rfs.OpenOption) (rfs.Object, error) {
 		return o.Object, o.Object.Update(ctx, in, src, append(options, cond)...)
 	})
 	return err

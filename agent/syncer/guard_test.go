@@ -1,16 +1,19 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -603,5 +606,66 @@ func TestEveryNoteChangedForReal(t *testing.T) {
 				t.Errorf("pass = %+v, want all 20 uploaded, their old versions kept", res)
 			}
 		})
+	}
+}
+
+// A pass killed after it downloaded a note, and the other side deleting
+// that note (it had seen the downloaded version) before the next pass:
+// the next pass deletes it here too. Without the journal the first pass's
+// own download looked like an edit made here, and the edit won: the note
+// came back.
+func TestKilledDownloadIsNotResurrected(t *testing.T) {
+	s3 := newEmbedS3(t)
+	base := t.TempDir()
+	local, work := filepath.Join(base, "notes"), filepath.Join(base, "state")
+	for i := range 12 {
+		writeLocal(t, local, fmt.Sprintf("seed/n%02d.md", i), []byte(fmt.Sprintf("seed %d", i)))
+	}
+	writeLocal(t, local, "a-note.md", []byte("v1"))
+	p := newEmbedPairAt(t, s3, local, work, "laptop", ProfileBalanced)
+	p.pass(t, PassOptions{})
+	p.pass(t, PassOptions{})
+	s3.put(t, "a-note.md", []byte("v2, from the other device"))
+	for i := range 300 {
+		s3.put(t, fmt.Sprintf("zz/%03d.md", i), bytes.Repeat([]byte(fmt.Sprintf("note %d ", i)), 4000))
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "BM_SYNCER_HELPER=1", "BM_SYNCER_ENDPOINT="+s3.url,
+		"BM_SYNCER_LOCAL="+local, "BM_SYNCER_WORK="+work)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	defer func() { t.Logf("helper:\n%s", out.String()) }()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(local, "a-note.md"))
+		if string(b) == "v2, from the other device" {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatal("the helper never downloaded the note")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	if entries, _ := os.ReadDir(filepath.Join(local, "zz")); len(entries) >= 300 {
+		t.Fatal("the helper finished before it was killed")
+	}
+	if j, err := os.ReadFile(p.engine.journalPath()); err != nil || !strings.Contains(string(j), "a-note.md") {
+		t.Logf("journal after the kill: %q, %v", j, err)
+	}
+	// the other device saw v2, and deletes it
+	s3.del(t, "a-note.md")
+	p.pass(t, PassOptions{Trigger: "restart"})
+	if _, err := os.Stat(filepath.Join(local, "a-note.md")); err == nil {
+		t.Errorf("the deleted note is back in the folder")
+	}
+	if _, ok := s3.files(t)["a-note.md"]; ok {
+		t.Errorf("the deleted note is back in the bucket")
 	}
 }

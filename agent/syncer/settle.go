@@ -351,3 +351,53 @@ func addToListing(path string, lines []string) error {
 	}
 	return atomicfile.WriteFile(path, []byte(b.String()), 0o600)
 }
+
+// setListingEntries sets the size and modtime of files in a bisync
+// listing (adding the ones it lacks) and removes the files set to nil,
+// atomically; a missing listing is left alone.
+func setListingEntries(path string, set map[string]*listingEntry) error {
+	if len(set) == 0 {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		body := strings.TrimSuffix(line, "\n")
+		name, _, ok := parseListingLine(body)
+		if !ok {
+			b.WriteString(line)
+			continue
+		}
+		ent, found := set[name]
+		switch {
+		case !found:
+			b.WriteString(line)
+		case ent == nil:
+			// removed
+		default:
+			b.WriteString(listingLineFor(name, *ent))
+		}
+		done[name] = true
+	}
+	if s := b.String(); s != "" && !strings.HasSuffix(s, "\n") {
+		b.WriteByte('\n')
+	}
+	for name, ent := range set {
+		if ent != nil && !done[name] {
+			b.WriteString(listingLineFor(name, *ent))
+		}
+	}
+	return atomicfile.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// listingLineFor is a listing line in bisync's format (no hash, no ID).
+func listingLineFor(name string, ent listingEntry) string {
+	return fmt.Sprintf("- %8d - - %s %q\n", ent.size, ent.time.In(bisync.TZ).Format(listingTimeFormat), name)
+}

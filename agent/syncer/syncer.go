@@ -621,6 +621,14 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	ci.Progress = false
 	ci.TerminalColorMode = fs.TerminalColorModeNever
 
+	if !ps.dryRun {
+		// what an unfinished run did goes into the listings first
+		if n, err := e.playJournal(); err != nil {
+			return err
+		} else if n > 0 {
+			pc.logger().Info("played an unfinished pass's journal into the listings", "operations", n)
+		}
+	}
 	stamp := e.passStamp()
 	g := newGuardPass(e, pc.logger(), stamp)
 	defer pc.addGuard(g)
@@ -655,6 +663,9 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 		opt.ResyncMode = bisync.PreferPath1
 	}
 	err := bisync.Bisync(ctx, path1, path2, &opt)
+	if err == nil && !ps.dryRun {
+		e.clearJournal() // the listings say it all now
+	}
 	if errors.Is(err, bisync.ErrBisyncAborted) {
 		if why := pc.criticalError(); why != "" {
 			err = fmt.Errorf("%w: %s", err, why)
