@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -74,7 +75,7 @@ func TestFaultsChaos(t *testing.T) {
 	errs := make(chan error, 2)
 	wg.Add(2)
 	go func() { defer wg.Done(); errs <- localWriter(wctx, l, a.Folder, pool, size.ops, size.pause) }()
-	go func() { defer wg.Done(); errs <- cloudWriter(wctx, l, dev, pool, size.ops, size.pause) }()
+	go func() { defer wg.Done(); errs <- cloudWriter(wctx, l, dev, h.ServerURL, pool, size.ops, size.pause) }()
 
 	// The killer: half at random moments, half while a pass runs.
 	var mu sync.Mutex
@@ -126,6 +127,20 @@ func TestFaultsChaos(t *testing.T) {
 		t.Errorf("the two sides did not settle by themselves within 4 minutes: %v", err)
 	}
 	settle := time.Since(start)
+	if os.Getenv("BM_FAULTS_DEBUG") != "" {
+		b, _ := os.ReadFile(filepath.Join(h.Dir, "agent.log"))
+		lines := strings.Split(string(b), "\n")
+		var keep []string
+		for _, l := range lines {
+			if strings.Contains(l, "sync pass\"") || strings.Contains(l, "msg=state") || strings.Contains(l, "remote change") || strings.Contains(l, "local changes") || strings.Contains(l, "bm-agent running") {
+				keep = append(keep, l)
+			}
+		}
+		if len(keep) > 60 {
+			keep = keep[len(keep)-60:]
+		}
+		t.Logf("agent log (passes):\n%s", strings.Join(keep, "\n"))
+	}
 	present, local, cloud := everything(t, ctx, a, dev)
 	res := l.check(present, local, cloud)
 	conflicts := 0

@@ -369,6 +369,28 @@ func (d *Device) PutObject(ctx context.Context, key string, body []byte) error {
 	return err
 }
 
+// NotifySync tells the server that this device changed the bucket (POST
+// /sync), as bm-agent does after a pass that wrote, so the tenant's other
+// devices hear of it at once.
+func (d *Device) NotifySync(ctx context.Context, serverURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, serverURL+tenantapi.PathSync,
+		strings.NewReader(`{"device":"other-device","reason":"test"}`))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.Token.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST /sync: %s", resp.Status)
+	}
+	return nil
+}
+
 // DeleteObject removes key from the device's bucket.
 func (d *Device) DeleteObject(ctx context.Context, key string) error {
 	_, err := d.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.Creds.BucketName, Key: &key})

@@ -116,9 +116,24 @@ func localWriter(ctx context.Context, l *ledger, folder string, pool []string, o
 
 // cloudWriter edits, creates and deletes the same notes in the bucket as
 // another device does: read, then write only over what it read (If-Match),
-// so it never replaces a version it did not see.
-func cloudWriter(ctx context.Context, l *ledger, d *Device, pool []string, ops int, pause time.Duration) error {
+// so it never replaces a version it did not see; and it announces its
+// changes to the server (POST /sync), as bm-agent does.
+func cloudWriter(ctx context.Context, l *ledger, d *Device, serverURL string, pool []string, ops int, pause time.Duration) error {
 	bucket := aws.String(d.Creds.BucketName)
+	announce := make(chan struct{}, 1)
+	defer close(announce)
+	go func() {
+		for range announce {
+			_ = d.NotifySync(context.WithoutCancel(ctx), serverURL)
+			time.Sleep(100 * time.Millisecond) // announcements coalesce
+		}
+	}()
+	changed := func() {
+		select {
+		case announce <- struct{}{}:
+		default:
+		}
+	}
 	for i := 0; i < ops && ctx.Err() == nil; i++ {
 		path := pool[rand.IntN(len(pool))]
 		key := aws.String(path)
@@ -131,6 +146,7 @@ func cloudWriter(ctx context.Context, l *ledger, d *Device, pool []string, ops i
 		if etag != "" && rand.IntN(100) < 12 {
 			if _, err := d.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: bucket, Key: key, IfMatch: aws.String(etag)}); err == nil {
 				l.add(ledgerOp{side: "cloud", path: path, base: base, delete: true})
+				changed()
 			}
 		} else {
 			body := l.content("cloud", path)
@@ -142,6 +158,7 @@ func cloudWriter(ctx context.Context, l *ledger, d *Device, pool []string, ops i
 			}
 			if _, err := d.S3.PutObject(ctx, in); err == nil {
 				l.add(ledgerOp{side: "cloud", path: path, content: body, base: base})
+				changed()
 			}
 		}
 		sleepRand(ctx, pause)
