@@ -8,7 +8,7 @@ STATICCHECK_VERSION ?= v0.8.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: help build demo test test-short lint vet staticcheck fmt tools clean bench-server
+.PHONY: help build demo test test-short test-faults lint vet staticcheck fmt tools clean bench-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,11 @@ demo: build ## run bm-server (embedded defaults) and bm-agent on a demo folder; 
 
 test: lint ## vet, staticcheck and every test (what CI runs)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+test-faults: ## the fault suite in full (10,000 operations, 20 kills, a 30 s outage) with its figures; make test runs its short form
+	@mkdir -p $(BIN)
+	BM_FAULTS=full $(GO) test -count=1 -v -timeout 90m -run 'TestFaults|TestServerOutage' ./cmd/bm-demo/ 2>&1 | tee $(BIN)/faults.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|FIGURE'
+	@grep -q '^ok' $(BIN)/faults.log
 
 test-short: ## the tests without the slow end-to-end ones
 	$(GO) test -short $(PKGS)

@@ -119,7 +119,7 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 			d.setState(StatePaused, h.Message)
 			var err error
 			if waiting {
-				err = errors.New(h.Message)
+				err = fmt.Errorf("%w: %s", ipc.ErrHeld, h.Message)
 			}
 			answer(calls, ipc.PassSummary{Skipped: "on hold: " + h.Reason}, err)
 			timer.Reset(interval)
@@ -391,7 +391,7 @@ func (d *Daemon) Sync(ctx context.Context, req ipc.SyncRequest) (ipc.PassSummary
 		return ipc.PassSummary{}, fmt.Errorf("sync: %w", ipc.ErrLoginRequired)
 	}
 	if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {
-		return ipc.PassSummary{}, errors.New(h.Message)
+		return ipc.PassSummary{}, fmt.Errorf("%w: %s", ipc.ErrHeld, h.Message)
 	}
 	call := syncCall{req: req}
 	if req.Wait {

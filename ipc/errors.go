@@ -23,6 +23,9 @@ var ErrNotSupported = errors.New("bm-agent local API is not supported on this pl
 var (
 	ErrLoginRequired  = errors.New("not logged in (run `bm-agent login`)")
 	ErrPaused         = errors.New("sync is paused (run `bm-agent resume`)")
+	// ErrHeld: a safety check stopped syncing until the person acts
+	// (Status.Hold says what happened and what to do).
+	ErrHeld = errors.New("sync is held")
 	ErrBusy           = errors.New("a sync pass is already running")
 	ErrNotImplemented = errors.New("not implemented by this daemon")
 	// ErrInvalid: the request is not valid (a bad config key or value,
@@ -47,6 +50,7 @@ var errorCodes = []struct {
 }{
 	{ErrLoginRequired, "login_required", http.StatusConflict},
 	{ErrPaused, "paused", http.StatusConflict},
+	{ErrHeld, "held", http.StatusConflict},
 	{ErrBusy, "busy", http.StatusConflict},
 	{ErrNotImplemented, "not_implemented", http.StatusNotImplemented},
 	{ErrInvalid, "invalid", http.StatusBadRequest},

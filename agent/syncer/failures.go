@@ -19,6 +19,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/rclone/rclone/fs/filter"
+	rclonefile "github.com/rclone/rclone/lib/file"
 
 	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
@@ -99,7 +100,7 @@ func classifyFailure(side, path string, err error) (f Failure, global error) {
 	}
 	var apiErr smithy.APIError
 	switch {
-	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, rclonefile.ErrDiskFull):
 		return f, fmt.Errorf("%w: %w", ErrDiskFull, err)
 	case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		f.Reason = FailPermission
@@ -277,6 +278,9 @@ func finalName(path string) string { return partialSuffix.ReplaceAllString(path,
 // path set aside; and whether the trouble is passing (the file changed or
 // went while it was read), so the next pass can try it again.
 func pathTrouble(err error) (isPath, transient bool) {
+	if errors.Is(err, rclonefile.ErrDiskFull) {
+		return true, false // classifyFailure makes it the side's
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		if errno == syscall.ENOENT {

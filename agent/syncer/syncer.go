@@ -200,6 +200,9 @@ type Engine struct {
 
 	failures *failureSet // the paths that do not sync for now
 
+	stampMu   sync.Mutex
+	lastStamp string // the last pass's conflict stamp
+
 	// beforeReplace, if set by a test, is called right before a pass
 	// replaces or deletes path on side (SideLocal, SideCloud): a write
 	// there lands in the window between the listing and the copy.
@@ -304,9 +307,34 @@ func (e *Engine) migrateListings(oldBase string) error {
 }
 
 // passStamp returns the conflict stamp of a new pass: the time to the
-// second. Two conflicts on one note in one second still get two names:
-// the guards move a conflict file in the way aside first (guard.go).
-func (e *Engine) passStamp() string { return time.Now().Format(conflictTimeFormat) }
+// second, or the first second after it that no conflict file in the
+// listings (and no earlier pass of this process) has, so two conflicts on
+// one note in one second get two names (rclone deletes a file in the way
+// of the rename that names a conflict's loser).
+func (e *Engine) passStamp() string {
+	e.stampMu.Lock()
+	defer e.stampMu.Unlock()
+	taken := map[string]bool{}
+	for _, l := range []string{e.listing1, e.listing2} {
+		entries, _ := readListing(l)
+		for name := range entries {
+			if c, ok := parseConflictName(name); ok {
+				taken[c.Time.Format(conflictTimeFormat)] = true
+			}
+		}
+	}
+	t := time.Now()
+	if last, err := time.ParseInLocation(conflictTimeFormat, e.lastStamp, time.Local); err == nil && !t.After(last) {
+		t = last.Add(time.Second)
+	}
+	stamp := t.Format(conflictTimeFormat)
+	for i := 0; taken[stamp] && i < 60; i++ {
+		t = t.Add(time.Second)
+		stamp = t.Format(conflictTimeFormat)
+	}
+	e.lastStamp = stamp
+	return stamp
+}
 
 // SetKeepVersions turns keeping versions on or off for the next passes.
 func (e *Engine) SetKeepVersions(on bool) { e.keepVersions.Store(on) }

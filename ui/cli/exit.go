@@ -70,6 +70,7 @@ var exitCodes = []struct {
 	{ErrSubscriptionRequired, ExitSubscriptionRequired, "the account has no active subscription"},
 	{ErrSyncHeld, ExitSyncHeld, "sync is held: paused, or stopped by a safety check such as max-delete (bm-agent status says why)"},
 	{ipc.ErrPaused, ExitSyncHeld, ""},
+	{ipc.ErrHeld, ExitSyncHeld, ""},
 	{ErrOffline, ExitOffline, "offline: the bucket or the server cannot be reached (bm-agent keeps trying by itself)"},
 }
 
