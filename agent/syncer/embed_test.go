@@ -6,10 +6,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -82,24 +80,7 @@ func newEmbedPair(t testing.TB, s3 *embedS3, device string, profile Profile) *pa
 
 func newEmbedPairAt(t testing.TB, s3 *embedS3, local, work, device string, profile Profile) *pair {
 	t.Helper()
-	logs := &logBuf{}
-	e, err := New(context.Background(), Config{
-		LocalDir: local,
-		Remote:   s3.remote(),
-		WorkDir:  work,
-		Device:   device,
-		Profile:  profile,
-		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if strings.Contains(logs.String(), testSecret) {
-			t.Errorf("the secret key appeared in the log")
-		}
-	})
-	return &pair{engine: e, local: local, logs: logs}
+	return newTestPair(t, Config{LocalDir: local, Remote: s3.remote(), WorkDir: work, Device: device, Profile: profile})
 }
 
 // put writes an object through S3 (server modtime: now).

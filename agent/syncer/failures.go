@@ -46,6 +46,12 @@ const (
 	FailOther       = "other"
 )
 
+// errListedNotReadable: a side listed a file that it then says is not
+// there when it is read: an object whose name does not survive the trip
+// (bytes that are not UTF-8), or one deleted in between (which the next
+// try finds gone).
+var errListedNotReadable = errors.New("listed, but not found when read")
+
 // ErrDiskFull: the disk holding the notes folder (or the agent's state)
 // is full. Nothing was lost; passes fail until there is room.
 var ErrDiskFull = errors.New("the disk is full")
@@ -113,6 +119,9 @@ func classifyFailure(side, path string, err error) (f Failure, global error) {
 	case errors.Is(err, syscall.ENAMETOOLONG) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "KeyTooLongError":
 		f.Reason = FailNameTooLong
 		f.Advice = "its name is too long for " + where + ": rename it where it was made"
+	case errors.Is(err, errListedNotReadable):
+		f.Reason = FailBadName
+		f.Advice = "it is listed " + where + " but cannot be read there (a name with bytes that are not text, say): rename it where it was made"
 	case errors.Is(err, syscall.EILSEQ) || errors.Is(err, syscall.EINVAL):
 		f.Reason = FailBadName
 		f.Advice = "its name cannot be a file name " + where + ": rename it where it was made"
@@ -280,6 +289,9 @@ func finalName(path string) string { return partialSuffix.ReplaceAllString(path,
 func pathTrouble(err error) (isPath, transient bool) {
 	if errors.Is(err, rclonefile.ErrDiskFull) {
 		return true, false // classifyFailure makes it the side's
+	}
+	if errors.Is(err, errListedNotReadable) {
+		return true, false
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {

@@ -227,3 +227,28 @@ func TestUnreadableEntriesSyncTheRest(t *testing.T) {
 		}
 	}
 }
+
+// An object whose name is not UTF-8 (S3 allows it; rclone cannot read it
+// back under the name it lists): everything else syncs, and the object is
+// listed with what to do (every pass failed on it).
+func TestNonUTF8ObjectNameSyncsTheRest(t *testing.T) {
+	s3 := newFakeS3(t)
+	p := newPair(t, s3, "laptop")
+	seed(t, p, 12)
+	p.pass(t, PassOptions{})
+	s3.put("bad\xffname.md", "a name that is not text")
+	s3.put("fine.md", "fine")
+	res := p.pass(t, PassOptions{})
+	if len(res.Failures) != 1 || res.Failures[0].Reason != FailBadName || res.Failures[0].Side != SideCloud {
+		t.Fatalf("failures = %+v, want the object with the bad name", res.Failures)
+	}
+	if readLocal(t, p, "fine.md") != "fine" {
+		t.Errorf("the rest did not sync")
+	}
+	if res := p.pass(t, PassOptions{RetryFailed: true}); len(res.Failures) != 1 {
+		t.Errorf("second pass: failures %+v", res.Failures)
+	}
+	if _, ok := s3.objects()["bad\xffname.md"]; !ok {
+		t.Error("the object was deleted from the bucket")
+	}
+}

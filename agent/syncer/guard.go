@@ -1113,7 +1113,11 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 func (o *guardObject) Open(ctx context.Context, options ...rfs.OpenOption) (io.ReadCloser, error) {
 	r, err := o.Object.Open(ctx, options...)
 	if err != nil {
-		o.f.g.fail(o.f.side, o.Remote(), false, err)
+		ferr := err
+		if errors.Is(err, rfs.ErrorObjectNotFound) {
+			ferr = fmt.Errorf("%w: %w", errListedNotReadable, err)
+		}
+		o.f.g.fail(o.f.side, o.Remote(), false, ferr)
 	}
 	return r, err
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,27 +118,11 @@ func newGuardPair(t *testing.T, c cloud, device string, cfg func(*Config)) *pair
 	if err := os.Mkdir(local, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuf{}
-	conf := Config{
-		LocalDir: local,
-		Remote:   c.remote,
-		WorkDir:  filepath.Join(dir, "state"),
-		Device:   device,
-		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	conf := Config{LocalDir: local, Remote: c.remote, WorkDir: filepath.Join(dir, "state"), Device: device}
 	if cfg != nil {
 		cfg(&conf)
 	}
-	e, err := New(context.Background(), conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if strings.Contains(logs.String(), c.remote.SecretKey) {
-			t.Errorf("the secret key appeared in the log")
-		}
-	})
-	return &pair{engine: e, local: local, logs: logs}
+	return newTestPair(t, conf)
 }
 
 // versionContents reads every kept version of path on both sides.

@@ -61,18 +61,8 @@ func newEngineAt(t *testing.T, r Remote) (*Engine, string) {
 	if err := os.Mkdir(local, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuf{}
-	e, err := New(context.Background(), Config{LocalDir: local, Remote: r, WorkDir: filepath.Join(dir, "state"),
-		Device: "laptop", Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if strings.Contains(logs.String(), testSecret) {
-			t.Errorf("the secret key appeared in the log")
-		}
-	})
-	return e, local
+	p := newTestPair(t, Config{LocalDir: local, Remote: r, WorkDir: filepath.Join(dir, "state"), Device: "laptop"})
+	return p.engine, p.local
 }
 
 // TestPassReportsProgress: a pass that uploads 200 notes reports its own

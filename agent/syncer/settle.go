@@ -138,56 +138,11 @@ func rewriteListingTimes(path string, times map[string]time.Time) (int, error) {
 // recorded time was wrong; a pass that wrote nothing to the bucket does
 // not call it.
 func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
-	entries, err := readListing(e.listing2)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("settle listing: read: %w", err)
-	}
-	if len(entries) == 0 {
-		return 0, nil
-	}
-	fctx, err := withFilters(ctx, filters)
-	if err != nil {
-		return 0, fmt.Errorf("settle listing: %w", err)
-	}
-	fctx = accounting.WithStatsGroup(fctx, pc.group)
-	fctx, ci := fs.AddConfig(fctx)
-	ci.UseServerModTime = true
-	ci.UseListR = true
-	fix := map[string]time.Time{}
-	err = walk.ListR(fctx, e.remote, "", true, -1, walk.ListObjects, func(objs fs.DirEntries) error {
-		for _, entry := range objs {
-			ro, ok := entry.(fs.Object)
-			if !ok {
-				continue
-			}
-			name := ro.Remote()
-			ent, ok := entries[name]
-			if !ok || ent.size != ro.Size() {
-				continue
-			}
-			mt := ro.ModTime(fctx)
-			if mt.Equal(ent.time) {
-				continue
-			}
-			same, err := e.localHasContent(fctx, name, ro)
-			if err != nil {
-				return err
-			}
-			if same {
-				fix[name] = mt
-			}
-		}
-		return nil
+	n, err := e.settleTimes(ctx, pc, filters, e.listing2, func(_ func() fs.Object, ro fs.Object, ent listingEntry) (time.Time, bool) {
+		return ro.ModTime(ctx), ent.size == ro.Size()
 	})
 	if err != nil {
-		return 0, fmt.Errorf("settle listing: list bucket: %w", err)
-	}
-	n, err := rewriteListingTimes(e.listing2, fix)
-	if err != nil {
-		return 0, fmt.Errorf("settle listing: rewrite: %w", err)
+		return 0, fmt.Errorf("settle listing: %w", err)
 	}
 	if n > 0 {
 		pc.logger().Debug("recorded the bucket's modtimes of written files in the listing", "files", n)
@@ -202,16 +157,38 @@ func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters
 // a tool that touched every file): the times changed, the notes did not,
 // and the next run then sees the real changes only, deletes included.
 func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
-	entries, err := readListing(e.listing1)
+	n, err := e.settleTimes(ctx, pc, filters, e.listing1, func(local func() fs.Object, ro fs.Object, ent listingEntry) (time.Time, bool) {
+		lo := local()
+		if lo == nil {
+			return time.Time{}, false
+		}
+		return lo.ModTime(ctx), lo.Size() == ent.size && lo.Size() == ro.Size()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("settle local listing: %w", err)
+	}
+	return n, nil
+}
+
+// settleTimes lists the bucket once and, for every entry of listing whose
+// time differs from the one now (now gives it, and whether the sizes
+// allow a match; local looks up the local file, nil if none) while the
+// local file and the object hold the same content, records the time now;
+// it returns how many it recorded.
+func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, listing string, now func(local func() fs.Object, ro fs.Object, ent listingEntry) (time.Time, bool)) (int, error) {
+	entries, err := readListing(listing)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("settle local listing: read: %w", err)
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	if len(entries) == 0 {
+		return 0, nil
 	}
 	fctx, err := withFilters(ctx, filters)
 	if err != nil {
-		return 0, fmt.Errorf("settle local listing: %w", err)
+		return 0, err
 	}
 	fctx = accounting.WithStatsGroup(fctx, pc.group)
 	fctx, ci := fs.AddConfig(fctx)
@@ -229,12 +206,15 @@ func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters 
 			if !ok {
 				continue
 			}
-			lo, err := e.local.NewObject(fctx, name)
-			if err != nil || lo.Size() != ent.size || lo.Size() != ro.Size() {
-				continue
+			local := func() fs.Object {
+				lo, err := e.local.NewObject(fctx, name)
+				if err != nil {
+					return nil
+				}
+				return lo
 			}
-			mt := lo.ModTime(fctx)
-			if mt.Equal(ent.time) {
+			mt, ok := now(local, ro, ent)
+			if !ok || mt.Equal(ent.time) {
 				continue
 			}
 			same, err := e.localHasContent(fctx, name, ro)
@@ -248,11 +228,11 @@ func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters 
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("settle local listing: list bucket: %w", err)
+		return 0, fmt.Errorf("list bucket: %w", err)
 	}
-	n, err := rewriteListingTimes(e.listing1, fix)
+	n, err := rewriteListingTimes(listing, fix)
 	if err != nil {
-		return 0, fmt.Errorf("settle local listing: rewrite: %w", err)
+		return 0, fmt.Errorf("rewrite: %w", err)
 	}
 	return n, nil
 }

@@ -17,14 +17,30 @@
 // time, which an S3 object never shows), so the next pass does not see
 // its own uploads as changes (see settle.go).
 //
+// Nothing a person wrote is lost. bisync runs on guarded file systems
+// (guard.go): before a file is replaced or deleted, on either side, its
+// version is kept (agent/versions), and a file that changed after the pass
+// listed it is kept as a conflict file, or not deleted at all; the bucket
+// side uses conditional writes, the local side takes the old version out
+// of its place before the new one goes in. Every completed operation is
+// journaled (journal.go), so a pass killed in the middle does not take its
+// own copies for edits the next time.
+//
+// A pass never stops on one file (failures.go): a path a side cannot take
+// (unreadable, a file/folder clash, a name that does not fit) is set aside
+// with why and what to do, everything else syncs, and it is tried again
+// later. A bucket that stops answering is found by a probe within seconds
+// (check.go), and the pass ends as ErrOffline rather than after rclone's
+// minutes of retries.
+//
 // The notes folder's .bmignore (gitignore syntax, Basic Memory's defaults
 // written when absent, never synced itself) becomes an rclone filters file
 // in the work dir. bisync demands a resync when filters change; the
 // engine does that resync itself, safely, and says so in the Result.
 //
 // A pass killed in the middle (SIGKILL, power loss) leaves bisync's lock
-// behind; the next pass removes a lock whose process is gone, lets
-// --recover fall back to the previous listings, or resyncs safely.
+// behind; the next pass removes a lock whose process is gone and goes on
+// from the listings it left.
 //
 // Passes of all engines in the process are serialized by a package mutex:
 // rclone bisync keeps some process-wide state (its log colouring, time

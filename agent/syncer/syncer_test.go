@@ -128,23 +128,30 @@ func newPair(t *testing.T, s3 *fakeS3, device string) *pair {
 	if err := os.Mkdir(local, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuf{}
-	e, err := New(context.Background(), Config{
+	return newTestPair(t, Config{
 		LocalDir: local,
 		Remote:   Remote{Endpoint: s3.url, Region: "us-east-1", AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket},
 		WorkDir:  filepath.Join(dir, "state", "bisync"),
 		Device:   device,
-		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
+}
+
+// newTestPair builds an engine for conf, logging at debug level into the
+// pair's buffer, and fails the test if the secret key ever reaches it.
+func newTestPair(t testing.TB, conf Config) *pair {
+	t.Helper()
+	logs := &logBuf{}
+	conf.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e, err := New(context.Background(), conf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if strings.Contains(logs.String(), testSecret) {
+		if strings.Contains(logs.String(), conf.Remote.SecretKey) {
 			t.Errorf("the secret key appeared in the log")
 		}
 	})
-	return &pair{engine: e, local: local, logs: logs}
+	return &pair{engine: e, local: conf.LocalDir, logs: logs}
 }
 
 func (p *pair) pass(t *testing.T, opt PassOptions) Result {
