@@ -21,11 +21,11 @@ var ErrNotSupported = errors.New("bm-agent local API is not supported on this pl
 // the [Client] gives back the same sentinel, so errors.Is works across the
 // socket.
 var (
-	ErrLoginRequired  = errors.New("not logged in (run `bm-agent login`)")
-	ErrPaused         = errors.New("sync is paused (run `bm-agent resume`)")
+	ErrLoginRequired = errors.New("not logged in (run `bm-agent login`)")
+	ErrPaused        = errors.New("sync is paused (run `bm-agent resume`)")
 	// ErrHeld: a safety check stopped syncing until the person acts
 	// (Status.Hold says what happened and what to do).
-	ErrHeld = errors.New("sync is held")
+	ErrHeld           = errors.New("sync is held")
 	ErrBusy           = errors.New("a sync pass is already running")
 	ErrNotImplemented = errors.New("not implemented by this daemon")
 	// ErrInvalid: the request is not valid (a bad config key or value,

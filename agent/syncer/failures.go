@@ -312,12 +312,6 @@ func pathTrouble(err error) (isPath, transient bool) {
 	return false, false
 }
 
-// perPath reports whether err is a path's own trouble (see pathTrouble).
-func perPath(err error) bool {
-	isPath, _ := pathTrouble(err)
-	return isPath
-}
-
 // pathErrnos are the file system's answers that are about a path: it may
 // not be read or written, a file or folder is in its way, its name does
 // not fit; and a full disk, which classifyFailure makes the side's.
