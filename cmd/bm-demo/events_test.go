@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
 // TestRemoteChangeEvents: two agents (two homes, two folders, two device
@@ -82,18 +84,21 @@ func TestRemoteChangeEvents(t *testing.T) {
 		t.Fatalf("the note did not reach agent 2 within 10 s: %v", err)
 	}
 	t.Logf("agent 1 folder -> agent 2 folder: %s", took.Round(time.Millisecond))
-	h2, err := agents[1].IPC.History(ctx, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	remote := false
-	for _, p := range h2.Passes {
-		if p.Trigger == "remote" && p.Downloaded > 0 {
-			remote = true
+	// The file is in place before the pass that wrote it is over and in
+	// the history: wait for the record.
+	var h2 ipc.History
+	if _, err := Poll(ctx, 10*time.Second, func() error {
+		if h2, err = agents[1].IPC.History(ctx, 5); err != nil {
+			return err
 		}
-	}
-	if !remote {
-		t.Errorf("agent 2 has no pass triggered by a remote event that downloaded: %+v", h2.Passes)
+		for _, p := range h2.Passes {
+			if p.Trigger == "remote" && p.Downloaded > 0 {
+				return nil
+			}
+		}
+		return errString("no pass triggered by a remote event that downloaded")
+	}); err != nil {
+		t.Errorf("agent 2: %v: %+v", err, h2.Passes)
 	}
 }
 
