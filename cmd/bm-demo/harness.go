@@ -42,8 +42,14 @@ type Harness struct {
 	ServerURL, S3URL string
 	// AgentArgs are added to every `bm-agent run` (e.g. --debug, --interval).
 	AgentArgs []string
-	server    *exec.Cmd
-	agents    []*exec.Cmd
+	// ServerArgs and ServerEnv are added to bm-server's command line and
+	// environment (another storage provider, say).
+	ServerArgs, ServerEnv []string
+	// PrepareAgent, if set, is called with each agent's command and home
+	// before it starts (to run it as another user, say).
+	PrepareAgent func(cmd *exec.Cmd, a *Agent) error
+	server       *exec.Cmd
+	agents       []*exec.Cmd
 	// the server's account and arguments, for RestartServer
 	email, password string
 }
@@ -139,9 +145,9 @@ func (h *Harness) RestartServer(ctx context.Context) error {
 
 func (h *Harness) startServer(ctx context.Context, logf *os.File, offset int64, email, password, addr, s3Addr string) error {
 	h.email, h.password = email, password
-	cmd := exec.Command(filepath.Join(h.Bin, "bm-server"),
-		"--addr", addr, "--s3-addr", s3Addr, "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email)
-	cmd.Env = append(os.Environ(), "BM_SERVER_DEMO_PASSWORD="+password)
+	cmd := exec.Command(filepath.Join(h.Bin, "bm-server"), append([]string{
+		"--addr", addr, "--s3-addr", s3Addr, "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email}, h.ServerArgs...)...)
+	cmd.Env = append(append(os.Environ(), "BM_SERVER_DEMO_PASSWORD="+password), h.ServerEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start bm-server: %w", err)
@@ -224,6 +230,11 @@ func (h *Harness) StartAgent(ctx context.Context, name string, extraEnv ...strin
 	cmd := exec.Command(filepath.Join(h.Bin, "bm-agent"), append([]string{"run", "--folder", a.Folder, "--socket", a.Socket}, h.AgentArgs...)...)
 	cmd.Env = a.Env
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if h.PrepareAgent != nil {
+		if err := h.PrepareAgent(cmd, a); err != nil {
+			return nil, fmt.Errorf("start bm-agent: %w", err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start bm-agent: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/server/storage/minio/miniotest"
 )
 
 // TestVersionsAndRestore is the way back for a person, end to end: a note
@@ -20,10 +21,25 @@ import (
 // versions` and brought back by `bm-agent restore`, through the CLI and
 // the real daemon and server, and the restored notes reach the bucket.
 func TestVersionsAndRestore(t *testing.T) {
-	h := newHarness(t)
+	t.Run("embedded", func(t *testing.T) { versionsAndRestore(t, newHarness(t), "") })
+	t.Run("minio", func(t *testing.T) {
+		srv := miniotest.Start(t)
+		h := newHarness(t)
+		h.ServerArgs = []string{"--storage", "minio", "--storage-endpoint", srv.URL}
+		h.ServerEnv = []string{"BM_SERVER_STORAGE_ACCESS_KEY=" + miniotest.RootUser, "BM_SERVER_STORAGE_SECRET_KEY=" + miniotest.RootPassword}
+		versionsAndRestore(t, h, srv.URL)
+	})
+}
+
+// versionsAndRestore runs the test on h's server; its devices must get
+// S3 endpoint wantS3 ("": any).
+func versionsAndRestore(t *testing.T, h *Harness, wantS3 string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a, dev, _, _ := startLoggedIn(t, ctx, h)
+	if wantS3 != "" && dev.Creds.EndpointURL != wantS3 {
+		t.Fatalf("the device's S3 endpoint is %s, want %s", dev.Creds.EndpointURL, wantS3)
+	}
 	for name, body := range map[string]string{"note.md": "v1 written here", "other.md": "another note", "seed.md": "so the folder is never empty"} {
 		if err := os.WriteFile(filepath.Join(a.Folder, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
