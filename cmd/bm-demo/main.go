@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -108,6 +109,30 @@ func run() error {
 		return fmt.Errorf("the object did not reach the folder: %w", err)
 	}
 	say("the object reached the folder %s after the sync: %s", took.Round(time.Millisecond), filepath.Join(a.Folder, remote))
+
+	// Nothing a sync replaces is lost: the other device overwrites the
+	// note, and the version it replaced comes back with one command.
+	if err := dev.PutObject(ctx, note, []byte("# Hello\n\nOverwritten by the other device.\n")); err != nil {
+		return fmt.Errorf("put object: %w", err)
+	}
+	say("the separate S3 client overwrote %q; after a sync the agent keeps the version it replaced:", note)
+	if _, err := h.CLI(ctx, a, "sync"); err != nil {
+		return err
+	}
+	out, err := h.CLI(ctx, a, "versions", note)
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+	say("bm-agent restore %q brings it back:", note)
+	out, err = h.CLI(ctx, a, "restore", note)
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+	if got, err := os.ReadFile(filepath.Join(a.Folder, note)); err != nil || string(got) != string(content) {
+		return fmt.Errorf("the restore did not bring the note back: %q, %v", got, err)
+	}
 	fmt.Printf(`
 The demo keeps running. Edit notes in:
 
@@ -122,4 +147,15 @@ Logs: %s. Press Ctrl-C to stop.
 	<-ctx.Done()
 	say("stopping")
 	return nil
+}
+
+// indent indents every line of s for the demo's output.
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if l != "" {
+			b.WriteString("    " + l)
+		}
+	}
+	return b.String()
 }
