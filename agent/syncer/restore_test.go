@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +167,37 @@ func TestRestoreDeleted(t *testing.T) {
 				t.Errorf("still listed as deleted after the restore: %v", again)
 			}
 		})
+	}
+}
+
+// PruneVersions prunes both stores and says so in the log.
+func TestPruneVersions(t *testing.T) {
+	c := clouds()["embedded"](t)
+	p := newGuardPair(t, c, "laptop", nil)
+	seed(t, p, 12)
+	p.write(t, "up.md", "v1")
+	p.write(t, "down.md", "v1")
+	p.pass(t, PassOptions{})
+	p.write(t, "up.md", "v2 here")
+	c.put(t, "down.md", "v2 there")
+	if res := p.pass(t, PassOptions{}); res.VersionsKept != 2 {
+		t.Fatalf("kept %d versions, want 2", res.VersionsKept)
+	}
+	ctx := context.Background()
+	time.Sleep(10 * time.Millisecond)
+	local, cloud, err := p.engine.PruneVersions(ctx, time.Millisecond, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if local.Removed != 1 || cloud.Removed != 1 || local.Kept+cloud.Kept != 0 {
+		t.Errorf("prune removed local %+v cloud %+v, want one each, none left", local, cloud)
+	}
+	if !strings.Contains(p.logs.String(), "pruned kept versions") {
+		t.Error("the prune was not logged")
+	}
+	for _, n := range []string{"up.md", "down.md"} {
+		if vs, _ := p.engine.VersionsOf(ctx, n); len(vs) != 0 {
+			t.Errorf("%s still has versions: %v", n, vs)
+		}
 	}
 }
