@@ -49,7 +49,7 @@ func TestFolderRemovedAndRestoredIsWatchedAgain(t *testing.T) {
 }
 
 func TestOthersChanges(t *testing.T) {
-	ours := syncer.Result{LocalChanged: true, LocalWrites: []string{"a.md", "dir/b.md", "dir/b.md.1234abcd.partial", "x.conflict-20261202-101010-laptop.md"}}
+	ours := syncer.Result{LocalChanged: true, LocalWrites: []string{"a.md", "dir/b.md", "dir/b.md.1234abcd" + syncer.PartialSuffix, "x.conflict-20261202-101010-laptop.md"}}
 	for _, tc := range []struct {
 		name  string
 		batch watch.Batch
@@ -66,5 +66,13 @@ func TestOthersChanges(t *testing.T) {
 		if got := othersChanges(tc.batch, tc.res); got != tc.want {
 			t.Errorf("%s: othersChanges = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// The watcher ignores the engine's partial downloads (their name comes
+// from the engine, the ignore rule from the watcher).
+func TestWatcherIgnoresPartialDownloads(t *testing.T) {
+	if name := "dir/a.md.1234abcd" + syncer.PartialSuffix; !watch.DefaultIgnore(name) {
+		t.Errorf("the watcher does not ignore %s", name)
 	}
 }

@@ -274,9 +274,14 @@ func (f Failure) covers(name string) bool {
 	return name == f.Path || f.Dir && strings.HasPrefix(name, f.Path+"/")
 }
 
-// partialSuffix matches the name rclone gives a download in progress
-// (name.<8 hex>.partial): its failure is the final name's.
-var partialSuffix = regexp.MustCompile(`\.[0-9a-f]{8}\.partial$`)
+// PartialSuffix ends the name rclone gives a download in progress
+// (name.<8 hex>.bmpart). Files so named never sync, and ones a killed pass
+// left are removed before the next (see the journal).
+const PartialSuffix = ".bmpart"
+
+// partialSuffix matches a download's partial name: its failure is the
+// final name's.
+var partialSuffix = regexp.MustCompile(`\.[0-9a-f]{8}` + regexp.QuoteMeta(PartialSuffix) + `$`)
 
 // finalName is the note a (possibly partial) path is written for.
 func finalName(path string) string { return partialSuffix.ReplaceAllString(path, "") }

@@ -599,6 +599,16 @@ func (g *guardPass) cloudKeep(ctx context.Context, path, etag, reason string) er
 	return nil
 }
 
+// cloudStill reports whether the object path is still as the pass
+// expected: at etag if exists, else absent. An error counts as changed.
+func (g *guardPass) cloudStill(ctx context.Context, path, etag string, exists bool) bool {
+	head, err := g.head(ctx, path)
+	if !exists {
+		return isNotFound(err)
+	}
+	return err == nil && strings.Trim(aws.ToString(head.ETag), `"`) == strings.Trim(etag, `"`)
+}
+
 // cloudConflict keeps the version of path that is in the bucket now, which
 // changed during the pass, as a version and as a conflict file named for
 // the bucket, and returns its ETag ("" if the object is gone). Writes
@@ -673,6 +683,13 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectI
 	}
 	o, err := write(cond)
 	if isPreconditionFailed(err) || exists && isNotFound(err) {
+		if g.cloudStill(ctx, path, etag, exists) {
+			// refused, yet the object is the version the condition
+			// named: nothing changed to keep, and a retry would be
+			// refused the same way
+			g.fail(sideC, path, false, err)
+			return nil, fmt.Errorf("guard: %s: the bucket refused a write conditional on the version it has: %w", path, err)
+		}
 		// Changed between the check and the write (or created where the
 		// pass saw nothing): keep what is there now, then let rclone retry.
 		now, cerr := g.cloudConflict(ctx, path)
@@ -968,6 +985,10 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 	var o rfs.Object
 	var err error
 	if f.side == sideL {
+		if partialSuffix.MatchString(path) {
+			// a kill may leave it: the next pass removes it
+			f.g.e.journal(journalOp{Op: "partial", Path: path})
+		}
 		o, err = f.g.localReplace(ctx, path, noteName(src), func() (rfs.Object, error) { return f.Fs.Put(ctx, in, src, options...) })
 		if err == nil {
 			st := pathState{created: true, size: o.Size(), modTime: o.ModTime(ctx), src: entryOf(ctx, src)}
@@ -979,7 +1000,8 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 			}
 		}
 	} else {
-		o, err = f.g.cloudWrite(ctx, noteName(src), src, func(cond rfs.OpenOption) (rfs.Object, error) {
+		// rclone writes objects in place: the key is the note's
+		o, err = f.g.cloudWrite(ctx, path, src, func(cond rfs.OpenOption) (rfs.Object, error) {
 			return f.Fs.Put(ctx, in, src, append(options, cond)...)
 		})
 	}

@@ -652,3 +652,105 @@ func TestKilledDownloadIsNotResurrected(t *testing.T) {
 		t.Errorf("the deleted note is back in the bucket")
 	}
 }
+
+// A pass killed while it downloads leaves the download's partial file in
+// the folder. It never syncs (no other device gets a half note) and the
+// next pass removes it.
+func TestKilledDownloadLeavesNoPartial(t *testing.T) {
+	s3 := newEmbedS3(t)
+	base := t.TempDir()
+	local, work := filepath.Join(base, "notes"), filepath.Join(base, "state")
+	writeLocal(t, local, "seed.md", []byte("seed"))
+	p := newEmbedPairAt(t, s3, local, work, "laptop", ProfileBalanced)
+	p.pass(t, PassOptions{})
+	for i := range 40 {
+		s3.put(t, fmt.Sprintf("big/%02d.md", i), bytes.Repeat([]byte(fmt.Sprintf("line %d\n", i)), 400_000))
+	}
+
+	partials := func() []string {
+		var out []string
+		_ = filepath.WalkDir(local, func(path string, d os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(path, PartialSuffix) {
+				out = append(out, path)
+			}
+			return nil
+		})
+		return out
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "BM_SYNCER_HELPER=1", "BM_SYNCER_ENDPOINT="+s3.url,
+		"BM_SYNCER_LOCAL="+local, "BM_SYNCER_WORK="+work)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(partials()) == 0 {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("the helper never wrote a partial download:\n%s", out.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	left := partials()
+	if len(left) == 0 {
+		t.Skip("the kill came after every download was in place")
+	}
+	t.Logf("left by the kill: %v", left)
+	// the other device deletes those notes: no download will reuse the
+	// partial names
+	gone := map[string]bool{}
+	for _, l := range left {
+		rel, _ := filepath.Rel(local, l)
+		name := finalName(filepath.ToSlash(rel))
+		gone[name] = true
+		s3.del(t, name)
+	}
+
+	p.pass(t, PassOptions{Trigger: "restart"})
+	if rest := partials(); len(rest) > 0 {
+		t.Errorf("partial downloads still in the folder after the next pass: %v", rest)
+	}
+	for k := range s3.files(t) {
+		if strings.HasSuffix(k, PartialSuffix) {
+			t.Errorf("a partial download reached the bucket: %s", k)
+		}
+	}
+	for i := range 40 {
+		name := fmt.Sprintf("big/%02d.md", i)
+		if gone[name] {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(local, filepath.FromSlash(name))); err != nil || len(b) != len(fmt.Sprintf("line %d\n", i))*400_000 {
+			t.Errorf("%s not downloaded whole: %d bytes, %v", name, len(b), err)
+		}
+	}
+}
+
+// A file in the folder whose name looks like an old download's partial
+// (rclone's default ".partial" suffix) is a note like any other: it
+// uploads under its own name, and no conflict file is made for the note
+// its name starts with.
+func TestPartialLookingNameUploads(t *testing.T) {
+	for name, mk := range clouds() {
+		t.Run(name, func(t *testing.T) {
+			c := mk(t)
+			p := newGuardPair(t, c, "laptop", nil)
+			writeLocal(t, p.local, "j05.md", []byte("the note"))
+			p.pass(t, PassOptions{})
+			writeLocal(t, p.local, "j05.md.40953bd6.partial", []byte("left by an older agent"))
+			p.pass(t, PassOptions{})
+			files := c.files(t)
+			if files["j05.md.40953bd6.partial"] != "left by an older agent" || files["j05.md"] != "the note" {
+				t.Errorf("bucket after the pass: %v", files)
+			}
+			if cf := conflictFiles(files, "j05.md"); len(cf) > 0 {
+				t.Errorf("conflict files made for an unchanged note: %v", cf)
+			}
+		})
+	}
+}

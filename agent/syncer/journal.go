@@ -25,7 +25,10 @@ import (
 // for the operation to count (a kill may land between the two), which
 // playJournal checks.
 type journalOp struct {
-	Op   string `json:"op"` // "copy": Path is on both sides as L and R; "gone": on neither; "gone1"/"gone2": not on that side
+	// "copy": Path is on both sides as L and R; "gone": on neither;
+	// "gone1"/"gone2": not on that side; "partial": a download's partial
+	// file in the folder, removed if a kill left it.
+	Op   string `json:"op"`
 	Path string `json:"path"`
 	L    *entry `json:"l,omitempty"`
 	R    *entry `json:"r,omitempty"`
@@ -63,6 +66,10 @@ func (e *Engine) playJournal() (int, error) {
 		g := newGuardPass(e, e.log, "")
 		set1, set2 := map[string]*listingEntry{}, map[string]*listingEntry{}
 		for _, op := range ops {
+			if op.Op == "partial" {
+				g.removePartial(op.Path)
+				continue
+			}
 			if !g.journalHeld(op) {
 				continue // announced, and the kill came first
 			}
@@ -97,6 +104,21 @@ func (e *Engine) playJournal() (int, error) {
 func (e *Engine) clearJournal() {
 	if err := os.Remove(e.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.log.Warn("could not remove the journal", "err", err)
+	}
+}
+
+// removePartial removes a download's partial file that a killed pass
+// left (a copy of a version the bucket has; the note it was for is
+// untouched or already in place).
+func (g *guardPass) removePartial(path string) {
+	if !partialSuffix.MatchString(path) {
+		return
+	}
+	switch err := os.Remove(g.localPath(path)); {
+	case err == nil:
+		g.log.Info("removed a download that an interrupted pass left unfinished", "file", path)
+	case !notThere(err):
+		g.log.Warn("could not remove a download that an interrupted pass left unfinished", "file", path, "err", err)
 	}
 }
 

@@ -167,6 +167,7 @@ func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun
 	ctx, ci := fs.AddConfig(ctx)
 	ci.UseServerModTime = true
 	ci.UseListR = true
+	ci.PartialSuffix = PartialSuffix
 	ci.LogLevel = fs.LogLevelInfo
 	stamp := e.passStamp()
 	conflicts := 0

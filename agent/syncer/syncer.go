@@ -661,6 +661,7 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	// CopyObject each) just to try.
 	ci.NoUpdateModTime = true
 	ci.SuffixKeepExtension = true
+	ci.PartialSuffix = PartialSuffix
 	ci.LogLevel = fs.LogLevelInfo // per-file lines, routed to slog and counted
 	ci.Progress = false
 	ci.TerminalColorMode = fs.TerminalColorModeNever

@@ -69,8 +69,10 @@ type Options struct {
 }
 
 // DefaultIgnore ignores paths with a component that starts with "." (.git,
-// editor swap files, ...) and names ending in ".partial" or ".tmp" (rclone
-// writes its downloads to *.partial before renaming them).
+// editor swap files, ...) and names ending in ".bmpart", ".partial" or
+// ".tmp" (the engine has rclone write its downloads to *.bmpart, see
+// syncer.PartialSuffix, before renaming them; rclone's default is
+// .partial).
 func DefaultIgnore(rel string) bool {
 	if rel == "." || rel == "" {
 		return false
@@ -81,7 +83,7 @@ func DefaultIgnore(rel string) bool {
 		}
 	}
 	base := path.Base(rel)
-	return strings.HasSuffix(base, ".partial") || strings.HasSuffix(base, ".tmp")
+	return strings.HasSuffix(base, ".bmpart") || strings.HasSuffix(base, ".partial") || strings.HasSuffix(base, ".tmp")
 }
 
 // Batch is a set of changes under the root.

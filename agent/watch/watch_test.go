@@ -271,6 +271,7 @@ func TestDefaultIgnore(t *testing.T) {
 		{"notes/.obsidian/x.json", true},
 		{"a.md.partial", true},
 		{"dir/a.md.3f2a.partial", true},
+		{"dir/a.md.3f2a1b2c.bmpart", true},
 		{"x.tmp", true},
 	}
 	for _, tt := range tests {
