@@ -985,11 +985,20 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 	var o rfs.Object
 	var err error
 	if f.side == sideL {
+		put := func() (rfs.Object, error) { return f.Fs.Put(ctx, in, src, options...) }
 		if partialSuffix.MatchString(path) {
-			// a kill may leave it: the next pass removes it
+			// The pass's own file, not a note: one there already is what
+			// an earlier try left (a full disk, a kill), and goes. A kill
+			// may leave this one: the next pass removes it.
+			f.g.removePartial(path)
 			f.g.e.journal(journalOp{Op: "partial", Path: path})
+			o, err = put()
+			if err != nil {
+				f.g.fail(sideL, noteName(src), false, err)
+			}
+		} else {
+			o, err = f.g.localReplace(ctx, path, noteName(src), put)
 		}
-		o, err = f.g.localReplace(ctx, path, noteName(src), func() (rfs.Object, error) { return f.Fs.Put(ctx, in, src, options...) })
 		if err == nil {
 			st := pathState{created: true, size: o.Size(), modTime: o.ModTime(ctx), src: entryOf(ctx, src)}
 			f.g.setState(sideL, path, st)

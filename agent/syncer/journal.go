@@ -107,18 +107,18 @@ func (e *Engine) clearJournal() {
 	}
 }
 
-// removePartial removes a download's partial file that a killed pass
-// left (a copy of a version the bucket has; the note it was for is
-// untouched or already in place).
+// removePartial removes a download's partial file that an earlier try
+// left (a kill, a full disk): a copy of a version the bucket has; the
+// note it was for is untouched or already in place.
 func (g *guardPass) removePartial(path string) {
 	if !partialSuffix.MatchString(path) {
 		return
 	}
 	switch err := os.Remove(g.localPath(path)); {
 	case err == nil:
-		g.log.Info("removed a download that an interrupted pass left unfinished", "file", path)
+		g.log.Info("removed a download that an earlier try left unfinished", "file", path)
 	case !notThere(err):
-		g.log.Warn("could not remove a download that an interrupted pass left unfinished", "file", path, "err", err)
+		g.log.Warn("could not remove a download that an earlier try left unfinished", "file", path, "err", err)
 	}
 }
 
