@@ -10,65 +10,16 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
-// publishEvery is how often the publisher compares the status with the
-// last one it published even when nothing marked it dirty. (A pass's
-// progress comes from the engine: see progressPublisher.)
-var publishEvery = time.Second
-
-// markDirty asks the publisher to compare the status with the last one it
-// published. It never blocks.
-func (d *Daemon) markDirty() {
-	select {
-	case d.dirty <- struct{}{}:
-	default:
-	}
-}
-
 // WatchEvents implements ipc.EventWatcher: a snapshot, then every event.
 func (d *Daemon) WatchEvents(ctx context.Context) <-chan ipc.Event {
-	st := d.Status(ctx)
-	return d.hub.Subscribe(ctx, ipc.Event{Kind: ipc.EventSnapshot, Status: &st, Time: time.Now()})
-}
-
-// publish runs until ctx ends: it publishes the status whenever it changed
-// ("state"), a login to open ("login") and what the user should be told
-// ("notification": conflicts, a hold that needs them, login required).
-// Status changes are found by comparing snapshots, so no code path that
-// changes the status can forget to publish it.
-func (d *Daemon) publish(ctx context.Context) {
-	t := time.NewTicker(publishEvery)
-	defer t.Stop()
-	var last ipc.Status
-	var lastJSON []byte
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.dirty:
-		case <-t.C:
-		}
-		st := d.Status(ctx)
-		b, _ := json.Marshal(st)
-		if string(b) == string(lastJSON) {
-			continue
-		}
-		now := time.Now()
-		if st.LoginURL != "" && st.LoginURL != last.LoginURL {
-			d.hub.Publish(ipc.Event{Kind: ipc.EventLogin, Status: &st, Time: now})
-		}
-		for _, n := range notificationsFor(last, st, lastJSON == nil) {
-			d.hub.Publish(ipc.Event{Kind: ipc.EventNotification, Notification: &n, Time: now})
-		}
-		d.hub.Publish(ipc.Event{Kind: ipc.EventState, Status: &st, Time: now})
-		last, lastJSON = st, b
-	}
+	return d.store.Watch(ctx)
 }
 
 // notificationsFor returns what changed from prev to cur that the user
-// should be told about.
-func notificationsFor(prev, cur ipc.Status, first bool) []ipc.Notification {
+// should be told about (the store publishes them with the change).
+func notificationsFor(prev, cur ipc.Status) []ipc.Notification {
 	var out []ipc.Notification
-	if cur.LastSync != nil && cur.LastSync.Conflicts > 0 && (prev.LastSync == nil || !prev.LastSync.Start.Equal(cur.LastSync.Start)) && !first {
+	if cur.LastSync != nil && cur.LastSync.Conflicts > 0 && (prev.LastSync == nil || !prev.LastSync.Start.Equal(cur.LastSync.Start)) {
 		out = append(out, ipc.Notification{
 			Level: ipc.LevelWarning, Title: "Sync conflicts",
 			Message: plural(cur.LastSync.Conflicts, "note was", "notes were") + " changed on both sides; both versions are kept (see `bm-agent conflicts`).",
@@ -77,13 +28,13 @@ func notificationsFor(prev, cur ipc.Status, first bool) []ipc.Notification {
 	if cur.Hold != nil && cur.Hold.NeedsForce && (prev.Hold == nil || prev.Hold.Reason != cur.Hold.Reason) {
 		out = append(out, ipc.Notification{Level: ipc.LevelError, Title: "Sync on hold", Message: cur.Hold.Message})
 	}
-	if n := newFailed(prev.NotSyncing, cur.NotSyncing); n > 0 && !first {
+	if n := newFailed(prev.NotSyncing, cur.NotSyncing); n > 0 {
 		out = append(out, ipc.Notification{
 			Level: ipc.LevelWarning, Title: "Files that cannot sync",
 			Message: plural(n, "file does", "files do") + " not sync for now; everything else does (see `bm-agent status`).",
 		})
 	}
-	if cur.State == StateLoginRequired && prev.State != StateLoginRequired {
+	if cur.State == ipc.StateLoginRequired && prev.State != ipc.StateLoginRequired {
 		out = append(out, ipc.Notification{Level: ipc.LevelWarning, Title: "Login required", Message: "Run `bm-agent login` to keep syncing."})
 	}
 	return out

@@ -163,7 +163,6 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 		d.live.maxWait = dur
 	case "profile":
 		d.live.profile = value
-		d.status.Profile = value
 	case "versions_days":
 		d.versions.days = num
 	case "versions_max_mb":
@@ -176,7 +175,9 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 		default:
 		}
 	}
-	d.markDirty()
+	if key == "profile" {
+		d.store.Update(func(st *ipc.Status) { st.Profile = value })
+	}
 	if !k.restart {
 		select {
 		case d.cfgChanged <- struct{}{}:

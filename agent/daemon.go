@@ -1,6 +1,27 @@
 // Package agent is the bm-agent daemon core: it owns every piece of
-// client-side state (the session with the cloud, the sync pair, its engine,
-// watcher and schedule) and serves it to the CLI and the tray through ipc.
+// client-side state (the session with the cloud, the sync pairs, their
+// engines, watchers and schedules) and serves it to the CLI and the tray
+// through ipc.
+//
+//	          Daemon (daemon.go): the local API's backend
+//	         /        |                      \
+//	session.go     status.go                  loop.go, pair.go
+//	login, key,    statusStore: the only       pair.Serve: one loop per
+//	tenant API     owner of ipc.Status;        notes folder (engine,
+//	               Update(func(*Status))       watcher, schedule, holds,
+//	               publishes on the bus        history); reports through
+//	               (ipc.Hub) with the          the store
+//	               transition {from, to,
+//	               since, reason}
+//	                        |
+//	            ipc.Hub -> GET /v0/watch -> tray, `status --watch`
+//
+// Every state change goes through statusStore.Update, so the one place to
+// read to see where a state changes is the callers of setState and
+// Update; reads (Status, GET /v0/status) never call the server and
+// publish nothing. The states and their reason codes are ipc.State and
+// ipc.Code; a refusal of the local API is an ipc sentinel error with a
+// code (Daemon.refusal), which the CLI maps to its exit code.
 package agent
 
 import (
@@ -22,21 +43,6 @@ import (
 // Version is the agent's version, set by the main package.
 var Version = "dev"
 
-// States of the daemon as ipc.Status.State reports them.
-const (
-	StateStarting      = "starting"
-	StateLoggedOut     = "logged_out"
-	StateLoginRequired = "login_required"
-	// StateSubscriptionRequired: logged in, but the account has no active
-	// subscription; a login or a new session start checks again.
-	StateSubscriptionRequired = ipc.StateSubscriptionRequired
-	StateIdle                 = "idle"
-	StateSyncing              = "syncing"
-	StatePaused               = "paused"
-	StateOffline              = "offline"
-	StateError                = "error"
-)
-
 // Daemon is a running bm-agent.
 type Daemon struct {
 	cfg   Config
@@ -45,23 +51,25 @@ type Daemon struct {
 	cloud cloudapi.Config
 	creds cloudapi.Store
 
+	// store owns the status (status.go); mu guards the rest.
+	store   *statusStore
 	mu      sync.Mutex
-	status  ipc.Status
 	login   *loginFlow // the login in progress, if any
 	session *session
 
 	loggedIn chan struct{} // signalled when a login completes
-	// statusKick asks the session for a fresh GET /tenant/status;
-	// statusAt is when the last one answered (under mu).
-	statusKick chan struct{}
-	statusAt   time.Time
+	// pauseTimer ends a timed pause (under mu).
+	pauseTimer *time.Timer
+	// pairHooks and newEngine are what tests change: the hooks of the
+	// pairs the daemon makes, and how it builds a pair's engine.
+	pairHooks pairHooks
+	newEngine func(ctx context.Context, d *Daemon, key *cloudapi.S3Key, tenantID string) (passer, error)
 
 	history *History
 	saved   persisted // the state that survives a restart; under mu
 
-	hub   *ipc.Hub      // the watch stream's event bus
-	dirty chan struct{} // wakes the status publisher
-	logs  *LogRing      // recent log records for `bm-agent logs`
+	hub  *ipc.Hub // the watch stream's event bus
+	logs *LogRing // recent log records for `bm-agent logs`
 	// live holds the settings ConfigSet changes while running (under mu);
 	// cfgChanged wakes the sync loop to apply them.
 	live       liveSettings
@@ -74,17 +82,15 @@ type Daemon struct {
 	versionsChanged chan struct{}
 }
 
-// session is what a logged-in daemon holds: the tenant API client, the
-// bucket-scoped key and the sync engine, for as long as the login lasts.
+// session is what a logged-in daemon holds for as long as the login
+// lasts: the tenant API client, the bucket-scoped key and the sync pair
+// (pair.go).
 type session struct {
-	cancel  context.CancelFunc
-	client  *cloudapi.Client
-	key     *cloudapi.S3Key
-	engine  passer
-	syncReq chan syncCall
-	done    chan struct{}
-	// remote receives "another device changed the bucket" wake-ups.
-	remote chan struct{}
+	cancel context.CancelFunc
+	client *cloudapi.Client
+	key    *cloudapi.S3Key // a key replacement swaps it (under d.mu)
+	pair   *pair
+	done   chan struct{} // closed when the session ends
 }
 
 // passer runs sync passes: the engine (*syncer.Engine), or a fake in tests.
@@ -137,9 +143,7 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 			ClientID: cfg.ClientID,
 		}),
 		loggedIn:   make(chan struct{}, 1),
-		statusKick: make(chan struct{}, 1),
 		hub:        ipc.NewHub(0),
-		dirty:      make(chan struct{}, 1),
 		logs:       ring,
 		cfgChanged: make(chan struct{}, 1),
 
@@ -149,21 +153,26 @@ func New(cfg Config, logger *slog.Logger) (*Daemon, error) {
 	d.live = liveSettings{interval: time.Duration(cfg.Interval), debounce: time.Duration(cfg.Debounce), maxWait: time.Duration(cfg.MaxWait), profile: cfg.Profile}
 	d.mounts = newMountManager(cfg.Home, logger)
 	d.creds = cloudapi.OpenStore(cfg.Home, logger.With("component", "keyring"))
-	d.status = ipc.Status{
-		State:          StateStarting,
-		Since:          time.Now(),
-		Folder:         cfg.Folder,
-		KeyringBackend: d.creds.Backend(),
-		Version:        Version,
-		Profile:        cfg.Profile,
-	}
 	d.history = OpenHistory(filepath.Join(cfg.Home, "history.jsonl"), 0)
 	saved, err := loadState(cfg.Home)
 	if err != nil {
 		logger.Warn("state file unreadable; starting unpaused", "err", err)
 	}
 	d.saved = saved
-	d.applySavedLocked(time.Now())
+	initial := ipc.Status{
+		State:          ipc.StateStarting,
+		Since:          time.Now(),
+		Folder:         cfg.Folder,
+		KeyringBackend: d.creds.Backend(),
+		Version:        Version,
+		Profile:        cfg.Profile,
+	}
+	if last, err := d.history.Last(1); err == nil && len(last) > 0 {
+		initial.LastSync = &last[0] // "last sync 2h ago", not "never", after a restart
+	}
+	d.applySaved(&initial, time.Now())
+	d.store = newStatusStore(initial, d.hub, logger)
+	d.pairHooks, d.newEngine = defaultPairHooks(), newEngine
 	return d, nil
 }
 
@@ -175,6 +184,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer unlock()
+	d.mu.Lock()
+	d.armPauseTimerLocked()
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.pauseTimer != nil {
+			d.pauseTimer.Stop()
+		}
+		d.mu.Unlock()
+	}()
 	ln, err := ipc.Listen(d.cfg.SocketPath)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -182,7 +201,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	srv := ipc.NewServer(d, d.log.With("component", "ipc"))
 	ipcErr := make(chan error, 1)
 	go func() { ipcErr <- srv.Serve(ctx, ln) }()
-	go d.publish(ctx)
 	if err := d.mounts.CleanupOrphans(ctx); err != nil {
 		d.log.Warn("clean up orphaned mounts", "err", err)
 	}
@@ -198,12 +216,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		switch {
 		case err != nil:
 			d.log.Warn("session", "err", err)
-			d.setState(stateFor(err), err.Error())
+			d.sessionFailed(ctx, err)
 		case sess != nil:
 			d.runSession(ctx, sess)
 			continue
 		default:
-			d.setState(StateLoggedOut, "")
+			d.setState(ipc.StateLoggedOut, ipc.CodeNone, "")
 		}
 		select {
 		case <-ctx.Done():
@@ -226,63 +244,98 @@ func backoffAfter(err error) time.Duration {
 	return 30 * time.Second
 }
 
-func stateFor(err error) string {
+// errNotConfigured: no server to log in to or to sync with.
+var errNotConfigured = errors.New("no server configured: run `bm-agent login --server URL`, or set cloud_host with `bm-agent config set`")
+
+// stateFor is the state (and its code) a session that failed with err is
+// in; ok is false for an error none of them explains.
+func stateFor(err error) (state ipc.State, code ipc.Code, ok bool) {
 	var sub *cloudapi.SubscriptionRequiredError
 	switch {
 	case errors.Is(err, cloudapi.ErrLoginRequired), errors.Is(err, cloudapi.ErrUnauthorized):
-		return StateLoginRequired
+		return ipc.StateLoginRequired, ipc.CodeLoginRequired, true
 	case errors.As(err, &sub):
-		return StateSubscriptionRequired
-	case isOffline(err):
-		return StateOffline
+		return ipc.StateSubscriptionRequired, ipc.CodeSubscriptionRequired, true
+	case errors.Is(err, errNotConfigured):
+		return ipc.StateError, ipc.CodeNotConfigured, true
+	}
+	return ipc.StateError, ipc.CodeSyncFailed, false
+}
+
+// sessionFailed sets the state after a session could not start: a login
+// or a subscription to get, the server (or everything) unreachable, an
+// error. With the server unreachable, the stored login still stands: the
+// status says who is logged in, and since when the server is gone.
+func (d *Daemon) sessionFailed(ctx context.Context, err error) {
+	if isOffline(err) {
+		u := d.serverUnreachable(ctx, err)
+		d.mu.Lock()
+		account := d.saved.Account
+		d.mu.Unlock()
+		d.store.Update(func(st *ipc.Status) {
+			setUnreachableOf(st, u)
+			st.LoggedIn = true
+			if st.Account == "" {
+				st.Account = account
+			}
+		})
+		return
+	}
+	state, code, _ := stateFor(err)
+	d.setState(state, code, err.Error())
+}
+
+// refusal is the error a request that needs a running session gets while
+// none runs, named for why: a login to make, a subscription to get, the
+// server unreachable, no server configured, or a session still starting.
+func (d *Daemon) refusal(op string) error {
+	st := d.store.Get()
+	var err error
+	switch {
+	case st.State == ipc.StateSubscriptionRequired:
+		err = ipc.ErrSubscriptionRequired
+	case st.State.Unreachable():
+		err = fmt.Errorf("%w: %s", ipc.ErrOffline, st.Error)
+	case st.Code == ipc.CodeNotConfigured:
+		err = ipc.ErrNotConfigured
+	case st.State == ipc.StateLoggedOut, st.State == ipc.StateLoginRequired:
+		err = ipc.ErrLoginRequired
+	case st.State == ipc.StateError && st.Error != "":
+		err = fmt.Errorf("%w: the session did not start: %s", ipc.ErrBusy, st.Error)
 	default:
-		return StateError
-	}
-}
-
-func (d *Daemon) setState(state, msg string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.setStateLocked(state, msg)
-}
-
-// setStateLocked is setState with d.mu held.
-func (d *Daemon) setStateLocked(state, msg string) {
-	if d.status.State != state {
-		d.log.Info("state", "from", d.status.State, "to", state, "after", time.Since(d.status.Since).Round(time.Millisecond))
-		d.status.Since = time.Now()
-	}
-	d.status.State = state
-	d.status.Error = msg
-	d.markDirty()
-	if state == StateLoggedOut || state == StateLoginRequired {
-		d.status.LoggedIn = false
-	}
-}
-
-// isPaused reports whether sync is paused, ending a `pause --for` whose
-// time is up.
-func (d *Daemon) isPaused() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.expirePauseLocked(time.Now())
-	return d.status.Paused
-}
-
-// Status implements ipc.Backend.
-func (d *Daemon) Status(context.Context) ipc.Status {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.expirePauseLocked(time.Now())
-	st := d.status
-	if d.login != nil {
-		st.LoginURL, st.LoginUserCode, st.LoginMethod = d.login.url, d.login.userCode, d.login.method
-	}
-	if d.session != nil && time.Since(d.statusAt) > tenantStatusStale {
-		select { // on demand: the session's status refresher fetches it
-		case d.statusKick <- struct{}{}:
-		default:
+		err = fmt.Errorf("%w: the daemon is starting; try again in a moment", ipc.ErrBusy)
+		if tok, terr := d.creds.LoadToken(); tok == nil && (terr == nil || errors.Is(terr, cloudapi.ErrNotFound)) {
+			err = ipc.ErrLoginRequired // nothing to start: no login stored
 		}
 	}
-	return st
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// setState sets the state, why (code) and what to tell the person (msg).
+func (d *Daemon) setState(state ipc.State, code ipc.Code, msg string) {
+	d.store.Update(func(st *ipc.Status) { setStateOf(st, state, code, msg) })
+}
+
+// setStateOf is setState inside a store update.
+func setStateOf(st *ipc.Status, state ipc.State, code ipc.Code, msg string) {
+	st.State, st.Code, st.Error = state, code, msg
+	if state == ipc.StateLoggedOut || state == ipc.StateLoginRequired {
+		st.LoggedIn = false
+	}
+	if !state.Unreachable() && state != ipc.StateStarting {
+		st.OfflineSince = nil
+	}
+}
+
+// isPaused reports whether sync is paused.
+func (d *Daemon) isPaused() bool {
+	var paused bool
+	d.store.View(func(st *ipc.Status) { paused = st.Paused })
+	return paused
+}
+
+// Status implements ipc.Backend: a snapshot of the status. It has no
+// side effects (no request to the server, nothing published).
+func (d *Daemon) Status(context.Context) ipc.Status {
+	return d.store.Get()
 }

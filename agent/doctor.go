@@ -40,7 +40,7 @@ func (d *Daemon) Doctor(ctx context.Context) ipc.DoctorReport {
 	s := d.session
 	var engine passer
 	if s != nil {
-		engine = s.engine // a key replacement swaps it under d.mu
+		engine = s.pair.engine // a key replacement swaps it under d.mu
 	}
 	d.mu.Unlock()
 	var r ipc.DoctorReport
@@ -223,13 +223,14 @@ func (d *Daemon) checkS3(ctx context.Context, engine passer) ipc.DoctorCheck {
 }
 
 func (d *Daemon) lastPassDetail() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	switch {
-	case d.status.LastSync == nil:
-		return "no pass yet"
-	case d.status.LastSync.Error != "":
-		return d.status.LastSync.Error
-	}
-	return "ok"
+	detail := "ok"
+	d.store.View(func(st *ipc.Status) {
+		switch {
+		case st.LastSync == nil:
+			detail = "no pass yet"
+		case st.LastSync.Error != "":
+			detail = st.LastSync.Error
+		}
+	})
+	return detail
 }

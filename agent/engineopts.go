@@ -25,7 +25,7 @@ func failedItems(fs []syncer.Failure) []ipc.FailedItem {
 		if f.Transient {
 			continue // the next pass takes it; nobody need act
 		}
-		out = append(out, ipc.FailedItem{Path: f.Path, Dir: f.Dir, Side: f.Side, Reason: f.Reason,
+		out = append(out, ipc.FailedItem{Path: f.Path, Dir: f.Dir, Side: f.Side, Reason: ipc.Code(f.Reason),
 			Error: f.Error, Advice: f.Advice, Since: f.Since, RetryAt: f.RetryAt})
 	}
 	if len(out) == 0 {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ var (
 // meanwhile was not seen).
 type folderWatcher struct {
 	d       *Daemon
+	start   func(root string, opt watch.Options, log *slog.Logger) (*watch.Watcher, error)
 	opt     watch.Options
 	batches chan watch.Batch
 
@@ -32,8 +34,8 @@ type folderWatcher struct {
 	w  *watch.Watcher // nil while the folder is not watched
 }
 
-func newFolderWatcher(d *Daemon, opt watch.Options) *folderWatcher {
-	return &folderWatcher{d: d, opt: opt, batches: make(chan watch.Batch)}
+func newFolderWatcher(d *Daemon, start func(string, watch.Options, *slog.Logger) (*watch.Watcher, error), opt watch.Options) *folderWatcher {
+	return &folderWatcher{d: d, start: start, opt: opt, batches: make(chan watch.Batch)}
 }
 
 // Batches are the folder's changes, across re-arms.
@@ -71,7 +73,7 @@ func (fw *folderWatcher) run(ctx context.Context) {
 	log := fw.d.log.With("component", "watch")
 	unwatched := false
 	for ctx.Err() == nil {
-		w, err := newWatcher(fw.d.cfg.Folder, fw.opt, log)
+		w, err := fw.start(fw.d.cfg.Folder, fw.opt, log)
 		if err != nil {
 			fw.d.setWatcherError(err)
 			unwatched = true

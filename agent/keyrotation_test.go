@@ -79,10 +79,6 @@ func (k *keyServer) client(t *testing.T) *cloudapi.Client {
 func runSessionLoop(t *testing.T, d *Daemon, s *session) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	if s.syncReq == nil {
-		s.syncReq = make(chan syncCall, 8)
-	}
-	s.done = make(chan struct{})
 	go d.runSession(ctx, s)
 	t.Cleanup(func() {
 		cancel()
@@ -123,14 +119,10 @@ func TestRejectedKeyIsReplaced(t *testing.T) {
 		mu.Unlock()
 		return e
 	}
-	old := engineFactory
-	engineFactory = func(_ context.Context, _ *Daemon, key *cloudapi.S3Key, _ string) (passer, error) {
+	d.newEngine = func(_ context.Context, _ *Daemon, key *cloudapi.S3Key, _ string) (passer, error) {
 		return newEngine(key.AccessKey), nil
 	}
-	t.Cleanup(func() { engineFactory = old })
-
-	s := &session{client: ks.client(t), engine: newEngine("AK-old"),
-		key: &cloudapi.S3Key{AccessKey: "AK-old", SecretKey: "x", CredentialID: "cred-old", Bucket: "b1"}}
+	s := testSession(d, newEngine("AK-old"), ks.client(t), &cloudapi.S3Key{AccessKey: "AK-old", SecretKey: "x", CredentialID: "cred-old", Bucket: "b1"})
 	runSessionLoop(t, d, s)
 
 	waitFor(t, "the replacement pass", func() bool {
@@ -158,7 +150,7 @@ func TestRejectedKeyIsReplaced(t *testing.T) {
 	if len(h.Passes) < 2 || h.Passes[0].Trigger != triggerKeyReplaced || !strings.Contains(h.Passes[1].Error, "revoked or rejected") {
 		t.Errorf("history %+v: want the rejected pass, then the key-replaced one", h.Passes)
 	}
-	if st := d.Status(context.Background()); st.State != StateIdle {
+	if st := d.Status(context.Background()); st.State != ipc.StateIdle {
 		t.Errorf("state %q (%s), want idle", st.State, st.Error)
 	}
 
@@ -179,7 +171,7 @@ func TestRejectedKeyIsReplaced(t *testing.T) {
 		t.Errorf("minted %d keys in all, want 2 (one per failure burst)", minted)
 	}
 	st := d.Status(context.Background())
-	if st.State != StateError || !strings.Contains(st.Error, "rejects the device's key") {
+	if st.State != ipc.StateError || !strings.Contains(st.Error, "rejects the device's key") {
 		t.Errorf("status %q %q, want an error saying the key is still rejected", st.State, st.Error)
 	}
 }
@@ -193,11 +185,11 @@ func TestKeyMintFailureIsAClearState(t *testing.T) {
 	eng := &fakeEngine{next: func(int) (syncer.Result, error) {
 		return syncer.Result{}, fmt.Errorf("syncer: pass: %w", syncer.ErrKeyRejected)
 	}}
-	s := &session{client: ks.client(t), engine: eng, key: &cloudapi.S3Key{AccessKey: "AK-old", CredentialID: "cred-old"}}
+	s := testSession(d, eng, ks.client(t), &cloudapi.S3Key{AccessKey: "AK-old", CredentialID: "cred-old"})
 	runSessionLoop(t, d, s)
 	waitFor(t, "the error state", func() bool {
 		st := d.Status(context.Background())
-		return st.State == StateError && strings.Contains(st.Error, "could not be minted")
+		return st.State == ipc.StateError && strings.Contains(st.Error, "could not be minted")
 	})
 	if _, revoked := ks.counts(); len(revoked) != 0 {
 		t.Errorf("revoked %v although no new key exists", revoked)
@@ -288,7 +280,7 @@ func TestDoctorS3Check(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := testDaemon(t, t.TempDir())
-			d.session = &session{engine: &checkEngine{err: tt.err}}
+			d.session = testSession(d, &checkEngine{err: tt.err}, nil, nil)
 			var c *ipc.DoctorCheck
 			for _, ch := range d.Doctor(context.Background()).Checks {
 				if ch.Name == "S3 reachable" {
@@ -354,11 +346,9 @@ func TestMountFollowsKeyReplacement(t *testing.T) {
 	ks := newKeyServer(t)
 	var mu sync.Mutex
 	rejectOld := false
-	old := engineFactory
-	engineFactory = func(_ context.Context, _ *Daemon, key *cloudapi.S3Key, _ string) (passer, error) {
+	d.newEngine = func(_ context.Context, _ *Daemon, key *cloudapi.S3Key, _ string) (passer, error) {
 		return &fakeEngine{}, nil
 	}
-	t.Cleanup(func() { engineFactory = old })
 	eng := &fakeEngine{next: func(int) (syncer.Result, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -367,8 +357,7 @@ func TestMountFollowsKeyReplacement(t *testing.T) {
 		}
 		return syncer.Result{}, nil
 	}}
-	s := &session{client: ks.client(t), engine: eng,
-		key: &cloudapi.S3Key{AccessKey: "AK-old", SecretKey: "x", CredentialID: "cred-old", Bucket: "b1"}}
+	s := testSession(d, eng, ks.client(t), &cloudapi.S3Key{AccessKey: "AK-old", SecretKey: "x", CredentialID: "cred-old", Bucket: "b1"})
 	runSessionLoop(t, d, s)
 	waitFor(t, "the session", func() bool { return d.Status(context.Background()).LastSync != nil })
 	if _, err := d.Mount(context.Background(), ipc.MountRequest{MountPoint: "/mnt/notes", Profile: "fast"}); err != nil {

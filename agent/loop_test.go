@@ -17,6 +17,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/agent/watch"
+	"github.com/basicmachines-co/bm-agent/cloudapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -92,7 +93,7 @@ func testDaemon(t *testing.T, home string) *Daemon {
 func runLoop(t *testing.T, d *Daemon, eng passer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{engine: eng, syncReq: make(chan syncCall, 8), done: make(chan struct{})}
+	s := testSession(d, eng, nil, nil)
 	go d.runSession(ctx, s)
 	t.Cleanup(func() {
 		cancel()
@@ -103,6 +104,14 @@ func runLoop(t *testing.T, d *Daemon, eng passer) {
 		defer d.mu.Unlock()
 		return d.session != nil
 	})
+}
+
+// testSession is a session of d syncing with eng (client and key may be
+// nil), as resume makes one.
+func testSession(d *Daemon, eng passer, client *cloudapi.Client, key *cloudapi.S3Key) *session {
+	s := &session{client: client, key: key, done: make(chan struct{})}
+	s.pair = d.newPair(s, eng)
+	return s
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -138,7 +147,7 @@ func TestSyncRequestsCoalesce(t *testing.T) {
 	waitFor(t, "three queued requests", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return len(d.session.syncReq) == 3
+		return len(d.session.pair.syncReq) == 3
 	})
 	eng.gate <- struct{}{} // finish the startup pass
 	eng.gate <- struct{}{} // and the one coalesced pass
@@ -195,11 +204,8 @@ func TestMergeRequests(t *testing.T) {
 }
 
 func TestOfflineBacksOffAndComesBack(t *testing.T) {
-	old := retryInitial
-	retryInitial = 20 * time.Millisecond
-	t.Cleanup(func() { retryInitial = old })
-
 	d := testDaemon(t, t.TempDir())
+	d.pairHooks.retryInitial = 20 * time.Millisecond
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}
 	var mu sync.Mutex
 	up := false
@@ -218,7 +224,7 @@ func TestOfflineBacksOffAndComesBack(t *testing.T) {
 	// further apart.
 	waitFor(t, "three failed passes", func() bool { return eng.count() >= 3 })
 	st := d.Status(ctx)
-	if st.State != StateOffline || st.Failures < 2 || st.RetryAt == nil {
+	if st.State != ipc.StateOffline || st.Failures < 2 || st.RetryAt == nil {
 		t.Fatalf("status while the endpoint is down: state %q failures %d retry %v", st.State, st.Failures, st.RetryAt)
 	}
 	if st.LastSync == nil || !st.LastSync.Offline {
@@ -229,7 +235,7 @@ func TestOfflineBacksOffAndComesBack(t *testing.T) {
 	mu.Unlock()
 	waitFor(t, "the daemon back to idle", func() bool {
 		st := d.Status(ctx)
-		return st.State == StateIdle && st.Failures == 0 && st.RetryAt == nil
+		return st.State == ipc.StateIdle && st.Failures == 0 && st.RetryAt == nil
 	})
 	h, _ := d.History(ctx, 100)
 	if len(h.Passes) < 4 || h.Passes[0].Error != "" || !h.Passes[1].Offline || h.Passes[1].Trigger != "retry" {
@@ -244,7 +250,7 @@ func TestPlainErrorIsNotOffline(t *testing.T) {
 	}}
 	runLoop(t, d, eng)
 	waitFor(t, "the failed pass", func() bool { return d.Status(context.Background()).Failures == 1 })
-	if st := d.Status(context.Background()); st.State != StateError || st.Error == "" || st.RetryAt == nil {
+	if st := d.Status(context.Background()); st.State != ipc.StateError || st.Error == "" || st.RetryAt == nil {
 		t.Fatalf("status = %+v", st)
 	}
 }
@@ -258,7 +264,7 @@ func TestMaxDeleteHoldsUntilForce(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if deleting {
-			return syncer.Result{}, fmt.Errorf("syncer: pass: bisync: %w: too many deletes (>25%%, 40 of 100) on Path2", syncer.ErrMaxDeleteExceeded)
+			return syncer.Result{}, fmt.Errorf("syncer: pass: bisync: %w", &syncer.MaxDeleteError{Deletes: 40, Total: 100, Side: syncer.SideCloud, Percent: 25})
 		}
 		return syncer.Result{DeletedRemote: 40}, nil
 	}}
@@ -266,7 +272,7 @@ func TestMaxDeleteHoldsUntilForce(t *testing.T) {
 	ctx := context.Background()
 	waitFor(t, "the hold", func() bool { return d.Status(ctx).Hold != nil })
 	st := d.Status(ctx)
-	if st.State != StatePaused || st.Hold.Reason != ipc.HoldMaxDelete || st.Hold.Deletes != 40 || st.Hold.Files != 100 ||
+	if st.State != ipc.StatePaused || st.Hold.Reason != ipc.HoldMaxDelete || st.Hold.Deletes != 40 || st.Hold.Files != 100 ||
 		st.Hold.Side != ipc.SideCloud || !st.Hold.NeedsForce || st.Error == "" {
 		t.Fatalf("status after too many deletes: %+v hold %+v", st, st.Hold)
 	}
@@ -286,7 +292,7 @@ func TestMaxDeleteHoldsUntilForce(t *testing.T) {
 	if n := eng.count(); n != 1 {
 		t.Fatalf("%d passes while held, want 1", n)
 	}
-	if st := d.Status(ctx); st.State != StatePaused || st.Hold == nil {
+	if st := d.Status(ctx); st.State != ipc.StatePaused || st.Hold == nil {
 		t.Fatalf("resume lifted the hold: %+v", st)
 	}
 	// sync --force runs the pass with Force and lifts the hold.
@@ -300,7 +306,7 @@ func TestMaxDeleteHoldsUntilForce(t *testing.T) {
 	if !eng.lastOpt().Force {
 		t.Fatal("the engine did not get Force")
 	}
-	if st := d.Status(ctx); st.Hold != nil || st.State != StateIdle {
+	if st := d.Status(ctx); st.Hold != nil || st.State != ipc.StateIdle {
 		t.Fatalf("after --force: %+v", st)
 	}
 	if saved, _ := loadState(home); saved.Hold != nil {
@@ -348,7 +354,7 @@ func TestPauseForExpiresAndSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := d.Status(ctx)
-	if !st.Paused || st.PausedUntil == nil || st.State != StatePaused {
+	if !st.Paused || st.PausedUntil == nil || st.State != ipc.StatePaused {
 		t.Fatalf("after pause --for 1h: %+v", st)
 	}
 	// A restart keeps the pause and its end.
@@ -392,7 +398,7 @@ func TestPauseForResumesTheLoop(t *testing.T) {
 	if n := eng.count(); n != 0 {
 		t.Fatalf("%d passes while paused", n)
 	}
-	if st := d.Status(ctx); st.State != StatePaused {
+	if st := d.Status(ctx); st.State != ipc.StatePaused {
 		t.Fatalf("state %q while paused", st.State)
 	}
 	// The pause ends by itself and the loop runs a pass (the interval is
@@ -408,7 +414,7 @@ func TestCancelledPassIsRecorded(t *testing.T) {
 	d := testDaemon(t, home)
 	eng := &fakeEngine{gate: make(chan struct{}), passed: make(chan int, 8)}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{engine: eng, syncReq: make(chan syncCall, 8), done: make(chan struct{})}
+	s := testSession(d, eng, nil, nil)
 	go d.runSession(ctx, s)
 	waitFor(t, "the pass", func() bool { return eng.count() == 1 })
 	cancel()
@@ -442,7 +448,7 @@ func TestAllFilesChangedIsHeld(t *testing.T) {
 	}}
 	runLoop(t, d, eng)
 	ctx := context.Background()
-	waitFor(t, "the hold", func() bool { st := d.Status(ctx); return st.Hold != nil && st.State == StatePaused })
+	waitFor(t, "the hold", func() bool { st := d.Status(ctx); return st.Hold != nil && st.State == ipc.StatePaused })
 	time.Sleep(100 * time.Millisecond)
 	if n := eng.count(); n != 1 {
 		t.Fatalf("%d passes: the daemon ran another pass by itself", n)
@@ -469,12 +475,10 @@ func TestAllFilesChangedIsHeld(t *testing.T) {
 // disturbing the machine), the status says so with the sysctl fix and
 // passes go on at the interval.
 func TestWatchLimitFallsBackToInterval(t *testing.T) {
-	old := newWatcher
-	newWatcher = func(root string, _ watch.Options, _ *slog.Logger) (*watch.Watcher, error) {
+	d := testDaemon(t, t.TempDir())
+	d.pairHooks.newWatcher = func(root string, _ watch.Options, _ *slog.Logger) (*watch.Watcher, error) {
 		return nil, fmt.Errorf("watch: add %s: %w", root, watch.ErrWatchLimit)
 	}
-	t.Cleanup(func() { newWatcher = old })
-	d := testDaemon(t, t.TempDir())
 	d.live.interval = 50 * time.Millisecond
 	eng := &fakeEngine{passed: make(chan int, 64)}
 	runLoop(t, d, eng)

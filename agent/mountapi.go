@@ -38,10 +38,10 @@ func (d *Daemon) Mount(ctx context.Context, req ipc.MountRequest) (ipc.MountStat
 	if s := d.session; s != nil {
 		key = s.key // replaceKey swaps it under d.mu
 	}
-	tenant := d.status.TenantID
 	d.mu.Unlock()
+	tenant := d.store.Get().TenantID
 	if key == nil {
-		return ipc.MountStatus{}, fmt.Errorf("mount: %w", ipc.ErrLoginRequired)
+		return ipc.MountStatus{}, d.refusal("mount")
 	}
 	var prof mount.Profile
 	if req.Profile != "" {

@@ -9,46 +9,84 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
-// applySavedLocked copies the persisted pause and hold into the status (at
-// start-up). d.mu is held or the daemon is not shared yet.
-func (d *Daemon) applySavedLocked(now time.Time) {
+// applySaved copies the persisted pause and hold into the initial
+// status (at start-up, before the store exists), ending a timed pause
+// whose time is up.
+func (d *Daemon) applySaved(st *ipc.Status, now time.Time) {
 	if d.saved.pauseExpired(now) {
 		d.saved.Paused, d.saved.PausedUntil = false, nil
 		if err := saveState(d.cfg.Home, d.saved); err != nil {
 			d.log.Warn("save state", "err", err)
 		}
 	}
-	d.status.Paused = d.saved.Paused
-	d.status.PausedUntil = d.saved.PausedUntil
-	d.status.Hold = d.saved.Hold
+	st.Paused = d.saved.Paused
+	st.PausedUntil = d.saved.PausedUntil
+	st.Hold = d.saved.Hold
 }
 
-// expirePauseLocked ends a timed pause whose time is up. d.mu is held.
-func (d *Daemon) expirePauseLocked(now time.Time) {
-	if !d.saved.pauseExpired(now) {
+// armPauseTimerLocked makes a timed pause end by itself at its time.
+// d.mu is held.
+func (d *Daemon) armPauseTimerLocked() {
+	if d.pauseTimer != nil {
+		d.pauseTimer.Stop()
+		d.pauseTimer = nil
+	}
+	if u := d.saved.PausedUntil; d.saved.Paused && u != nil {
+		d.pauseTimer = time.AfterFunc(max(time.Until(*u), 0), d.expirePause)
+	}
+}
+
+// expirePause ends a timed pause whose time is up.
+func (d *Daemon) expirePause() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.saved.pauseExpired(time.Now()) {
 		return
 	}
 	d.log.Info("pause is over: resuming sync")
 	d.saved.Paused, d.saved.PausedUntil = false, nil
-	d.status.Paused, d.status.PausedUntil = false, nil
 	if err := saveState(d.cfg.Home, d.saved); err != nil {
 		d.log.Warn("save state", "err", err)
 	}
-	if d.status.State == StatePaused && d.status.Hold == nil {
-		d.setStateLocked(StateIdle, "")
-	}
+	d.unpauseLocked()
+}
+
+// unpauseLocked clears the pause in the status and gets syncing going
+// again. d.mu is held.
+func (d *Daemon) unpauseLocked() {
+	running := d.session != nil
+	d.store.Update(func(st *ipc.Status) {
+		st.Paused, st.PausedUntil = false, nil
+		switch h := st.Hold; {
+		case h != nil && h.NeedsForce:
+			setStateOf(st, ipc.StatePaused, h.Reason, h.Message)
+		case st.State == ipc.StatePaused && running:
+			setStateOf(st, ipc.StateIdle, ipc.CodeNone, "")
+		}
+	})
 	d.wakeLocked()
 }
 
-// wakeLocked asks the session's loop for a pass without waiting. d.mu is
-// held.
+// wakeLocked asks the session's loop for a pass without waiting, or
+// the daemon to try to start a session if none runs. d.mu is held.
 func (d *Daemon) wakeLocked() {
 	if s := d.session; s != nil {
 		select {
-		case s.syncReq <- syncCall{}:
+		case s.pair.syncReq <- syncCall{}:
 		default:
 		}
+		return
 	}
+	select {
+	case d.loggedIn <- struct{}{}:
+	default:
+	}
+}
+
+// pausable reports whether a pause shows as the state: it does over the
+// states of a running sync, not over logged out or a login to make.
+func pausable(s ipc.State) bool {
+	return s == ipc.StateIdle || s == ipc.StateStarting || s == ipc.StateError || s == ipc.StatePaused || s.Unreachable()
 }
 
 // pauseUntil pauses syncing, until resumed when until is nil.
@@ -61,10 +99,13 @@ func (d *Daemon) pauseUntil(until *time.Time) error {
 		return fmt.Errorf("pause: %w", err)
 	}
 	d.saved = next
-	d.status.Paused, d.status.PausedUntil = true, until
-	if d.status.State != StateSyncing {
-		d.setStateLocked(StatePaused, "")
-	}
+	d.armPauseTimerLocked()
+	d.store.Update(func(st *ipc.Status) {
+		st.Paused, st.PausedUntil = true, until
+		if pausable(st.State) {
+			setStateOf(st, ipc.StatePaused, ipc.CodePausedByUser, "")
+		}
+	})
 	return nil
 }
 
@@ -95,15 +136,8 @@ func (d *Daemon) Resume(context.Context) error {
 		return fmt.Errorf("resume: %w", err)
 	}
 	d.saved = next
-	d.status.Paused, d.status.PausedUntil = false, nil
-	if h := d.status.Hold; h != nil && h.NeedsForce {
-		d.setStateLocked(StatePaused, h.Message)
-		return nil
-	}
-	if d.status.State == StatePaused {
-		d.setStateLocked(StateIdle, "")
-	}
-	d.wakeLocked()
+	d.armPauseTimerLocked()
+	d.unpauseLocked()
 	return nil
 }
 
@@ -112,7 +146,7 @@ func (d *Daemon) Resume(context.Context) error {
 func (d *Daemon) setHold(h *ipc.Hold) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.status.Hold = h
+	d.store.Update(func(st *ipc.Status) { st.Hold = h })
 	var persist *ipc.Hold
 	if h != nil && h.NeedsForce {
 		persist = h
@@ -129,13 +163,14 @@ func (d *Daemon) setHold(h *ipc.Hold) {
 
 // blockingHold returns the hold that stops scheduled passes, if any.
 func (d *Daemon) blockingHold() *ipc.Hold {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if h := d.status.Hold; h != nil && h.NeedsForce {
-		c := *h
-		return &c
-	}
-	return nil
+	var hold *ipc.Hold
+	d.store.View(func(st *ipc.Status) {
+		if h := st.Hold; h != nil && h.NeedsForce {
+			c := *h
+			hold = &c
+		}
+	})
+	return hold
 }
 
 // pauseWait is how long a paused loop sleeps: the interval, or less when a

@@ -21,7 +21,7 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 			}
 			log.Debug("bucket changed", "device", ev.Device, "reason", ev.Reason, "reconnected", ev.Reconnected)
 			select {
-			case s.remote <- struct{}{}:
+			case s.pair.remote <- struct{}{}:
 			default: // a wake-up is already queued
 			}
 			return nil

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,8 +22,9 @@ const (
 	retryCap        = 5 * time.Minute
 )
 
-// retryInitial is the first retry delay (a variable so tests can shorten it).
-var retryInitial = 2 * time.Second
+// defaultRetryInitial is the first retry delay (a pair's hooks may
+// shorten it).
+const defaultRetryInitial = 2 * time.Second
 
 // retry schedules the next attempt after failed passes.
 type retry struct {
@@ -35,11 +33,11 @@ type retry struct {
 }
 
 // newRetry returns a retry schedule for a loop whose normal interval is
-// interval: delays grow from retryInitial to at most max(interval,
+// interval: delays grow from initial to at most max(interval,
 // retryCap), never past it, with jitter so devices don't retry in step.
-func newRetry(interval time.Duration) *retry {
+func newRetry(interval, initial time.Duration) *retry {
 	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = retryInitial
+	bo.InitialInterval = initial
 	bo.Multiplier = retryMultiplier
 	bo.RandomizationFactor = retryJitter
 	bo.MaxInterval = max(interval, retryCap)
@@ -67,7 +65,9 @@ func (r *retry) succeeded() {
 
 // isOffline reports whether err means the bucket or the server could not
 // be reached (dial refused, unreachable network, unknown host, timeouts),
-// as opposed to an answer that said no. Cancellation is not offline.
+// as opposed to an answer that said no. Cancellation is not offline. It
+// reads typed errors only: the engine turns rclone's untyped ones into
+// syncer.ErrOffline.
 func isOffline(err error) bool {
 	if errors.Is(err, syncer.ErrOffline) {
 		return true // the engine's own verdict
@@ -91,22 +91,8 @@ func isOffline(err error) bool {
 			return true
 		}
 	}
-	// rclone and the AWS SDK do not always keep the error chain: fall back
-	// to the messages the Go net package writes.
-	msg := strings.ToLower(err.Error())
-	for _, s := range []string{
-		"connection refused", "no such host", "i/o timeout", "network is unreachable",
-		"host is unreachable", "connection reset by peer", "tls handshake timeout",
-		"dial tcp", "server misbehaving", "timeout awaiting response headers",
-	} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
 	return false
 }
-
-var deleteCounts = regexp.MustCompile(`(\d+) of (\d+)\)? on (Path1|Path2)`)
 
 // holdFor turns one of the engine's typed safety errors into a hold that
 // says what happened and what to do; nil for any other error.
@@ -115,10 +101,12 @@ func holdFor(err error, folder, profile string, now time.Time) *ipc.Hold {
 	switch {
 	case errors.Is(err, syncer.ErrMaxDeleteExceeded):
 		h.Reason, h.NeedsForce = ipc.HoldMaxDelete, true
-		if m := deleteCounts.FindStringSubmatch(err.Error()); m != nil {
-			h.Deletes, _ = strconv.Atoi(m[1])
-			h.Files, _ = strconv.Atoi(m[2])
-			h.Side = map[string]string{"Path1": ipc.SideLocal, "Path2": ipc.SideCloud}[m[3]]
+		if md := (*syncer.MaxDeleteError)(nil); errors.As(err, &md) {
+			h.Deletes, h.Files = md.Deletes, md.Total
+			h.Side = ipc.SideLocal
+			if md.Side == syncer.SideCloud {
+				h.Side = ipc.SideCloud
+			}
 		}
 		where := "on one side"
 		switch h.Side {

@@ -17,8 +17,8 @@ import (
 
 func TestRetryGrowsWithJitterWithinBounds(t *testing.T) {
 	for run := 0; run < 50; run++ {
-		r := newRetry(time.Minute)
-		base := retryInitial
+		r := newRetry(time.Minute, defaultRetryInitial)
+		base := defaultRetryInitial
 		seen := map[time.Duration]bool{}
 		for n := 1; n <= 10; n++ {
 			d := r.failed()
@@ -40,8 +40,8 @@ func TestRetryGrowsWithJitterWithinBounds(t *testing.T) {
 		if r.failures != 0 {
 			t.Fatal("succeeded did not reset the failure count")
 		}
-		if d := r.failed(); d > time.Duration(float64(retryInitial)*(1+retryJitter)) {
-			t.Fatalf("after a success the first delay is %s, want about %s", d, retryInitial)
+		if d := r.failed(); d > time.Duration(float64(defaultRetryInitial)*(1+retryJitter)) {
+			t.Fatalf("after a success the first delay is %s, want about %s", d, defaultRetryInitial)
 		}
 	}
 }
@@ -50,7 +50,7 @@ func TestRetryJitterSpreadsDevices(t *testing.T) {
 	// Two devices failing together should not retry in lock step.
 	same := 0
 	for i := 0; i < 20; i++ {
-		a, b := newRetry(time.Minute), newRetry(time.Minute)
+		a, b := newRetry(time.Minute, defaultRetryInitial), newRetry(time.Minute, defaultRetryInitial)
 		a.failed()
 		b.failed()
 		if a.failed() == b.failed() {
@@ -74,7 +74,9 @@ func TestIsOffline(t *testing.T) {
 		{"errno only", fmt.Errorf("x: %w", syscall.ECONNREFUSED), true},
 		{"dns", &net.DNSError{Err: "no such host", Name: "s3.example", IsNotFound: true}, true},
 		{"timeout", fmt.Errorf("wrapped: %w", os.ErrDeadlineExceeded), true},
-		{"chain lost, message kept", errors.New(`RequestError: send request failed caused by: Get "http://127.0.0.1:1/b": dial tcp 127.0.0.1:1: connect: connection refused`), true},
+		// the engine reads rclone's untyped errors; the daemon never parses text
+		{"chain lost, message kept", errors.New(`RequestError: send request failed caused by: Get "http://127.0.0.1:1/b": dial tcp 127.0.0.1:1: connect: connection refused`), false},
+		{"the engine's verdict", fmt.Errorf("syncer: pass: %w: %w", syncer.ErrOffline, errors.New("dial tcp: connection refused")), true},
 		{"cancelled", fmt.Errorf("syncer: pass: %w", context.Canceled), false},
 		{"max delete", fmt.Errorf("syncer: pass: %w", syncer.ErrMaxDeleteExceeded), false},
 		{"access denied", errors.New("AccessDenied: Access Denied status code: 403"), false},
@@ -93,15 +95,19 @@ func TestHoldFor(t *testing.T) {
 	tests := []struct {
 		name       string
 		err        error
-		reason     string
+		reason     ipc.Code
 		needsForce bool
 		deletes    int
 		files      int
 		side       string
 		mention    string
 	}{
-		{"max delete with counts", fmt.Errorf("bisync: %w: too many deletes (>25%%, 30 of 100) on Path1 \"/n\"", syncer.ErrMaxDeleteExceeded),
+		{"max delete with counts", fmt.Errorf("bisync: %w", &syncer.MaxDeleteError{Deletes: 30, Total: 100, Side: syncer.SideLocal, Percent: 25}),
 			ipc.HoldMaxDelete, true, 30, 100, ipc.SideLocal, "bm-agent sync --force"},
+		{"max delete in the bucket", fmt.Errorf("bisync: %w", &syncer.MaxDeleteError{Deletes: 7, Total: 9, Side: syncer.SideCloud}),
+			ipc.HoldMaxDelete, true, 7, 9, ipc.SideCloud, "in the bucket (7 of 9 files)"},
+		{"max delete's text is not parsed", fmt.Errorf("bisync: %w: too many deletes (>25%%, 30 of 100) on Path1", syncer.ErrMaxDeleteExceeded),
+			ipc.HoldMaxDelete, true, 0, 0, "", "bm-agent sync --force"},
 		{"max delete without counts", fmt.Errorf("bisync: %w: too many deletes", syncer.ErrMaxDeleteExceeded),
 			ipc.HoldMaxDelete, true, 0, 0, "", "balanced profile"},
 		{"all changed", fmt.Errorf("x: %w", syncer.ErrAllFilesChanged), ipc.HoldAllFilesChanged, true, 0, 0, "", "--force"},

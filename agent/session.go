@@ -16,13 +16,10 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
-// How often a session asks the tenant API for the account's status
-// (subscription, devices), and how old that answer may be before a status
-// request asks for a fresh one. Variables so tests can shorten them.
-var (
-	tenantStatusEvery = 5 * time.Minute
-	tenantStatusStale = time.Minute
-)
+// tenantStatusEvery is how often a session asks the tenant API for the
+// account's status (subscription, devices); a variable so tests can
+// shorten it. Reading the daemon's status never asks.
+var tenantStatusEvery = 5 * time.Minute
 
 // loginTimeout bounds a login in progress (the device code's own expiry
 // may end it sooner).
@@ -50,9 +47,14 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("load token: %w", err)
 	}
 	if d.cloud.Host == "" {
-		return nil, errors.New("no cloud host configured: set BASIC_MEMORY_CLOUD_HOST or cloud_host in the config")
+		return nil, errNotConfigured
 	}
-	d.setState(StateStarting, "")
+	d.store.Update(func(st *ipc.Status) {
+		// a retry keeps saying what is wrong until it is put right
+		if st.State == ipc.StateLoggedOut || st.State == ipc.StateLoginRequired {
+			setStateOf(st, ipc.StateStarting, ipc.CodeNone, "")
+		}
+	})
 	eps, err := cloudapi.Discover(ctx, d.hc, d.cloud.Domain)
 	if err != nil {
 		return nil, fmt.Errorf("discover issuer: %w", err)
@@ -71,10 +73,7 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 	if err != nil {
 		var sub *cloudapi.SubscriptionRequiredError
 		if errors.As(err, &sub) {
-			d.mu.Lock()
-			d.status.LoggedIn = true
-			d.status.SubscribeURL = sub.SubscribeURL
-			d.mu.Unlock()
+			d.store.Update(func(st *ipc.Status) { st.LoggedIn, st.SubscribeURL = true, sub.SubscribeURL })
 		}
 		return nil, fmt.Errorf("mount info: %w", err)
 	}
@@ -90,18 +89,15 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 	if err := d.prepareFolder(); err != nil {
 		return nil, err
 	}
-	engine, err := engineFactory(ctx, d, key, info.TenantID)
+	engine, err := d.newEngine(ctx, d, key, info.TenantID)
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	d.status.LoggedIn = true
-	d.status.TenantID = info.TenantID
-	d.status.Bucket = info.BucketName
-	d.status.Endpoint = key.Endpoint
-	d.status.SubscribeURL = ""
-	d.mu.Unlock()
-	s := &session{client: client, key: key, engine: engine, syncReq: make(chan syncCall, 8), done: make(chan struct{}), remote: make(chan struct{}, 1)}
+	d.store.Update(func(st *ipc.Status) {
+		st.LoggedIn, st.TenantID, st.Bucket, st.Endpoint, st.SubscribeURL = true, info.TenantID, info.BucketName, key.Endpoint, ""
+	})
+	s := &session{client: client, key: key, done: make(chan struct{})}
+	s.pair = d.newPair(s, engine)
 	go d.watchSession(ctx, s)
 	return s, nil
 }
@@ -113,21 +109,16 @@ func (d *Daemon) refreshTenantStatus(ctx context.Context, client *cloudapi.Clien
 	if err != nil {
 		return fmt.Errorf("tenant status: %w", err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.statusAt = time.Now()
-	d.status.LoggedIn = true
-	d.status.Account = st.Email
-	d.status.TenantID = st.TenantID
-	d.status.Bucket = st.BucketName
-	d.status.SubscriptionStatus = st.SubscriptionStatus
-	d.status.SubscriptionTier = st.SubscriptionTier
-	d.status.Devices = st.Devices
+	d.store.Update(func(s *ipc.Status) {
+		s.LoggedIn, s.Account, s.TenantID, s.Bucket = true, st.Email, st.TenantID, st.BucketName
+		s.SubscriptionStatus, s.SubscriptionTier, s.Devices = st.SubscriptionStatus, st.SubscriptionTier, st.Devices
+	})
+	d.rememberAccount(st.Email)
 	return nil
 }
 
-// watchSession refreshes the tenant status every tenantStatusEvery and on
-// demand for as long as s runs. When the grant is gone for good (the
+// watchSession refreshes the tenant status every tenantStatusEvery for as
+// long as s runs (a status read never asks the server). When the grant is gone for good (the
 // refresh token expired or was revoked), it ends the session: the daemon
 // then waits in state login_required for a login, and nothing retries.
 func (d *Daemon) watchSession(ctx context.Context, s *session) {
@@ -140,7 +131,6 @@ func (d *Daemon) watchSession(ctx context.Context, s *session) {
 		case <-s.done:
 			return
 		case <-t.C:
-		case <-d.statusKick:
 		}
 		err := d.refreshTenantStatus(ctx, s.client)
 		switch {
@@ -160,6 +150,23 @@ func (d *Daemon) watchSession(ctx context.Context, s *session) {
 			d.log.Debug("tenant status", "err", err)
 		}
 	}
+}
+
+// rememberAccount keeps who the stored login is for in the state file,
+// so the status can name them while the server cannot be reached.
+func (d *Daemon) rememberAccount(account string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.saved.Account == account {
+		return
+	}
+	next := d.saved
+	next.Account = account
+	if err := saveState(d.cfg.Home, next); err != nil {
+		d.log.Warn("save state", "err", err)
+		return
+	}
+	d.saved = next
 }
 
 // ensureKey returns the device's bucket-scoped key, minting one at the
@@ -201,9 +208,9 @@ func (d *Daemon) mintKey(ctx context.Context, client *cloudapi.Client) (*cloudap
 	return key, nil
 }
 
-// engineFactory builds a session's sync engine for a key; tests replace it
-// with a fake.
-var engineFactory = func(ctx context.Context, d *Daemon, key *cloudapi.S3Key, tenantID string) (passer, error) {
+// newEngine builds a pair's sync engine for a key (Daemon.newEngine;
+// tests put a fake there).
+func newEngine(ctx context.Context, d *Daemon, key *cloudapi.S3Key, tenantID string) (passer, error) {
 	engine, err := syncer.New(ctx, syncer.Config{
 		LocalDir: d.cfg.Folder,
 		Remote: syncer.Remote{
@@ -263,10 +270,11 @@ func (k *keyRotation) reset() { *k = keyRotation{} }
 // key: when kr allows, it replaces the key and reports true (run the pass
 // again); otherwise, or when no key could be minted, it sets a state that
 // says so and reports false (the loop's retry backoff runs the next pass).
-func (d *Daemon) recoverKey(ctx context.Context, s *session, kr *keyRotation) bool {
+func (p *pair) recoverKey(ctx context.Context, kr *keyRotation) bool {
+	d, s := p.d, p.s
 	now := time.Now()
 	if !kr.allow(now) {
-		d.setState(StateError, "S3 still rejects the device's key; the next attempt to mint a new one is at "+
+		d.setState(ipc.StateError, ipc.CodeKeyRejected, "S3 still rejects the device's key; the next attempt to mint a new one is at "+
 			kr.next.Format(time.TimeOnly)+" (or run `bm-agent logout` and `bm-agent login`)")
 		return false
 	}
@@ -276,11 +284,11 @@ func (d *Daemon) recoverKey(ctx context.Context, s *session, kr *keyRotation) bo
 			return false
 		}
 		d.log.Error("S3 rejected the device's key and no new key could be minted", "err", err)
-		state := stateFor(err)
-		if state == StateIdle || state == StateSyncing {
-			state = StateError
+		state, code, ok := stateFor(err)
+		if !ok {
+			code = ipc.CodeKeyRejected
 		}
-		d.setState(state, "S3 rejected the device's key and a new one could not be minted: "+err.Error()+
+		d.setState(state, code, "S3 rejected the device's key and a new one could not be minted: "+err.Error()+
 			"; the daemon tries again at "+kr.next.Format(time.TimeOnly)+", or run `bm-agent logout` and `bm-agent login`")
 		return false
 	}
@@ -295,20 +303,21 @@ func (d *Daemon) replaceKey(ctx context.Context, s *session) error {
 		return errors.New("replace key: no tenant API client")
 	}
 	d.mu.Lock()
-	old, tenantID := s.key, d.status.TenantID
+	old := s.key
 	d.mu.Unlock()
+	tenantID := d.store.Get().TenantID
 	key, err := d.mintKey(ctx, s.client)
 	if err != nil {
 		return fmt.Errorf("replace key: %w", err)
 	}
-	engine, err := engineFactory(ctx, d, key, tenantID)
+	engine, err := d.newEngine(ctx, d, key, tenantID)
 	if err != nil {
 		return fmt.Errorf("replace key: %w", err)
 	}
 	d.mu.Lock()
-	s.key, s.engine = key, engine
-	d.status.Endpoint = key.Endpoint
+	s.key, s.pair.engine = key, engine
 	d.mu.Unlock()
+	d.store.Update(func(st *ipc.Status) { st.Endpoint = key.Endpoint })
 	oldID := ""
 	if old != nil {
 		oldID = old.CredentialID
@@ -317,12 +326,10 @@ func (d *Daemon) replaceKey(ctx context.Context, s *session) error {
 	if d.mounts != nil {
 		go d.remount(context.WithoutCancel(ctx))
 	}
-	if d.hub != nil {
-		d.hub.Publish(ipc.Event{Kind: ipc.EventNotification, Time: time.Now(), Notification: &ipc.Notification{
-			Level: ipc.LevelInfo, Title: "Storage key replaced",
-			Message: "The cloud storage refused this device's key, so bm-agent minted a new one and carried on syncing.",
-		}})
-	}
+	d.store.Notify(ipc.Notification{
+		Level: ipc.LevelInfo, Title: "Storage key replaced",
+		Message: "The cloud storage refused this device's key, so bm-agent minted a new one and carried on syncing.",
+	})
 	if oldID != "" && oldID != key.CredentialID {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -399,8 +406,13 @@ func (d *Daemon) Login(ctx context.Context, opts ipc.LoginOptions) (ipc.LoginSta
 		d.login.cancel()
 	}
 	d.login = flow
-	d.status.Error = ""
 	d.mu.Unlock()
+	d.store.Update(func(st *ipc.Status) {
+		st.LoginURL, st.LoginUserCode, st.LoginMethod = flow.url, flow.userCode, flow.method
+		if st.Code == ipc.CodeLoginFailed {
+			st.Code, st.Error = ipc.CodeNone, ""
+		}
+	})
 	d.log.Info("login started", "method", method)
 	go d.finishLogin(fctx, flow, wait)
 	return ipc.LoginStart{URL: flow.url, UserCode: flow.userCode, Method: method}, nil
@@ -415,21 +427,22 @@ func (d *Daemon) finishLogin(ctx context.Context, flow *loginFlow, wait func(con
 		d.login = nil
 	}
 	d.mu.Unlock()
-	if err != nil {
-		if !current {
-			return // replaced or cancelled: not worth a message
-		}
-		d.log.Warn("login did not complete", "method", flow.method, "err", err)
-		d.mu.Lock()
-		d.status.Error = "login: " + err.Error()
-		d.mu.Unlock()
-		return
+	if !current {
+		return // replaced or cancelled: the new flow's fields stand; not worth a message
 	}
-	if err := d.creds.SaveToken(tok); err != nil {
-		d.log.Error("save token", "err", err)
-		d.mu.Lock()
-		d.status.Error = "login: " + err.Error()
-		d.mu.Unlock()
+	if err == nil {
+		if err = d.creds.SaveToken(tok); err != nil {
+			d.log.Error("save token", "err", err)
+		}
+	}
+	d.store.Update(func(st *ipc.Status) {
+		st.LoginURL, st.LoginUserCode, st.LoginMethod = "", "", ""
+		if err != nil {
+			st.Code, st.Error = ipc.CodeLoginFailed, "login: "+err.Error()
+		}
+	})
+	if err != nil {
+		d.log.Warn("login did not complete", "method", flow.method, "err", err)
 		return
 	}
 	d.log.Info("logged in", "method", flow.method)
@@ -453,6 +466,7 @@ func (d *Daemon) Logout(ctx context.Context) error {
 		d.login = nil
 	}
 	d.mu.Unlock()
+	d.store.Update(func(st *ipc.Status) { st.LoginURL, st.LoginUserCode, st.LoginMethod = "", "", "" })
 	if s != nil {
 		if key != nil && key.CredentialID != "" && s.client != nil {
 			if _, err := s.client.RevokeCredential(ctx, key.CredentialID); err != nil {
@@ -472,12 +486,13 @@ func (d *Daemon) Logout(ctx context.Context) error {
 	if clearErr != nil {
 		return fmt.Errorf("logout: %w", clearErr)
 	}
-	d.mu.Lock()
-	d.status.LoggedIn = false
-	d.status.Account, d.status.TenantID, d.status.Bucket, d.status.Endpoint = "", "", "", ""
-	d.status.SubscriptionStatus, d.status.SubscriptionTier, d.status.Devices, d.status.SubscribeURL = "", "", 0, ""
-	d.mu.Unlock()
-	d.setState(StateLoggedOut, "")
+	d.rememberAccount("")
+	d.store.Update(func(st *ipc.Status) {
+		st.LoggedIn = false
+		st.Account, st.TenantID, st.Bucket, st.Endpoint = "", "", "", ""
+		st.SubscriptionStatus, st.SubscriptionTier, st.Devices, st.SubscribeURL = "", "", 0, ""
+		setStateOf(st, ipc.StateLoggedOut, ipc.CodeNone, "")
+	})
 	d.log.Info("logged out")
 	return nil
 }

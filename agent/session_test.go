@@ -153,7 +153,7 @@ func TestExpiredRefreshTokenMeansLoginRequired(t *testing.T) {
 	time.Sleep(2100 * time.Millisecond) // and so is the refresh token
 
 	serve(t, d)
-	st := waitStatus(t, d, 15*time.Second, func(st ipc.Status) bool { return st.State == StateLoginRequired })
+	st := waitStatus(t, d, 15*time.Second, func(st ipc.Status) bool { return st.State == ipc.StateLoginRequired })
 	if st.LoggedIn || !strings.Contains(st.Error, "login required") {
 		t.Errorf("status = %+v", st)
 	}
@@ -161,7 +161,7 @@ func TestExpiredRefreshTokenMeansLoginRequired(t *testing.T) {
 	if n := c.refreshN.Load(); n != 1 {
 		t.Errorf("%d refresh requests, want 1: no retry loop", n)
 	}
-	if got := d.Status(t.Context()).State; got != StateLoginRequired {
+	if got := d.Status(t.Context()).State; got != ipc.StateLoginRequired {
 		t.Errorf("state %q a second later, want it to stay login_required", got)
 	}
 
@@ -180,7 +180,7 @@ func TestExpiredRefreshTokenMeansLoginRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = d.Status(ctx)
-	if st.State != StateLoggedOut || st.LoginURL != "" {
+	if st.State != ipc.StateLoggedOut || st.LoginURL != "" {
 		t.Errorf("after logout: %+v", st)
 	}
 	if _, err := d.creds.LoadToken(); !errors.Is(err, cloudapi.ErrNotFound) {

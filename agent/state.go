@@ -20,6 +20,9 @@ type persisted struct {
 	Paused      bool       `json:"paused,omitempty"`
 	PausedUntil *time.Time `json:"paused_until,omitempty"`
 	Hold        *ipc.Hold  `json:"hold,omitempty"`
+	// Account is who the stored login is for, from the server's last
+	// answer: the status names it while the server cannot be reached.
+	Account string `json:"account,omitempty"`
 }
 
 func statePath(home string) string { return filepath.Join(home, "state.json") }

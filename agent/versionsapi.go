@@ -40,9 +40,9 @@ func (d *Daemon) keeper(op string) (versionKeeper, *session, error) {
 	s := d.session
 	d.mu.Unlock()
 	if s == nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, ipc.ErrLoginRequired)
+		return nil, nil, d.refusal(op)
 	}
-	k, ok := s.engine.(versionKeeper)
+	k, ok := s.pair.engineNow().(versionKeeper)
 	if !ok {
 		return nil, nil, fmt.Errorf("%s: %w", op, ipc.ErrNotImplemented)
 	}
@@ -88,7 +88,7 @@ func (d *Daemon) Restore(ctx context.Context, req ipc.RestoreRequest) (ipc.Resto
 	}
 	if len(done) > 0 {
 		select { // a pass now; never wait for one
-		case s.syncReq <- syncCall{}:
+		case s.pair.syncReq <- syncCall{}:
 		default:
 		}
 	}
@@ -127,7 +127,7 @@ var pruneEvery = 24 * time.Hour
 // pruneVersions prunes the version stores by age and size at the start of
 // a session, every pruneEvery, and when the settings change.
 func (d *Daemon) pruneVersions(ctx context.Context, s *session) {
-	k, ok := s.engine.(versionKeeper)
+	k, ok := s.pair.engineNow().(versionKeeper)
 	if !ok {
 		return
 	}

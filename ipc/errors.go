@@ -25,8 +25,18 @@ var (
 	ErrPaused        = errors.New("sync is paused (run `bm-agent resume`)")
 	// ErrHeld: a safety check stopped syncing until the person acts
 	// (Status.Hold says what happened and what to do).
-	ErrHeld           = errors.New("sync is held")
-	ErrBusy           = errors.New("a sync pass is already running")
+	ErrHeld = errors.New("sync is held")
+	// ErrBusy: the daemon cannot take the request now (it is starting,
+	// say); trying again shortly works.
+	ErrBusy = errors.New("the daemon is busy")
+	// ErrSubscriptionRequired: logged in, but the account has no active
+	// subscription (Status.SubscribeURL says where to get one).
+	ErrSubscriptionRequired = errors.New("the account has no active subscription")
+	// ErrOffline: the server or the bucket cannot be reached (Status.State
+	// says which); the daemon keeps trying by itself.
+	ErrOffline = errors.New("offline")
+	// ErrNotConfigured: no server is configured.
+	ErrNotConfigured  = errors.New("no server configured")
 	ErrNotImplemented = errors.New("not implemented by this daemon")
 	// ErrInvalid: the request is not valid (a bad config key or value,
 	// an unknown profile); answered 400.
@@ -52,6 +62,9 @@ var errorCodes = []struct {
 	{ErrPaused, "paused", http.StatusConflict},
 	{ErrHeld, "held", http.StatusConflict},
 	{ErrBusy, "busy", http.StatusConflict},
+	{ErrSubscriptionRequired, "subscription_required", http.StatusConflict},
+	{ErrOffline, "offline", http.StatusServiceUnavailable},
+	{ErrNotConfigured, "not_configured", http.StatusConflict},
 	{ErrNotImplemented, "not_implemented", http.StatusNotImplemented},
 	{ErrInvalid, "invalid", http.StatusBadRequest},
 	{ErrMountOverlap, "mount_overlap", http.StatusConflict},

@@ -287,7 +287,7 @@ func TestWatch(t *testing.T) {
 	defer cancel()
 	var got []string
 	err := c.Watch(ctx, func(ev Event) error {
-		got = append(got, ev.Kind+":"+ev.Status.State)
+		got = append(got, ev.Kind+":"+string(ev.Status.State))
 		if len(got) == 2 {
 			close(ch) // the backend ends the stream
 		}

@@ -5,21 +5,6 @@ import (
 	"time"
 )
 
-// Daemon states reported in [Status.State].
-const (
-	StateStarting      = "starting"
-	StateIdle          = "idle"
-	StateSyncing       = "syncing"
-	StatePaused        = "paused"
-	StateOffline       = "offline"
-	StateError         = "error"
-	StateLoginRequired = "login_required"
-	StateLoggedOut     = "logged_out"
-	// StateSubscriptionRequired: logged in, but the account has no active
-	// subscription ([Status.SubscribeURL] says where to get one).
-	StateSubscriptionRequired = "subscription_required"
-)
-
 // Login methods of [LoginOptions] and [Status.LoginMethod].
 const (
 	LoginBrowser = "browser" // authorization code + PKCE on a loopback redirect
@@ -48,12 +33,20 @@ const DefaultHistoryLimit = 20
 
 // Status is the daemon's state as its clients see it (GET /v0/status).
 type Status struct {
-	// State is one of the State* constants.
-	State string `json:"state"`
+	// State is what the daemon is doing (see [State]).
+	State State `json:"state"`
 	// Since is when the daemon entered State.
 	Since time.Time `json:"since"`
-	// Error explains State "error" (or the last failure); never a secret.
-	Error          string       `json:"error,omitempty"`
+	// Code says why the daemon is in State, when there is a reason to
+	// give (offline, a hold, a failed login, ...); clients key on it,
+	// never on Error's text.
+	Code Code `json:"code,omitempty"`
+	// Error explains State and Code for a person (or the last failure);
+	// never a secret.
+	Error string `json:"error,omitempty"`
+	// OfflineSince is when the daemon last lost the server or the
+	// bucket, while it has not reached them again.
+	OfflineSince   *time.Time   `json:"offline_since,omitempty"`
 	LoggedIn       bool         `json:"logged_in"`
 	Account        string       `json:"account,omitempty"`
 	TenantID       string       `json:"tenant_id,omitempty"`
@@ -100,11 +93,11 @@ type Status struct {
 
 // Reasons of a [FailedItem].
 const (
-	FailPermission  = "permission"        // bm-agent may not read or write it
-	FailKindClash   = "file_folder_clash" // a folder on one side, a file on the other
-	FailNameTooLong = "name_too_long"     // a name longer than the file system allows
-	FailBadName     = "bad_name"          // a name the file system cannot hold
-	FailOther       = "other"
+	FailPermission  Code = "permission"        // bm-agent may not read or write it
+	FailKindClash   Code = "file_folder_clash" // a folder on one side, a file on the other
+	FailNameTooLong Code = "name_too_long"     // a name longer than the file system allows
+	FailBadName     Code = "bad_name"          // a name the file system cannot hold
+	FailOther       Code = "other"
 )
 
 // FailedItem is a file or folder that cannot sync for now.
@@ -114,7 +107,7 @@ type FailedItem struct {
 	Dir bool `json:"dir,omitempty"`
 	// Side is where it fails: "local" (the notes folder) or "cloud".
 	Side   string `json:"side"`
-	Reason string `json:"reason"`
+	Reason Code   `json:"reason"`
 	Error  string `json:"error"`
 	// Advice says what to do.
 	Advice string    `json:"advice"`
@@ -125,16 +118,16 @@ type FailedItem struct {
 
 // Reasons a [Hold] gives.
 const (
-	HoldMaxDelete       = "max_delete"         // more deletes than the profile allows: paused until `sync --force`
-	HoldLocalMissing    = "local_root_missing" // the notes folder is gone (retried by itself)
-	HoldLocalEmpty      = "local_root_empty"   // the notes folder is empty but was not (retried by itself)
-	HoldResyncRequired  = "resync_required"    // bisync wants a resync (`sync --resync`)
-	HoldAllFilesChanged = "all_files_changed"  // every file changed on one side (`sync --force`)
+	HoldMaxDelete       Code = "max_delete"         // more deletes than the profile allows: paused until `sync --force`
+	HoldLocalMissing    Code = "local_root_missing" // the notes folder is gone (retried by itself)
+	HoldLocalEmpty      Code = "local_root_empty"   // the notes folder is empty but was not (retried by itself)
+	HoldResyncRequired  Code = "resync_required"    // bisync wants a resync (`sync --resync`)
+	HoldAllFilesChanged Code = "all_files_changed"  // every file changed on one side (`sync --force`)
 )
 
 // Hold says why syncing stopped and what the user should do.
 type Hold struct {
-	Reason  string    `json:"reason"`
+	Reason  Code      `json:"reason"`
 	Message string    `json:"message"`
 	Since   time.Time `json:"since"`
 	// Deletes and Files are the counts of a max-delete hold when known:
@@ -319,8 +312,10 @@ const (
 
 // Event is one message of the watch stream (GET /v0/watch).
 type Event struct {
-	Kind         string        `json:"kind"`
-	Status       *Status       `json:"status,omitempty"`
+	Kind   string  `json:"kind"`
+	Status *Status `json:"status,omitempty"`
+	// Transition is set on a "state" event whose State changed.
+	Transition   *Transition   `json:"transition,omitempty"`
 	Progress     *Progress     `json:"progress,omitempty"`
 	Notification *Notification `json:"notification,omitempty"`
 	Time         time.Time     `json:"time"`

@@ -56,6 +56,30 @@ func isKeyRejected(err error, extra ...string) bool {
 	return false
 }
 
+// isNetworkFailure reports whether err (or one of the extra messages,
+// such as bisync's critical error line) says the endpoint could not be
+// reached. rclone and bisync do not always keep the error chain, so the
+// Go net package's words are also looked for in the text: here, at the
+// boundary, so that the engine's callers only see ErrOffline.
+func isNetworkFailure(err error, extra ...string) bool {
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	if errors.As(err, &dnsErr) || errors.As(err, &opErr) {
+		return true
+	}
+	msg := strings.ToLower(strings.Join(append([]string{err.Error()}, extra...), "\n"))
+	for _, s := range []string{
+		"connection refused", "no such host", "i/o timeout", "network is unreachable",
+		"host is unreachable", "connection reset by peer", "tls handshake timeout",
+		"dial tcp", "server misbehaving", "timeout awaiting response headers",
+	} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // newS3Client is an S3 client of r's endpoint with r's key, path style
 // (what a bucket-scoped key needs). timeout bounds each request (0: none
 // but the caller's context); each is tried attempts times.

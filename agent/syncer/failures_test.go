@@ -3,6 +3,7 @@ package syncer
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -250,5 +251,24 @@ func TestNonUTF8ObjectNameSyncsTheRest(t *testing.T) {
 	}
 	if _, ok := s3.objects()["bad\xffname.md"]; !ok {
 		t.Error("the object was deleted from the bucket")
+	}
+}
+
+func TestIsNetworkFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		extra []string
+		want  bool
+	}{
+		{"chain kept", fmt.Errorf("put: %w", &net.OpError{Op: "dial", Err: errors.New("refused")}), nil, true},
+		{"chain lost, message kept", errors.New(`RequestError: send request failed caused by: Get "http://127.0.0.1:1/b": dial tcp 127.0.0.1:1: connect: connection refused`), nil, true},
+		{"in bisync's critical line", errors.New("bisync aborted"), []string{"Bisync critical error: dial tcp 127.0.0.1:9000: i/o timeout"}, true},
+		{"an answer that said no", errors.New("AccessDenied: Access Denied status code: 403"), nil, false},
+		{"a local error", errors.New("open /notes/a.md: permission denied"), nil, false},
+	} {
+		if got := isNetworkFailure(tc.err, tc.extra...); got != tc.want {
+			t.Errorf("%s: isNetworkFailure = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

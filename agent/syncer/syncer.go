@@ -416,6 +416,9 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		if err != nil && ctx.Err() == nil && !errors.Is(err, ErrKeyRejected) && isKeyRejected(err, critical) {
 			err = fmt.Errorf("%w: %w", ErrKeyRejected, err)
 		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, ErrOffline) && isNetworkFailure(err, critical) {
+			err = fmt.Errorf("%w: %w", ErrOffline, err)
+		}
 		if err != nil {
 			log.Warn("sync pass failed", "err", err, "duration", res.Duration)
 			return

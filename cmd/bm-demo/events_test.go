@@ -58,7 +58,7 @@ func TestRemoteChangeEvents(t *testing.T) {
 				return err
 			}
 			if st.LastSync == nil || st.State != "idle" {
-				return errString("agent " + a.Home + " not idle after a pass: " + st.State)
+				return errString("agent " + a.Home + " not idle after a pass: " + string(st.State))
 			}
 			return nil
 		}); err != nil {

@@ -26,7 +26,7 @@ func loginWaitStatus(ctx context.Context, a *Agent, timeout time.Duration, ok fu
 			return err
 		}
 		if !ok(st) {
-			return errors.New("state " + st.State + " " + st.Error)
+			return errors.New("state " + string(st.State) + " " + st.Error)
 		}
 		return nil
 	})

@@ -593,6 +593,11 @@ func TestExitCodesGolden(t *testing.T) {
 		{"paused (api)", &ipc.APIError{StatusCode: 409, Code: "paused", Message: "paused"}},
 		{"doctor failed", &reportedError{err: fmt.Errorf("doctor: %w", ErrChecksFailed)}},
 		{"offline", fmt.Errorf("sync failed: %w: no route", ErrOffline)},
+		{"held (api)", &ipc.APIError{StatusCode: 409, Code: "held", Message: "held"}},
+		{"subscription (api)", &ipc.APIError{StatusCode: 409, Code: "subscription_required", Message: "no plan"}},
+		{"offline (api)", &ipc.APIError{StatusCode: 503, Code: "offline", Message: "offline"}},
+		{"busy (api)", &ipc.APIError{StatusCode: 409, Code: "busy", Message: "starting"}},
+		{"not configured (api)", &ipc.APIError{StatusCode: 409, Code: "not_configured", Message: "no server"}},
 	}
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "%-28s %s\n", "ERROR", "EXIT")

@@ -16,11 +16,12 @@
 //	2     usage: a bad flag, argument or command           *UsageError, cobra's own
 //	3     the daemon is not running                        ipc.ErrNoDaemon
 //	4     not logged in, or the login expired              ipc.ErrLoginRequired
-//	5     the account has no active subscription           ErrSubscriptionRequired
-//	6     sync is held: paused, or a safety check stopped  ErrSyncHeld, ipc.ErrPaused
+//	5     the account has no active subscription           ipc.ErrSubscriptionRequired
+//	6     sync is held: paused, or a safety check stopped  ErrSyncHeld, ipc.ErrPaused, ipc.ErrHeld
 //	      it (too many deletes: `bm-agent sync --force`)
-//	7     offline: the bucket or the server cannot be     ErrOffline
+//	7     offline: the bucket or the server cannot be     ipc.ErrOffline
 //	      reached (the daemon keeps trying by itself)
+//	8     the daemon is busy (starting): try again         ipc.ErrBusy
 //
 // Under --json a failed command prints {"error": "...", "exit_code": N}
 // ([ErrorJSON]) on stderr.

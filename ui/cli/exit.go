@@ -21,19 +21,20 @@ const (
 	ExitSubscriptionRequired = 5
 	ExitSyncHeld             = 6
 	ExitOffline              = 7
+	ExitBusy                 = 8
 )
 
 // Errors the commands return so that [ExitCode] can tell them apart.
 var (
 	// ErrSubscriptionRequired: logged in, but the account has no active
-	// subscription.
-	ErrSubscriptionRequired = errors.New("active subscription required")
+	// subscription (the daemon's refusal, or found by the command).
+	ErrSubscriptionRequired = ipc.ErrSubscriptionRequired
 	// ErrSyncHeld: the daemon refuses to sync until the user acts (too
 	// many deletes, a missing folder, a pause).
 	ErrSyncHeld = errors.New("sync is held")
 	// ErrOffline: the bucket or the server cannot be reached; the daemon
 	// keeps trying by itself.
-	ErrOffline = errors.New("offline")
+	ErrOffline = ipc.ErrOffline
 	// ErrChecksFailed: `bm-agent doctor` found a failing check.
 	ErrChecksFailed = errors.New("some checks failed")
 )
@@ -72,12 +73,14 @@ var exitCodes = []struct {
 	{ipc.ErrPaused, ExitSyncHeld, ""},
 	{ipc.ErrHeld, ExitSyncHeld, ""},
 	{ErrOffline, ExitOffline, "offline: the bucket or the server cannot be reached (bm-agent keeps trying by itself)"},
+	{ipc.ErrBusy, ExitBusy, "the daemon is busy (starting, say): try again in a moment"},
 }
 
 // ExitCode returns the process exit code for err (the error a command
 // returned): 0 for nil, 2 for a usage error, 3 when no daemon answers, 4
-// when a login is required, 5 when a subscription is, 6 when sync is held,
-// and 1 for anything else.
+// when a login is required, 5 when a subscription is, 6 when sync is held
+// or paused, 7 when offline, 8 when the daemon is busy, and 1 for anything
+// else.
 func ExitCode(err error) int {
 	if err == nil {
 		return ExitOK

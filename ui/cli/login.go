@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -171,7 +170,7 @@ func waitLoggedIn(ctx context.Context, c *ipc.Client, timeout time.Duration) (ip
 		if st.LoggedIn && st.State != ipc.StateStarting {
 			return st, nil
 		}
-		if st.LoginURL == "" && strings.HasPrefix(st.Error, "login:") {
+		if st.LoginURL == "" && st.Code == ipc.CodeLoginFailed {
 			return st, errors.New(st.Error)
 		}
 	}

@@ -199,7 +199,10 @@ func holdFix(h ipc.Hold) string {
 
 // writeStatus prints st for a person.
 func writeStatus(w io.Writer, st ipc.Status, now time.Time) {
-	state := st.State
+	state := string(st.State)
+	if st.State.Unreachable() && st.OfflineSince != nil {
+		state += fmt.Sprintf(" since %s (%s ago)", st.OfflineSince.Local().Format("Jan 2 15:04"), now.Sub(*st.OfflineSince).Round(time.Second))
+	}
 	if st.Error != "" && st.State != ipc.StateSubscriptionRequired {
 		state += ": " + st.Error
 	}

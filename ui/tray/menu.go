@@ -85,22 +85,31 @@ func BuildModelNoBrowser(st ipc.Status, err error, now time.Time, noBrowser bool
 func stateLine(st ipc.Status) string {
 	var line string
 	switch st.State {
-	case "idle":
+	case ipc.StateIdle:
 		line = "Up to date"
-	case "syncing":
+	case ipc.StateSyncing:
 		line = "Syncing…"
-	case "paused":
+	case ipc.StatePaused:
 		line = "Paused"
-	case "offline":
+	case ipc.StateOffline:
 		line = "Offline"
-	case "logged_out":
+	case ipc.StateServerUnreachable:
+		line = "Server unreachable"
+	case ipc.StateBucketUnreachable:
+		line = "Storage unreachable"
+	case ipc.StateLoggedOut:
 		line = "Logged out"
-	case "login_required":
+	case ipc.StateLoginRequired:
 		line = "Login required"
-	case "error":
+	case ipc.StateSubscriptionRequired:
+		line = "Subscription required"
+	case ipc.StateError:
 		line = "Error: " + st.Error
 	default:
 		line = "Starting…"
+	}
+	if st.State.Unreachable() && st.OfflineSince != nil {
+		line += " since " + st.OfflineSince.Local().Format("15:04")
 	}
 	return line
 }

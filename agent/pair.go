@@ -1,0 +1,379 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/agent/watch"
+	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/ipc"
+)
+
+// pair is one sync pair: a notes folder and the bucket it syncs with. Its
+// Serve loop owns the pair's engine, watcher, schedule (interval, retry
+// backoff), holds and history, and publishes what it does through the
+// daemon's status store. A session runs one pair today; the shape allows
+// several (Basic Memory has several projects), each with its own loop.
+type pair struct {
+	d      *Daemon
+	s      *session // the login it syncs under (client, key)
+	folder string
+	// engine runs the passes; a key replacement swaps it (under d.mu).
+	engine  passer
+	history *History
+	hooks   pairHooks
+	syncReq chan syncCall
+	// remote receives "another device changed the bucket" wake-ups.
+	remote chan struct{}
+	done   chan struct{} // closed when Serve returns
+}
+
+// pairHooks are what tests change in a pair: fields, not package
+// globals, so tests can run in parallel.
+type pairHooks struct {
+	// newWatcher starts the folder's watcher (watch.New).
+	newWatcher func(root string, opt watch.Options, log *slog.Logger) (*watch.Watcher, error)
+	// retryInitial is the first wait after a failed pass.
+	retryInitial time.Duration
+	// passDelay is a wait at the start of every pass (in state syncing),
+	// so end-to-end tests can stop the daemon in the middle of one.
+	passDelay time.Duration
+}
+
+// testPassDelayEnv names a test-only environment variable: the pairs'
+// passDelay. Never set it otherwise.
+const testPassDelayEnv = "BM_AGENT_TEST_PASS_DELAY"
+
+// defaultPairHooks are the hooks of a daemon's pairs outside tests.
+func defaultPairHooks() pairHooks {
+	h := pairHooks{newWatcher: watch.New, retryInitial: defaultRetryInitial}
+	if d, err := time.ParseDuration(os.Getenv(testPassDelayEnv)); err == nil && d > 0 {
+		h.passDelay = d
+	}
+	return h
+}
+
+// newPair makes the daemon's pair for session s, syncing with engine.
+func (d *Daemon) newPair(s *session, engine passer) *pair {
+	return &pair{
+		d: d, s: s, folder: d.cfg.Folder, engine: engine, history: d.history, hooks: d.pairHooks,
+		syncReq: make(chan syncCall, 8), remote: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+}
+
+// engineNow returns the pair's engine (a key replacement may swap it).
+func (p *pair) engineNow() passer {
+	p.d.mu.Lock()
+	defer p.d.mu.Unlock()
+	return p.engine
+}
+
+// pair returns the running session's pair, nil when none runs.
+func (d *Daemon) pair() *pair {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.session == nil {
+		return nil
+	}
+	return d.session.pair
+}
+
+// Serve runs the pair's loop until ctx ends (which is not an error).
+//
+// Passes start on debounced local changes, on the interval, on changes
+// another device announced and on sync requests (which coalesce: every
+// request that queued during a pass is answered by the one next pass).
+// After a failure the next attempt waits an exponential backoff with
+// jitter instead of the interval. While paused, or while a hold waits for
+// `sync --force`, only explicit requests run.
+func (p *pair) Serve(ctx context.Context) error {
+	d, s, sctx := p.d, p.s, ctx
+	defer close(p.done)
+	live := d.liveSettings()
+	d.setWatcherError(nil)
+	w := newFolderWatcher(d, p.hooks.newWatcher, watch.Options{Delay: live.debounce, MaxWait: live.maxWait})
+	go w.run(sctx)
+	batches := w.Batches()
+
+	interval := live.interval
+	rt := newRetry(interval, p.hooks.retryInitial)
+	var kr keyRotation
+	timer := time.NewTimer(0) // first pass at once
+	defer timer.Stop()
+	trigger := "startup"
+	for {
+		var calls []syncCall
+		select {
+		case <-sctx.Done():
+			return nil
+		case b := <-batches:
+			trigger = "watch"
+			d.log.Debug("local changes", "count", b.Count)
+		case <-timer.C:
+			if trigger != "startup" {
+				trigger = "interval"
+				if rt.failures > 0 {
+					trigger = "retry"
+				}
+			}
+		case c := <-p.syncReq:
+			calls, trigger = append(calls, c), "manual"
+		case <-p.remote:
+			trigger = "remote"
+			d.log.Debug("remote change from another device")
+		case <-d.cfgChanged:
+			nl := d.liveSettings()
+			if nl.interval != interval {
+				interval = nl.interval
+				rt = newRetry(interval, p.hooks.retryInitial)
+				timer.Reset(interval)
+				d.log.Info("interval changed", "interval", interval)
+			}
+			if nl.debounce != live.debounce || nl.maxWait != live.maxWait {
+				d.log.Info("debounce changed: restarting the session's watcher", "debounce", nl.debounce, "max_wait", nl.maxWait)
+				live = nl
+				s.cancel() // the daemon starts a new session with a new watcher
+			}
+			continue
+		}
+		// Coalesce: every request queued by now is answered by this pass.
+		calls = drainCalls(p.syncReq, calls)
+		if len(calls) > 0 {
+			trigger = "manual"
+		}
+		req, waiting := mergeRequests(calls)
+
+		if d.isPaused() && !waiting {
+			d.setState(ipc.StatePaused, ipc.CodePausedByUser, "")
+			answer(calls, ipc.PassSummary{Skipped: "paused"}, nil)
+			timer.Reset(d.pauseWait(interval))
+			continue
+		}
+		if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {
+			d.setState(ipc.StatePaused, h.Reason, h.Message)
+			var err error
+			if waiting {
+				err = fmt.Errorf("%w: %s", ipc.ErrHeld, h.Message)
+			}
+			answer(calls, ipc.PassSummary{Skipped: "on hold: " + string(h.Reason)}, err)
+			timer.Reset(interval)
+			continue
+		}
+		w.Suppress()
+		sum, res, err := p.pass(sctx, trigger, req)
+		if err != nil && sctx.Err() == nil && errors.Is(err, syncer.ErrKeyRejected) {
+			// S3 refused the device's key (revoked at the server, say):
+			// mint a new one and run the pass again, at most once per
+			// failure burst (then with backoff).
+			if p.recoverKey(sctx, &kr) {
+				sum, res, err = p.pass(sctx, triggerKeyReplaced, req)
+			}
+		}
+		if err == nil {
+			kr.reset()
+		}
+		// A pass that made news for the other side (a conflict file, a note
+		// it did not delete) is followed by one that takes it there.
+		followUp := err == nil && res.Again && !req.DryRun
+		// Changes seen during a pass to paths it did not write itself were
+		// someone else's: they get a pass of their own at once.
+		if dropped := w.Resume(); othersChanges(dropped, res) {
+			followUp = true
+		}
+		answer(calls, sum, nil)
+		trigger = ""
+		if sctx.Err() != nil {
+			return nil
+		}
+
+		next := interval
+		switch {
+		case req.DryRun:
+		case err != nil && sum.Cancelled:
+		case err != nil:
+			next = rt.failed()
+			if h := d.blockingHold(); h != nil {
+				next = interval // waits for the user, not for a retry
+			}
+		default:
+			rt.succeeded()
+		}
+		if len(p.syncReq) > 0 || followUp {
+			next = 0
+		}
+		timer.Reset(next)
+		at := time.Now().Add(next)
+		failures := rt.failures
+		d.store.Update(func(st *ipc.Status) {
+			st.NextSync, st.Failures, st.RetryAt = &at, failures, nil
+			if failures > 0 {
+				st.RetryAt = &at
+			}
+		})
+	}
+}
+
+// pass runs one pass and records it: status, hold, history.
+func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest) (ipc.PassSummary, syncer.Result, error) {
+	d := p.d
+	if trigger == "" {
+		trigger = "manual"
+	}
+	d.setState(ipc.StateSyncing, ipc.CodeNone, "")
+	profile := req.Profile
+	if profile == "" {
+		profile = d.liveSettings().profile
+	}
+	if delay := p.hooks.passDelay; delay > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+	opt := engineOptions(trigger, req, profile)
+	if d.hub != nil {
+		opt.Progress = d.progressPublisher(trigger)
+	}
+	res, err := p.engineNow().Pass(ctx, opt)
+	sum := ipc.PassSummary{
+		Start:         res.Start,
+		DurationMS:    res.Duration.Milliseconds(),
+		Trigger:       trigger,
+		Uploaded:      res.Uploaded,
+		Downloaded:    res.Downloaded,
+		DeletedLocal:  res.DeletedLocal,
+		DeletedRemote: res.DeletedRemote,
+		Conflicts:     res.Conflicts,
+		EditsKept:     res.EditsKept,
+		VersionsKept:  res.VersionsKept,
+		Resync:        res.Resync,
+		Skipped:       res.Skipped,
+		Profile:       profile,
+		DryRun:        req.DryRun,
+		Forced:        req.Force,
+		Plan:          planOf(res, req.DryRun),
+	}
+	if sum.Start.IsZero() {
+		sum.Start = time.Now()
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		sum.Cancelled = true
+		sum.Error = "cancelled: the daemon is stopping (the next pass recovers)"
+		d.log.Info("sync pass cancelled", "trigger", trigger)
+	case err != nil:
+		sum.Error = err.Error()
+		p.failed(ctx, err, profile, req, &sum)
+	default:
+		d.log.Info("sync pass", "trigger", trigger, "profile", profile, "dry_run", req.DryRun,
+			"up", res.Uploaded, "down", res.Downloaded, "deleted_local", res.DeletedLocal,
+			"deleted_remote", res.DeletedRemote, "conflicts", res.Conflicts,
+			"resync", res.Resync, "took", res.Duration.Round(time.Millisecond))
+		if !req.DryRun {
+			d.setHold(nil)
+		}
+		if d.isPaused() {
+			d.setState(ipc.StatePaused, ipc.CodePausedByUser, "")
+		} else {
+			d.setState(ipc.StateIdle, ipc.CodeNone, "")
+		}
+		if res.RemoteChanged && !req.DryRun {
+			go p.notifyChanged(ctx)
+		}
+	}
+	if err := p.history.Append(sum); err != nil {
+		d.log.Warn("record the pass in the history", "err", err)
+	}
+	if !req.DryRun {
+		last := sum
+		d.store.Update(func(st *ipc.Status) {
+			st.LastSync = &last
+			if err == nil || res.Failures != nil {
+				st.NotSyncing = failedItems(res.Failures)
+			}
+		})
+	}
+	return sum, res, err
+}
+
+// failed sets the state after a failed pass: offline, a hold that says what
+// to do, or a plain error.
+func (p *pair) failed(ctx context.Context, err error, profile string, req ipc.SyncRequest, sum *ipc.PassSummary) {
+	d := p.d
+	if errors.Is(err, syncer.ErrKeyRejected) {
+		d.log.Warn("sync pass failed: S3 rejected the device's key", "trigger", sum.Trigger, "err", err)
+		d.setState(ipc.StateError, ipc.CodeKeyRejected, err.Error())
+		return
+	}
+	if errors.Is(err, syncer.ErrDiskFull) {
+		d.log.Error("sync pass failed: the disk is full", "trigger", sum.Trigger, "err", err)
+		d.setState(ipc.StateError, ipc.CodeDiskFull, "the disk is full: make room on it (the notes folder "+d.cfg.Folder+
+			", or bm-agent's state in "+d.cfg.Home+"); nothing was lost, and bm-agent tries again by itself")
+		return
+	}
+	if isOffline(err) {
+		sum.Offline = true
+		d.log.Warn("sync pass failed: offline", "trigger", sum.Trigger, "err", err)
+		d.setUnreachable(d.bucketUnreachable(ctx, err))
+		return
+	}
+	if h := holdFor(err, d.cfg.Folder, profile, time.Now()); h != nil {
+		d.log.Warn("sync pass refused", "trigger", sum.Trigger, "reason", h.Reason, "err", err)
+		if req.DryRun {
+			d.setState(ipc.StateError, h.Reason, h.Message)
+			return
+		}
+		d.setHold(h)
+		if h.NeedsForce {
+			d.setState(ipc.StatePaused, h.Reason, h.Message)
+		} else {
+			d.setState(ipc.StateError, h.Reason, h.Message)
+		}
+		return
+	}
+	d.log.Error("sync pass failed", "trigger", sum.Trigger, "err", err)
+	d.setState(ipc.StateError, ipc.CodeSyncFailed, err.Error())
+}
+
+// notifyChanged tells the server that this tenant's bucket changed, so its
+// other devices learn about it at once.
+func (p *pair) notifyChanged(ctx context.Context) {
+	d, s := p.d, p.s
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := s.client.NotifySync(ctx, tenantapi.SyncRequest{Device: d.cfg.Device, Reason: "bisync"}); err != nil {
+		d.log.Warn("notify server of bucket change", "err", err)
+	}
+}
+
+// request queues a pass and, if req.Wait, waits for its summary.
+func (p *pair) request(ctx context.Context, req ipc.SyncRequest) (ipc.PassSummary, error) {
+	call := syncCall{req: req}
+	if req.Wait {
+		call.reply = make(chan syncReply, 1)
+	}
+	call.req.Wait = false // the loop keys on the reply channel
+	select {
+	case p.syncReq <- call:
+	case <-ctx.Done():
+		return ipc.PassSummary{}, ctx.Err()
+	case <-p.done:
+		return ipc.PassSummary{}, errors.New("sync: logged out")
+	}
+	if call.reply == nil {
+		return ipc.PassSummary{}, nil
+	}
+	select {
+	case r := <-call.reply:
+		return r.summary, r.err
+	case <-ctx.Done():
+		return ipc.PassSummary{}, ctx.Err()
+	case <-p.done:
+		return ipc.PassSummary{}, errors.New("sync: logged out")
+	}
+}
