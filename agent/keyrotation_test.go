@@ -18,8 +18,8 @@ import (
 	"github.com/basicmachines-co/bm-agent/agent/mount"
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/cloudapi"
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // keyServer is a tenant API that mints numbered keys and records revokes.

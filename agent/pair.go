@@ -10,8 +10,8 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/agent/watch"
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // pair is one sync pair: a notes folder and the bucket it syncs with. Its

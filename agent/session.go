@@ -12,8 +12,8 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/cloudapi"
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // tenantStatusEvery is how often a session asks the tenant API for the

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 type testAccount struct{}

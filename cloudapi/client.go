@@ -18,7 +18,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/oauth2"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Client defaults.

@@ -23,8 +23,8 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 var issuerKey = sync.OnceValue(func() *rsa.PrivateKey {

@@ -18,10 +18,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/lifecycle"
 	"github.com/basicmachines-co/bm-agent/server/storage/embedded"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 var _ lifecycle.BucketFingerprinter = (*embedded.Provider)(nil)

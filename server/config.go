@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/auth"
 	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Configuration comes from four places, in this order of precedence:

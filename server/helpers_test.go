@@ -14,10 +14,10 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
 	"github.com/basicmachines-co/bm-agent/server/store/pgtest"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // pg is the test binary's PostgreSQL, started by the first test or

@@ -12,10 +12,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/storage/minio/miniotest"
 	"github.com/basicmachines-co/bm-agent/server/store"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 const (

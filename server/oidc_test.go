@@ -14,8 +14,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/auth"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // oidcIssuer is an external OIDC issuer on 127.0.0.1: discovery and a

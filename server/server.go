@@ -22,7 +22,6 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/api"
 	"github.com/basicmachines-co/bm-agent/server/auth"
 	"github.com/basicmachines-co/bm-agent/server/events"
@@ -36,6 +35,7 @@ import (
 	"github.com/basicmachines-co/bm-agent/server/storage/minio"
 	"github.com/basicmachines-co/bm-agent/server/storage/s3iam"
 	"github.com/basicmachines-co/bm-agent/server/store"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Config configures a Server. Zero values take the embedded defaults.

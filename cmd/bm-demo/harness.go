@@ -26,9 +26,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/oauth2"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Harness runs bm-server and bm-agent as processes, the way a person does,

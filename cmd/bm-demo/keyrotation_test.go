@@ -14,8 +14,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // TestRevokedKeyIsReplaced: when the agent's bucket-scoped key is revoked

@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // loginWaitStatus polls a's status until ok accepts it.

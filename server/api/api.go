@@ -3,7 +3,7 @@
 // and storage webhooks, which publish to the change-event hub and trigger
 // the refresh hook), server-sent change events (GET /tenant/events), tenant
 // status and the health check the Basic Memory client calls after login.
-// Bodies are the wire types of cloudapi/tenantapi.
+// Bodies are the wire types of package tenantapi.
 //
 // The tenant of a request comes only from the verified token's claims, never
 // from the request. A mount key's secret appears in the response of
@@ -25,10 +25,10 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Authenticator verifies the bearer token of a request and returns its

@@ -13,10 +13,10 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/hooks"
 	"github.com/basicmachines-co/bm-agent/server/store"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Routes added by this package beyond tenantapi's.

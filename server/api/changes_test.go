@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/hooks"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // fakeHook records Trigger calls.

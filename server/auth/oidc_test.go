@@ -21,9 +21,9 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // testIssuer is an OIDC issuer on 127.0.0.1: discovery and a JWKS whose

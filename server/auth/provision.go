@@ -7,9 +7,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // TenantStore is what StoreProvisioner needs of the store; *store.Store

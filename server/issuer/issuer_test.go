@@ -23,7 +23,7 @@ import (
 	"github.com/ory/fosite/token/jwt"
 	"golang.org/x/oauth2"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 var (

@@ -10,7 +10,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // The tenant API's Authenticator.

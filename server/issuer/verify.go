@@ -15,7 +15,7 @@ import (
 
 	"github.com/ory/fosite/token/jwt"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi/tenantapi"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // Errors of Verify and Authenticate.
