@@ -301,7 +301,7 @@ func (d *Daemon) refusal(op string) error {
 	case st.State == ipc.StateLoggedOut, st.State == ipc.StateLoginRequired:
 		err = ipc.ErrLoginRequired
 	case st.State == ipc.StateError && st.Error != "":
-		err = fmt.Errorf("%w: the session did not start: %s", ipc.ErrBusy, st.Error)
+		err = fmt.Errorf("%w: %s", ipc.ErrNoSession, st.Error)
 	default:
 		err = fmt.Errorf("%w: the daemon is starting; try again in a moment", ipc.ErrBusy)
 		if tok, terr := d.creds.LoadToken(); tok == nil && (terr == nil || errors.Is(terr, cloudapi.ErrNotFound)) {

@@ -232,6 +232,7 @@ func TestRefusalCodes(t *testing.T) {
 			d.sessionFailed(context.Background(), fmt.Errorf("discover: %w", &net.OpError{Op: "dial", Err: errors.New("connection refused")}))
 		}, ipc.ErrOffline, cli.ExitOffline},
 		{"not configured", func(d *Daemon) { d.sessionFailed(context.Background(), errNotConfigured) }, ipc.ErrNotConfigured, cli.ExitError},
+		{"the session failed", func(d *Daemon) { d.sessionFailed(context.Background(), errors.New("sync engine: bad folder")) }, ipc.ErrNoSession, cli.ExitError},
 		{"starting with a login stored", func(d *Daemon) {
 			if err := d.creds.SaveToken(&oauth2.Token{AccessToken: "a", RefreshToken: "r"}); err != nil {
 				panic(err)

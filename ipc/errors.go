@@ -36,7 +36,10 @@ var (
 	// says which); the daemon keeps trying by itself.
 	ErrOffline = errors.New("offline")
 	// ErrNotConfigured: no server is configured.
-	ErrNotConfigured  = errors.New("no server configured")
+	ErrNotConfigured = errors.New("no server configured")
+	// ErrNoSession: the session with the server could not start for
+	// another reason (Status.Error says which); the daemon retries.
+	ErrNoSession      = errors.New("the session with the server did not start")
 	ErrNotImplemented = errors.New("not implemented by this daemon")
 	// ErrInvalid: the request is not valid (a bad config key or value,
 	// an unknown profile); answered 400.
@@ -65,6 +68,7 @@ var errorCodes = []struct {
 	{ErrSubscriptionRequired, "subscription_required", http.StatusConflict},
 	{ErrOffline, "offline", http.StatusServiceUnavailable},
 	{ErrNotConfigured, "not_configured", http.StatusConflict},
+	{ErrNoSession, "no_session", http.StatusConflict},
 	{ErrNotImplemented, "not_implemented", http.StatusNotImplemented},
 	{ErrInvalid, "invalid", http.StatusBadRequest},
 	{ErrMountOverlap, "mount_overlap", http.StatusConflict},
