@@ -150,6 +150,7 @@ func NewServer(b Backend, logger *slog.Logger) *Server {
 		PathDoctor:    {http.MethodGet, s.handleDoctor},
 		PathVersions:  {http.MethodGet, s.handleVersions},
 		PathRestore:   {http.MethodPost, s.handleRestore},
+		PathResolve:   {http.MethodPost, s.handleResolve},
 	}
 	// Routes that answer more than one method.
 	s.post = map[string]route{
