@@ -25,7 +25,7 @@ test: lint ## vet, staticcheck and every test (what CI runs)
 
 test-faults: ## the fault suite in full (10,000 operations, 20 kills, a 30 s outage) with its figures; make test runs its short form
 	@mkdir -p $(BIN)
-	BM_FAULTS=full $(GO) test -count=1 -v -timeout 90m -run 'TestFaults|TestServerOutage' ./cmd/bm-demo/ 2>&1 | tee $(BIN)/faults.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|FIGURE'
+	BM_FAULTS=full $(GO) test -count=1 -v -timeout 90m -run 'TestFaults|TestServerOutage' ./e2e/ 2>&1 | tee $(BIN)/faults.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|FIGURE'
 	@grep -q '^ok' $(BIN)/faults.log
 
 test-short: ## the tests without the slow end-to-end ones

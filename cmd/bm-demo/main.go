@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 )
 
 func main() {
@@ -41,10 +43,10 @@ func run() error {
 			return err
 		}
 	}
-	h := &Harness{Bin: absBin, Dir: *dir}
+	h := &harness.Harness{Bin: absBin, Dir: *dir}
 	defer h.Stop()
 	const email = "demo@example.com"
-	password := randomPassword()
+	password := harness.RandomPassword()
 
 	say := func(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 	say("starting bm-server (SQLite, embedded S3, built-in issuer) in %s", *dir)
@@ -77,7 +79,7 @@ func run() error {
 		return err
 	}
 	say("wrote %q into the folder; waiting for it in the bucket...", note)
-	took, err := Poll(ctx, 60*time.Second, func() error {
+	took, err := harness.Poll(ctx, 60*time.Second, func() error {
 		got, err := dev.GetObject(ctx, note)
 		if err == nil && string(got) != string(content) {
 			err = errors.New("content differs")
@@ -98,7 +100,7 @@ func run() error {
 	if _, err := h.CLI(ctx, a, "sync"); err != nil {
 		return err
 	}
-	took, err = Poll(ctx, 60*time.Second, func() error {
+	took, err = harness.Poll(ctx, 60*time.Second, func() error {
 		got, err := os.ReadFile(filepath.Join(a.Folder, remote))
 		if err == nil && string(got) != string(body) {
 			err = errors.New("content differs")

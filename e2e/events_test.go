@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -21,11 +22,11 @@ func TestRemoteChangeEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const email = "events@example.com"
-	pw := randomPassword()
+	pw := harness.RandomPassword()
 	if err := h.StartServer(ctx, email, pw); err != nil {
 		t.Fatal(err)
 	}
-	var agents []*Agent
+	var agents []*harness.Agent
 	for _, name := range []string{"agent", "agent2"} {
 		home := filepath.Join(h.Dir, name)
 		if err := os.MkdirAll(home, 0o700); err != nil {
@@ -52,7 +53,7 @@ func TestRemoteChangeEvents(t *testing.T) {
 	})
 	// Both agents finish their startup pass before the note is written.
 	for _, a := range agents {
-		if _, err := Poll(ctx, 60*time.Second, func() error {
+		if _, err := harness.Poll(ctx, 60*time.Second, func() error {
 			st, err := a.IPC.Status(ctx)
 			if err != nil {
 				return err
@@ -70,7 +71,7 @@ func TestRemoteChangeEvents(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(agents[0].Folder, "from-one.md"), body, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	took, err := Poll(ctx, 10*time.Second, func() error {
+	took, err := harness.Poll(ctx, 10*time.Second, func() error {
 		got, err := os.ReadFile(filepath.Join(agents[1].Folder, "from-one.md"))
 		if err != nil {
 			return err
@@ -87,7 +88,7 @@ func TestRemoteChangeEvents(t *testing.T) {
 	// The file is in place before the pass that wrote it is over and in
 	// the history: wait for the record.
 	var h2 ipc.History
-	if _, err := Poll(ctx, 10*time.Second, func() error {
+	if _, err := harness.Poll(ctx, 10*time.Second, func() error {
 		if h2, err = agents[1].IPC.History(ctx, 5); err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 )
 
 var binDir string
@@ -32,7 +34,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		cmd := exec.Command("go", "build", "-o", dir+"/", "../bm-agent", "../bm-server")
+		cmd := exec.Command("go", "build", "-o", dir+"/", "../cmd/bm-agent", "../cmd/bm-server")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
@@ -43,7 +45,7 @@ func TestMain(m *testing.M) {
 	}())
 }
 
-func newHarness(t *testing.T) *Harness {
+func newHarness(t *testing.T) *harness.Harness {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs the binaries")
@@ -53,7 +55,7 @@ func newHarness(t *testing.T) *Harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Harness{Bin: binDir, Dir: dir}
+	h := &harness.Harness{Bin: binDir, Dir: dir}
 	t.Cleanup(func() {
 		h.Stop()
 		if t.Failed() {
@@ -89,7 +91,7 @@ func TestEndToEnd(t *testing.T) {
 	defer cancel()
 
 	const emailA, emailB = "a@example.com", "b@example.com"
-	pwA, pwB := randomPassword(), randomPassword()
+	pwA, pwB := harness.RandomPassword(), harness.RandomPassword()
 	if err := h.AddUser(ctx, emailB, pwB); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +136,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait for the first pass (the baseline) so the write below is a change.
-	if _, err := Poll(ctx, 30*time.Second, func() error {
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error {
 		s, err := a.IPC.Status(ctx)
 		if err != nil {
 			return err
@@ -155,7 +157,7 @@ func TestEndToEnd(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(a.Folder, "sub dir", "local note.md"), body, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		took, err := Poll(ctx, 10*time.Second, func() error {
+		took, err := harness.Poll(ctx, 10*time.Second, func() error {
 			got, err := dev.GetObject(ctx, "sub dir/local note.md")
 			if err == nil && !bytes.Equal(got, body) {
 				return fmt.Errorf("content %q", got)
@@ -186,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 		if err := os.Remove(filepath.Join(a.Folder, "sub dir", "local note.md")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Poll(ctx, 15*time.Second, func() error {
+		if _, err := harness.Poll(ctx, 15*time.Second, func() error {
 			_, err := dev.GetObject(ctx, "sub dir/local note.md")
 			if err == nil {
 				return errors.New("still in the bucket")

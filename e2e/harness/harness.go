@@ -1,4 +1,9 @@
-package main
+// Package harness runs bm-server and bm-agent as processes, the way a
+// person does, and drives them through their real interfaces: the ipc
+// socket, the OAuth pages (with a scripted browser) and the S3 endpoint.
+// The demo (cmd/bm-demo, `make demo`) and the end-to-end suite (package
+// e2e) both use it.
+package harness
 
 import (
 	"bufio"
@@ -68,7 +73,8 @@ func (a *Agent) Process() *os.Process { return a.cmd.Process }
 // Wait waits for the agent's process to exit.
 func (a *Agent) Wait() error { return a.cmd.Wait() }
 
-func randomPassword() string {
+// RandomPassword is a fresh random password (24 hex digits).
+func RandomPassword() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
@@ -309,7 +315,7 @@ func (h *Harness) NewDevice(ctx context.Context, email, password string) (*Devic
 		Scopes:      strings.Fields(tenantapi.DefaultScopes),
 	}
 	verifier := oauth2.GenerateVerifier()
-	state := randomPassword()
+	state := RandomPassword()
 	codes := make(chan string, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("state") != state {

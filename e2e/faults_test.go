@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -65,7 +66,7 @@ func TestFaultsChaos(t *testing.T) {
 		seedNotes[p] = body
 		l.add(ledgerOp{side: "local", path: p, content: body})
 	}
-	if _, err := Poll(ctx, time.Minute, func() error { return converged(ctx, a, dev, seedNotes) }); err != nil {
+	if _, err := harness.Poll(ctx, time.Minute, func() error { return converged(ctx, a, dev, seedNotes) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -170,7 +171,7 @@ func TestFaultsChaos(t *testing.T) {
 
 // settled waits until the daemon is idle, holds nothing, has no file it
 // cannot sync, and the folder and the bucket hold the same notes.
-func settled(ctx context.Context, a *Agent, d *Device, timeout time.Duration) error {
+func settled(ctx context.Context, a *harness.Agent, d *harness.Device, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := func() error {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package e2e
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -49,7 +50,7 @@ func TestFaultsUnreadable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h.PrepareAgent = func(cmd *exec.Cmd, a *Agent) error {
+	h.PrepareAgent = func(cmd *exec.Cmd, a *harness.Agent) error {
 		if err := os.MkdirAll(a.Folder, 0o755); err != nil {
 			return err
 		}

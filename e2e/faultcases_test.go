@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -22,9 +23,9 @@ import (
 type faultRun struct {
 	t   *testing.T
 	ctx context.Context
-	h   *Harness
-	a   *Agent
-	dev *Device
+	h   *harness.Harness
+	a   *harness.Agent
+	dev *harness.Device
 	l   *ledger
 }
 

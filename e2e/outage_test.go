@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -25,7 +26,7 @@ func TestServerOutage(t *testing.T) {
 	defer cancel()
 	a, dev, _, _ := startLoggedIn(t, ctx, h)
 	want := writeNotes(t, a.Folder, "before", 5)
-	if _, err := Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -69,7 +70,7 @@ func TestServerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := time.Now()
-	if _, err := Poll(ctx, 2*time.Minute, func() error { return converged(ctx, a, dev, want) }); err != nil {
+	if _, err := harness.Poll(ctx, 2*time.Minute, func() error { return converged(ctx, a, dev, want) }); err != nil {
 		t.Fatal(err)
 	}
 	st, err = waitState(ctx, a, 30*time.Second, func(st ipc.Status) bool { return st.State == ipc.StateIdle })

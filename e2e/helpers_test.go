@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -10,14 +10,15 @@ import (
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 )
 
 // startServerAgent starts a server with the account email and an agent
 // named "agent" on the file keyring, not yet logged in; it returns the
 // agent and the account's password.
-func startServerAgent(t *testing.T, ctx context.Context, h *Harness, email string, env ...string) (*Agent, string) {
+func startServerAgent(t *testing.T, ctx context.Context, h *harness.Harness, email string, env ...string) (*harness.Agent, string) {
 	t.Helper()
-	pw := randomPassword()
+	pw := harness.RandomPassword()
 	if err := h.StartServer(ctx, email, pw); err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +31,7 @@ func startServerAgent(t *testing.T, ctx context.Context, h *Harness, email strin
 
 // stopAgent ends a with SIGTERM and fails the test unless it exits with
 // code 0 within limit; it returns how long that took.
-func stopAgent(t *testing.T, a *Agent, limit time.Duration) time.Duration {
+func stopAgent(t *testing.T, a *harness.Agent, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	if err := a.Process().Signal(syscall.SIGTERM); err != nil {
@@ -51,7 +52,7 @@ func stopAgent(t *testing.T, a *Agent, limit time.Duration) time.Duration {
 }
 
 // agentSecretsFile is the agent's 0600 fallback store, item by item.
-func agentSecretsFile(t *testing.T, a *Agent) map[string]json.RawMessage {
+func agentSecretsFile(t *testing.T, a *harness.Agent) map[string]json.RawMessage {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(a.Home, cloudapi.SecretsFile))
 	if err != nil {
@@ -65,7 +66,7 @@ func agentSecretsFile(t *testing.T, a *Agent) map[string]json.RawMessage {
 }
 
 // storedKey reads the device's S3 key from the file store.
-func storedKey(t *testing.T, a *Agent) *cloudapi.S3Key {
+func storedKey(t *testing.T, a *harness.Agent) *cloudapi.S3Key {
 	t.Helper()
 	var k cloudapi.S3Key
 	if err := json.Unmarshal(agentSecretsFile(t, a)["s3-key"], &k); err != nil || k.AccessKey == "" {
@@ -76,7 +77,7 @@ func storedKey(t *testing.T, a *Agent) *cloudapi.S3Key {
 
 // agentSecrets are the agent's S3 secret and OAuth tokens from its file
 // store, by name, each checked to be there.
-func agentSecrets(t *testing.T, a *Agent) map[string]string {
+func agentSecrets(t *testing.T, a *harness.Agent) map[string]string {
 	t.Helper()
 	m := agentSecretsFile(t, a)
 	var tok struct {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 )
 
 // TestOwnWritesStartNoPass: a pass that downloads many files writes them
@@ -48,7 +50,7 @@ func TestOwnWritesStartNoPass(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(a.Folder, "mine.md"), []byte("# mine\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Poll(ctx, 15*time.Second, func() error {
+	if _, err := harness.Poll(ctx, 15*time.Second, func() error {
 		hist, err := a.IPC.History(ctx, 5)
 		if err != nil {
 			return err

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
@@ -30,7 +31,7 @@ func TestRevokedKeyIsReplaced(t *testing.T) {
 	a, dev, _, _ := startLoggedIn(t, ctx, h)
 	// A baseline first: one note synced with the original key.
 	before := writeNotes(t, a.Folder, "before", 3)
-	if _, err := Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, before) }); err != nil {
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, before) }); err != nil {
 		t.Fatalf("first sync: %v", err)
 	}
 	old := storedKey(t, a)
@@ -47,9 +48,9 @@ func TestRevokedKeyIsReplaced(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("revoke: %s: %s", resp.Status, body)
 	}
-	oldS3 := NewS3Client(tenantapi.MountCredentials{AccessKey: old.AccessKey, SecretKey: old.SecretKey,
+	oldS3 := harness.NewS3Client(tenantapi.MountCredentials{AccessKey: old.AccessKey, SecretKey: old.SecretKey,
 		EndpointURL: old.Endpoint, Region: old.Region, BucketName: old.Bucket})
-	if _, err := Poll(ctx, 15*time.Second, func() error {
+	if _, err := harness.Poll(ctx, 15*time.Second, func() error {
 		_, err := oldS3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &old.Bucket})
 		if isStatus(err, "InvalidAccessKeyId", "AccessDenied") {
 			return nil
@@ -63,7 +64,7 @@ func TestRevokedKeyIsReplaced(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(a.Folder, "after-revoke.md"), []byte(note), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	took, err := Poll(ctx, 30*time.Second, func() error {
+	took, err := harness.Poll(ctx, 30*time.Second, func() error {
 		b, err := dev.GetObject(ctx, "after-revoke.md")
 		if err != nil {
 			return err
@@ -84,7 +85,7 @@ func TestRevokedKeyIsReplaced(t *testing.T) {
 	}
 	// The history is written when a pass ends, just after its uploads.
 	var hist ipc.History
-	if _, err := Poll(ctx, 10*time.Second, func() error {
+	if _, err := harness.Poll(ctx, 10*time.Second, func() error {
 		if hist, err = a.IPC.History(ctx, 50); err != nil {
 			return err
 		}
@@ -101,7 +102,7 @@ func TestRevokedKeyIsReplaced(t *testing.T) {
 		t.Errorf("history %+v: %v", hist.Passes, err)
 	}
 	before["after-revoke.md"] = note
-	if _, err := Poll(ctx, 10*time.Second, func() error { return converged(ctx, a, dev, before) }); err != nil {
+	if _, err := harness.Poll(ctx, 10*time.Second, func() error { return converged(ctx, a, dev, before) }); err != nil {
 		t.Errorf("after the key was replaced: %v", err)
 	}
 	rep, err := a.IPC.Doctor(ctx)

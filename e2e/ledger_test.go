@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 )
 
 // The fault suite's bookkeeping: every write and delete the test makes, on
@@ -118,7 +120,7 @@ func localWriter(ctx context.Context, l *ledger, folder string, pool []string, o
 // another device does: read, then write only over what it read (If-Match),
 // so it never replaces a version it did not see; and it announces its
 // changes to the server (POST /sync), as bm-agent does.
-func cloudWriter(ctx context.Context, l *ledger, d *Device, serverURL string, pool []string, ops int, pause time.Duration) error {
+func cloudWriter(ctx context.Context, l *ledger, d *harness.Device, serverURL string, pool []string, ops int, pause time.Duration) error {
 	bucket := aws.String(d.Creds.BucketName)
 	announce := make(chan struct{}, 1)
 	defer close(announce)
@@ -235,7 +237,7 @@ func (l *ledger) check(present map[string]bool, local, cloud map[string]string) 
 // everything returns every content that exists anywhere at the end: the
 // folder, the bucket (the version store included) and this device's
 // version store, and the two trees of notes.
-func everything(t *testing.T, ctx context.Context, a *Agent, d *Device) (present map[string]bool, local, cloud map[string]string) {
+func everything(t *testing.T, ctx context.Context, a *harness.Agent, d *harness.Device) (present map[string]bool, local, cloud map[string]string) {
 	t.Helper()
 	present = map[string]bool{}
 	local, err := localTree(a.Folder)

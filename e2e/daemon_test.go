@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -14,12 +14,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/basicmachines-co/bm-agent/agent/versions"
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
 // startLoggedIn starts a server and a logged-in agent named "agent" (its
 // log is printed when the test fails) with the file keyring.
-func startLoggedIn(t *testing.T, ctx context.Context, h *Harness, env ...string) (*Agent, *Device, string, string) {
+func startLoggedIn(t *testing.T, ctx context.Context, h *harness.Harness, env ...string) (*harness.Agent, *harness.Device, string, string) {
 	t.Helper()
 	const email = "a@example.com"
 	a, pw := startServerAgent(t, ctx, h, email, env...)
@@ -73,7 +74,7 @@ func localTree(dir string) (map[string]string, error) {
 
 // bucketKeys lists the device's bucket with their sizes (the notes: the
 // version store left out).
-func bucketKeys(ctx context.Context, d *Device) (map[string]int64, error) {
+func bucketKeys(ctx context.Context, d *harness.Device) (map[string]int64, error) {
 	out := map[string]int64{}
 	p := s3.NewListObjectsV2Paginator(d.S3, &s3.ListObjectsV2Input{Bucket: &d.Creds.BucketName})
 	for p.HasMorePages() {
@@ -92,7 +93,7 @@ func bucketKeys(ctx context.Context, d *Device) (map[string]int64, error) {
 
 // converged checks that the folder and the bucket hold the same files and
 // that every note in want is in both with its content.
-func converged(ctx context.Context, a *Agent, d *Device, want map[string]string) error {
+func converged(ctx context.Context, a *harness.Agent, d *harness.Device, want map[string]string) error {
 	local, err := localTree(a.Folder)
 	if err != nil {
 		return err
@@ -122,9 +123,9 @@ func converged(ctx context.Context, a *Agent, d *Device, want map[string]string)
 	return nil
 }
 
-func waitState(ctx context.Context, a *Agent, timeout time.Duration, ok func(ipc.Status) bool) (ipc.Status, error) {
+func waitState(ctx context.Context, a *harness.Agent, timeout time.Duration, ok func(ipc.Status) bool) (ipc.Status, error) {
 	var st ipc.Status
-	_, err := Poll(ctx, timeout, func() error {
+	_, err := harness.Poll(ctx, timeout, func() error {
 		var err error
 		st, err = a.IPC.Status(ctx)
 		if err != nil {
@@ -176,7 +177,7 @@ func TestSIGTERMInAPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took, err := Poll(ctx, 30*time.Second, func() error { return converged(ctx, a2, dev, want) }); err != nil {
+	if took, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a2, dev, want) }); err != nil {
 		t.Fatalf("not converged %s after the restart: %v", took, err)
 	}
 	out, err := h.CLI(ctx, a2, "history", "--limit", "50")
@@ -201,7 +202,7 @@ func TestSIGKILLInAPass(t *testing.T) {
 
 	// A baseline, so the killed pass is a normal bisync run with listings.
 	want := writeNotes(t, a.Folder, "base", 5)
-	if _, err := Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
 		t.Fatal("baseline:", err)
 	}
 	more := writeNotes(t, a.Folder, "kill", 1500)
@@ -228,7 +229,7 @@ func TestSIGKILLInAPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	took, err := Poll(ctx, 45*time.Second, func() error { return converged(ctx, a2, dev, want) })
+	took, err := harness.Poll(ctx, 45*time.Second, func() error { return converged(ctx, a2, dev, want) })
 	if err != nil {
 		st, _ := a2.IPC.Status(ctx)
 		t.Fatalf("not converged %s after the restart: %v (state %q %s)", took, err, st.State, st.Error)
@@ -270,7 +271,7 @@ func TestSIGKILLInAPass(t *testing.T) {
 
 // assertNoSecretsLogged greps the agent's whole log for its S3 secret and
 // its OAuth tokens (read from its 0600 fallback store).
-func assertNoSecretsLogged(t *testing.T, h *Harness, a *Agent) {
+func assertNoSecretsLogged(t *testing.T, h *harness.Harness, a *harness.Agent) {
 	t.Helper()
 	secrets := agentSecrets(t, a)
 	log, err := os.ReadFile(filepath.Join(h.Dir, "agent.log"))

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"go/parser"
@@ -13,7 +13,7 @@ import (
 // TestEveryPackageHasADocComment walks the module and checks that each
 // package says, in a doc comment, what it owns.
 func TestEveryPackageHasADocComment(t *testing.T) {
-	root, err := filepath.Abs("../..")
+	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}

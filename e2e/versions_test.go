@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/server/storage/minio/miniotest"
 )
@@ -33,7 +34,7 @@ func TestVersionsAndRestore(t *testing.T) {
 
 // versionsAndRestore runs the test on h's server; its devices must get
 // S3 endpoint wantS3 ("": any).
-func versionsAndRestore(t *testing.T, h *Harness, wantS3 string) {
+func versionsAndRestore(t *testing.T, h *harness.Harness, wantS3 string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a, dev, _, _ := startLoggedIn(t, ctx, h)
@@ -47,7 +48,7 @@ func versionsAndRestore(t *testing.T, h *Harness, wantS3 string) {
 	}
 	waitBucket := func(key, want string) {
 		t.Helper()
-		if _, err := Poll(ctx, 30*time.Second, func() error {
+		if _, err := harness.Poll(ctx, 30*time.Second, func() error {
 			b, err := dev.GetObject(ctx, key)
 			if want == "" {
 				if err == nil {
@@ -65,7 +66,7 @@ func versionsAndRestore(t *testing.T, h *Harness, wantS3 string) {
 	}
 	waitLocal := func(name, want string) {
 		t.Helper()
-		if _, err := Poll(ctx, 30*time.Second, func() error {
+		if _, err := harness.Poll(ctx, 30*time.Second, func() error {
 			b, err := os.ReadFile(filepath.Join(a.Folder, name))
 			if want == "" {
 				if err == nil {

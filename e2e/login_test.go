@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -13,14 +13,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // loginWaitStatus polls a's status until ok accepts it.
-func loginWaitStatus(ctx context.Context, a *Agent, timeout time.Duration, ok func(ipc.Status) bool) (ipc.Status, error) {
+func loginWaitStatus(ctx context.Context, a *harness.Agent, timeout time.Duration, ok func(ipc.Status) bool) (ipc.Status, error) {
 	var st ipc.Status
-	_, err := Poll(ctx, timeout, func() error {
+	_, err := harness.Poll(ctx, timeout, func() error {
 		var err error
 		if st, err = a.IPC.Status(ctx); err != nil {
 			return err
@@ -107,7 +108,7 @@ func TestDeviceLoginAndLogout(t *testing.T) {
 		}
 	}
 	key := storedKey(t, a)
-	s3c := NewS3Client(tenantapi.MountCredentials{EndpointURL: key.Endpoint, Region: key.Region, AccessKey: key.AccessKey, SecretKey: key.SecretKey})
+	s3c := harness.NewS3Client(tenantapi.MountCredentials{EndpointURL: key.Endpoint, Region: key.Region, AccessKey: key.AccessKey, SecretKey: key.SecretKey})
 	if _, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &key.Bucket}); err != nil {
 		t.Fatalf("the device's key before logout: %v", err)
 	}
