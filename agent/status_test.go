@@ -178,36 +178,16 @@ func TestStatusWatchMissesNothing(t *testing.T) {
 // Reading the status asks nothing of the server: a daemon whose server
 // counts its requests sees none from any number of status reads.
 func TestStatusMakesNoNetworkCall(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	conns := 0
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns++
-			mu.Unlock()
-			c.Close()
-		}
-	}()
+	addr, conns := hangUpServer(t)
 	d := testDaemon(t, t.TempDir())
-	d.cloud.Host = "http://" + ln.Addr().String()
+	d.cloud.Host = "http://" + addr
 	runLoop(t, d, &fakeEngine{passed: make(chan int, 8)})
 	for range 50 {
 		d.Status(context.Background())
 	}
 	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if conns > 0 {
-		t.Errorf("status reads opened %d connections to the server", conns)
+	if n := conns(); n > 0 {
+		t.Errorf("status reads opened %d connections to the server", n)
 	}
 }
 
@@ -313,25 +293,12 @@ func TestServerDownAtStartKeepsTheLogin(t *testing.T) {
 // A failed pass that could not reach the bucket says whether the server
 // answers: the bucket alone, or everything.
 func TestBucketUnreachableOrOffline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	addr, _ := hangUpServer(t)
 	for _, tc := range []struct {
 		host string
 		want ipc.State
 	}{
-		{"http://" + ln.Addr().String(), ipc.StateBucketUnreachable},
+		{"http://" + addr, ipc.StateBucketUnreachable},
 		{"http://127.0.0.1:1", ipc.StateOffline},
 	} {
 		d := testDaemon(t, t.TempDir())
@@ -345,4 +312,30 @@ func TestBucketUnreachableOrOffline(t *testing.T) {
 			t.Errorf("server %s: state %s code %s since %v, want %s", tc.host, st.State, st.Code, st.OfflineSince, tc.want)
 		}
 	}
+}
+
+// hangUpServer listens on loopback until the test ends and hangs up on
+// every connection; conns counts them.
+func hangUpServer(t *testing.T) (addr string, conns func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
