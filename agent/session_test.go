@@ -19,6 +19,7 @@ import (
 	"github.com/basicmachines-co/bm-agent/cloudapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -141,7 +142,7 @@ func TestExpiredRefreshTokenMeansLoginRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go issuer.BrowserLogin(ctx, p.URL(), "ada@example.com", "correct horse")
+	go issuertest.BrowserLogin(ctx, p.URL(), "ada@example.com", "correct horse")
 	tok, err := p.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +200,7 @@ func TestDeviceLoginSavesToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := issuer.DeviceApprove(ctx, ls.URL, "", "ada@example.com", "correct horse"); err != nil {
+	if err := issuertest.DeviceApprove(ctx, ls.URL, "", "ada@example.com", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
 	select {

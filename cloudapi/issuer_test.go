@@ -24,6 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -98,7 +99,7 @@ func (r *realIssuer) browserLogin(t *testing.T) *oauth2.Token {
 	}
 	defer p.Close()
 	errc := make(chan error, 1)
-	go func() { errc <- issuer.BrowserLogin(ctx, p.URL(), "ada@example.com", "correct horse") }()
+	go func() { errc <- issuertest.BrowserLogin(ctx, p.URL(), "ada@example.com", "correct horse") }()
 	tok, err := p.Wait(ctx)
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
@@ -130,7 +131,7 @@ func TestLoginFlowsAgainstBuiltInIssuer(t *testing.T) {
 		}
 		errc := make(chan error, 1)
 		go func() {
-			errc <- issuer.DeviceApprove(ctx, d.VerificationURIComplete(), "", "ada@example.com", "correct horse")
+			errc <- issuertest.DeviceApprove(ctx, d.VerificationURIComplete(), "", "ada@example.com", "correct horse")
 		}()
 		tok, err := d.Wait(ctx)
 		if err != nil {
@@ -197,11 +198,11 @@ func TestPKCERequiredByBuiltInIssuer(t *testing.T) {
 		go srv.Serve(ln)
 		defer srv.Close()
 		conf := r.cfg.OAuth2Config(ep, "http://"+ln.Addr().String()+"/callback")
-		if err := issuer.BrowserLogin(ctx, conf.AuthCodeURL("state-0123456789"), "ada@example.com", "correct horse"); err == nil {
+		if err := issuertest.BrowserLogin(ctx, conf.AuthCodeURL("state-0123456789"), "ada@example.com", "correct horse"); err == nil {
 			t.Error("an authorization request without a code challenge was accepted")
 		}
 		verifier := oauth2.GenerateVerifier()
-		if err := issuer.BrowserLogin(ctx, conf.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(verifier)), "ada@example.com", "correct horse"); err != nil {
+		if err := issuertest.BrowserLogin(ctx, conf.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(verifier)), "ada@example.com", "correct horse"); err != nil {
 			t.Fatal(err)
 		}
 		code := <-codes
@@ -220,7 +221,7 @@ func TestPKCERequiredByBuiltInIssuer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := issuer.DeviceApprove(ctx, da.VerificationURIComplete, "", "ada@example.com", "correct horse"); err != nil {
+		if err := issuertest.DeviceApprove(ctx, da.VerificationURIComplete, "", "ada@example.com", "correct horse"); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := http.PostForm(ep.TokenURL, url.Values{"grant_type": {issuer.GrantTypeDeviceCode},

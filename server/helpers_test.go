@@ -16,6 +16,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/server/store/pgtest"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
@@ -125,7 +126,7 @@ func login(t testing.TB, srv *Server, email, password string) string {
 	}
 	verifier := oauth2.GenerateVerifier()
 	authURL := conf.AuthCodeURL("state-1234567890", oauth2.S256ChallengeOption(verifier))
-	if err := issuer.BrowserLogin(ctx, authURL, email, password); err != nil {
+	if err := issuertest.BrowserLogin(ctx, authURL, email, password); err != nil {
 		t.Fatalf("BrowserLogin: %v", err)
 	}
 	var code string

@@ -32,7 +32,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
-	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -276,7 +276,7 @@ func (h *Harness) Login(ctx context.Context, a *Agent, email, password string) (
 	if err != nil {
 		return ipc.Status{}, fmt.Errorf("login: %w", err)
 	}
-	if err := issuer.BrowserLogin(ctx, start.URL, email, password); err != nil {
+	if err := issuertest.BrowserLogin(ctx, start.URL, email, password); err != nil {
 		return ipc.Status{}, fmt.Errorf("browser step: %w", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -327,7 +327,7 @@ func (h *Harness) NewDevice(ctx context.Context, email, password string) (*Devic
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	if err := issuer.BrowserLogin(ctx, conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), email, password); err != nil {
+	if err := issuertest.BrowserLogin(ctx, conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), email, password); err != nil {
 		return nil, fmt.Errorf("device login: %w", err)
 	}
 	var code string
@@ -477,7 +477,7 @@ func (h *Harness) DeviceLogin(ctx context.Context, a *Agent, email, password str
 		out.WriteString(line + "\n")
 		if u := strings.TrimSpace(line); !started && strings.Contains(u, "/oauth2/device?user_code=") {
 			started = true
-			go func() { approved <- issuer.DeviceApprove(ctx, u, "", email, password) }()
+			go func() { approved <- issuertest.DeviceApprove(ctx, u, "", email, password) }()
 		}
 	}
 	err := <-exited

@@ -402,7 +402,7 @@ func (i *Issuer) writeDeviceError(w http.ResponseWriter, r *http.Request, err er
 }
 
 // devicePage is the verification page. The ids "bm-device", "bm-login-error"
-// and "bm-device-done" are what DeviceApprove looks for.
+// and "bm-device-done" are what issuertest.DeviceApprove looks for.
 var devicePage = template.Must(template.New("device").Parse(`<!doctype html>
 <html lang="en">
 <head>

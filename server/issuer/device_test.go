@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -73,7 +74,7 @@ func TestDeviceFlow(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(1500 * time.Millisecond) // let one poll see authorization_pending
-		if err := DeviceApprove(t.Context(), da.VerificationURIComplete, "", "ada@example.com", "correct horse"); err != nil {
+		if err := issuertest.DeviceApprove(t.Context(), da.VerificationURIComplete, "", "ada@example.com", "correct horse"); err != nil {
 			t.Errorf("DeviceApprove: %v", err)
 		}
 	}()
@@ -184,19 +185,19 @@ func TestDevicePolling(t *testing.T) {
 	t.Run("expired", func(t *testing.T) {
 		dc, uc, v := start(t)
 		now = now.Add(DefaultDeviceCodeTTL + time.Second)
-		if err := DeviceApprove(t.Context(), e.srv.URL+PathDevice, uc, "ada@example.com", "correct horse"); !errors.Is(err, ErrLoginRejected) {
+		if err := issuertest.DeviceApprove(t.Context(), e.srv.URL+PathDevice, uc, "ada@example.com", "correct horse"); !errors.Is(err, issuertest.ErrLoginRejected) {
 			t.Errorf("approving an expired code: %v, want ErrLoginRejected", err)
 		}
 		expect(t, pollForm(dc, v), "expired_token")
 	})
 	t.Run("wrong password then approve", func(t *testing.T) {
 		dc, uc, v := start(t)
-		if err := DeviceApprove(t.Context(), e.srv.URL+PathDevice, strings.ToLower(uc), "ada@example.com", "wrong"); !errors.Is(err, ErrLoginRejected) {
+		if err := issuertest.DeviceApprove(t.Context(), e.srv.URL+PathDevice, strings.ToLower(uc), "ada@example.com", "wrong"); !errors.Is(err, issuertest.ErrLoginRejected) {
 			t.Fatalf("wrong password: %v, want ErrLoginRejected", err)
 		}
 		now = now.Add(2 * time.Second)
 		expect(t, pollForm(dc, v), "authorization_pending")
-		if err := DeviceApprove(t.Context(), e.srv.URL+PathDevice, uc, "ada@example.com", "correct horse"); err != nil {
+		if err := issuertest.DeviceApprove(t.Context(), e.srv.URL+PathDevice, uc, "ada@example.com", "correct horse"); err != nil {
 			t.Fatal(err)
 		}
 		now = now.Add(2 * time.Second)
@@ -215,15 +216,15 @@ func openDeviceForm(t *testing.T, page string) (url.Values, http.CookieJar) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := readPage(resp)
+	p, err := issuertest.ReadPage(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, ok := findForm(p.doc, "bm-device")
+	f, ok := p.Form(issuertest.FormDevice)
 	if !ok {
 		t.Fatal("no device form")
 	}
-	return f.values, jar
+	return f.Values, jar
 }
 
 func postDevice(t *testing.T, e *env, jar http.CookieJar, form url.Values) *http.Response {

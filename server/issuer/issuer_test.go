@@ -23,6 +23,7 @@ import (
 	"github.com/ory/fosite/token/jwt"
 	"golang.org/x/oauth2"
 
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -178,7 +179,7 @@ func (e *env) login(t *testing.T, conf *oauth2.Config, verifier string) string {
 	ctx := t.Context()
 	state := "state-" + oauth2.GenerateVerifier()[:16]
 	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
-	if err := BrowserLogin(ctx, authURL, "ada@example.com", "correct horse"); err != nil {
+	if err := issuertest.BrowserLogin(ctx, authURL, "ada@example.com", "correct horse"); err != nil {
 		t.Fatalf("BrowserLogin: %v", err)
 	}
 	got := e.cb.received()
@@ -390,11 +391,11 @@ func openLoginForm(t *testing.T, authURL string) (url.Values, *http.Cookie) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("login page: status %d", resp.StatusCode)
 	}
-	p, err := readPage(resp)
+	p, err := issuertest.ReadPage(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, ok := findLoginForm(p.doc)
+	f, ok := p.LoginForm()
 	if !ok {
 		t.Fatal("no login form")
 	}
@@ -404,7 +405,7 @@ func openLoginForm(t *testing.T, authURL string) (url.Values, *http.Cookie) {
 			cookie = c
 		}
 	}
-	return f.values, cookie
+	return f.Values, cookie
 }
 
 func postLogin(t *testing.T, e *env, form url.Values, cookie *http.Cookie, password string) *http.Response {
@@ -430,8 +431,8 @@ func TestLoginFailures(t *testing.T) {
 	authURL := conf.AuthCodeURL("state-12345678", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
 
 	t.Run("BrowserLogin wrong password", func(t *testing.T) {
-		err := BrowserLogin(t.Context(), authURL, "ada@example.com", "wrong")
-		if !errors.Is(err, ErrLoginRejected) {
+		err := issuertest.BrowserLogin(t.Context(), authURL, "ada@example.com", "wrong")
+		if !errors.Is(err, issuertest.ErrLoginRejected) {
 			t.Fatalf("err = %v, want ErrLoginRejected", err)
 		}
 		if got := e.cb.received(); len(got) != 0 {
@@ -467,22 +468,22 @@ func TestLoginFailures(t *testing.T) {
 			if resp.Header.Get("Location") != "" {
 				t.Errorf("redirected to %s", resp.Header.Get("Location"))
 			}
-			p, err := readPage(resp)
+			p, err := issuertest.ReadPage(resp)
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg, ok := findLoginError(p.doc)
+			msg, ok := p.LoginError()
 			if !ok || !strings.Contains(msg, tt.wantError) {
 				t.Errorf("error message = %q, want %q", msg, tt.wantError)
 			}
-			f, ok := findLoginForm(p.doc)
+			f, ok := p.LoginForm()
 			if !ok {
 				t.Fatal("form not shown again")
 			}
-			if f.values.Get("password") != "" {
+			if f.Values.Get("password") != "" {
 				t.Error("password echoed back")
 			}
-			if f.values.Get("code_challenge") == "" {
+			if f.Values.Get("code_challenge") == "" {
 				t.Error("authorize parameters lost")
 			}
 			if got := e.cb.received(); len(got) != 0 {

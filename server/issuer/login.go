@@ -25,7 +25,7 @@ const (
 )
 
 // loginPage is the login form. The ids "bm-login" and "bm-login-error" are
-// what BrowserLogin looks for.
+// what issuertest.BrowserLogin looks for.
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en">
 <head>

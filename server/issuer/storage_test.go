@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
 	"github.com/basicmachines-co/bm-agent/server/store"
 	"github.com/basicmachines-co/bm-agent/server/store/pgtest"
 )
@@ -236,7 +237,7 @@ func TestDeviceCodeAcrossReplicas(t *testing.T) {
 			t.Fatalf("poll at B before approval: %d %v", st, body)
 		}
 		e.sw.set(muxA)
-		if err := DeviceApprove(t.Context(), complete, "", "ada@example.com", "correct horse"); err != nil {
+		if err := issuertest.DeviceApprove(t.Context(), complete, "", "ada@example.com", "correct horse"); err != nil {
 			t.Fatalf("DeviceApprove at A: %v", err)
 		}
 		e.sw.set(muxB)

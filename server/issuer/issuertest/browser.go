@@ -1,4 +1,10 @@
-package issuer
+// Package issuertest plays the person at the browser in front of the
+// built-in issuer's pages (package issuer): it signs in on the login page
+// (BrowserLogin), approves a device code (DeviceApprove), and reads the
+// pages for the issuer's own tests (ReadPage). It is for tests and the demo
+// only: bm-server never links it (cmd/bm-server's tests check), and it
+// does not import package issuer, so the issuer's own tests can use it.
+package issuertest
 
 import (
 	"context"
@@ -11,6 +17,18 @@ import (
 	"strings"
 
 	"golang.org/x/net/html"
+)
+
+// The contract with the issuer's pages (server/issuer's login.go and
+// device.go render them; the issuer's tests drive those pages through this
+// package and compare the field names, so a change on one side fails there).
+const (
+	FormLogin     = "bm-login"       // id of the login form
+	FormDevice    = "bm-device"      // id of the device approval form
+	LoginErrorID  = "bm-login-error" // id of the error message on either page
+	DeviceDoneID  = "bm-device-done" // id of the device page's confirmation
+	FieldEmail    = "email"
+	FieldPassword = "password"
 )
 
 // ErrLoginRejected is returned by BrowserLogin when the issuer shows the
@@ -39,22 +57,22 @@ func BrowserLogin(ctx context.Context, authURL, email, password string) error {
 	if err != nil {
 		return fmt.Errorf("browser login: open login page: %w", err)
 	}
-	page, err := readPage(resp)
+	page, err := ReadPage(resp)
 	if err != nil {
 		return fmt.Errorf("browser login: open login page: %w", err)
 	}
-	form, ok := findLoginForm(page.doc)
+	form, ok := page.LoginForm()
 	if !ok {
-		return fmt.Errorf("browser login: open login page: no login form (HTTP %d at %s)", page.status, redactURL(page.url))
+		return fmt.Errorf("browser login: open login page: no login form (HTTP %d at %s)", page.Status, redactURL(page.URL))
 	}
-	action, err := page.url.Parse(form.action)
+	action, err := page.URL.Parse(form.Action)
 	if err != nil {
 		return fmt.Errorf("browser login: form action: %w", err)
 	}
-	form.values.Set(fieldEmail, email)
-	form.values.Set(fieldPassword, password)
+	form.Values.Set(FieldEmail, email)
+	form.Values.Set(FieldPassword, password)
 
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.values.Encode()))
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.Values.Encode()))
 	if err != nil {
 		return fmt.Errorf("browser login: %w", err)
 	}
@@ -63,73 +81,82 @@ func BrowserLogin(ctx context.Context, authURL, email, password string) error {
 	if err != nil {
 		return fmt.Errorf("browser login: submit: %w", err)
 	}
-	page, err = readPage(resp)
+	page, err = ReadPage(resp)
 	if err != nil {
 		return fmt.Errorf("browser login: submit: %w", err)
 	}
-	if msg, ok := findLoginError(page.doc); ok {
+	if msg, ok := page.LoginError(); ok {
 		return fmt.Errorf("browser login: %w: %s", ErrLoginRejected, msg)
 	}
-	if _, ok := findLoginForm(page.doc); ok {
-		return fmt.Errorf("browser login: %w: login form shown again (HTTP %d)", ErrLoginRejected, page.status)
+	if _, ok := page.LoginForm(); ok {
+		return fmt.Errorf("browser login: %w: login form shown again (HTTP %d)", ErrLoginRejected, page.Status)
 	}
-	if e := page.url.Query().Get("error"); e != "" {
-		return fmt.Errorf("browser login: authorization error %q: %s", e, page.url.Query().Get("error_description"))
+	if e := page.URL.Query().Get("error"); e != "" {
+		return fmt.Errorf("browser login: authorization error %q: %s", e, page.URL.Query().Get("error_description"))
 	}
-	if page.status < 200 || page.status > 299 {
-		return fmt.Errorf("browser login: HTTP %d at %s", page.status, redactURL(page.url))
+	if page.Status < 200 || page.Status > 299 {
+		return fmt.Errorf("browser login: HTTP %d at %s", page.Status, redactURL(page.URL))
 	}
 	return nil
 }
 
-type browserPage struct {
-	status int
-	url    *url.URL // after redirects
-	doc    *html.Node
+// Page is a page as the browser read it.
+type Page struct {
+	Status int
+	URL    *url.URL   // after redirects
+	Doc    *html.Node // an empty document unless the page is HTML
 }
 
-func readPage(resp *http.Response) (browserPage, error) {
+// ReadPage reads and closes resp's body (at most 1 MiB) and parses it
+// when it is HTML.
+func ReadPage(resp *http.Response) (Page, error) {
 	defer resp.Body.Close()
-	p := browserPage{status: resp.StatusCode, url: resp.Request.URL}
+	p := Page{Status: resp.StatusCode, URL: resp.Request.URL}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return p, err
 	}
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-		p.doc = &html.Node{Type: html.DocumentNode}
+		p.Doc = &html.Node{Type: html.DocumentNode}
 		return p, nil
 	}
-	p.doc, err = html.Parse(strings.NewReader(string(body)))
+	p.Doc, err = html.Parse(strings.NewReader(string(body)))
 	return p, err
 }
 
-type loginForm struct {
-	action string
-	values url.Values
+// Form is a form of a page: where it posts and the values of its inputs.
+type Form struct {
+	Action string
+	Values url.Values
 }
 
-// findLoginForm finds the form with id "bm-login" and collects its inputs.
-func findLoginForm(doc *html.Node) (loginForm, bool) { return findForm(doc, "bm-login") }
+// LoginForm is the page's login form (id FormLogin).
+func (p Page) LoginForm() (Form, bool) { return p.Form(FormLogin) }
 
-// findForm finds the form with the given id and collects its inputs.
-func findForm(doc *html.Node, id string) (loginForm, bool) {
-	n := findByID(doc, id)
+// Form finds the form with the given id and collects its inputs.
+func (p Page) Form(id string) (Form, bool) {
+	n := findByID(p.Doc, id)
 	if n == nil || n.Data != "form" {
-		return loginForm{}, false
+		return Form{}, false
 	}
-	f := loginForm{action: attr(n, "action"), values: url.Values{}}
+	f := Form{Action: attr(n, "action"), Values: url.Values{}}
 	for c := range n.Descendants() {
 		if c.Type == html.ElementNode && c.Data == "input" {
 			if name := attr(c, "name"); name != "" {
-				f.values.Add(name, attr(c, "value"))
+				f.Values.Add(name, attr(c, "value"))
 			}
 		}
 	}
 	return f, true
 }
 
-func findLoginError(doc *html.Node) (string, bool) {
-	n := findByID(doc, "bm-login-error")
+// Has reports whether the page has an element with the given id.
+func (p Page) Has(id string) bool { return findByID(p.Doc, id) != nil }
+
+// LoginError is the text of the page's error message (id LoginErrorID),
+// if it shows one.
+func (p Page) LoginError() (string, bool) {
+	n := findByID(p.Doc, LoginErrorID)
 	if n == nil {
 		return "", false
 	}
@@ -188,25 +215,25 @@ func DeviceApprove(ctx context.Context, verificationURL, userCode, email, passwo
 	if err != nil {
 		return fmt.Errorf("device approve: open page: %w", err)
 	}
-	page, err := readPage(resp)
+	page, err := ReadPage(resp)
 	if err != nil {
 		return fmt.Errorf("device approve: open page: %w", err)
 	}
-	form, ok := findForm(page.doc, "bm-device")
+	form, ok := page.Form(FormDevice)
 	if !ok {
-		return fmt.Errorf("device approve: open page: no device form (HTTP %d at %s)", page.status, redactURL(page.url))
+		return fmt.Errorf("device approve: open page: no device form (HTTP %d at %s)", page.Status, redactURL(page.URL))
 	}
-	action, err := page.url.Parse(form.action)
+	action, err := page.URL.Parse(form.Action)
 	if err != nil {
 		return fmt.Errorf("device approve: form action: %w", err)
 	}
 	if userCode != "" {
-		form.values.Set("user_code", userCode)
+		form.Values.Set("user_code", userCode)
 	}
-	form.values.Set(fieldEmail, email)
-	form.values.Set(fieldPassword, password)
-	form.values.Set("action", "approve")
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.values.Encode()))
+	form.Values.Set(FieldEmail, email)
+	form.Values.Set(FieldPassword, password)
+	form.Values.Set("action", "approve")
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.Values.Encode()))
 	if err != nil {
 		return fmt.Errorf("device approve: %w", err)
 	}
@@ -215,15 +242,15 @@ func DeviceApprove(ctx context.Context, verificationURL, userCode, email, passwo
 	if err != nil {
 		return fmt.Errorf("device approve: submit: %w", err)
 	}
-	page, err = readPage(resp)
+	page, err = ReadPage(resp)
 	if err != nil {
 		return fmt.Errorf("device approve: submit: %w", err)
 	}
-	if msg, ok := findLoginError(page.doc); ok {
+	if msg, ok := page.LoginError(); ok {
 		return fmt.Errorf("device approve: %w: %s", ErrLoginRejected, msg)
 	}
-	if findByID(page.doc, "bm-device-done") == nil || page.status != http.StatusOK {
-		return fmt.Errorf("device approve: no confirmation (HTTP %d at %s)", page.status, redactURL(page.url))
+	if !page.Has(DeviceDoneID) || page.Status != http.StatusOK {
+		return fmt.Errorf("device approve: no confirmation (HTTP %d at %s)", page.Status, redactURL(page.URL))
 	}
 	return nil
 }
