@@ -19,6 +19,7 @@ func TestConfigSetGetPersists(t *testing.T) {
 	home := t.TempDir()
 	d := testDaemon(t, home)
 	ctx := context.Background()
+	elsewhere := t.TempDir()
 	tests := []struct {
 		key, value  string
 		wantErr     bool
@@ -36,7 +37,7 @@ func TestConfigSetGetPersists(t *testing.T) {
 			}
 		}},
 		{"debounce", "3s", false, false, nil},
-		{"folder", "/elsewhere", false, true, nil},
+		{"folder", elsewhere, false, true, nil},
 		{"cloud_host", "https://example.test", false, true, nil},
 		{"interval", "1s", true, false, nil},
 		{"interval", "soon", true, false, nil},
@@ -82,7 +83,7 @@ func TestConfigSetGetPersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if time.Duration(c.Interval) != 2*time.Hour || c.Profile != "safe" || c.Folder != "/elsewhere" ||
+	if time.Duration(c.Interval) != 2*time.Hour || c.Profile != "safe" || c.Folder != elsewhere ||
 		time.Duration(c.Debounce) != 3*time.Second || c.CloudHost != "https://example.test" ||
 		c.versionsDays() != 7 || c.versionsMaxBytes() != 200<<20 {
 		t.Errorf("persisted config = %+v", c)
@@ -94,7 +95,7 @@ func TestConfigSetGetPersists(t *testing.T) {
 		t.Errorf("restore while logged out: %v, want ErrLoginRequired", err)
 	}
 	m, err := d.ConfigGet(ctx)
-	if err != nil || m["interval"] != "2h0m0s" || m["folder"] == "/elsewhere" {
+	if err != nil || m["interval"] != "2h0m0s" || m["folder"] == elsewhere {
 		t.Errorf("ConfigGet = %v, %v (the folder applies after a restart)", m, err)
 	}
 }

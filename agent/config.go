@@ -12,8 +12,9 @@ import (
 	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
-// Config is the daemon's configuration: the agent's config file, overridden
-// by flags.
+// Config is the daemon's configuration: each setting resolved from its
+// layers by [ResolveConfig] (flags, environment, the agent's config file,
+// Basic Memory's, defaults), or the agent's config file alone ([LoadConfig]).
 type Config struct {
 	// Home holds the agent's config, state, history and bisync work dirs
 	// (env BM_AGENT_HOME; default the user config dir's bm-agent).
@@ -44,6 +45,13 @@ type Config struct {
 	VersionsMaxMB int `json:"versions_max_mb,omitempty"`
 	// SocketPath is where the local API listens.
 	SocketPath string `json:"-"`
+	// Sources says where each setting's value came from (set by
+	// [ResolveConfig]; nil otherwise). Treat it as read-only: it is shared
+	// by copies.
+	Sources map[string]Origin `json:"-"`
+	// Warnings are what [ResolveConfig] skipped (an unreadable Basic Memory
+	// config.json), for the log.
+	Warnings []string `json:"-"`
 }
 
 // Defaults of the version stores.
@@ -109,9 +117,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // DefaultHome is $BM_AGENT_HOME, else the user config dir's bm-agent.
 func DefaultHome() string {
-	if h := os.Getenv("BM_AGENT_HOME"); h != "" {
+	if h := os.Getenv(EnvHome); h != "" {
 		return h
 	}
+	return defaultHome()
+}
+
+// defaultHome is the user config dir's bm-agent.
+func defaultHome() string {
 	if d, err := os.UserConfigDir(); err == nil {
 		return filepath.Join(d, "bm-agent")
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
+	"maps"
+	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/basicmachines-co/bm-agent/cloudapi"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -24,29 +24,14 @@ func (d *Daemon) liveSettings() liveSettings {
 	return d.live
 }
 
-// configKeys are the settable keys; restart says whether a change only
-// applies after a restart.
-var configKeys = map[string]struct{ restart bool }{
-	"folder":          {true},
-	"cloud_host":      {true},
-	"cloud_domain":    {true},
-	"cloud_client_id": {true},
-	"device":          {true},
-	"interval":        {false},
-	"debounce":        {false},
-	"max_wait":        {false},
-	"profile":         {false},
-	"versions_days":   {false},
-	"versions_max_mb": {false},
-}
-
 // Bounds of the duration settings.
 const (
 	minInterval = 5 * time.Second
 	maxDuration = 7 * 24 * time.Hour
 )
 
-// ConfigGet implements ipc.Configurer: the settings in effect.
+// ConfigGet implements ipc.Configurer: the settings in effect, and under
+// [ConfigSources] where each comes from.
 func (d *Daemon) ConfigGet(context.Context) (map[string]any, error) {
 	d.mu.Lock()
 	c := d.cfg
@@ -68,90 +53,46 @@ func configMap(c Config) (map[string]any, error) {
 		return nil, fmt.Errorf("config get: %w", err)
 	}
 	m["home"] = c.Home
+	for _, s := range settings {
+		if _, ok := m[s.key]; !ok {
+			m[s.key] = "" // unset (a URL without a default): shown, not hidden
+		}
+	}
+	if c.Sources != nil {
+		m[ConfigSources] = maps.Clone(c.Sources)
+	}
 	return m, nil
 }
 
-// ConfigSet implements ipc.Configurer: it validates the value, writes it to
-// the config file (atomically) and applies interval, debounce, max_wait and
-// profile at once; the others need a restart (the answer says so).
+// ConfigSet implements ipc.Configurer: it checks the value (see settings),
+// writes it to the config file (atomically) and applies interval, debounce,
+// max_wait and profile at once; the others need a restart (the answer says
+// so). A key that a flag or an environment variable of the daemon sets is
+// saved but not applied: the answer names that origin under
+// [ConfigOverriddenBy].
 func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]any, error) {
-	key = strings.ReplaceAll(strings.ToLower(strings.TrimSpace(key)), "-", "_")
-	k, ok := configKeys[key]
-	if !ok {
-		return nil, fmt.Errorf("config set %q: %w: unknown key (one of folder, interval, debounce, max_wait, profile, versions_days, versions_max_mb, device, cloud_host, cloud_domain, cloud_client_id)", key, ipc.ErrInvalid)
-	}
-	value = strings.TrimSpace(value)
 	d.cfgMu.Lock()
 	defer d.cfgMu.Unlock()
-	file, err := LoadConfig(d.cfg.Home)
+	k, file, err := saveSetting(d.cfg.Home, key, value)
 	if err != nil {
-		return nil, fmt.Errorf("config set %s: %w", key, err)
+		return nil, err
 	}
-	var dur time.Duration
-	var num int
-	switch key {
-	case "versions_days", "versions_max_mb":
-		lo, hi := 0, 3650
-		if key == "versions_max_mb" {
-			lo, hi = 1, 1<<20
-		}
-		num, err = strconv.Atoi(value)
-		if err != nil || num < lo || num > hi {
-			return nil, fmt.Errorf("config set %s: %w: %q: want a whole number from %d to %d", key, ipc.ErrInvalid, value, lo, hi)
-		}
-	case "interval", "debounce", "max_wait":
-		dur, err = time.ParseDuration(value)
+	key, value = k.key, strings.TrimSpace(value)
+	dur, num := liveValue(key, file)
+	d.mu.Lock()
+	over := d.cfg.Sources[key]
+	if !over.overrides() {
+		d.cfg.Sources = withSource(d.cfg.Sources, key, Origin{SourceConfig, filepath.Join(d.cfg.Home, "config.json")})
+	}
+	d.mu.Unlock()
+	if over.overrides() {
+		d.log.Info("config saved, not applied: a flag or variable sets it", "key", key, "overridden_by", over.String())
+		m, err := d.ConfigGet(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("config set %s: %w: %q is not a duration (like 30s, 5m, 1h)", key, ipc.ErrInvalid, value)
+			return nil, err
 		}
-		lo := time.Duration(0)
-		if key == "interval" {
-			lo = minInterval
-		}
-		if dur <= lo || dur > maxDuration {
-			return nil, fmt.Errorf("config set %s: %w: %s is out of range (%s to %s)", key, ipc.ErrInvalid, dur, max(lo, time.Millisecond), maxDuration)
-		}
-	case "profile":
-		if !validProfile(value) {
-			return nil, fmt.Errorf("config set profile: %w: %q: want safe, balanced or fast", ipc.ErrInvalid, value)
-		}
-	case "folder":
-		if value == "" {
-			return nil, fmt.Errorf("config set folder: %w: empty", ipc.ErrInvalid)
-		}
-	case "cloud_host", "cloud_domain":
-		if value != "" {
-			if err := cloudapi.CheckURL(value); err != nil {
-				return nil, fmt.Errorf("config set %s: %w: %v", key, ipc.ErrInvalid, err)
-			}
-		}
-	}
-	switch key {
-	case "folder":
-		file.Folder = value
-	case "cloud_host":
-		file.CloudHost = value
-	case "cloud_domain":
-		file.CloudDomain = value
-	case "cloud_client_id":
-		file.ClientID = value
-	case "device":
-		file.Device = value
-	case "interval":
-		file.Interval = Duration(dur)
-	case "debounce":
-		file.Debounce = Duration(dur)
-	case "max_wait":
-		file.MaxWait = Duration(dur)
-	case "profile":
-		file.Profile = value
-	case "versions_days":
-		file.VersionsDays = &num
-	case "versions_max_mb":
-		file.VersionsMaxMB = num
-	}
-	if err := file.Save(); err != nil {
-		return nil, fmt.Errorf("config set %s: %w", key, err)
+		m[ConfigOverriddenBy] = over
+		return m, nil
 	}
 	d.mu.Lock()
 	switch key {

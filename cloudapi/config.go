@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -19,6 +20,9 @@ const (
 	EnvHost     = "BASIC_MEMORY_CLOUD_HOST"
 	EnvDomain   = "BASIC_MEMORY_CLOUD_DOMAIN"
 	EnvClientID = "BASIC_MEMORY_CLOUD_CLIENT_ID"
+	// EnvConfigDir is where Basic Memory keeps its config.json when set
+	// (its default is ~/.basic-memory).
+	EnvConfigDir = "BASIC_MEMORY_CONFIG_DIR"
 )
 
 // Config says where the cloud is.
@@ -32,62 +36,76 @@ type Config struct {
 	ClientID string `json:"cloud_client_id,omitempty"`
 }
 
-// LoadConfig resolves the cloud configuration. Each field is taken from the
-// first of these that sets it:
+// LoadConfig completes a resolved cloud configuration with its defaults:
+// ClientID is tenantapi.DefaultClientID and Domain is Host (bm-server is
+// its own issuer); trailing slashes are trimmed from Host and Domain. An
+// empty Host means "not configured".
 //
-//  1. the environment: BASIC_MEMORY_CLOUD_HOST, BASIC_MEMORY_CLOUD_DOMAIN,
-//     BASIC_MEMORY_CLOUD_CLIENT_ID;
-//  2. the Basic Memory CLI's ~/.basic-memory/config.json, keys cloud_host,
-//     cloud_domain, cloud_client_id (a missing or unreadable file is skipped);
-//  3. agentConfig, the agent's own configuration;
-//  4. defaults: ClientID is tenantapi.DefaultClientID, and Domain is Host
-//     (bm-server is its own issuer). Host has no default: an empty Host means
-//     "not configured".
-//
-// Trailing slashes are trimmed from Host and Domain. LoadConfig does not
-// validate the URLs: call CheckURL.
-func LoadConfig(agentConfig Config) Config {
-	layers := []Config{
-		{Host: os.Getenv(EnvHost), Domain: os.Getenv(EnvDomain), ClientID: os.Getenv(EnvClientID)},
-		basicMemoryConfig(),
-		agentConfig,
-		{ClientID: tenantapi.DefaultClientID},
+// It reads nothing: where each setting comes from (flags, the environment,
+// the agent's config, Basic Memory's config.json, see
+// [ReadBasicMemoryConfig]) is decided in one place, the agent's settings
+// resolver. LoadConfig does not validate the URLs: call CheckURL.
+func LoadConfig(c Config) Config {
+	c.Host = strings.TrimRight(strings.TrimSpace(c.Host), "/")
+	c.Domain = strings.TrimRight(strings.TrimSpace(c.Domain), "/")
+	c.ClientID = strings.TrimSpace(c.ClientID)
+	if c.Domain == "" {
+		c.Domain = c.Host
 	}
-	var c Config
-	for _, l := range layers {
-		c.Host = first(c.Host, strings.TrimSpace(l.Host))
-		c.Domain = first(c.Domain, strings.TrimSpace(l.Domain))
-		c.ClientID = first(c.ClientID, strings.TrimSpace(l.ClientID))
+	if c.ClientID == "" {
+		c.ClientID = tenantapi.DefaultClientID
 	}
-	c.Domain = first(c.Domain, c.Host)
-	c.Host = strings.TrimRight(c.Host, "/")
-	c.Domain = strings.TrimRight(c.Domain, "/")
 	return c
 }
 
-func first(a, b string) string {
-	if a != "" {
-		return a
+// BasicMemoryConfigPaths lists where the Basic Memory CLI may keep its
+// config.json, in the order they are tried: $BASIC_MEMORY_CONFIG_DIR
+// alone when it is set (Basic Memory then uses nothing else); otherwise
+// ~/.basic-memory, then $XDG_CONFIG_HOME/basic-memory (~/.config when
+// XDG_CONFIG_HOME is unset). getenv is os.Getenv in production.
+func BasicMemoryConfigPaths(getenv func(string) string) []string {
+	if d := getenv(EnvConfigDir); d != "" {
+		return []string{filepath.Join(d, "config.json")}
 	}
-	return b
+	var paths []string
+	home := getenv("HOME")
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	if home != "" {
+		paths = append(paths, filepath.Join(home, ".basic-memory", "config.json"))
+	}
+	xdg := getenv("XDG_CONFIG_HOME")
+	if xdg == "" && home != "" {
+		xdg = filepath.Join(home, ".config")
+	}
+	if xdg != "" {
+		paths = append(paths, filepath.Join(xdg, "basic-memory", "config.json"))
+	}
+	return paths
 }
 
-// basicMemoryConfig reads ~/.basic-memory/config.json; any failure yields
-// the zero Config.
-func basicMemoryConfig() Config {
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return Config{}
+// ReadBasicMemoryConfig reads the cloud settings (cloud_host,
+// cloud_domain, cloud_client_id) of the first Basic Memory config.json of
+// [BasicMemoryConfigPaths] that exists, and returns its path. None is
+// the zero Config, "" and nil; a file that cannot be read or parsed is an
+// error naming it (the caller decides whether to go on without it).
+func ReadBasicMemoryConfig(getenv func(string) string) (Config, string, error) {
+	for _, p := range BasicMemoryConfigPaths(getenv) {
+		b, err := os.ReadFile(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return Config{}, p, fmt.Errorf("read Basic Memory config: %w", err)
+		}
+		var c Config
+		if err := json.Unmarshal(b, &c); err != nil {
+			return Config{}, p, fmt.Errorf("read Basic Memory config %s: %w", p, err)
+		}
+		return c, p, nil
 	}
-	b, err := os.ReadFile(filepath.Join(home, ".basic-memory", "config.json"))
-	if err != nil {
-		return Config{}
-	}
-	var c Config
-	if err := json.Unmarshal(b, &c); err != nil {
-		return Config{}
-	}
-	return c
+	return Config{}, "", nil
 }
 
 // CheckURL accepts an absolute http(s) URL with a host and no user info, and

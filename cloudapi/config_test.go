@@ -8,73 +8,70 @@ import (
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
-func TestLoadConfigPrecedence(t *testing.T) {
+func TestLoadConfigDefaults(t *testing.T) {
+	t.Setenv(EnvHost, "https://env.example") // read by the agent's resolver, not here
 	tests := []struct {
-		name  string
-		env   map[string]string
-		file  string // ~/.basic-memory/config.json, "" for none
-		agent Config
-		want  Config
+		in, want Config
 	}{
-		{
-			name: "defaults only",
-			want: Config{ClientID: tenantapi.DefaultClientID},
-		},
-		{
-			name:  "agent config, domain defaults to host",
-			agent: Config{Host: "https://agent.example/"},
-			want:  Config{Host: "https://agent.example", Domain: "https://agent.example", ClientID: tenantapi.DefaultClientID},
-		},
-		{
-			name:  "file beats agent config",
-			file:  `{"cloud_host": "https://file.example", "cloud_client_id": "file-client", "other": 1}`,
-			agent: Config{Host: "https://agent.example", Domain: "https://auth.agent.example", ClientID: "agent-client"},
-			want:  Config{Host: "https://file.example", Domain: "https://auth.agent.example", ClientID: "file-client"},
-		},
-		{
-			name: "env beats file",
-			env: map[string]string{
-				EnvHost:     "https://env.example",
-				EnvDomain:   "https://auth.env.example",
-				EnvClientID: "env-client",
-			},
-			file:  `{"cloud_host": "https://file.example", "cloud_domain": "https://auth.file.example", "cloud_client_id": "file-client"}`,
-			agent: Config{Host: "https://agent.example"},
-			want:  Config{Host: "https://env.example", Domain: "https://auth.env.example", ClientID: "env-client"},
-		},
-		{
-			name:  "per field: env host, file domain, agent client id",
-			env:   map[string]string{EnvHost: "https://env.example"},
-			file:  `{"cloud_domain": "https://auth.file.example"}`,
-			agent: Config{Host: "https://agent.example", ClientID: "agent-client"},
-			want:  Config{Host: "https://env.example", Domain: "https://auth.file.example", ClientID: "agent-client"},
-		},
-		{
-			name:  "malformed file is skipped",
-			file:  `{not json`,
-			agent: Config{Host: "http://127.0.0.1:8080"},
-			want:  Config{Host: "http://127.0.0.1:8080", Domain: "http://127.0.0.1:8080", ClientID: tenantapi.DefaultClientID},
-		},
+		{Config{}, Config{ClientID: tenantapi.DefaultClientID}},
+		{Config{Host: "https://agent.example/"}, Config{Host: "https://agent.example", Domain: "https://agent.example", ClientID: tenantapi.DefaultClientID}},
+		{Config{Host: "https://a.example", Domain: " https://auth.example/ ", ClientID: "c"}, Config{Host: "https://a.example", Domain: "https://auth.example", ClientID: "c"}},
+	}
+	for _, tt := range tests {
+		if got := LoadConfig(tt.in); got != tt.want {
+			t.Errorf("LoadConfig(%+v) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestReadBasicMemoryConfig(t *testing.T) {
+	const file = `{"cloud_host": "https://bm.example", "cloud_domain": "https://auth.bm.example", "cloud_client_id": "bm", "projects": {}}`
+	want := Config{Host: "https://bm.example", Domain: "https://auth.bm.example", ClientID: "bm"}
+	tests := []struct {
+		name    string
+		env     map[string]string // paths relative to the test's dir
+		files   []string          // config.json files written, relative
+		want    string            // the one read, relative ("" none)
+		wantErr bool
+	}{
+		{"none", nil, nil, "", false},
+		{"~/.basic-memory", nil, []string{"home/.basic-memory/config.json", "home/.config/basic-memory/config.json"}, "home/.basic-memory/config.json", false},
+		{"~/.config/basic-memory when XDG_CONFIG_HOME is unset", nil, []string{"home/.config/basic-memory/config.json"}, "home/.config/basic-memory/config.json", false},
+		{"$XDG_CONFIG_HOME/basic-memory", map[string]string{"XDG_CONFIG_HOME": "xdg"}, []string{"xdg/basic-memory/config.json"}, "xdg/basic-memory/config.json", false},
+		{"$BASIC_MEMORY_CONFIG_DIR alone when set", map[string]string{EnvConfigDir: "bmdir"}, []string{"bmdir/config.json", "home/.basic-memory/config.json"}, "bmdir/config.json", false},
+		{"$BASIC_MEMORY_CONFIG_DIR without a file: nothing else", map[string]string{EnvConfigDir: "bmdir"}, []string{"home/.basic-memory/config.json"}, "", false},
+		{"a file that does not parse", nil, []string{"home/.basic-memory/config.json"}, "home/.basic-memory/config.json", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			home := t.TempDir()
-			t.Setenv("HOME", home)
-			t.Setenv("USERPROFILE", home)
-			for _, k := range []string{EnvHost, EnvDomain, EnvClientID} {
-				t.Setenv(k, tt.env[k])
+			dir := t.TempDir()
+			env := map[string]string{"HOME": filepath.Join(dir, "home")}
+			for k, v := range tt.env {
+				env[k] = filepath.Join(dir, v)
 			}
-			if tt.file != "" {
-				dir := filepath.Join(home, ".basic-memory")
-				if err := os.MkdirAll(dir, 0o700); err != nil {
+			for _, f := range tt.files {
+				p := filepath.Join(dir, f)
+				if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(tt.file), 0o600); err != nil {
+				content := file
+				if tt.wantErr {
+					content = "{not json"
+				}
+				if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if got := LoadConfig(tt.agent); got != tt.want {
-				t.Errorf("LoadConfig() = %+v, want %+v", got, tt.want)
+			got, path, err := ReadBasicMemoryConfig(func(k string) string { return env[k] })
+			wantPath := ""
+			if tt.want != "" {
+				wantPath = filepath.Join(dir, tt.want)
+			}
+			if path != wantPath || (err != nil) != tt.wantErr {
+				t.Fatalf("read %q, %v; want %q, error %v", path, err, wantPath, tt.wantErr)
+			}
+			if tt.want != "" && !tt.wantErr && got != want {
+				t.Errorf("got %+v, want %+v", got, want)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -29,6 +30,14 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	agent.Version = version
+	root, opts := newRoot()
+	err := root.ExecuteContext(ctx)
+	return cli.ReportError(os.Stderr, err, opts.JSON)
+}
+
+// newRoot builds the bm-agent command line: the client commands of ui/cli
+// and `run`, the daemon.
+func newRoot() (*cobra.Command, *cli.Options) {
 	root := &cobra.Command{
 		Use:   "bm-agent",
 		Short: "Keeps your Basic Memory notes folder and your cloud bucket in step",
@@ -46,33 +55,41 @@ takes --json for output a program can read.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	opts := &cli.Options{Local: localConfig}
+	opts := &cli.Options{Local: localConfig, SaveSetting: agent.SaveSetting}
 	cli.AddCommands(root, opts)
 	root.AddCommand(runCmd(opts))
 	cli.Finish(root)
-	err := root.ExecuteContext(ctx)
-	return cli.ReportError(os.Stderr, err, opts.JSON)
+	return root, opts
 }
 
 // localConfig is the agent's home and folder as the daemon would see them,
 // for the CLI's checks when no daemon answers.
 func localConfig() (cli.LocalConfig, error) {
-	home := agent.DefaultHome()
-	cfg, err := agent.LoadConfig(home)
-	lc := cli.LocalConfig{Home: home, Folder: cfg.Folder}
-	if lc.Folder == "" {
-		lc.Folder = agent.DefaultFolder()
-	}
-	return lc, err
+	cfg, err := agent.ResolveConfig(agent.Inputs{})
+	return cli.LocalConfig{Home: cfg.Home, Folder: cfg.Folder}, err
+}
+
+// runFlags are the settings `bm-agent run` takes as flags, by key.
+var runFlags = map[string]string{
+	"home":         "--home",
+	"folder":       "--folder",
+	"cloud_host":   "--host",
+	"cloud_domain": "--domain",
+	"interval":     "--interval",
 }
 
 func runCmd(opts *cli.Options) *cobra.Command {
-	var folder, host, domain, home string
+	var flags agent.Config
 	var interval time.Duration
 	var debug bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the daemon in the foreground (what the OS service starts)",
+		Long: `Run the daemon in the foreground (what the OS service starts).
+
+Each setting comes from the first of: a flag here, the environment, bm-agent's
+config.json (bm-agent config set), Basic Memory's config.json, the default.
+'bm-agent config get' shows where each came from.`,
 		Example: `  bm-agent run
   bm-agent run --folder ~/notes --host https://cloud.basicmemory.com`,
 		Args: cobra.NoArgs,
@@ -82,22 +99,26 @@ func runCmd(opts *cli.Options) *cobra.Command {
 				level = slog.LevelDebug
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			cfg, err := agent.LoadConfig(home)
+			given := map[string]string{}
+			for key, name := range runFlags {
+				if cmd.Flags().Changed(name[2:]) {
+					given[key] = name
+				}
+			}
+			flags.Interval = agent.Duration(interval)
+			if flags.Folder != "" {
+				abs, err := filepath.Abs(flags.Folder)
+				if err != nil {
+					return err
+				}
+				flags.Folder = abs
+			}
+			cfg, err := agent.ResolveConfig(agent.Inputs{Flags: flags, FlagNames: given})
 			if err != nil {
 				return err
 			}
-			f := cmd.Flags()
-			if f.Changed("folder") {
-				cfg.Folder = folder
-			}
-			if f.Changed("host") {
-				cfg.CloudHost = host
-			}
-			if f.Changed("domain") {
-				cfg.CloudDomain = domain
-			}
-			if f.Changed("interval") {
-				cfg.Interval = agent.Duration(interval)
+			for _, w := range cfg.Warnings {
+				logger.Warn(w)
 			}
 			cfg.SocketPath = opts.Socket
 			d, err := agent.New(cfg, logger)
@@ -108,11 +129,11 @@ func runCmd(opts *cli.Options) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&home, "home", agent.DefaultHome(), "the agent's config and state dir (env BM_AGENT_HOME)")
-	f.StringVar(&folder, "folder", agent.DefaultFolder(), "the notes folder to keep in step")
-	f.StringVar(&host, "host", "", "tenant API URL (env BASIC_MEMORY_CLOUD_HOST)")
-	f.StringVar(&domain, "domain", "", "OAuth issuer URL (env BASIC_MEMORY_CLOUD_DOMAIN; default: the host)")
-	f.DurationVar(&interval, "interval", 60*time.Second, "time between passes when nothing changes")
+	f.StringVar(&flags.Home, "home", "", "the agent's config and state dir (default: $BM_AGENT_HOME, else bm-agent in the user config dir)")
+	f.StringVar(&flags.Folder, "folder", "", "the notes folder to keep in step (default: bm-agent's config, else "+agent.DefaultFolder()+")")
+	f.StringVar(&flags.CloudHost, "host", "", "tenant API URL (default: $BASIC_MEMORY_CLOUD_HOST, bm-agent's config, Basic Memory's)")
+	f.StringVar(&flags.CloudDomain, "domain", "", "OAuth issuer URL (default: $BASIC_MEMORY_CLOUD_DOMAIN, ..., the host)")
+	f.DurationVar(&interval, "interval", 0, "time between passes when nothing changes (default: bm-agent's config, else 1m0s)")
 	f.BoolVar(&debug, "debug", false, "debug logs")
 	return cmd
 }

@@ -26,6 +26,11 @@ type Options struct {
 	// uses packaging (a systemd user unit, a launchd agent, a Windows
 	// service).
 	Installer ServiceInstaller
+	// SaveSetting checks a setting as `config set` does and writes it to
+	// the agent's config file in home ("" for the default), for
+	// `login --server` and `setup --server` when no daemon answers; nil
+	// means they need a daemon.
+	SaveSetting func(home, key, value string) error
 }
 
 // LocalConfig is what the CLI needs to know of the agent's config when no
@@ -41,7 +46,7 @@ func AddCommands(root *cobra.Command, opts *Options) {
 	root.PersistentFlags().BoolVar(&opts.JSON, "json", false, "print JSON instead of text (see 'JSON output' in the README)")
 	root.AddCommand(
 		setupCmd(opts),
-		loginCmd(opts), logoutCmd(opts), statusCmd(opts), syncCmd(opts),
+		withServerFlag(loginCmd(opts), opts), logoutCmd(opts), statusCmd(opts), syncCmd(opts),
 		pauseCmd(opts), resumeCmd(opts),
 		historyCmd(opts), conflictsCmd(opts), versionsCmd(opts), restoreCmd(opts),
 		logsCmd(opts), configCmd(opts), doctorCmd(opts),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,7 +70,7 @@ type SetupResult struct {
 var setupSocketWait = 30 * time.Second
 
 func setupCmd(opts *Options) *cobra.Command {
-	var folder, home string
+	var folder, home, server string
 	var lf loginFlags
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -81,12 +82,14 @@ answers it installs the bm-agent service and waits for it), logs in if needed
 for this device's key and the first sync (with its progress), and makes sure
 the service is installed so syncing starts at login.
 
-It is safe to run again: on a machine that is set up it checks each step and
-says that everything is fine. --json prints {"changed", "steps": [{"name",
+With --server URL it first saves the server (cloud_host in bm-agent's
+config), so that the service uses it. It is safe to run again: on a machine
+that is set up it checks each step and says that everything is fine. --json prints {"changed", "steps": [{"name",
 "result": "ok"|"done", "detail"}], "status"} at the end.`,
 		Example: `  bm-agent setup
   bm-agent setup --folder ~/notes
-  bm-agent setup --device        # log in with a code entered on another device`,
+  bm-agent setup --device        # log in with a code entered on another device
+  bm-agent setup --server https://bm.example.com   # a self-hosted bm-server, saved for the service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lf.deviceSet = cmd.Flags().Changed("device")
@@ -96,7 +99,7 @@ says that everything is fine. --json prints {"changed", "steps": [{"name",
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := runSetup(ctx, cmd.OutOrStdout(), client(opts), inst, setupFlags{errOut: cmd.ErrOrStderr(), folder: folder, home: home, login: lf, json: opts.JSON})
+			res, err := runSetup(ctx, cmd.OutOrStdout(), client(opts), inst, setupFlags{errOut: cmd.ErrOrStderr(), folder: folder, home: home, server: server, save: opts.SaveSetting, login: lf, json: opts.JSON})
 			if opts.JSON {
 				if jerr := printJSON(cmd.OutOrStdout(), res); jerr != nil {
 					return jerr
@@ -111,6 +114,7 @@ says that everything is fine. --json prints {"changed", "steps": [{"name",
 	f := cmd.Flags()
 	f.StringVar(&folder, "folder", "", "the notes folder to sync, when setup installs the service (default: the agent's config)")
 	f.StringVar(&home, "home", os.Getenv("BM_AGENT_HOME"), "the agent's config and state dir, when setup installs the service")
+	f.StringVar(&server, "server", "", serverFlagHelp)
 	f.BoolVar(&lf.noBrowser, "no-browser", false, "print the login URL instead of opening a browser")
 	f.BoolVar(&lf.device, "device", false, "log in with a code entered on another device")
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long (the login and the first sync included)")
@@ -120,6 +124,8 @@ says that everything is fine. --json prints {"changed", "steps": [{"name",
 type setupFlags struct {
 	errOut       io.Writer
 	folder, home string
+	server       string                              // --server: saved first
+	save         func(home, key, value string) error // Options.SaveSetting
 	login        loginFlags
 	json         bool
 }
@@ -139,6 +145,20 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 			res.Changed = true
 		}
 		say("[%-4s] %s: %s\n", result, name, detail)
+	}
+
+	// 0. the server, saved where the service finds it
+	if sf.server != "" {
+		url := strings.TrimRight(strings.TrimSpace(sf.server), "/")
+		changed, err := useServer(ctx, c, sf.save, sf.home, url)
+		if err != nil {
+			return res, fmt.Errorf("setup: %w", err)
+		}
+		result := StepOK
+		if changed {
+			result = StepDone
+		}
+		step("server", result, url+", saved in bm-agent's config")
 	}
 
 	// 1. the daemon, and the service that starts it
