@@ -327,6 +327,7 @@ func (s *Server) openStorage() error {
 			Region:         region,
 			AccessKey:      cfg.StorageAccessKey,
 			SecretKey:      cfg.StorageSecretKey,
+			Logger:         s.log,
 		})
 		if err != nil {
 			return fmt.Errorf("server: storage minio: %w", err)
@@ -354,6 +355,7 @@ func (s *Server) openStorage() error {
 		if cfg.S3PublicURL != "" {
 			c.PublicEndpoint = cfg.S3PublicURL
 		}
+		c.Logger = s.log
 		p, err := s3iam.New(c)
 		if err != nil {
 			return fmt.Errorf("server: storage %s: %w", cfg.Storage, err)
@@ -373,7 +375,7 @@ func (s *Server) openStorage() error {
 	}
 	// The provider checks the endpoint's keys and the endpoint holds the
 	// provider's buckets: build one, then the other, then join them.
-	prov := embedded.New(nil, master, s.store, s.s3URL, region)
+	prov := embedded.New(nil, master, s.store, s.s3URL, region, s.log)
 	s.s3, err = s3embed.New(filepath.Join(cfg.DataDir, "buckets"), prov, cfg.Logger.With("component", "s3"))
 	if err != nil {
 		return fmt.Errorf("server: embedded s3: %w", err)

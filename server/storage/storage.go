@@ -8,8 +8,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 )
+
+// Logger is the logger a provider logs through: log (the server's,
+// injected through the provider's constructor) with the provider's
+// component, or one that discards everything where log is nil.
+func Logger(log *slog.Logger, component string) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log.With("component", component)
+}
 
 // Key is a bucket-scoped S3 key. SecretKey is handed to the caller once and
 // never stored by the server.

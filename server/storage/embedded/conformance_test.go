@@ -38,7 +38,7 @@ func TestConformance(t *testing.T) {
 	var handler http.Handler = http.NotFoundHandler()
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(hs.Close)
-	p := embedded.New(nil, []byte("conformance-master-key-0123456789"), idx, hs.URL, "")
+	p := embedded.New(nil, []byte("conformance-master-key-0123456789"), idx, hs.URL, "", nil)
 	srv, err := s3embed.New(t.TempDir(), p, nil)
 	if err != nil {
 		t.Fatal(err)

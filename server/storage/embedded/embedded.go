@@ -61,8 +61,9 @@ var (
 // must be at least 16 bytes (shorter: no key is minted or accepted).
 // endpointURL is what clients use to reach srv's handler; region defaults
 // to "us-east-1". Pass the provider to s3embed.New as its KeyResolver (or
-// wrap it) so the endpoint checks keys against index.
-func New(srv *s3embed.Server, masterKey []byte, index storage.KeyIndex, endpointURL, region string) *Provider {
+// wrap it) so the endpoint checks keys against index. log is where the
+// provider logs (a failed key lookup); nil means nowhere.
+func New(srv *s3embed.Server, masterKey []byte, index storage.KeyIndex, endpointURL, region string, log *slog.Logger) *Provider {
 	if region == "" {
 		region = DefaultRegion
 	}
@@ -72,7 +73,7 @@ func New(srv *s3embed.Server, masterKey []byte, index storage.KeyIndex, endpoint
 		index:    index,
 		endpoint: strings.TrimSuffix(endpointURL, "/"),
 		region:   region,
-		log:      slog.Default().With("component", "storage/embedded"),
+		log:      storage.Logger(log, "storage/embedded"),
 	}
 }
 

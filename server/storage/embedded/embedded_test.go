@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -61,7 +62,7 @@ func setup(t *testing.T) (*embedded.Provider, *fakeIndex, string) {
 	var handler http.Handler = http.NotFoundHandler()
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(hs.Close)
-	p := embedded.New(nil, master, idx, hs.URL, "")
+	p := embedded.New(nil, master, idx, hs.URL, "", nil)
 	srv, err := s3embed.New(t.TempDir(), p, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +166,7 @@ func TestResolveKey(t *testing.T) {
 	idx.record("bmk_AAAAAAAAAAAAAAAAAAAA", "tenant-a", true)
 	idx.record("bmk_BBBBBBBBBBBBBBBBBBBB", "tenant-a", false)
 	idx.record("AKIA_NOT_OURS", "tenant-a", true)
-	p := embedded.New(nil, master, idx, "http://127.0.0.1:1", "eu-west-1")
+	p := embedded.New(nil, master, idx, "http://127.0.0.1:1", "eu-west-1", nil)
 	if _, r := p.Endpoint(); r != "eu-west-1" {
 		t.Errorf("region = %q", r)
 	}
@@ -191,17 +192,36 @@ func TestResolveKey(t *testing.T) {
 	}
 	// The secret is a pure function of master key and access key.
 	s1, _, _ := p.ResolveKey(ctx, "bmk_AAAAAAAAAAAAAAAAAAAA")
-	s2, _, _ := embedded.New(nil, master, idx, "", "").ResolveKey(ctx, "bmk_AAAAAAAAAAAAAAAAAAAA")
-	s3, _, _ := embedded.New(nil, []byte("another master key, 32 bytes...."), idx, "", "").ResolveKey(ctx, "bmk_AAAAAAAAAAAAAAAAAAAA")
+	s2, _, _ := embedded.New(nil, master, idx, "", "", nil).ResolveKey(ctx, "bmk_AAAAAAAAAAAAAAAAAAAA")
+	s3, _, _ := embedded.New(nil, []byte("another master key, 32 bytes...."), idx, "", "", nil).ResolveKey(ctx, "bmk_AAAAAAAAAAAAAAAAAAAA")
 	if s1 != s2 || s1 == s3 {
 		t.Error("secret derivation is not deterministic per master key")
 	}
 	// Without a usable master key nothing is accepted or minted.
-	weak := embedded.New(nil, []byte("short"), idx, "", "")
+	weak := embedded.New(nil, []byte("short"), idx, "", "", nil)
 	if _, _, ok := weak.ResolveKey(ctx, "bmk_AAAAAAAAAAAAAAAAAAAA"); ok {
 		t.Error("short master key accepted a key")
 	}
 	if _, err := weak.MintKey(ctx, "tenant-a"); err == nil {
 		t.Error("short master key minted a key")
+	}
+}
+
+type failingIndex struct{}
+
+func (failingIndex) LookupAccessKey(context.Context, string) (string, bool, error) {
+	return "", false, errors.New("database is locked")
+}
+
+// TestLogsThroughInjectedLogger: a failed key lookup is logged through the
+// logger the provider was built with.
+func TestLogsThroughInjectedLogger(t *testing.T) {
+	var buf bytes.Buffer
+	p := embedded.New(nil, []byte("a master key of 32 bytes........"), failingIndex{}, "", "", slog.New(slog.NewTextHandler(&buf, nil)))
+	if _, _, ok := p.ResolveKey(t.Context(), embedded.AccessKeyPrefix+"AAAAAAAAAAAAAAAAAAAA"); ok {
+		t.Fatal("a key resolved through a failing index")
+	}
+	if got := buf.String(); !strings.Contains(got, "key lookup failed") || !strings.Contains(got, "component=storage/embedded") {
+		t.Errorf("log = %q, want the failed lookup with the provider's component", got)
 	}
 }

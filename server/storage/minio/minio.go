@@ -55,6 +55,9 @@ type Config struct {
 	// Transport is the HTTP transport for every request; nil means the
 	// default.
 	Transport http.RoundTripper
+	// Logger is where the provider logs (minted and revoked keys); nil
+	// means nowhere.
+	Logger *slog.Logger
 }
 
 // Provider is a storage.Provider over MinIO.
@@ -110,7 +113,7 @@ func New(cfg Config) (*Provider, error) {
 		secure: secure,
 		s3:     s3c,
 		admin:  adm,
-		log:    slog.Default().With("component", "storage/minio"),
+		log:    storage.Logger(cfg.Logger, "storage/minio"),
 	}, nil
 }
 

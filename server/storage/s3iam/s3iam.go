@@ -79,6 +79,9 @@ type Config struct {
 	NamePrefix string
 	// HTTPClient sends every request; nil means the SDK's default.
 	HTTPClient *http.Client
+	// Logger is where the provider logs (minted and revoked keys, a
+	// failed cleanup); nil means nowhere.
+	Logger *slog.Logger
 }
 
 // Tigris returns the Config for Tigris with the given admin credentials.
@@ -140,7 +143,7 @@ func New(cfg Config) (*Provider, error) {
 			Credentials:  creds,
 			HTTPClient:   httpClient(cfg.HTTPClient),
 		}),
-		log: slog.Default().With("component", "storage/s3iam"),
+		log: storage.Logger(cfg.Logger, "storage/s3iam"),
 	}, nil
 }
 
