@@ -79,7 +79,7 @@ func (d *Daemon) Mount(ctx context.Context, req ipc.MountRequest) (ipc.MountStat
 		Logger:     d.log,
 	})
 	if err != nil {
-		return ipc.MountStatus{}, mountError("mount", err)
+		return ipc.MountStatus{}, mountError(err)
 	}
 	d.log.Info("mounted", "mount_point", mp, "profile", string(prof))
 	return d.MountStatus(ctx), nil
@@ -106,7 +106,7 @@ func (d *Daemon) remount(ctx context.Context) {
 // Unmount implements ipc.Mounter.
 func (d *Daemon) Unmount(ctx context.Context) (ipc.MountStatus, error) {
 	if err := d.mounts.Unmount(ctx); err != nil {
-		return ipc.MountStatus{}, mountError("unmount", err)
+		return ipc.MountStatus{}, mountError(err)
 	}
 	d.log.Info("unmounted")
 	return d.MountStatus(ctx), nil
@@ -121,8 +121,11 @@ func (d *Daemon) MountStatus(context.Context) ipc.MountStatus {
 	}
 }
 
-// mountError maps the mount package's errors to ipc's sentinels.
-func mountError(op string, err error) error {
+// mountError maps the mount package's errors to ipc's sentinels. Those
+// errors already name their operation ("unmount: not mounted"), so the
+// answer keeps their text as it is, and only adds the sentinel for
+// errors.Is: nothing is said twice.
+func mountError(err error) error {
 	for _, m := range []struct{ from, to error }{
 		{mount.ErrOverlap, ipc.ErrMountOverlap},
 		{mount.ErrAlreadyMounted, ipc.ErrAlreadyMounted},
@@ -130,8 +133,14 @@ func mountError(op string, err error) error {
 		{mount.ErrNotSupported, ipc.ErrMountUnsupported},
 	} {
 		if errors.Is(err, m.from) {
-			return fmt.Errorf("%s: %w: %v", op, m.to, err)
+			return &mappedError{sentinel: m.to, err: err}
 		}
 	}
-	return fmt.Errorf("%s: %w", op, err)
+	return err
 }
+
+// mappedError is err, which is also sentinel for errors.Is.
+type mappedError struct{ sentinel, err error }
+
+func (e *mappedError) Error() string   { return e.err.Error() }
+func (e *mappedError) Unwrap() []error { return []error{e.sentinel, e.err} }

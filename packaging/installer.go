@@ -32,10 +32,11 @@ func execRunner(ctx context.Context, name string, args ...string) ([]byte, error
 	return exec.CommandContext(ctx, name, args...).CombinedOutput()
 }
 
-// Result says what an install or uninstall did.
+// Result says what an install or uninstall did (`bm-agent install --json`
+// prints it: {"files": [...], "commands": [...]}).
 type Result struct {
 	// Files written or removed.
-	Files []string
+	Files []string `json:"files"`
 	// Commands run, for the user to see.
-	Commands []string
+	Commands []string `json:"commands"`
 }

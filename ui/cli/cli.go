@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
@@ -41,7 +42,14 @@ type LocalConfig struct {
 }
 
 // AddCommands adds the client commands to root.
+//
+// It also empties pflag.CommandLine: packages linked into bm-agent register
+// their own flags there when they load (rclone's --cpuprofile,
+// --memprofile, --stats, ...), and cobra adds that set to the root's
+// persistent flags when a command runs, so every command would show, take
+// and complete them.
 func AddCommands(root *cobra.Command, opts *Options) {
+	pflag.CommandLine = pflag.NewFlagSet(root.Name(), pflag.ContinueOnError)
 	root.PersistentFlags().StringVar(&opts.Socket, "socket", ipc.DefaultSocketPath(), "the daemon's socket")
 	root.PersistentFlags().BoolVar(&opts.JSON, "json", false, "print JSON instead of text (see 'JSON output' in the README)")
 	root.AddCommand(

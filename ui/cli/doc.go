@@ -28,20 +28,23 @@
 //
 // # JSON output
 //
-// Every command takes --json. One answer is one indented JSON object on
-// stdout; a stream is one compact JSON object per line. The shapes are the
+// Every command takes --json (README.md's "JSON output" says the same for
+// users). One answer is one indented JSON object on stdout; a stream is one
+// compact JSON object per line; keys are snake_case. The shapes are the
 // ipc package's wire types, so they change only when the local API does:
 //
 //	status                 ipc.Status
 //	status --watch         ipc.Event per line (kind snapshot|state|progress|login|notification)
-//	sync                   ipc.PassSummary
+//	sync                   ipc.PassSummary of the pass that ran for it
 //	history                ipc.History
 //	conflicts              ipc.Conflicts
 //	versions               ipc.Versions
 //	restore                ipc.RestoreResult
 //	logs [-f]              ipc.LogLine per line
-//	config get             the settings object; config get KEY: {"KEY": value}
-//	config set KEY VALUE   the settings after the change (+ "restart_required")
+//	config get             the settings object, with "sources": {"KEY": {"source", "name"}};
+//	                       config get KEY: {"KEY": value, "sources": {"KEY": ...}}
+//	config set KEY VALUE   the settings after the change (+ "restart_required",
+//	                       "pending", "overridden_by")
 //	doctor                 DoctorOutput {"ok", "checks": [ipc.DoctorCheck]}
 //	mount, unmount,
 //	mount-status           ipc.MountStatus
@@ -49,7 +52,7 @@
 //	login                  ipc.LoginStart then ipc.Status, one per line
 //	logout                 {"logged_in": false}
 //	setup                  SetupResult {"changed", "steps", "status"}
-//	install, uninstall     packaging.Result
+//	install, uninstall     packaging.Result {"files", "commands"}
 //
 // # Shell completion
 //

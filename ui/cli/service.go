@@ -57,7 +57,7 @@ func installCmd(opts *Options) *cobra.Command {
 			}
 			res, err := packaging.New().Install(cmd.Context(), p, !noStart)
 			if opts.JSON {
-				if jerr := printJSON(cmd.OutOrStdout(), res); jerr != nil {
+				if jerr := printJSON(cmd.OutOrStdout(), resultJSON(res)); jerr != nil {
 					return jerr
 				}
 				return err
@@ -90,7 +90,7 @@ func uninstallCmd(opts *Options) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res, err := packaging.New().Uninstall(cmd.Context())
 			if opts.JSON {
-				if jerr := printJSON(cmd.OutOrStdout(), res); jerr != nil {
+				if jerr := printJSON(cmd.OutOrStdout(), resultJSON(res)); jerr != nil {
 					return jerr
 				}
 				return err
@@ -105,4 +105,16 @@ func uninstallCmd(opts *Options) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// resultJSON is res as install and uninstall print it under --json: lists,
+// empty rather than null.
+func resultJSON(res packaging.Result) packaging.Result {
+	if res.Files == nil {
+		res.Files = []string{}
+	}
+	if res.Commands == nil {
+		res.Commands = []string{}
+	}
+	return res
 }

@@ -277,8 +277,12 @@ func (v *progressView) update(p ipc.Progress) {
 		v.bar.ChangeMax64(total)
 	}
 	desc := "Syncing"
+	if p.Pass != "" && p.Pass != "manual" {
+		// a pass that was running before this one was asked for: say so
+		desc += " (" + p.Pass + ")"
+	}
 	if p.FilesTotal > 0 {
-		desc = fmt.Sprintf("Syncing %d/%d files", p.FilesDone, p.FilesTotal)
+		desc += fmt.Sprintf(" %d/%d files", p.FilesDone, p.FilesTotal)
 	}
 	v.bar.Describe(desc)
 	_ = v.bar.Set64(p.BytesDone)
