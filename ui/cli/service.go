@@ -10,9 +10,12 @@ import (
 	"github.com/basicmachines-co/bm-agent/packaging"
 )
 
+// envServer names the server in the environment (cloudapi.EnvHost).
+const envServer = "BASIC_MEMORY_CLOUD_HOST"
+
 // serviceEnv are the variables a service inherits from the shell that
 // installs it, so it talks to the same cloud as the CLI.
-var serviceEnv = []string{"BASIC_MEMORY_CLOUD_HOST", "BASIC_MEMORY_CLOUD_DOMAIN", "BASIC_MEMORY_CLOUD_CLIENT_ID", "BM_AGENT_KEYRING"}
+var serviceEnv = []string{envServer, "BASIC_MEMORY_CLOUD_DOMAIN", "BASIC_MEMORY_CLOUD_CLIENT_ID", "BM_AGENT_KEYRING"}
 
 // serviceParams describes an install of the running binary.
 func serviceParams(folder, home string) (packaging.Params, error) {

@@ -133,6 +133,7 @@ func TestServerFlag(t *testing.T) {
 		daemon     bool
 		running    string // the daemon's cloud_host
 		overridden bool
+		env        string // BASIC_MEMORY_CLOUD_HOST where the CLI runs
 		args       []string
 		code       int
 		wantSet    string  // ConfigSet calls through the daemon
@@ -154,11 +155,15 @@ func TestServerFlag(t *testing.T) {
 			wantSaved: []saved{{"", "cloud_host", "https://bm.example"}}},
 		{name: "setup: no daemon: saved before the service is installed", args: []string{"setup", "--server", "https://bm.example", "--home", "/h", "--device", "--no-browser"},
 			wantSaved: []saved{{"/h", "cloud_host", "https://bm.example"}}, wantOut: "[done] server: https://bm.example, saved in bm-agent's config"},
+		{name: "setup: a server variable here would win in the service", env: "https://env.example",
+			args: []string{"setup", "--server", "https://bm.example"}, code: ExitUsage,
+			wantErr: "BASIC_MEMORY_CLOUD_HOST=https://env.example is set here"},
 		{name: "setup: the server the daemon uses already", daemon: true, running: "https://bm.example",
 			args: []string{"setup", "--server", "https://bm.example"}, wantSet: "cloud_host=https://bm.example", wantOut: "[ok  ] server: https://bm.example"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("BASIC_MEMORY_CLOUD_HOST", tt.env)
 			after := loggedIn
 			f := &fakeDaemon{status: ipc.Status{State: ipc.StateLoggedOut, Folder: "/n", Version: "v1"}, afterLogin: &after,
 				config: map[string]any{"cloud_host": tt.running}}

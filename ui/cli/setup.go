@@ -150,6 +150,10 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 	// 0. the server, saved where the service finds it
 	if sf.server != "" {
 		url := strings.TrimRight(strings.TrimSpace(sf.server), "/")
+		if v := os.Getenv(envServer); v != "" && strings.TrimRight(v, "/") != url {
+			// the service would inherit it (serviceParams), and it comes first
+			return res, usageErrorf("setup --server %s: %s=%s is set here, and a service installed from here would take it over the saved server: unset it, or use that server", url, envServer, v)
+		}
 		changed, err := useServer(ctx, c, sf.save, sf.home, url)
 		if err != nil {
 			return res, fmt.Errorf("setup: %w", err)
