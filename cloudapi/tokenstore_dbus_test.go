@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/zalando/go-keyring"
+
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 )
 
 // TestKeyringOverDBus runs the store against a real gnome-keyring on a
@@ -47,12 +49,8 @@ func TestKeyringOverDBus(t *testing.T) {
 		t.Skip("short mode")
 	}
 	for _, tool := range []string{"dbus-run-session", "gnome-keyring-daemon"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not installed (Debian packages dbus and gnome-keyring, see .ci/apt-packages)", tool)
-			}
-			t.Skipf("%s not installed (Debian packages dbus and gnome-keyring)", tool)
-		}
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, tool+" (Debian packages dbus and gnome-keyring, see .ci/apt-packages)", err)
 	}
 	self, err := os.Executable()
 	if err != nil {

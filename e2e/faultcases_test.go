@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/e2e/harness"
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -190,12 +191,7 @@ func TestFaultsFolder(t *testing.T) {
 
 	// covered by an empty mount: held; uncovered, it syncs by itself
 	snapshot()
-	if err := mountTmpfs(r.a.Folder, "1m"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mount a tmpfs over the folder (CI runs as root): %v", err)
-		}
-		t.Logf("cannot mount here (%v): skipping the empty-mount case", err)
-	} else {
+	if err := mountTmpfs(r.a.Folder, "1m"); testenv.Optional(t, "a tmpfs mount over the folder, for the empty-mount case (CI runs as root)", err) {
 		st = r.status("covered", 30*time.Second, func(st ipc.Status) bool { return st.Hold != nil })
 		t.Logf("covered by an empty mount: %s", st.Hold.Message)
 		unchanged("covered")
@@ -427,10 +423,7 @@ func TestFaultsFullDisk(t *testing.T) {
 	if err := mountTmpfs(mnt, "2m"); err != nil {
 		os.Remove(mnt)
 		os.Rename(parked, mnt)
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mount a small tmpfs (CI runs as root): %v", err)
-		}
-		t.Skipf("cannot mount here: %v", err)
+		testenv.Require(t, "a small tmpfs mount (CI runs as root)", err)
 	}
 	t.Cleanup(func() { unmount(mnt) })
 	if out, err := exec.Command("cp", "-a", parked+"/.", mnt+"/").CombinedOutput(); err != nil {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 )
 
 func TestSystemdUnitQuoting(t *testing.T) {
@@ -45,12 +47,7 @@ func TestSystemdUnitQuoting(t *testing.T) {
 // systemd-analyze, against a real executable.
 func TestSystemdUnitVerifies(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("systemd-analyze is missing (Debian package systemd)")
-		}
-		t.Skip("systemd-analyze not installed")
-	}
+	testenv.Require(t, "systemd-analyze (Debian package systemd)", err)
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "bm agent")
 	if err := os.WriteFile(agent, []byte("#!/bin/sh\n"), 0o755); err != nil {

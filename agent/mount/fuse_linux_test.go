@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/internal/syncbuf"
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 	"github.com/basicmachines-co/bm-agent/server/s3embed/s3test"
 )
 
@@ -63,12 +64,7 @@ func requireFUSE(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real FUSE mount: skipped in -short mode")
 	}
-	if err := checkPlatform(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must be able to mount (install fuse3, allow /dev/fuse): %v", err)
-		}
-		t.Skipf("cannot mount here: %v", err)
-	}
+	testenv.Require(t, "a FUSE mount (install fuse3, allow /dev/fuse)", checkPlatform())
 }
 
 // s3env is an embedded S3 endpoint on loopback with one bucket.

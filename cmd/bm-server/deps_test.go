@@ -5,6 +5,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 )
 
 // TestLinksNoTestSupport fails if bm-server links a test-support package of
@@ -12,9 +14,7 @@ import (
 // server (miniotest, pgtest, s3test, storagetest), the end-to-end harness.
 func TestLinksNoTestSupport(t *testing.T) {
 	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go command: %v", err)
-	}
+	testenv.Require(t, "the go command", err)
 	out, err := exec.Command(gobin, "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
 	if err != nil {
 		t.Fatalf("go list -deps: %v", err)

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 )
 
 // ErrNotInstalled is returned by Start when no PostgreSQL binaries are found.
@@ -265,8 +267,8 @@ func (sh *Shared) Get(tb testing.TB) *Server {
 		sh.srv, sh.err = Start(ctx)
 	})
 	if sh.err != nil {
-		if errors.Is(sh.err, ErrNotInstalled) && os.Getenv("CI") == "" {
-			tb.Skip(sh.err)
+		if errors.Is(sh.err, ErrNotInstalled) {
+			testenv.Require(tb, "PostgreSQL", sh.err)
 		}
 		tb.Fatal(sh.err)
 	}

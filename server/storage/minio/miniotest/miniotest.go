@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/storage/minio"
 )
@@ -60,13 +61,7 @@ func Start(t testing.TB) *Server {
 // Need skips t because err says there is no MinIO, or fails it under CI.
 func Need(t testing.TB, err error) {
 	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("MinIO is required under CI: %v", err)
-	}
-	t.Skipf("MinIO not available: %v", err)
+	testenv.Require(t, "MinIO", err)
 }
 
 // StartServer runs a MinIO until Stop (for TestMain).
