@@ -22,6 +22,7 @@ const (
 	ReasonDeleted     = "deleted"     // a pass deleted it, as it was deleted on the other side
 	ReasonConflict    = "conflict"    // it changed while a pass replaced it; also kept as a conflict file
 	ReasonRestored    = "restored"    // a restore replaced it
+	ReasonResolved    = "resolved"    // settling a conflict replaced or removed it (the version not chosen)
 )
 
 // Version is one kept version of a note.

@@ -33,11 +33,14 @@ const (
 	ReasonConflict = "conflict"
 	// ReasonRestored: a restore replaced it with an older version.
 	ReasonRestored = "restored"
+	// ReasonResolved: settling a conflict replaced or removed it (the
+	// version not chosen).
+	ReasonResolved = "resolved"
 )
 
 // Reasons lists the reasons a version can be kept for.
 func Reasons() []string {
-	return []string{ReasonOverwritten, ReasonDeleted, ReasonConflict, ReasonRestored}
+	return []string{ReasonOverwritten, ReasonDeleted, ReasonConflict, ReasonRestored, ReasonResolved}
 }
 
 // Errors of the stores.

@@ -56,7 +56,7 @@ func AddCommands(root *cobra.Command, opts *Options) {
 		setupCmd(opts),
 		withServerFlag(loginCmd(opts), opts), logoutCmd(opts), statusCmd(opts), syncCmd(opts),
 		pauseCmd(opts), resumeCmd(opts),
-		historyCmd(opts), conflictsCmd(opts), versionsCmd(opts), restoreCmd(opts),
+		historyCmd(opts), conflictsCmd(opts), resolveCmd(opts), versionsCmd(opts), restoreCmd(opts),
 		logsCmd(opts), configCmd(opts), doctorCmd(opts),
 		mountCmd(opts), unmountCmd(opts), mountStatusCmd(opts),
 		installCmd(opts), uninstallCmd(opts),

@@ -49,7 +49,9 @@ func writeConflicts(w io.Writer, cs ipc.Conflicts, loc *time.Location) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Time.In(loc).Format("2006-01-02 15:04:05"), c.Device, humanSize(c.Size), c.Original, c.Path)
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "\nEach conflict file is another version of its note. Merge what you want to keep into the note, then delete the conflict file: bm-agent syncs both changes.")
+	fmt.Fprintln(w, "\nEach conflict file is another version of its note; FROM is the device it came from (its device_name), or the bucket (cloud).")
+	fmt.Fprintln(w, "Settle one with bm-agent resolve NOTE --keep mine|theirs|both (--conflict FILE when a note has several),")
+	fmt.Fprintln(w, "or merge what you want into the note and delete the conflict file: bm-agent syncs both changes.")
 }
 
 // humanSize prints a byte count for people.
