@@ -62,3 +62,18 @@ func TestNoRcloneFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestRunFlagsAreSettings: each flag of `bm-agent run` that is a setting is
+// passed to the resolver under its setting's key, and is one of run's flags.
+func TestRunFlagsAreSettings(t *testing.T) {
+	root, _ := newRoot()
+	run, _, err := root.Find([]string{"run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, name := range runFlags {
+		if run.Flags().Lookup(strings.TrimPrefix(name, "--")) == nil {
+			t.Errorf("setting %s: run has no %s", key, name)
+		}
+	}
+}
