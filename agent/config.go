@@ -33,6 +33,13 @@ type Config struct {
 	MaxWait  Duration `json:"max_wait,omitempty"`
 	// Device names this machine in conflict files and key descriptions.
 	Device string `json:"device,omitempty"`
+	// DeviceName is the name the person gave this device (`config set
+	// device_name`); when set it is the Device (conflict files carry a
+	// file-name-safe slug of it).
+	DeviceName string `json:"device_name,omitempty"`
+	// Notifications: "off" turns the tray's desktop notifications off
+	// (the tray reads it before each one); "" or "on" leaves them on.
+	Notifications string `json:"notifications,omitempty"`
 	// Profile is the sync profile of normal passes: "safe", "balanced"
 	// (the default) or "fast"; `bm-agent sync --profile` overrides it for
 	// one pass.
@@ -172,6 +179,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Profile == "" {
 		c.Profile = ProfileBalanced
+	}
+	if c.DeviceName != "" {
+		c.Device = c.DeviceName
 	}
 	if c.Device == "" {
 		c.Device, _ = os.Hostname()

@@ -108,6 +108,8 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 		d.versions.days = num
 	case "versions_max_mb":
 		d.versions.maxBytes = int64(num) << 20
+	case "notifications": // the tray reads it through ConfigGet
+		d.cfg.Notifications = file.Notifications
 	}
 	d.mu.Unlock()
 	if key == "versions_days" || key == "versions_max_mb" {

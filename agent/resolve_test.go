@@ -163,3 +163,35 @@ func sameFiles(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// TestResolveDeviceName: `config set device_name` names the device (the
+// engine's Device, which conflict files carry) over the hostname.
+func TestResolveDeviceName(t *testing.T) {
+	home := t.TempDir()
+	in := Inputs{Flags: Config{Home: home}, FlagNames: map[string]string{"home": "--home"}, Getenv: func(string) string { return "" }}
+	cfg, err := ResolveConfig(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host, _ := os.Hostname(); host != "" && cfg.Device != host {
+		t.Errorf("default device = %q, want the hostname %q", cfg.Device, host)
+	}
+	if _, _, err := saveSetting(home, "device_name", "Paul's Laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = ResolveConfig(in); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Device != "Paul's Laptop" {
+		t.Errorf("device = %q, want the device_name", cfg.Device)
+	}
+	if _, _, err := saveSetting(home, "notifications", "Off"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := saveSetting(home, "notifications", "sometimes"); !errors.Is(err, ipc.ErrInvalid) {
+		t.Errorf("notifications sometimes: %v, want ErrInvalid", err)
+	}
+	if cfg, err = ResolveConfig(in); err != nil || cfg.Notifications != "off" {
+		t.Errorf("notifications = %q, %v; want off", cfg.Notifications, err)
+	}
+}

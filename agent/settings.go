@@ -134,6 +134,19 @@ var settings = []setting{
 	{key: "device", restart: true,
 		isSet: func(c *Config) bool { return c.Device != "" }, copy: func(d, s *Config) { d.Device = s.Device },
 		parse: func(c *Config, v string) error { c.Device = v; return nil }},
+	{key: "device_name", restart: true,
+		isSet: func(c *Config) bool { return c.DeviceName != "" }, copy: func(d, s *Config) { d.DeviceName = s.DeviceName },
+		parse: func(c *Config, v string) error { c.DeviceName = v; return nil }},
+	{key: "notifications",
+		isSet: func(c *Config) bool { return c.Notifications != "" }, copy: func(d, s *Config) { d.Notifications = s.Notifications },
+		parse: func(c *Config, v string) error {
+			v = strings.ToLower(v)
+			if v != "" && v != "on" && v != "off" {
+				return fmt.Errorf("%w: %q: want on or off", ipc.ErrInvalid, v)
+			}
+			c.Notifications = v
+			return nil
+		}},
 	{key: "cloud_host", env: cloudapi.EnvHost, restart: true,
 		isSet: func(c *Config) bool { return c.CloudHost != "" }, copy: func(d, s *Config) { d.CloudHost = s.CloudHost },
 		parse: func(c *Config, v string) (err error) { c.CloudHost, err = parseURL(v); return err }},
