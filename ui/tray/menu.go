@@ -1,115 +1,553 @@
-// Package tray is bm-tray's menu: a model built from the daemon's ipc
-// status (pure, testable) and the systray wiring that shows it. The tray is a
-// pure client of the daemon: it never touches sync state itself.
+// Package tray is bm-tray: a menu model built from the daemon's watch
+// stream (pure, table-tested), the icons that name each state, and the
+// systray wiring that shows them. The tray is a pure client of the daemon:
+// it never touches sync state itself.
 package tray
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/ui/tray/icons"
 )
 
-// Model is what the tray shows for one daemon status.
-type Model struct {
-	Tooltip     string
-	StatusLine  string
-	AccountLine string
-	LastSync    string
-	CanSync     bool
-	Paused      bool
-	LoggedIn    bool
-	LoginURL    string
-	// LoginDevice offers "Log in (device code)": no browser opens here.
-	LoginDevice bool
-	// SubscribeURL is where to subscribe, when the account has no active
-	// subscription.
-	SubscribeURL string
+// View is what the tray knows: the daemon's last status and progress (from
+// the watch stream), the lists it fetched when the status changed, and
+// whether the daemon can be reached. [BuildModel] turns it into a menu.
+type View struct {
+	Status ipc.Status
+	// Err is why the daemon cannot be reached (nil while the watch stream
+	// is up); an error wrapping ipc.ErrNoDaemon means it is not running.
+	Err error
+	// Progress is the running pass's, from the last progress event.
+	Progress *ipc.Progress
+	// History is the last passes, newest first.
+	History []ipc.PassSummary
+	// Conflicts are the conflict files in the notes folder.
+	Conflicts []ipc.Conflict
+	// Deleted are the notes deleted and not back (nil: versions are off
+	// or unknown); DaysKept is how long versions are kept (0: off).
+	Deleted  []ipc.Version
+	DaysKept int
+	// Starting: the tray started the daemon and waits for it to answer;
+	// StartErr is why starting it failed.
+	Starting bool
+	StartErr string
+	// NoBrowser: no browser can be opened here (offer a device login).
+	NoBrowser bool
 }
 
-// Menu labels of the login items.
-const (
-	LoginLabel       = "Log in…"
-	LoginDeviceLabel = "Log in (device code)"
-)
-
-// BuildModel turns a status (or the error reaching the daemon) into a menu.
-func BuildModel(st ipc.Status, err error, now time.Time) Model {
-	return BuildModelNoBrowser(st, err, now, false)
-}
-
-// BuildModelNoBrowser is [BuildModel] for a desktop where no browser can be
-// opened (noBrowser): a logged-out menu then offers a device-code login.
-func BuildModelNoBrowser(st ipc.Status, err error, now time.Time, noBrowser bool) Model {
-	if err != nil {
-		return Model{Tooltip: "Basic Memory: agent not running", StatusLine: "Agent not running"}
+// Apply returns the view after one event of the watch stream: a snapshot
+// or state event replaces the status (and ends the progress of a pass that
+// is over), a progress event replaces the progress. The stream being up
+// means the daemon answers.
+func (v View) Apply(ev ipc.Event) View {
+	switch ev.Kind {
+	case ipc.EventSnapshot, ipc.EventState, ipc.EventLogin:
+		if ev.Status == nil {
+			return v
+		}
+		v.Status = ev.Status.Clone()
+		v.Err, v.Starting, v.StartErr = nil, false, ""
+		if v.Status.State != ipc.StateSyncing {
+			v.Progress = nil
+		}
+	case ipc.EventProgress:
+		if ev.Progress != nil {
+			p := *ev.Progress
+			v.Progress = &p
+		}
 	}
-	m := Model{LoggedIn: st.LoggedIn, Paused: st.Paused, LoginURL: st.LoginURL}
+	return v
+}
+
+// NeedsLists reports whether the lists (history, conflicts, deleted notes)
+// must be fetched again after the view went from old to v: the daemon came
+// back, a pass ended, the state or the login changed.
+func NeedsLists(old, v View) bool {
+	if v.Err != nil {
+		return false
+	}
+	if old.Err != nil || old.Status.State != v.Status.State || old.Status.LoggedIn != v.Status.LoggedIn ||
+		old.Status.Folder != v.Status.Folder {
+		return true
+	}
+	a, b := old.Status.LastSync, v.Status.LastSync
+	return (a == nil) != (b == nil) || (a != nil && !a.Start.Equal(b.Start))
+}
+
+// Item is one menu entry.
+type Item struct {
+	Label   string
+	Enabled bool
+	Visible bool
+}
+
+func shown(label string) Item         { return Item{Label: label, Enabled: true, Visible: true} }
+func info(label string) Item          { return Item{Label: label, Visible: true} }
+func disabled(label, why string) Item { return Item{Label: label + " — " + why, Visible: true} }
+func hidden(label string) Item        { return Item{Label: label} }
+func enabledIf(ok bool, label, why string) Item {
+	if ok {
+		return shown(label)
+	}
+	return disabled(label, why)
+}
+
+// Entry is one entry of a list submenu (Recent changes, Recently deleted).
+type Entry struct {
+	Label string
+	// Path is the note (relative to the notes folder) it is about, if any.
+	Path string
+	// Version is the kept version to restore (Recently deleted).
+	Version string
+	Enabled bool
+}
+
+// ConflictEntry is one conflict of the Conflicts submenu; its submenu
+// settles it ([ConflictActions]).
+type ConflictEntry struct {
+	Label string
+	// Original is the note, Path the conflict file (both relative to the
+	// notes folder).
+	Original, Path string
+}
+
+// Labels of the menu's fixed items.
+const (
+	LoginLabel         = "Log in…"
+	LoginDeviceLabel   = "Log in (device code)"
+	LogoutLabel        = "Log out"
+	SubscribeLabel     = "Subscribe…"
+	StartLabel         = "Start bm-agent"
+	StartingLabel      = "Starting bm-agent…"
+	SyncNowLabel       = "Sync now"
+	PauseLabel         = "Pause syncing"
+	Pause30Label       = "Pause for 30 minutes"
+	Pause1hLabel       = "Pause for 1 hour"
+	PauseTomorrowLabel = "Pause until tomorrow"
+	ResumeLabel        = "Resume syncing"
+	OpenFolderLabel    = "Open notes folder"
+	RecentLabel        = "Recent changes"
+	ConflictsLabel     = "Conflicts"
+	DeletedLabel       = "Recently deleted"
+	RestoreAllLabel    = "Restore all"
+	OpenLogsLabel      = "Open logs"
+	QuitLabel          = "Quit"
+)
+
+// The actions of a conflict's submenu, in order.
+const (
+	KeepMineLabel   = "Keep mine"
+	KeepTheirsLabel = "Keep theirs"
+	KeepBothLabel   = "Keep both"
+	ShowBothLabel   = "Show both"
+)
+
+// ConflictActions are a conflict's submenu labels and the Keep each sends
+// ("" : Show both, which opens both files).
+var ConflictActions = []struct{ Label, Keep string }{
+	{KeepMineLabel, ipc.KeepMine},
+	{KeepTheirsLabel, ipc.KeepTheirs},
+	{KeepBothLabel, ipc.KeepBoth},
+	{ShowBothLabel, ""},
+}
+
+// MaxEntries bounds each list submenu; the rest is one "… and N more" line.
+const MaxEntries = 10
+
+// Model is the menu for one [View]: every fixed item, the lists, and the
+// icon. It is a pure function of the view and the time.
+type Model struct {
+	Icon    icons.State
+	Tooltip string
+
+	Status, LastSync, Account Item
+	Start, SyncNow            Item
+	// Pause is the submenu of Pause30, Pause1h and PauseTomorrow.
+	Pause, Pause30, Pause1h, PauseTomorrow, Resume Item
+	OpenFolder                                     Item
+	Recent                                         Item
+	RecentEntries                                  []Entry
+	Conflicts                                      Item
+	ConflictEntries                                []ConflictEntry
+	// ConflictsMore is the "… and N more" line ("" : none).
+	ConflictsMore string
+	Deleted       Item
+	// DeletedEntries ends with "Restore all" when there is more than one.
+	DeletedEntries                        []Entry
+	Login, LoginDevice, Subscribe, Logout Item
+	OpenLogs, Quit                        Item
+
+	// Folder is the notes folder; LoginURL and SubscribeURL the pages to
+	// open.
+	Folder, LoginURL, SubscribeURL string
+}
+
+// BuildModel turns the view into a menu at time now (whose location is the
+// one times are shown in).
+func BuildModel(v View, now time.Time) Model {
+	st := v.Status
+	m := Model{Quit: shown(QuitLabel), Folder: st.Folder}
+	if v.Err != nil {
+		return notRunning(m, v)
+	}
+	m.Icon = iconFor(v)
+	m.Status = info(statusLine(v, now))
+	m.Tooltip = "Basic Memory: " + m.Status.Label
+	m.LastSync = info(lastSyncLine(st.LastSync, now))
+	m.Start = hidden(StartLabel)
+	m.LoginURL, m.SubscribeURL = st.LoginURL, st.SubscribeURL
+
+	loggedIn := st.LoggedIn && st.State != ipc.StateLoginRequired && st.State != ipc.StateLoggedOut
+	switch {
+	case loggedIn:
+		m.Account = info("Account: " + st.Account)
+	case st.State == ipc.StateLoginRequired:
+		m.Account = info("Login required")
+	default:
+		m.Account = info("Not logged in")
+	}
+
+	// Sync now, with the reason it cannot run.
+	var why string
+	switch {
+	case !loggedIn:
+		why = "not logged in"
+	case st.Hold != nil && st.Hold.NeedsForce:
+		why = "held (bm-agent sync --force)"
+	case st.Paused:
+		why = "paused"
+	case st.State == ipc.StateSubscriptionRequired:
+		why = "subscription required"
+	case st.State == ipc.StateSyncing:
+		why = "syncing"
+	case st.State == ipc.StateStarting:
+		why = "starting"
+	}
+	m.SyncNow = enabledIf(why == "", SyncNowLabel, why)
+
+	if st.Paused {
+		m.Pause, m.Pause30, m.Pause1h, m.PauseTomorrow = hidden(PauseLabel), hidden(Pause30Label), hidden(Pause1hLabel), hidden(PauseTomorrowLabel)
+		m.Resume = shown(ResumeLabel)
+	} else {
+		m.Pause = enabledIf(loggedIn, PauseLabel, "not logged in")
+		m.Pause30, m.Pause1h, m.PauseTomorrow = shown(Pause30Label), shown(Pause1hLabel), shown(PauseTomorrowLabel)
+		m.Resume = hidden(ResumeLabel)
+	}
+
+	m.OpenFolder = enabledIf(st.Folder != "", OpenFolderLabel, "no folder set")
+
+	m.RecentEntries = recentEntries(v.History, now)
+	m.Recent = enabledIf(len(m.RecentEntries) > 0, RecentLabel, "none yet")
+
+	for i, c := range v.Conflicts {
+		if i == MaxEntries {
+			m.ConflictsMore = fmt.Sprintf("… and %d more (bm-agent conflicts)", len(v.Conflicts)-MaxEntries)
+			break
+		}
+		m.ConflictEntries = append(m.ConflictEntries, ConflictEntry{
+			Label: conflictLabel(c, now), Original: c.Original, Path: c.Path,
+		})
+	}
+	if n := len(v.Conflicts); n > 0 {
+		m.Conflicts = shown(fmt.Sprintf("%s (%d)", ConflictsLabel, n))
+	} else {
+		m.Conflicts = disabled(ConflictsLabel, "none")
+	}
+
+	switch {
+	case v.DaysKept == 0:
+		m.Deleted = disabled(DeletedLabel, "versions are off")
+	case len(v.Deleted) == 0:
+		m.Deleted = disabled(DeletedLabel, "none")
+	default:
+		m.Deleted = shown(DeletedLabel)
+		for i, d := range v.Deleted {
+			if i == MaxEntries {
+				m.DeletedEntries = append(m.DeletedEntries, Entry{Label: fmt.Sprintf("… and %d more (bm-agent versions)", len(v.Deleted)-MaxEntries)})
+				break
+			}
+			m.DeletedEntries = append(m.DeletedEntries, Entry{
+				Label: "Restore " + d.Path + " (deleted " + clock(d.Kept, now) + ")", Path: d.Path, Version: d.ID, Enabled: true,
+			})
+		}
+		if len(v.Deleted) > 1 {
+			m.DeletedEntries = append(m.DeletedEntries, Entry{Label: fmt.Sprintf("%s %d", RestoreAllLabel, len(v.Deleted)), Enabled: true})
+		}
+	}
+
+	m.Login, m.LoginDevice, m.Subscribe, m.Logout = hidden(LoginLabel), hidden(LoginDeviceLabel), hidden(SubscribeLabel), hidden(LogoutLabel)
+	if loggedIn {
+		m.Logout = shown(LogoutLabel)
+	} else {
+		m.Login = shown(LoginLabel)
+		if v.NoBrowser {
+			m.LoginDevice = shown(LoginDeviceLabel)
+		}
+	}
+	if st.State == ipc.StateSubscriptionRequired && st.SubscribeURL != "" {
+		m.Subscribe = shown(SubscribeLabel)
+	}
+	m.OpenLogs = shown(OpenLogsLabel)
+	return m
+}
+
+// notRunning is the menu while no daemon answers.
+func notRunning(m Model, v View) Model {
+	m.Icon = icons.NotRunning
+	m.Status = info("Agent not running")
+	if v.StartErr != "" {
+		m.Status = info("Agent not running: " + v.StartErr)
+	} else if !errors.Is(v.Err, ipc.ErrNoDaemon) {
+		m.Status = info("Agent not answering")
+	}
+	m.Tooltip = "Basic Memory: " + m.Status.Label
+	m.LastSync, m.Account = hidden(""), hidden("")
+	if v.Starting {
+		m.Start = info(StartingLabel)
+	} else {
+		m.Start = shown(StartLabel)
+	}
+	const why = "agent not running"
+	m.SyncNow = disabled(SyncNowLabel, why)
+	m.Pause, m.Pause30, m.Pause1h, m.PauseTomorrow = disabled(PauseLabel, why), hidden(Pause30Label), hidden(Pause1hLabel), hidden(PauseTomorrowLabel)
+	m.Resume = hidden(ResumeLabel)
+	m.OpenFolder = enabledIf(m.Folder != "", OpenFolderLabel, why)
+	m.Recent, m.Conflicts, m.Deleted = hidden(RecentLabel), hidden(ConflictsLabel), hidden(DeletedLabel)
+	m.Login, m.LoginDevice, m.Subscribe, m.Logout = hidden(LoginLabel), hidden(LoginDeviceLabel), hidden(SubscribeLabel), hidden(LogoutLabel)
+	m.OpenLogs = disabled(OpenLogsLabel, why)
+	return m
+}
+
+// iconFor picks the icon: the most urgent thing a person should know.
+func iconFor(v View) icons.State {
+	st := v.Status
+	switch {
+	case st.State == ipc.StateLoggedOut || st.State == ipc.StateLoginRequired || !st.LoggedIn:
+		return icons.LoggedOut
+	case st.Hold != nil:
+		return icons.Attention
+	case st.State.Unreachable():
+		return icons.Offline
+	case st.State == ipc.StateError || st.State == ipc.StateSubscriptionRequired ||
+		len(st.NotSyncing) > 0 || len(v.Conflicts) > 0 || (st.LastSync != nil && st.LastSync.Conflicts > 0 && v.Conflicts == nil):
+		return icons.Attention
+	case st.Paused || st.State == ipc.StatePaused:
+		return icons.Paused
+	case st.State == ipc.StateSyncing || st.State == ipc.StateStarting:
+		return icons.Syncing
+	default:
+		return icons.UpToDate
+	}
+}
+
+// statusLine is the menu's first line.
+func statusLine(v View, now time.Time) string {
+	st := v.Status
 	switch {
 	case st.Hold != nil && (st.Hold.NeedsForce || st.Hold.Reason == ipc.HoldMaxDelete):
-		m.StatusLine = "Paused: too many deletes — run bm-agent sync --force"
-		if st.Hold.Reason != ipc.HoldMaxDelete {
-			m.StatusLine = "Paused: " + st.Hold.Message + " — run bm-agent sync --force"
+		if st.Hold.Reason == ipc.HoldMaxDelete {
+			return "Paused: too many deletes — run bm-agent sync --force"
 		}
+		return "Paused: " + st.Hold.Message + " — run bm-agent sync --force"
 	case st.Hold != nil && st.Hold.Reason == ipc.HoldResyncRequired:
-		m.StatusLine = "Paused: " + st.Hold.Message + " — run bm-agent sync --resync"
+		return "Paused: " + st.Hold.Message + " — run bm-agent sync --resync"
 	case st.Hold != nil:
-		m.StatusLine = "Waiting: " + st.Hold.Message
+		return "Waiting: " + st.Hold.Message
 	case st.Paused && st.PausedUntil != nil:
-		m.StatusLine = "Paused until " + st.PausedUntil.In(now.Location()).Format("15:04")
+		return "Paused until " + clock(*st.PausedUntil, now)
 	case !st.LoggedIn && st.LoginUserCode != "":
-		m.StatusLine = "Log in: enter " + st.LoginUserCode + " at " + st.LoginURL
-	case st.State == ipc.StateSubscriptionRequired:
-		m.StatusLine = "Subscription required"
-		m.SubscribeURL = st.SubscribeURL
-	default:
-		m.StatusLine = stateLine(st)
+		return "Log in: enter " + st.LoginUserCode + " at " + st.LoginURL
+	case st.State == ipc.StateSyncing && v.Progress != nil && v.Progress.FilesTotal > 0:
+		return fmt.Sprintf("Syncing %d of %d files", v.Progress.FilesDone, v.Progress.FilesTotal)
 	}
-	if st.LoggedIn {
-		m.AccountLine = "Account: " + st.Account
-		m.CanSync = !st.Paused && st.State != ipc.StateSubscriptionRequired
-	} else {
-		m.AccountLine = "Not logged in"
-		m.LoginDevice = noBrowser
+	line := stateLine(st)
+	if n := len(st.NotSyncing); n > 0 && (st.State == ipc.StateIdle || st.State == ipc.StateSyncing) {
+		line += fmt.Sprintf(" — %d %s cannot sync", n, plural(n, "file", "files"))
+	} else if n := len(v.Conflicts); n > 0 && st.State == ipc.StateIdle {
+		line += fmt.Sprintf(" — %d %s", n, plural(n, "conflict", "conflicts"))
 	}
-	if ls := st.LastSync; ls != nil {
-		m.LastSync = fmt.Sprintf("Last sync %s ago", now.Sub(ls.Start).Round(time.Second))
-	} else {
-		m.LastSync = "Never synced"
+	if st.State.Unreachable() && st.OfflineSince != nil {
+		line += " since " + clock(*st.OfflineSince, now)
 	}
-	m.Tooltip = "Basic Memory: " + m.StatusLine
-	return m
+	return line
 }
 
 // stateLine names a state for the menu.
 func stateLine(st ipc.Status) string {
-	var line string
 	switch st.State {
 	case ipc.StateIdle:
-		line = "Up to date"
+		return "Up to date"
 	case ipc.StateSyncing:
-		line = "Syncing…"
+		return "Syncing…"
 	case ipc.StatePaused:
-		line = "Paused"
+		return "Paused"
 	case ipc.StateOffline:
-		line = "Offline"
+		return "Offline"
 	case ipc.StateServerUnreachable:
-		line = "Server unreachable"
+		return "Server unreachable"
 	case ipc.StateBucketUnreachable:
-		line = "Storage unreachable"
+		return "Storage unreachable"
 	case ipc.StateLoggedOut:
-		line = "Logged out"
+		return "Logged out"
 	case ipc.StateLoginRequired:
-		line = "Login required"
+		return "Login required"
 	case ipc.StateSubscriptionRequired:
-		line = "Subscription required"
+		return "Subscription required"
 	case ipc.StateError:
-		line = "Error: " + st.Error
+		return "Error: " + st.Error
 	default:
-		line = "Starting…"
+		return "Starting…"
 	}
-	if st.State.Unreachable() && st.OfflineSince != nil {
-		line += " since " + st.OfflineSince.Local().Format("15:04")
+}
+
+// lastSyncLine says when the last pass ran (a time, not "ago": the menu
+// changes only when the daemon says something).
+func lastSyncLine(ls *ipc.PassSummary, now time.Time) string {
+	switch {
+	case ls == nil:
+		return "Never synced"
+	case ls.Error != "":
+		return "Last sync failed at " + clock(ls.Start, now)
+	default:
+		return "Last sync at " + clock(ls.Start, now)
 	}
-	return line
+}
+
+// recentEntries lists the last passes that changed something, newest
+// first: the daemon's history carries counts, not paths, so each entry is
+// a pass (it opens the notes folder).
+func recentEntries(passes []ipc.PassSummary, now time.Time) []Entry {
+	var out []Entry
+	for _, p := range passes {
+		if len(out) == MaxEntries {
+			break
+		}
+		var parts []string
+		add := func(n int, one, many string) {
+			if n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, plural(n, one, many)))
+			}
+		}
+		add(p.Uploaded, "uploaded", "uploaded")
+		add(p.Downloaded, "downloaded", "downloaded")
+		add(p.DeletedLocal+p.DeletedRemote, "deleted", "deleted")
+		add(p.Conflicts, "conflict", "conflicts")
+		if len(parts) == 0 || p.DryRun {
+			continue
+		}
+		out = append(out, Entry{Label: clock(p.Start, now) + ": " + strings.Join(parts, ", "), Enabled: true})
+	}
+	return out
+}
+
+func conflictLabel(c ipc.Conflict, now time.Time) string {
+	label := c.Original
+	if label == "" {
+		label = c.Path
+	}
+	var from []string
+	if c.Device != "" {
+		from = append(from, "from "+c.Device)
+	}
+	if !c.Time.IsZero() {
+		from = append(from, clock(c.Time, now))
+	}
+	if len(from) > 0 {
+		label += " (" + strings.Join(from, ", ") + ")"
+	}
+	return label
+}
+
+// clock shows t as 15:04 if it is today, else "Mon 15:04" within a week,
+// else "2 Jan 15:04", in now's location.
+func clock(t, now time.Time) string {
+	t = t.In(now.Location())
+	y1, m1, d1 := t.Date()
+	y2, m2, d2 := now.Date()
+	switch {
+	case y1 == y2 && m1 == m2 && d1 == d2:
+		return t.Format("15:04")
+	case now.Sub(t) < 6*24*time.Hour && now.Sub(t) > -6*24*time.Hour:
+		return t.Format("Mon 15:04")
+	default:
+		return t.Format("2 Jan 15:04")
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// UntilTomorrow is how long "Pause until tomorrow" pauses at now: until
+// 08:00 of the next calendar day, in now's location.
+func UntilTomorrow(now time.Time) time.Duration {
+	y, m, d := now.Date()
+	return time.Date(y, m, d+1, 8, 0, 0, 0, now.Location()).Sub(now)
+}
+
+// Lines is the menu as a person reads it, in the order the tray shows
+// it: one line per visible item, "[off]" after a disabled one, submenu
+// entries indented, "--" for a separator between groups.
+func (m Model) Lines() []string {
+	var out []string
+	add := func(indent string, it Item) {
+		if !it.Visible {
+			return
+		}
+		l := indent + it.Label
+		if !it.Enabled {
+			l += " [off]"
+		}
+		out = append(out, l)
+	}
+	entry := func(e Entry) Item { return Item{Label: e.Label, Enabled: e.Enabled, Visible: true} }
+	add("", m.Status)
+	add("", m.LastSync)
+	add("", m.Account)
+	out = append(out, "--")
+	add("", m.Start)
+	add("", m.SyncNow)
+	add("", m.Pause)
+	if m.Pause.Visible && m.Pause.Enabled {
+		add("  ", m.Pause30)
+		add("  ", m.Pause1h)
+		add("  ", m.PauseTomorrow)
+	}
+	add("", m.Resume)
+	out = append(out, "--")
+	add("", m.OpenFolder)
+	add("", m.Recent)
+	for _, e := range m.RecentEntries {
+		add("  ", entry(e))
+	}
+	add("", m.Conflicts)
+	for _, c := range m.ConflictEntries {
+		add("  ", shown(c.Label))
+		for _, a := range ConflictActions {
+			add("    ", shown(a.Label))
+		}
+	}
+	if m.ConflictsMore != "" {
+		add("  ", info(m.ConflictsMore))
+	}
+	add("", m.Deleted)
+	for _, e := range m.DeletedEntries {
+		add("  ", entry(e))
+	}
+	out = append(out, "--")
+	add("", m.Login)
+	add("", m.LoginDevice)
+	add("", m.Subscribe)
+	add("", m.Logout)
+	add("", m.OpenLogs)
+	add("", m.Quit)
+	return out
 }

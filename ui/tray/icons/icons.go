@@ -42,7 +42,7 @@ var files embed.FS
 // PNG returns the state's icon at size px (22, 24 or 32).
 func PNG(s State, size int) []byte { return mustRead(fmt.Sprintf("png/%s-%d.png", s, size)) }
 
-// Template returns the state's macOS template image at size px (22, or 44
+// Template returns the state's macOS template image at size px (16, or 32
 // for @2x).
 func Template(s State, size int) []byte {
 	return mustRead(fmt.Sprintf("template/%s-%d.png", s, size))

@@ -28,6 +28,10 @@ var States = []string{UpToDate, Syncing, Paused, Attention, Offline, LoggedOut, 
 // panels, 32 px for HiDPI and the menu bar's @2x).
 var Sizes = []int{22, 24, 32}
 
+// TemplateSizes are the macOS template images' sizes: the menu bar shows
+// the tray's icon at 16 pt, so 16 px and 32 px (@2x).
+var TemplateSizes = []int{16, 32}
+
 // ICOSizes are the sizes of the Windows ICO's images.
 var ICOSizes = []int{16, 24, 32, 48}
 

@@ -18,7 +18,7 @@ func Files() (map[string][]byte, error) {
 			}
 			files[fmt.Sprintf("png/%s-%d.png", st, size)] = b
 		}
-		for _, size := range []int{22, 44} {
+		for _, size := range TemplateSizes {
 			b, err := encode(st, size, true)
 			if err != nil {
 				return nil, err

@@ -1,5 +1,5 @@
 // Command gen writes bm-tray's icons (go generate in ui/tray/icons): for
-// each state a PNG at each panel size, a macOS template PNG at 22 and 44
+// each state a PNG at each panel size, a macOS template PNG at 16 and 32
 // px (@2x), and a Windows ICO holding PNG images of four sizes.
 package main
 
