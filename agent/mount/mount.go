@@ -32,7 +32,6 @@ import (
 	"github.com/rclone/rclone/fs/config"
 	"github.com/rclone/rclone/fs/config/configstruct"
 	"github.com/rclone/rclone/fs/rc"
-	"github.com/rclone/rclone/lib/atexit"
 	"github.com/rclone/rclone/vfs/vfscommon"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
@@ -208,7 +207,7 @@ func (m *Manager) Mount(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("mount: create cache dir: %w", err)
 	}
 
-	setupGlobals()
+	syncer.SetupRclone()
 	// rclone keeps its cache directory in a process-wide variable; the
 	// daemon runs one mount, so that is the mount's.
 	if err := config.SetCacheDir(cfg.CacheDir); err != nil {
@@ -625,14 +624,6 @@ func within(p, base string) bool {
 		return false
 	}
 	return rel == "." || (rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)))
-}
-
-var globalsOnce sync.Once
-
-// setupGlobals keeps rclone from installing a signal handler that calls
-// os.Exit: the daemon owns shutdown.
-func setupGlobals() {
-	globalsOnce.Do(atexit.IgnoreSignals)
 }
 
 // vfsOptions are rclone's VFS defaults (never its environment variables

@@ -48,7 +48,7 @@ func newEmbedS3Seeded(t testing.TB, seed func(bucketDir string)) *embedS3 {
 	}
 	ep := s3test.Start(t, root, s3test.Key{AccessKey: testKey, SecretKey: testSecret, Bucket: testBucket})
 	e := &embedS3{srv: ep.Server, url: ep.URL, root: root}
-	setupGlobals()
+	SetupRclone()
 	var err error
 	if e.fs, err = newRemoteFs(context.Background(), e.remote()); err != nil {
 		t.Fatal(err)

@@ -16,16 +16,20 @@ import (
 	"github.com/rclone/rclone/lib/atexit"
 )
 
-var globalsOnce sync.Once
+var rcloneOnce sync.Once
 
 // ansi matches terminal colour codes, which bisync adds to some lines.
 var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
-// setupGlobals adapts rclone's process-wide state to a daemon, once:
-// rclone must not install a signal handler that calls os.Exit (the daemon
-// owns shutdown), and its logs go to slog through bridge.
-func setupGlobals() {
-	globalsOnce.Do(func() {
+// SetupRclone adapts rclone's process-wide state to a daemon, once per
+// process, for every part of it that runs rclone (the sync engine here,
+// the mount in package mount): rclone must not install a signal handler
+// that calls os.Exit (the daemon owns shutdown), and its logs go to slog
+// through bridge (the logger of the pass that caused a record, else
+// slog.Default). Call it before the first rclone call; a second call does
+// nothing.
+func SetupRclone() {
+	rcloneOnce.Do(func() {
 		atexit.IgnoreSignals()
 		fs.SetLogger(bridge)
 	})

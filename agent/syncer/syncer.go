@@ -230,7 +230,7 @@ var engineSeq atomic.Uint64
 // New checks cfg and builds the local and S3 file systems. It does not
 // touch either side.
 func New(ctx context.Context, cfg Config) (*Engine, error) {
-	setupGlobals()
+	SetupRclone()
 	if cfg.LocalDir == "" || cfg.WorkDir == "" {
 		return nil, errors.New("syncer: new: LocalDir and WorkDir are required")
 	}
