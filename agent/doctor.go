@@ -14,6 +14,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/cloudapi"
+	"github.com/basicmachines-co/bm-agent/internal/diskfree"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -85,7 +86,7 @@ func checkDisk(folder string) ipc.DoctorCheck {
 	var free uint64
 	dir := folder
 	for {
-		n, err := freeBytes(dir)
+		n, err := diskfree.Available(dir)
 		if err == nil {
 			free = n
 			break

@@ -1,10 +1,9 @@
-package agent
+package diskfree
 
 import "golang.org/x/sys/windows"
 
-// freeBytes returns the space available to this user on dir's volume.
-func freeBytes(dir string) (uint64, error) {
-	p, err := windows.UTF16PtrFromString(dir)
+func available(path string) (uint64, error) {
+	p, err := windows.UTF16PtrFromString(path)
 	if err != nil {
 		return 0, err
 	}
