@@ -21,21 +21,21 @@ func notificationsFor(prev, cur ipc.Status) []ipc.Notification {
 	var out []ipc.Notification
 	if cur.LastSync != nil && cur.LastSync.Conflicts > 0 && (prev.LastSync == nil || !prev.LastSync.Start.Equal(cur.LastSync.Start)) {
 		out = append(out, ipc.Notification{
-			Level: ipc.LevelWarning, Title: "Sync conflicts",
+			Kind: ipc.NotifyConflicts, Level: ipc.LevelWarning, Title: "Sync conflicts",
 			Message: plural(cur.LastSync.Conflicts, "note was", "notes were") + " changed on both sides; both versions are kept (see `bm-agent conflicts`).",
 		})
 	}
 	if cur.Hold != nil && cur.Hold.NeedsForce && (prev.Hold == nil || prev.Hold.Reason != cur.Hold.Reason) {
-		out = append(out, ipc.Notification{Level: ipc.LevelError, Title: "Sync on hold", Message: cur.Hold.Message})
+		out = append(out, ipc.Notification{Kind: ipc.NotifyHold, Level: ipc.LevelError, Title: "Sync on hold", Message: cur.Hold.Message})
 	}
 	if n := newFailed(prev.NotSyncing, cur.NotSyncing); n > 0 {
 		out = append(out, ipc.Notification{
-			Level: ipc.LevelWarning, Title: "Files that cannot sync",
+			Kind: ipc.NotifyNotSyncing, Level: ipc.LevelWarning, Title: "Files that cannot sync",
 			Message: plural(n, "file does", "files do") + " not sync for now; everything else does (see `bm-agent status`).",
 		})
 	}
 	if cur.State == ipc.StateLoginRequired && prev.State != ipc.StateLoginRequired {
-		out = append(out, ipc.Notification{Level: ipc.LevelWarning, Title: "Login required", Message: "Run `bm-agent login` to keep syncing."})
+		out = append(out, ipc.Notification{Kind: ipc.NotifyLoginRequired, Level: ipc.LevelWarning, Title: "Login required", Message: "Run `bm-agent login` to keep syncing."})
 	}
 	return out
 }

@@ -367,10 +367,23 @@ const (
 // Notification is something the user should be told about (conflicts
 // created, a max-delete hold, login required).
 type Notification struct {
+	// Kind says what it is about (one of the Notify constants; "" for
+	// anything else), so a client can act on it without reading Title.
+	Kind    string `json:"kind,omitempty"`
 	Level   string `json:"level"`
 	Title   string `json:"title"`
 	Message string `json:"message"`
 }
+
+// Kinds of [Notification].
+const (
+	NotifyConflicts            = "conflicts"             // a pass kept conflict files
+	NotifyHold                 = "hold"                  // sync is held until the person acts
+	NotifyNotSyncing           = "not_syncing"           // new files that cannot sync
+	NotifyLoginRequired        = "login_required"        // the login expired
+	NotifySubscriptionRequired = "subscription_required" // the account has no subscription
+	NotifyOffline              = "offline"               // offline for a while
+)
 
 // LogsRequest asks for the daemon's log records.
 type LogsRequest struct {
