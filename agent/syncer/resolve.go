@@ -18,8 +18,8 @@ import (
 
 // How a conflict is settled (see [Engine.ResolveConflict]).
 const (
-	KeepMine   = "mine"   // the note stays; the conflict file goes
-	KeepTheirs = "theirs" // the conflict file's content becomes the note
+	KeepMine   = "mine"   // this device's version becomes the note; the other goes
+	KeepTheirs = "theirs" // the other version becomes the note; this device's goes
 	KeepBoth   = "both"   // the conflict file becomes a plain note next to it
 )
 
@@ -52,9 +52,11 @@ type Resolution struct {
 // ResolveConflict settles the conflict of p (a note, or one of its
 // conflict files; conflict names the conflict file when the note has
 // several) by keeping keep (KeepMine, KeepTheirs, KeepBoth), between
-// passes. Whatever it replaces or removes is kept in the local version
-// store when versions are on. The next pass takes the result to the
-// bucket.
+// passes. This device's version is the note, unless the conflict file is
+// this device's own (named after it: its version lost to the bucket's);
+// then the note is the other version. Whatever it replaces or removes is
+// kept in the local version store when versions are on. The next pass
+// takes the result to the bucket.
 func (e *Engine) ResolveConflict(ctx context.Context, p, conflict, keep string) (Resolution, error) {
 	passMu.Lock()
 	defer passMu.Unlock()
@@ -65,13 +67,14 @@ func (e *Engine) ResolveConflict(ctx context.Context, p, conflict, keep string) 
 	if e.keepVersions.Load() {
 		store = e.localVersions
 	}
-	return ResolveConflictIn(e.cfg.LocalDir, store, p, conflict, keep, e.log)
+	return ResolveConflictIn(e.cfg.LocalDir, store, e.device, p, conflict, keep, e.log)
 }
 
 // ResolveConflictIn is [Engine.ResolveConflict] on the folder root, with
-// the version store store (nil: versions are off, nothing is kept). The
-// caller keeps passes out while it runs.
-func ResolveConflictIn(root string, store *versions.Local, p, conflict, keep string, log *slog.Logger) (Resolution, error) {
+// the version store store (nil: versions are off, nothing is kept), for
+// the device self (its conflict-file label). The caller keeps passes out
+// while it runs.
+func ResolveConflictIn(root string, store *versions.Local, self, p, conflict, keep string, log *slog.Logger) (Resolution, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -84,15 +87,21 @@ func ResolveConflictIn(root string, store *versions.Local, p, conflict, keep str
 	if err != nil {
 		return Resolution{}, fmt.Errorf("syncer: resolve: %w", err)
 	}
+	// What to do with the files: the note stays (mine, usually), or the
+	// conflict file's version replaces it (theirs, usually).
+	action := keep
+	if ownConflict(c.Device, self) && keep != KeepBoth {
+		action = map[string]string{KeepMine: KeepTheirs, KeepTheirs: KeepMine}[keep]
+	}
 	r := Resolution{Note: c.Original, Conflict: c.Path}
 	noteOS := filepath.Join(root, filepath.FromSlash(c.Original))
 	conflictOS := filepath.Join(root, filepath.FromSlash(c.Path))
 	_, nerr := os.Lstat(noteOS)
 	noteThere := nerr == nil
-	switch keep {
+	switch action {
 	case KeepMine:
 		if !noteThere {
-			return Resolution{}, fmt.Errorf("syncer: resolve %s: %w: the note is not there to keep (keep theirs or both for %s)", c.Original, ErrBadKeep, c.Path)
+			return Resolution{}, fmt.Errorf("syncer: resolve %s: %w: the note is not there to keep (keep the conflict file's version, or both, for %s)", c.Original, ErrBadKeep, c.Path)
 		}
 		v, err := removeKept(store, conflictOS, c.Original)
 		if err != nil {
@@ -134,6 +143,28 @@ func ResolveConflictIn(root string, store *versions.Local, p, conflict, keep str
 	log.Info("settled a conflict", "file", r.Note, "conflict", r.Conflict, "keep", keep,
 		"kept_as", r.Kept, "versions_kept", len(r.Versions))
 	return r, nil
+}
+
+// ownConflict reports whether a conflict file labelled device is the
+// version of the device labelled self ("laptop", or "laptop-1" when a
+// name was taken).
+func ownConflict(device, self string) bool {
+	if self == "" {
+		return false
+	}
+	if device == self {
+		return true
+	}
+	n, ok := strings.CutPrefix(device, self+"-")
+	if !ok || n == "" {
+		return false
+	}
+	for _, r := range n {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // findConflict finds the conflict meant: p is a conflict file, or a note

@@ -16,6 +16,8 @@ func TestResolveConflictIn(t *testing.T) {
 		note = "dir/note.md"
 		c1   = "dir/note.conflict-20260101-120000-laptop.md"
 		c2   = "dir/note.conflict-20260101-130000-cloud.md"
+		own  = "dir/note.conflict-20260101-140000-desk.md"   // this device's version, which lost
+		own1 = "dir/note.conflict-20260101-140000-desk-1.md" // the same, when the name was taken
 	)
 	tests := []struct {
 		name               string
@@ -47,6 +49,13 @@ func TestResolveConflictIn(t *testing.T) {
 			wantKept: "dir/note (from laptop 2).md", wantRemoved: []string{}},
 		{name: "conflict named by base name", files: map[string]string{note: "mine", c1: "theirs", c2: "cloud's"}, path: note, conflict: "note.conflict-20260101-130000-cloud.md", keep: KeepMine,
 			want: map[string]string{note: "mine", c1: "theirs"}, wantRemoved: []string{c2}, wantVersions: []string{"cloud's"}},
+		{name: "mine, this device's version in the conflict file", files: map[string]string{note: "the bucket's", own: "this device's"}, path: note, keep: KeepMine,
+			want: map[string]string{note: "this device's"}, wantRemoved: []string{own}, wantVersions: []string{"the bucket's"}},
+		{name: "theirs, this device's version in the conflict file", files: map[string]string{note: "the bucket's", own1: "this device's"}, path: own1, keep: KeepTheirs,
+			want: map[string]string{note: "the bucket's"}, wantRemoved: []string{own1}, wantVersions: []string{"this device's"}},
+		{name: "both, this device's version in the conflict file", files: map[string]string{note: "the bucket's", own: "this device's"}, path: note, keep: KeepBoth,
+			want:     map[string]string{note: "the bucket's", "dir/note (from desk).md": "this device's"},
+			wantKept: "dir/note (from desk).md", wantRemoved: []string{}},
 		{name: "several and none named", files: map[string]string{note: "mine", c1: "theirs", c2: "cloud's"}, path: note, keep: KeepMine,
 			wantErr: ErrWhichConflict},
 		{name: "no conflict", files: map[string]string{note: "mine"}, path: note, keep: KeepMine, wantErr: ErrNoSuchConflict},
@@ -71,7 +80,7 @@ func TestResolveConflictIn(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := ResolveConflictIn(root, store, tt.path, tt.conflict, tt.keep, nil)
+			r, err := ResolveConflictIn(root, store, "desk", tt.path, tt.conflict, tt.keep, nil)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)

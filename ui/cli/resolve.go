@@ -19,10 +19,14 @@ func resolveCmd(opts *Options) *cobra.Command {
 		Long: `Settle the conflict of a note (PATH is the note or its conflict file, see
 'bm-agent conflicts'):
 
-  --keep mine    the note stays as it is here; the conflict file goes
-  --keep theirs  the conflict file's version becomes the note
+  --keep mine    this device's version becomes the note; the other goes
+  --keep theirs  the other version becomes the note; this device's goes
   --keep both    the conflict file becomes a plain note next to it,
                  "note (from laptop).md"; nothing is removed
+
+This device's version is the note itself, unless the conflict file carries
+this device's name (its version lost to the bucket's): then the note is the
+other version. 'bm-agent conflicts' shows whose each conflict file is.
 
 What is replaced or removed is kept in the version store while versions are
 on ('bm-agent versions PATH' lists it, 'bm-agent restore' brings it back).
