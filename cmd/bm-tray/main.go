@@ -1,5 +1,5 @@
 // Command bm-tray is the Basic Memory system tray: a pure client of the
-// bm-agent daemon.
+// bm-agent daemon, with its desktop notifications.
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/basicmachines-co/bm-agent/ipc"
+	"github.com/basicmachines-co/bm-agent/ui/notify"
 	"github.com/basicmachines-co/bm-agent/ui/tray"
 )
 
@@ -19,5 +20,9 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tray.Run(ctx, ipc.NewClient(*socket), slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	c := ipc.NewClient(*socket)
+	tray.Run(ctx, c, logger, tray.WithNotifier(func(ctx context.Context, onClick func(string)) error {
+		return notify.Run(ctx, c, notify.Options{Logger: logger.With("component", "notify"), OnClick: onClick})
+	}))
 }

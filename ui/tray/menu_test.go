@@ -241,3 +241,23 @@ func TestUntilTomorrow(t *testing.T) {
 		}
 	}
 }
+
+func TestNotificationAction(t *testing.T) {
+	tests := []struct {
+		kind string
+		want action
+	}{
+		{ipc.NotifyLoginRequired, actLogin},
+		{ipc.NotifySubscriptionRequired, actSubscribe},
+		{ipc.NotifyHold, actOpenLogs},
+		{ipc.NotifyOffline, actOpenLogs},
+		{ipc.NotifyConflicts, actOpenFolder},
+		{ipc.NotifyNotSyncing, actOpenFolder},
+		{"", actOpenFolder},
+	}
+	for _, tt := range tests {
+		if got := notificationAction(tt.kind); got != tt.want {
+			t.Errorf("notificationAction(%q) = %v, want %v", tt.kind, got, tt.want)
+		}
+	}
+}

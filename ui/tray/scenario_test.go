@@ -248,6 +248,7 @@ func (sc scenario) run(t *testing.T) {
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	trayDone := make(chan struct{})
+	notified := make(chan func(string), 1)
 	c := ipc.NewClient(proc.sock)
 	go func() {
 		defer close(trayDone)
@@ -256,6 +257,11 @@ func (sc scenario) run(t *testing.T) {
 			tray.WithStarter(func(_ context.Context, socket string) error {
 				rec.add("start " + socket)
 				return proc.start()
+			}),
+			tray.WithNotifier(func(ctx context.Context, onClick func(string)) error {
+				notified <- onClick
+				<-ctx.Done()
+				return nil
 			}))
 	}()
 	defer func() {
@@ -401,6 +407,15 @@ func (sc scenario) run(t *testing.T) {
 	shot("logged-out")
 	pc.click(t, tray.LoginLabel)
 	waitFor(t, "the login page opened", func() bool { return fake.count("login") == 1 && rec.has("open https://example.test/login") })
+	// Clicking the desktop notification of an expired login does the same.
+	var onClick func(string)
+	select {
+	case onClick = <-notified:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the tray never ran its notifier")
+	}
+	onClick(ipc.NotifyLoginRequired)
+	waitFor(t, "the notification's click logged in", func() bool { return fake.count("login") == 2 })
 
 	// The daemon restarts: the menu says it is gone, then follows the new
 	// one by itself.

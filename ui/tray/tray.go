@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -36,6 +34,7 @@ const callTimeout = 15 * time.Second
 type Option func(*options)
 
 type options struct {
+	notify func(ctx context.Context, onClick func(kind string)) error
 	open   func(target string) error
 	start  func(ctx context.Context, socket string) error
 	events func(ipc.Event)
@@ -62,6 +61,16 @@ func WithEvents(fn func(ipc.Event)) Option {
 	return func(o *options) { o.events = fn }
 }
 
+// WithNotifier runs run for as long as the tray runs: the desktop
+// notifications (package ui/notify's Run). A notification the person
+// clicks comes back through onClick with its kind (an ipc.Notify*
+// constant) and does what the menu would: log in for an expired login,
+// the subscription page, the notes folder for conflicts and files that
+// cannot sync, the logs for a hold or an outage.
+func WithNotifier(run func(ctx context.Context, onClick func(kind string)) error) Option {
+	return func(o *options) { o.notify = run }
+}
+
 // WithReady calls fn once the tray's menu exists.
 func WithReady(fn func()) Option {
 	return func(o *options) { o.ready = fn }
@@ -84,8 +93,9 @@ func Run(ctx context.Context, c *ipc.Client, logger *slog.Logger, opts ...Option
 // click is one menu click: what and, for a list entry, which.
 type click struct {
 	what action
-	slot int // list entry
-	sub  int // a conflict's action
+	slot int    // list entry
+	sub  int    // a conflict's action
+	kind string // a notification's kind
 }
 
 type action int
@@ -107,7 +117,22 @@ const (
 	actLogout
 	actOpenLogs
 	actQuit
+	actNotification
 )
+
+// notificationAction is what clicking a notification of kind does.
+func notificationAction(kind string) action {
+	switch kind {
+	case ipc.NotifyLoginRequired:
+		return actLogin
+	case ipc.NotifySubscriptionRequired:
+		return actSubscribe
+	case ipc.NotifyHold, ipc.NotifyOffline:
+		return actOpenLogs
+	default: // conflicts, files that cannot sync, anything else
+		return actOpenFolder
+	}
+}
 
 type conflictSlot struct {
 	item    *systray.MenuItem
@@ -187,7 +212,7 @@ func (t *tray) onReady(ctx context.Context) {
 		<-ctx.Done()
 		systray.Quit()
 	}()
-	t.view = View{Err: fmt.Errorf("connecting: %w", ipc.ErrNoDaemon), NoBrowser: noBrowser()}
+	t.view = View{Err: fmt.Errorf("connecting: %w", ipc.ErrNoDaemon), NoBrowser: !browser.CanOpen()}
 	t.render()
 	if t.o.ready != nil {
 		t.o.ready()
@@ -196,6 +221,19 @@ func (t *tray) onReady(ctx context.Context) {
 	downs := make(chan error, 1)
 	go t.watch(ctx, events, downs)
 	go t.loop(ctx, events, downs)
+	if t.o.notify != nil {
+		go func() {
+			err := t.o.notify(ctx, func(kind string) {
+				select {
+				case t.clicks <- click{what: actNotification, kind: kind}:
+				default:
+				}
+			})
+			if err != nil {
+				t.log.Info("tray: no desktop notifications", "err", err)
+			}
+		}()
+	}
 }
 
 // add creates a menu item (under parent, if any) whose clicks are queued
@@ -349,6 +387,9 @@ func (t *tray) handle(ctx context.Context, c click) (quit bool) {
 	defer cancel()
 	var err error
 	op := ""
+	if c.what == actNotification {
+		c.what = notificationAction(c.kind)
+	}
 	switch c.what {
 	case actStart:
 		op = "start bm-agent"
@@ -565,16 +606,6 @@ func (t *tray) set(it *systray.MenuItem, want Item) {
 			it.Hide()
 		}
 	}
-}
-
-// noBrowser reports whether no browser can be opened here (no xdg-open on
-// a Linux desktop).
-func noBrowser() bool {
-	if runtime.GOOS == "darwin" || runtime.GOOS == "windows" {
-		return false
-	}
-	_, err := exec.LookPath("xdg-open")
-	return err != nil
 }
 
 // openTarget opens a URL, a file or a folder with the platform's opener.

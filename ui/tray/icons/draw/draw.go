@@ -198,8 +198,20 @@ func (cv *canvas) note(outline, lines color.NRGBA, hollow bool) {
 	cv.fill(lines, textLines)
 }
 
+// halo is the colour of the ring that sets a badge off the note: dark in
+// colour (a light ring would meet the transparent background, and
+// fyne.io/systray sends Linux panels premultiplied pixels as if they were
+// not, which turns light half-transparent edges into a grey fringe), a
+// cut-out in a template.
+func (cv *canvas) halo() color.NRGBA {
+	if cv.template {
+		return paper
+	}
+	return ink
+}
+
 func (cv *canvas) badgeDisc(c color.NRGBA) {
-	cv.fill(paper, circle(bx, by, br+1.5))
+	cv.fill(cv.halo(), circle(bx, by, br+1.5))
 	cv.fill(c, circle(bx, by, br))
 }
 
@@ -229,7 +241,7 @@ func Render(state string, size int, template bool) *image.NRGBA {
 		// a warning triangle, not a disc: the shape alone says "look"
 		tri := polygon([2]float64{22.5, 12.5}, [2]float64{31.5, 30.5}, [2]float64{13.5, 30.5})
 		ring := polygon([2]float64{22.5, 9.8}, [2]float64{32, 31.5}, [2]float64{13, 31.5})
-		cv.fill(paper, ring)
+		cv.fill(cv.halo(), ring)
 		cv.fill(orange, tri)
 		cv.fill(paper, union(segment(22.5, 18.5, 22.5, 24.5, 2.6), circle(22.5, 27.8, 1.4)))
 	case Offline:
@@ -250,7 +262,6 @@ func Render(state string, size int, template bool) *image.NRGBA {
 		faint := dim
 		faint.A = 0xb0
 		cv.note(faint, faint, false)
-		cv.fill(paper, circle(bx, by, br+1.5))
 		cv.fill(faint, minus(circle(bx, by, br), circle(bx, by, br-2.2)))
 		cv.fill(faint, segment(16.9, 28.1, 28.1, 16.9, 2.2))
 	default:
