@@ -51,3 +51,7 @@ clean: ## remove build output
 
 bench-server: ## GET /tenant/mount/info at concurrency 64 for 20 s on SQLite and PostgreSQL (BENCH_DURATION=20s)
 	BM_BENCH_DURATION=$(or $(BENCH_DURATION),20s) $(GO) test -run '^$$' -bench BenchmarkMountInfo -benchtime 1x -timeout 10m ./server/
+
+.PHONY: tray-screenshots
+tray-screenshots: ## regenerate docs/tray-<state>.png and docs/tray-menu.png: bm-tray in xfce4-panel under Xvfb
+	BM_TRAY_SHOTS=$(CURDIR)/docs $(GO) test -count=1 -v -run '^TestTrayInPanel$$' ./ui/tray/
