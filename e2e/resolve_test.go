@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/basicmachines-co/bm-agent/e2e/harness"
+	"github.com/basicmachines-co/bm-agent/ipc"
+)
+
+// TestResolveEndToEnd: a note changed here and on another device becomes
+// a conflict; `bm-agent resolve --keep mine` settles it through the CLI
+// and the real daemon: this device's version is the note again, the
+// conflict file is gone from the folder and the bucket (so the other
+// devices get the result on their next pass), and the version it replaced
+// is kept.
+func TestResolveEndToEnd(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	a, dev, _, _ := startLoggedIn(t, ctx, h)
+	for name, body := range map[string]string{"note.md": "v1", "seed.md": "so the folder is never empty"} {
+		if err := os.WriteFile(filepath.Join(a.Folder, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll := func(what string, fn func() error) {
+		t.Helper()
+		if _, err := harness.Poll(ctx, 60*time.Second, fn); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	bucketIs := func(key, want string) func() error {
+		return func() error {
+			b, err := dev.GetObject(ctx, key)
+			if want == "" {
+				if err == nil {
+					return fmt.Errorf("%s still in the bucket", key)
+				}
+				return nil
+			}
+			if err != nil || string(b) != want {
+				return fmt.Errorf("bucket %s = %q, %v; want %q", key, b, err, want)
+			}
+			return nil
+		}
+	}
+	poll("the first sync", bucketIs("note.md", "v1"))
+
+	// both sides change the note while sync is paused; the other device's
+	// edit is the newer one, so this device's becomes the conflict file
+	if err := a.IPC.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a.Folder, "note.md"), []byte("mine, written here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := dev.PutObject(ctx, "note.md", []byte("theirs, from the other device")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.IPC.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var cs ipc.Conflicts
+	poll("the conflict", func() error {
+		if _, err := a.IPC.Sync(ctx, ipc.SyncRequest{Wait: true}); err != nil {
+			return err
+		}
+		out, err := h.CLI(ctx, a, "conflicts", "--json")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(out), &cs); err != nil {
+			return err
+		}
+		if len(cs.Conflicts) != 1 {
+			return fmt.Errorf("conflicts: %s", out)
+		}
+		return nil
+	})
+	c := cs.Conflicts[0]
+	t.Logf("conflict file %s from %s", c.Path, c.Device)
+	poll("the conflict file in the bucket", func() error {
+		_, err := dev.GetObject(ctx, c.Path)
+		return err
+	})
+
+	out, err := h.CLI(ctx, a, "resolve", "note.md", "--keep", "mine", "--json")
+	if err != nil {
+		t.Fatalf("resolve: %v: %s", err, out)
+	}
+	var res ipc.ResolveResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Note != "note.md" || len(res.Removed) != 1 || res.Removed[0] != c.Path {
+		t.Fatalf("resolve --json = %s (%v); want note.md with %s removed", out, err, c.Path)
+	}
+	b, err := os.ReadFile(filepath.Join(a.Folder, "note.md"))
+	if err != nil || string(b) != "mine, written here" {
+		t.Fatalf("note.md = %q, %v; want this device's version", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(a.Folder, filepath.FromSlash(c.Path))); err == nil {
+		t.Errorf("%s still in the folder", c.Path)
+	}
+	// the pass the resolve asked for takes it to the bucket
+	poll("the resolved note in the bucket", bucketIs("note.md", "mine, written here"))
+	poll("the conflict file gone from the bucket", bucketIs(c.Path, ""))
+
+	vs, err := a.IPC.Versions(ctx, ipc.VersionsRequest{Path: "note.md"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := false
+	for _, v := range vs.Versions {
+		kept = kept || (v.Reason == ipc.ReasonResolved && v.Side == ipc.VersionSideLocal)
+	}
+	if !kept {
+		t.Errorf("versions of note.md = %+v; want the replaced one kept as resolved", vs.Versions)
+	}
+}
