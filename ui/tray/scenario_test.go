@@ -163,9 +163,22 @@ func (c *panelClient) waitMenu(t *testing.T, what string, ok func(menu) bool) me
 // waitShown waits until every label is a visible item.
 func (c *panelClient) waitShown(t *testing.T, labels ...string) menu {
 	t.Helper()
-	return c.waitMenu(t, fmt.Sprintf("%q", labels), func(m menu) bool {
-		for _, l := range labels {
+	return c.waitState(t, labels, nil)
+}
+
+// waitState waits until every label of shown is a visible item and none
+// of hidden is: the tray updates its items one at a time, so a layout
+// read in between shows some of the new state only.
+func (c *panelClient) waitState(t *testing.T, shown, hidden []string) menu {
+	t.Helper()
+	return c.waitMenu(t, fmt.Sprintf("%q and not %q", shown, hidden), func(m menu) bool {
+		for _, l := range shown {
 			if !m.shown(l) {
+				return false
+			}
+		}
+		for _, l := range hidden {
+			if m.shown(l) {
 				return false
 			}
 		}
@@ -295,30 +308,17 @@ func (sc scenario) run(t *testing.T) {
 	}
 
 	// No daemon: the menu says so and offers to start it.
-	m := pc.waitShown(t, "Agent not running", tray.StartLabel)
-	for _, l := range []string{"Sync now — agent not running", "Quit"} {
-		if !m.shown(l) {
-			t.Errorf("no-daemon menu: no %q; layout:%v", l, m)
-		}
-	}
+	pc.waitState(t, []string{"Agent not running", tray.StartLabel, "Sync now — agent not running", "Quit"},
+		[]string{"Sync now", tray.LoginLabel, "Log out"})
 	shot("not-running")
 
 	// Start bm-agent: the tray starts it and follows its watch stream.
 	pc.click(t, tray.StartLabel)
 	waitFor(t, "the tray started the daemon", func() bool { return rec.has("start " + proc.sock) })
-	m = pc.waitShown(t, "Up to date")
-	for _, l := range []string{"Account: ada@example.com", "Never synced", "Sync now", "Pause syncing", "Pause for 30 minutes",
-		"Pause for 1 hour", "Pause until tomorrow", "Open notes folder", "Recent changes — none yet", "Conflicts — none",
-		"Recently deleted — none", "Log out", "Open logs", "Quit"} {
-		if !m.shown(l) {
-			t.Errorf("idle menu: no visible %q item; layout:%v", l, m)
-		}
-	}
-	for _, l := range []string{tray.LoginLabel, tray.StartLabel, "Resume syncing"} {
-		if m.shown(l) {
-			t.Errorf("idle menu shows %q; layout:%v", l, m)
-		}
-	}
+	m := pc.waitState(t, []string{"Up to date", "Account: ada@example.com", "Never synced", "Sync now", "Pause syncing",
+		"Pause for 30 minutes", "Pause for 1 hour", "Pause until tomorrow", "Open notes folder", "Recent changes — none yet",
+		"Conflicts — none", "Recently deleted — none", "Log out", "Open logs", "Quit"},
+		[]string{tray.LoginLabel, tray.StartLabel, "Resume syncing", "Agent not running"})
 	if it, _ := m.find("Up to date"); it.enabled {
 		t.Errorf("idle menu: the status line is clickable")
 	}
@@ -336,9 +336,9 @@ func (sc scenario) run(t *testing.T) {
 	// A pass with progress.
 	fake.setStatus(func(s *ipc.Status) { s.State = ipc.StateSyncing })
 	fake.progress(ipc.Progress{FilesDone: 12, FilesTotal: 40})
-	m = pc.waitShown(t, "Syncing 12 of 40 files")
-	if it, _ := m.find("Sync now — syncing"); it.enabled || !it.visible {
-		t.Errorf("syncing menu: Sync now is not disabled with its reason; layout:%v", m)
+	m = pc.waitShown(t, "Syncing 12 of 40 files", "Sync now — syncing")
+	if it, _ := m.find("Sync now — syncing"); it.enabled {
+		t.Errorf("syncing menu: Sync now is enabled; layout:%v", m)
 	}
 	shot("syncing")
 
@@ -352,13 +352,8 @@ func (sc scenario) run(t *testing.T) {
 	fake.setStatus(func(s *ipc.Status) {
 		s.State, s.LastSync = ipc.StateIdle, &ipc.PassSummary{Start: passAt, Uploaded: 3, DeletedLocal: 1, Conflicts: 1}
 	})
-	m = pc.waitShown(t, "Up to date — 1 conflict", "Conflicts (1)", "a.md (from laptop*", "Recently deleted", "Restore b.md*",
-		"Recent changes", "*: 3 uploaded, 1 deleted, 1 conflict")
-	for _, l := range []string{"Keep mine", "Keep theirs", "Keep both", "Show both"} {
-		if !m.shown(l) {
-			t.Errorf("conflict submenu: no %q; layout:%v", l, m)
-		}
-	}
+	pc.waitShown(t, "Up to date — 1 conflict", "Conflicts (1)", "a.md (from laptop*", "Keep mine", "Keep theirs", "Keep both",
+		"Show both", "Recently deleted", "Restore b.md*", "Recent changes", "*: 3 uploaded, 1 deleted, 1 conflict")
 	shot("attention")
 	if sc.menuShot != nil {
 		sc.menuShot(t)
@@ -381,10 +376,7 @@ func (sc scenario) run(t *testing.T) {
 	// Pause for 30 minutes, then resume.
 	pc.click(t, "Pause for 30 minutes")
 	waitFor(t, "a 30-minute pause reached the daemon", func() bool { return fake.count("pause for 30m0s") == 1 })
-	m = pc.waitShown(t, "Paused until *", "Resume syncing", "Sync now — paused")
-	if m.shown("Pause for 30 minutes") {
-		t.Errorf("paused menu still offers to pause; layout:%v", m)
-	}
+	pc.waitState(t, []string{"Paused until *", "Resume syncing", "Sync now — paused"}, []string{"Pause for 30 minutes", "Pause syncing"})
 	shot("paused")
 	pc.click(t, "Resume syncing")
 	waitFor(t, "Resume reached the daemon", func() bool { return fake.count("resume") == 1 })
@@ -400,10 +392,7 @@ func (sc scenario) run(t *testing.T) {
 	fake.setStatus(func(s *ipc.Status) {
 		s.State, s.LoggedIn, s.OfflineSince = ipc.StateLoginRequired, false, nil
 	})
-	m = pc.waitShown(t, "Login required", tray.LoginLabel, "Sync now — not logged in")
-	if m.shown("Log out") {
-		t.Errorf("logged-out menu offers Log out; layout:%v", m)
-	}
+	pc.waitState(t, []string{"Login required", tray.LoginLabel, "Sync now — not logged in"}, []string{"Log out"})
 	shot("logged-out")
 	pc.click(t, tray.LoginLabel)
 	waitFor(t, "the login page opened", func() bool { return fake.count("login") == 1 && rec.has("open https://example.test/login") })
