@@ -133,12 +133,13 @@ func TestFaultsChaos(t *testing.T) {
 		lines := strings.Split(string(b), "\n")
 		var keep []string
 		for _, l := range lines {
-			if strings.Contains(l, "sync pass\"") || strings.Contains(l, "msg=state") || strings.Contains(l, "remote change") || strings.Contains(l, "local changes") || strings.Contains(l, "bm-agent running") {
+			if strings.Contains(l, "sync pass") || strings.Contains(l, "msg=state") || strings.Contains(l, "remote change") ||
+				strings.Contains(l, "local changes") || strings.Contains(l, "bm-agent running") || strings.Contains(l, "level=ERROR") {
 				keep = append(keep, l)
 			}
 		}
-		if len(keep) > 60 {
-			keep = keep[len(keep)-60:]
+		if len(keep) > 120 {
+			keep = keep[len(keep)-120:]
 		}
 		t.Logf("agent log (passes):\n%s", strings.Join(keep, "\n"))
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	rfs "github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/filter"
 	rclonefile "github.com/rclone/rclone/lib/file"
 
@@ -297,6 +298,9 @@ func pathTrouble(err error) (isPath, transient bool) {
 	}
 	if errors.Is(err, errListedNotReadable) {
 		return true, false
+	}
+	if errors.Is(err, rfs.ErrorObjectNotFound) {
+		return true, true // gone from the bucket while the pass read it
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {

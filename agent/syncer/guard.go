@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -599,6 +600,24 @@ func (g *guardPass) cloudKeep(ctx context.Context, path, etag, reason string) er
 	return nil
 }
 
+// cloudListed reports whether a fresh listing of the bucket still has
+// the object path (an error counts as listed: nothing is known to have
+// changed). A name rclone could only list with a stand-in for bytes that
+// are not text (U+FFFD) is one the bucket lists but cannot serve.
+func (g *guardPass) cloudListed(ctx context.Context, path string) bool {
+	if strings.ContainsRune(path, utf8.RuneError) {
+		return true
+	}
+	key := g.cloudKey(path)
+	out, err := g.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		Bucket: aws.String(g.e.cfg.Remote.Bucket), Prefix: aws.String(key), MaxKeys: aws.Int32(1),
+	})
+	if err != nil {
+		return true
+	}
+	return len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == key
+}
+
 // cloudStill reports whether the object path is still as the pass
 // expected: at etag if exists, else absent. An error counts as changed.
 func (g *guardPass) cloudStill(ctx context.Context, path, etag string, exists bool) bool {
@@ -1142,10 +1161,19 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 
 // Open reads the object; a failure is recorded as the path's.
 func (o *guardObject) Open(ctx context.Context, options ...rfs.OpenOption) (io.ReadCloser, error) {
+	if h := o.f.g.e.beforeRead; h != nil {
+		side := SideLocal
+		if o.f.side == sideC {
+			side = SideCloud
+		}
+		h(side, o.Remote())
+	}
 	r, err := o.Object.Open(ctx, options...)
 	if err != nil {
 		ferr := err
-		if errors.Is(err, rfs.ErrorObjectNotFound) {
+		// Listed, then not found: deleted since (the next pass sees it
+		// gone), or a name the bucket lists but cannot serve (it stays).
+		if errors.Is(err, rfs.ErrorObjectNotFound) && (o.f.side != sideC || o.f.g.cloudListed(ctx, o.Remote())) {
 			ferr = fmt.Errorf("%w: %w", errListedNotReadable, err)
 		}
 		o.f.g.fail(o.f.side, o.Remote(), false, ferr)

@@ -754,3 +754,33 @@ func TestPartialLookingNameUploads(t *testing.T) {
 		})
 	}
 }
+
+// A note the other device deletes after the pass listed it and before the
+// pass reads it is not "a name the bucket cannot serve": it is gone, the
+// next pass sees it so, and nothing is set aside.
+func TestDeletedWhileReadIsNotSetAside(t *testing.T) {
+	for name, start := range clouds() {
+		t.Run(name, func(t *testing.T) {
+			c := start(t)
+			p := newGuardPair(t, c, "laptop", nil)
+			seed(t, p, 12)
+			p.pass(t, PassOptions{})
+			c.put(t, "new.md", "from the other device")
+			p.engine.beforeRead = once(SideCloud, "new.md", func() { c.del(t, "new.md") })
+			res, _ := p.engine.Pass(context.Background(), PassOptions{})
+			p.engine.beforeRead = nil
+			for _, f := range res.Failures {
+				if f.Path == "new.md" && !f.Transient {
+					t.Errorf("set aside: %+v", f)
+				}
+			}
+			res = p.pass(t, PassOptions{})
+			if len(res.Failures) > 0 {
+				t.Errorf("failures after the next pass: %+v", res.Failures)
+			}
+			if _, ok := p.files(t)["new.md"]; ok {
+				t.Errorf("the deleted note is in the folder")
+			}
+		})
+	}
+}

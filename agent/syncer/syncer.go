@@ -223,6 +223,9 @@ type Engine struct {
 	// replaces or deletes path on side (SideLocal, SideCloud): a write
 	// there lands in the window between the listing and the copy.
 	beforeReplace func(side, path string)
+	// beforeRead, if set by a test, is called right before a pass opens
+	// a file on side (SideLocal, SideCloud) to copy it to the other.
+	beforeRead func(side, path string)
 }
 
 var engineSeq atomic.Uint64
