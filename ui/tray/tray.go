@@ -377,7 +377,7 @@ func (t *tray) logList(what string, err error) {
 	if errors.Is(err, ipc.ErrNotImplemented) || errors.Is(err, ipc.ErrLoginRequired) {
 		return
 	}
-	t.log.Warn("tray: list "+what, "err", err)
+	t.log.Debug("tray: list "+what, "err", err)
 }
 
 // handle acts on a click; it reports whether the tray quits.
