@@ -249,8 +249,10 @@ func TestRefusalCodes(t *testing.T) {
 // A running session's refusals: held, paused.
 func TestSessionRefusalCodes(t *testing.T) {
 	d := testDaemon(t, t.TempDir())
-	runLoop(t, d, &fakeEngine{passed: make(chan int, 8)})
+	eng := &fakeEngine{passed: make(chan int, 8)}
+	runLoop(t, d, eng)
 	ctx := context.Background()
+	waitFor(t, "the first pass", func() bool { return eng.count() >= 1 })
 	if err := d.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +260,12 @@ func TestSessionRefusalCodes(t *testing.T) {
 	if !errors.Is(err, ipc.ErrPaused) || cli.ExitCode(err) != cli.ExitSyncHeld {
 		t.Errorf("sync while paused: %v (exit %d)", err, cli.ExitCode(err))
 	}
+	before := eng.count()
 	if err := d.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// the pass a resume starts clears holds it does not meet: wait for it
+	waitFor(t, "the pass after resume", func() bool { return eng.count() > before && d.Status(ctx).State == ipc.StateIdle })
 	d.setHold(&ipc.Hold{Reason: ipc.HoldMaxDelete, Message: "too many deletes", NeedsForce: true})
 	_, err = d.Sync(ctx, ipc.SyncRequest{Wait: true})
 	if !errors.Is(err, ipc.ErrHeld) || cli.ExitCode(err) != cli.ExitSyncHeld {

@@ -7,7 +7,7 @@ import (
 )
 
 // ErrNoDaemon means no daemon answered on the socket.
-var ErrNoDaemon = errors.New("bm-agent daemon is not running (start it with `bm-agent run` or `bm-agent install`)")
+var ErrNoDaemon = errors.New("the daemon is not running (start it with `bm-agent setup`, `bm-agent install` or `bm-agent run`)")
 
 // ErrDaemonRunning means [Listen] found a live daemon on the socket.
 var ErrDaemonRunning = errors.New("another bm-agent is running")
