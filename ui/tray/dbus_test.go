@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 )
 
 // envInDBus marks the inner run of TestTrayMenuOverDBus, under its own
@@ -52,16 +54,12 @@ func TestTrayMenuOverDBus(t *testing.T) {
 }
 
 // requireTools skips the test when a tool is not installed, or fails it
-// when CI is set (CI installs them: .ci/apt-packages).
+// under CI (which installs them: .ci/apt-packages).
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not installed (see .ci/apt-packages)", tool)
-			}
-			t.Skipf("%s not installed (Debian: see .ci/apt-packages)", tool)
-		}
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, tool+" (Debian packages: see .ci/apt-packages)", err)
 	}
 }
 
