@@ -22,7 +22,7 @@ func main() {
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	c := ipc.NewClient(*socket)
-	tray.Run(ctx, c, logger, tray.WithNotifier(func(ctx context.Context, onClick func(string)) error {
+	tray.Run(ctx, c, logger.With("component", "tray"), tray.WithNotifier(func(ctx context.Context, onClick func(string)) error {
 		return notify.Run(ctx, c, notify.Options{Logger: logger.With("component", "notify"), OnClick: onClick})
 	}))
 }
