@@ -75,10 +75,28 @@ func drainCalls(ch chan syncCall, calls []syncCall) []syncCall {
 	}
 }
 
+// splitDryRuns keeps dry runs out of a pass that real requests make real:
+// with both among calls, the real ones go now and the dry ones wait for a
+// pass of their own (whose caller gets a plan, and nothing changes for
+// it).
+func splitDryRuns(calls []syncCall) (now, later []syncCall) {
+	for _, c := range calls {
+		if c.req.DryRun {
+			later = append(later, c)
+		} else {
+			now = append(now, c)
+		}
+	}
+	if len(now) == 0 {
+		return later, nil
+	}
+	return now, later
+}
+
 // mergeRequests folds coalesced requests into one pass: any of them asking
 // for a resync, a forced run or a profile gets it. A dry run is merged only
-// with dry runs: a real request turns the pass into a real one (the dry
-// run's caller then sees what was done, not a plan).
+// with dry runs (splitDryRuns keeps them apart); a wake-up among them makes
+// the pass real.
 func mergeRequests(calls []syncCall) (req ipc.SyncRequest, waiting bool) {
 	dry := len(calls) > 0
 	for _, c := range calls {

@@ -488,3 +488,71 @@ func TestWatchLimitFallsBackToInterval(t *testing.T) {
 		t.Errorf("status watcher = %q, want the sysctl fix and the interval", st.Watcher)
 	}
 }
+
+// A dry run queued with a real request gets a pass of its own: its caller
+// gets a plan, never the summary of what the real pass changed.
+func TestDryRunIsNotMergedIntoARealPass(t *testing.T) {
+	d := testDaemon(t, t.TempDir())
+	eng := &fakeEngine{gate: make(chan struct{}), passed: make(chan int, 16)}
+	runLoop(t, d, eng)
+	ctx := context.Background()
+	waitFor(t, "the first pass", func() bool { return eng.count() == 1 })
+	type answer struct {
+		sum ipc.PassSummary
+		err error
+	}
+	real, dry := make(chan answer, 1), make(chan answer, 1)
+	go func() { s, err := d.Sync(ctx, ipc.SyncRequest{Wait: true}); real <- answer{s, err} }()
+	waitFor(t, "the real request", func() bool { return len(d.pair().syncReq) == 1 })
+	go func() { s, err := d.Sync(ctx, ipc.SyncRequest{Wait: true, DryRun: true}); dry <- answer{s, err} }()
+	waitFor(t, "both requests", func() bool { return len(d.pair().syncReq) == 2 })
+	for range 3 { // the startup pass, the real one, the dry run
+		eng.gate <- struct{}{}
+	}
+	r, dr := <-real, <-dry
+	if r.err != nil || dr.err != nil {
+		t.Fatal(r.err, dr.err)
+	}
+	if r.sum.DryRun || !dr.sum.DryRun || r.sum.Start.Equal(dr.sum.Start) {
+		t.Errorf("real pass %+v, dry run %+v: want two passes, the second a dry run", r.sum, dr.sum)
+	}
+	eng.mu.Lock()
+	defer eng.mu.Unlock()
+	if len(eng.opts) != 3 || eng.opts[1].DryRun || !eng.opts[2].DryRun {
+		t.Errorf("passes: %+v", eng.opts)
+	}
+}
+
+// A local change that wakes the loop together with a dry-run request is
+// still synced: the dry run does not swallow it.
+func TestDryRunDoesNotSwallowAChange(t *testing.T) {
+	d := testDaemon(t, t.TempDir())
+	eng := &fakeEngine{passed: make(chan int, 16)}
+	runLoop(t, d, eng)
+	waitFor(t, "the first pass", func() bool { return eng.count() == 1 })
+	eng.mu.Lock()
+	eng.gate = make(chan struct{})
+	eng.mu.Unlock()
+	p := d.pair()
+	p.syncReq <- syncCall{req: ipc.SyncRequest{DryRun: true}}
+	p.remote <- struct{}{} // another device changed the bucket
+	for range 2 {
+		select {
+		case eng.gate <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d passes", eng.count())
+		}
+	}
+	waitFor(t, "the passes", func() bool { return eng.count() == 3 })
+	eng.mu.Lock()
+	defer eng.mu.Unlock()
+	real := 0
+	for _, o := range eng.opts[1:] {
+		if !o.DryRun {
+			real++
+		}
+	}
+	if real != 1 {
+		t.Errorf("passes after the change: %+v, want one real pass", eng.opts[1:])
+	}
+}

@@ -106,44 +106,54 @@ func (p *pair) Serve(ctx context.Context) error {
 	timer := time.NewTimer(0) // first pass at once
 	defer timer.Stop()
 	trigger := "startup"
+	var pending []syncCall // dry runs kept out of the last pass
 	for {
 		var calls []syncCall
-		select {
-		case <-sctx.Done():
-			return nil
-		case b := <-batches:
-			trigger = "watch"
-			d.log.Debug("local changes", "count", b.Count)
-		case <-timer.C:
-			if trigger != "startup" {
-				trigger = "interval"
-				if rt.failures > 0 {
-					trigger = "retry"
+		if len(pending) > 0 {
+			calls, pending = pending, nil
+			trigger = "manual"
+		} else {
+			select {
+			case <-sctx.Done():
+				return nil
+			case b := <-batches:
+				trigger = "watch"
+				d.log.Debug("local changes", "count", b.Count)
+			case <-timer.C:
+				if trigger != "startup" {
+					trigger = "interval"
+					if rt.failures > 0 {
+						trigger = "retry"
+					}
 				}
+			case c := <-p.syncReq:
+				calls, trigger = append(calls, c), "manual"
+			case <-p.remote:
+				trigger = "remote"
+				d.log.Debug("remote change from another device")
+			case <-d.cfgChanged:
+				nl := d.liveSettings()
+				if nl.interval != interval {
+					interval = nl.interval
+					rt = newRetry(interval, p.hooks.retryInitial)
+					timer.Reset(interval)
+					d.log.Info("interval changed", "interval", interval)
+				}
+				if nl.debounce != live.debounce || nl.maxWait != live.maxWait {
+					d.log.Info("debounce changed: restarting the session's watcher", "debounce", nl.debounce, "max_wait", nl.maxWait)
+					live = nl
+					s.cancel() // the daemon starts a new session with a new watcher
+				}
+				continue
 			}
-		case c := <-p.syncReq:
-			calls, trigger = append(calls, c), "manual"
-		case <-p.remote:
-			trigger = "remote"
-			d.log.Debug("remote change from another device")
-		case <-d.cfgChanged:
-			nl := d.liveSettings()
-			if nl.interval != interval {
-				interval = nl.interval
-				rt = newRetry(interval, p.hooks.retryInitial)
-				timer.Reset(interval)
-				d.log.Info("interval changed", "interval", interval)
-			}
-			if nl.debounce != live.debounce || nl.maxWait != live.maxWait {
-				d.log.Info("debounce changed: restarting the session's watcher", "debounce", nl.debounce, "max_wait", nl.maxWait)
-				live = nl
-				s.cancel() // the daemon starts a new session with a new watcher
-			}
-			continue
 		}
 		// Coalesce: every request queued by now is answered by this pass.
-		calls = drainCalls(p.syncReq, calls)
+		calls, pending = splitDryRuns(drainCalls(p.syncReq, calls))
+		// a change (or the interval) that woke the loop is owed a real
+		// pass even when the requests that came with it are dry runs
+		owed := false
 		if len(calls) > 0 {
+			owed = trigger != "manual" && calls[0].req.DryRun
 			trigger = "manual"
 		}
 		req, waiting := mergeRequests(calls)
@@ -203,7 +213,7 @@ func (p *pair) Serve(ctx context.Context) error {
 		default:
 			rt.succeeded()
 		}
-		if len(p.syncReq) > 0 || followUp {
+		if len(p.syncReq) > 0 || len(pending) > 0 || owed || followUp {
 			next = 0
 		}
 		timer.Reset(next)
