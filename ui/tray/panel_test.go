@@ -173,7 +173,7 @@ func grab(t *testing.T) *image.NRGBA {
 func grabStable(t *testing.T, what string, ok func(*image.NRGBA) bool) *image.NRGBA {
 	t.Helper()
 	prev := grab(t)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(150 * time.Millisecond)
 		img := grab(t)
 		if diffCount(img, prev, img.Bounds()) == 0 && ok(img) {
@@ -276,7 +276,8 @@ func testTrayInPanel(t *testing.T) {
 	}()
 
 	// The panel hosts StatusNotifierItems once it owns the watcher.
-	waitFor(t, "xfce4-panel owning org.kde.StatusNotifierWatcher", func() bool {
+	// (a loaded CI machine starts a GTK panel slowly)
+	waitForIn(t, 45*time.Second, "xfce4-panel owning org.kde.StatusNotifierWatcher", func() bool {
 		var has bool
 		err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, "org.kde.StatusNotifierWatcher").Store(&has)
 		return err == nil && has
@@ -301,7 +302,7 @@ func testTrayInPanel(t *testing.T) {
 	sc := scenario{conn: conn}
 	sc.register = func(t *testing.T) string {
 		name := fmt.Sprintf("org.kde.StatusNotifierItem-%d-1", os.Getpid())
-		waitFor(t, "the panel listing the tray's item", func() bool {
+		waitForIn(t, 30*time.Second, "the panel listing the tray's item", func() bool {
 			v, err := watcher.GetProperty("org.kde.StatusNotifierWatcher.RegisteredStatusNotifierItems")
 			if err != nil {
 				return false

@@ -208,7 +208,13 @@ func (c *panelClient) click(t *testing.T, label string) {
 // waitFor polls cond for a while.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+	waitForIn(t, 10*time.Second, what, cond)
+}
+
+// waitForIn polls cond for up to d.
+func waitForIn(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
 		if cond() {
 			return
 		}
