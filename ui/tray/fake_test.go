@@ -127,6 +127,18 @@ func (f *fakeDaemon) Resume(context.Context) error {
 	return nil
 }
 
+func (f *fakeDaemon) Logs(_ context.Context, req ipc.LogsRequest, fn func(ipc.LogLine) error) error {
+	for _, l := range []ipc.LogLine{
+		{Time: time.Unix(0, 0), Level: "INFO", Msg: "pass done", Attrs: map[string]any{"uploaded": 3}},
+		{Time: time.Unix(1, 0), Level: "WARN", Msg: "conflict kept", Attrs: map[string]any{"path": "a.md"}},
+	} {
+		if err := fn(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (f *fakeDaemon) History(_ context.Context, limit int) (ipc.History, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

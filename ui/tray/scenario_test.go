@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -268,6 +269,9 @@ func (sc scenario) run(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	trayDone := make(chan struct{})
 	notified := make(chan func(string), 1)
+	// The tray's clock stands still.
+	stopped := time.Date(2026, 11, 23, 9, 41, 0, 0, time.UTC)
+	clock := func() time.Time { return stopped }
 	c := ipc.NewClient(proc.sock)
 	go func() {
 		defer close(trayDone)
@@ -277,6 +281,7 @@ func (sc scenario) run(t *testing.T) {
 				rec.add("start " + socket)
 				return proc.start()
 			}),
+			tray.WithClock(clock),
 			tray.WithNotifier(func(ctx context.Context, onClick func(string)) error {
 				notified <- onClick
 				<-ctx.Done()
@@ -348,8 +353,9 @@ func (sc scenario) run(t *testing.T) {
 	}
 	shot("syncing")
 
-	// The pass ends with a conflict and a note deleted elsewhere.
-	passAt := time.Now()
+	// The pass ends with a conflict and a note deleted elsewhere. (A fixed
+	// clock keeps the docs' screenshots the same from one run to the next.)
+	passAt := stopped.Add(-time.Minute)
 	fake.setLists(func(f *fakeDaemon) {
 		f.history = []ipc.PassSummary{{Start: passAt, Uploaded: 3, DeletedLocal: 1, Conflicts: 1}}
 		f.conflicts = []ipc.Conflict{{Path: "a.conflict-laptop.md", Original: "a.md", Device: "laptop", Time: passAt}}
@@ -388,11 +394,34 @@ func (sc scenario) run(t *testing.T) {
 	waitFor(t, "Resume reached the daemon", func() bool { return fake.count("resume") == 1 })
 	pc.waitShown(t, "Up to date", "Pause for 30 minutes")
 
+	// Until tomorrow: 08:00 the next day by the tray's clock.
+	pc.click(t, "Pause until tomorrow")
+	waitFor(t, "a pause until tomorrow reached the daemon", func() bool { return fake.count("pause for 22h19m0s") == 1 })
+	pc.waitShown(t, "Resume syncing")
+	pc.click(t, "Resume syncing")
+	pc.waitShown(t, "Up to date", "Pause for 30 minutes")
+
+	// Open logs: the daemon's records go to a file that opens.
+	pc.click(t, "Open logs")
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(cache, "bm-tray", "bm-agent.log")
+	waitFor(t, "the logs opened", func() bool { return rec.has("open " + logFile) })
+	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "WARN  conflict kept path=a.md") {
+		t.Errorf("logs file: %q, %v", b, err)
+	}
+
 	// Offline.
 	since := time.Now()
 	fake.setStatus(func(s *ipc.Status) { s.State, s.OfflineSince = ipc.StateOffline, &since })
 	pc.waitShown(t, "Offline since *")
 	shot("offline")
+
+	// Log out from the menu; then the login expires for good.
+	pc.click(t, "Log out")
+	waitFor(t, "Log out reached the daemon", func() bool { return fake.count("logout") == 1 })
 
 	// The login expired: the menu offers to log in, and the page opens.
 	fake.setStatus(func(s *ipc.Status) {

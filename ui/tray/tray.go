@@ -71,6 +71,12 @@ func WithNotifier(run func(ctx context.Context, onClick func(kind string)) error
 	return func(o *options) { o.notify = run }
 }
 
+// WithClock replaces the tray's clock (time.Now): the menu shows times in
+// its location, and "Pause until tomorrow" counts from it.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
 // WithReady calls fn once the tray's menu exists.
 func WithReady(fn func()) Option {
 	return func(o *options) { o.ready = fn }
