@@ -215,6 +215,8 @@ func BuildModel(v View, now time.Time) Model {
 	// Sync now, with the reason it cannot run.
 	var why string
 	switch {
+	case st.State == ipc.StateStarting:
+		why = "starting"
 	case !loggedIn:
 		why = "not logged in"
 	case st.Hold != nil && st.Hold.NeedsForce:
@@ -225,8 +227,6 @@ func BuildModel(v View, now time.Time) Model {
 		why = "subscription required"
 	case st.State == ipc.StateSyncing:
 		why = "syncing"
-	case st.State == ipc.StateStarting:
-		why = "starting"
 	}
 	m.SyncNow = enabledIf(why == "", SyncNowLabel, why)
 
@@ -327,6 +327,9 @@ func notRunning(m Model, v View) Model {
 func iconFor(v View) icons.State {
 	st := v.Status
 	switch {
+	case st.State == ipc.StateStarting:
+		// the login is not known yet: no logged-out flash at startup
+		return icons.Syncing
 	case st.State == ipc.StateLoggedOut || st.State == ipc.StateLoginRequired || !st.LoggedIn:
 		return icons.LoggedOut
 	case st.Hold != nil:
@@ -338,7 +341,7 @@ func iconFor(v View) icons.State {
 		return icons.Attention
 	case st.Paused || st.State == ipc.StatePaused:
 		return icons.Paused
-	case st.State == ipc.StateSyncing || st.State == ipc.StateStarting:
+	case st.State == ipc.StateSyncing:
 		return icons.Syncing
 	default:
 		return icons.UpToDate

@@ -71,6 +71,8 @@ func TestBuildModel(t *testing.T) {
 		{name: "syncing with progress", v: View{Status: with(func(s *ipc.Status) { s.State = ipc.StateSyncing }),
 			Progress: &ipc.Progress{FilesDone: 12, FilesTotal: 40}}, icon: icons.Syncing,
 			has: []string{"Syncing 12 of 40 files [off]", "Sync now — syncing [off]"}},
+		{name: "daemon starting, login not known yet", v: View{Status: ipc.Status{State: ipc.StateStarting}}, icon: icons.Syncing,
+			has: []string{"Starting… [off]", "Sync now — starting [off]"}},
 		{name: "syncing, no count yet", v: View{Status: with(func(s *ipc.Status) { s.State = ipc.StateSyncing })}, icon: icons.Syncing,
 			has: []string{"Syncing… [off]"}},
 		{name: "paused until", v: View{Status: with(func(s *ipc.Status) { s.State, s.Paused, s.PausedUntil = ipc.StatePaused, true, &until })},
