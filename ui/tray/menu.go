@@ -302,14 +302,19 @@ func notRunning(m Model, v View) Model {
 	m.Status = info("Agent not running")
 	if v.StartErr != "" {
 		m.Status = info("Agent not running: " + v.StartErr)
+	} else if errors.Is(v.Err, ipc.ErrNotImplemented) {
+		m.Status = info("Agent too old for this tray: update bm-agent")
 	} else if !errors.Is(v.Err, ipc.ErrNoDaemon) {
 		m.Status = info("Agent not answering")
 	}
 	m.Tooltip = "Basic Memory: " + m.Status.Label
 	m.LastSync, m.Account = hidden(""), hidden("")
-	if v.Starting {
+	switch {
+	case v.Starting:
 		m.Start = info(StartingLabel)
-	} else {
+	case errors.Is(v.Err, ipc.ErrNotImplemented): // it runs: starting another would fail
+		m.Start = hidden(StartLabel)
+	default:
 		m.Start = shown(StartLabel)
 	}
 	const why = "agent not running"

@@ -65,6 +65,8 @@ func TestBuildModel(t *testing.T) {
 			has: []string{"Agent not running: bm-agent not found [off]", "Start bm-agent"}},
 		{name: "not answering", v: View{Err: errors.New("stream closed")}, icon: icons.NotRunning,
 			has: []string{"Agent not answering [off]"}},
+		{name: "daemon without a watch stream", v: View{Err: fmt.Errorf("watch: %w", ipc.ErrNotImplemented)}, icon: icons.NotRunning,
+			has: []string{"Agent too old for this tray: update bm-agent [off]"}},
 		{name: "idle", v: View{Status: with(func(s *ipc.Status) { s.LastSync = last })}, icon: icons.UpToDate,
 			want: append(head("Up to date", "Last sync at 11:58", "Account: ada@example.com",
 				append([]string{"Sync now"}, pauseItems...)...), idleTail...)},
