@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/oauth2"
+
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
 // SecretsFile is the name of the fallback store's file in its directory.
@@ -63,7 +65,7 @@ func (s *fileStore) read() (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
-// write replaces the file atomically (temporary file, then rename).
+// write replaces the file atomically (see package atomicfile), mode 0600.
 func (s *fileStore) write(m map[string]json.RawMessage) error {
 	dir := filepath.Dir(s.path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -73,28 +75,7 @@ func (s *fileStore) write(m map[string]json.RawMessage) error {
 	if err != nil {
 		return fmt.Errorf("credentials file: encode: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".secrets-*.tmp")
-	if err != nil {
-		return fmt.Errorf("credentials file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename this fails harmlessly
-	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
-		f.Close()
-		return fmt.Errorf("credentials file: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("credentials file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("credentials file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("credentials file: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
+	if err := atomicfile.WriteFile(s.path, b, 0o600); err != nil {
 		return fmt.Errorf("credentials file: %w", err)
 	}
 	return nil

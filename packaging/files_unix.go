@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
 // writeFile writes b to path (creating the directory) unless the same bytes
@@ -22,11 +24,7 @@ func writeFile(path string, b []byte, mode os.FileMode) (bool, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return false, fmt.Errorf("packaging: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return false, fmt.Errorf("packaging: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, b, mode); err != nil {
 		return false, fmt.Errorf("packaging: %w", err)
 	}
 	return true, nil

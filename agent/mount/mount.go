@@ -35,6 +35,7 @@ import (
 	"github.com/rclone/rclone/vfs/vfscommon"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
 // Errors callers can test with errors.Is.
@@ -500,19 +501,7 @@ func (m *Manager) writeRecord(rec record) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(m.stateDir, stateFile+".*")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), m.recordPath())
+	return atomicfile.WriteFile(m.recordPath(), append(b, '\n'), 0o600)
 }
 
 func (m *Manager) removeRecord() {

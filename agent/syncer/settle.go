@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -114,18 +113,7 @@ func rewriteListingTimes(path string, times map[string]time.Time) (int, error) {
 	if changed == 0 {
 		return 0, nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".settle-*")
-	if err != nil {
-		return 0, err
-	}
-	_, werr := tmp.WriteString(strings.Join(lines, ""))
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		_ = os.Remove(tmp.Name())
-		return 0, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		_ = os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(path, []byte(strings.Join(lines, "")), 0o600); err != nil {
 		return 0, err
 	}
 	return changed, nil

@@ -1,38 +1,101 @@
 // Package atomicfile writes files so that a reader, or a crash, sees the
-// old content or the new, never a mix: the bytes go to a temporary file in
-// the same directory, which is synced and renamed over the target.
+// old content or the new, never a mix: the bytes go to a temporary file on
+// the same file system, which is synced (fsync) and then renamed over the
+// target (WriteFile, WriteFileVia) or linked to it where it must not exist
+// yet (Create); the directory is synced after, so the rename survives a
+// crash too. Every whole-file write of state, secrets, listings and
+// installed files goes through here.
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 )
 
-// WriteFile replaces path with b, with the given mode.
+// WriteFile replaces path with b, with the given mode. The temporary file
+// is a hidden file next to path (".name.*"), removed on failure.
 func WriteFile(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	return WriteFileVia(filepath.Dir(path), path, b, mode)
+}
+
+// WriteFileVia is WriteFile with the temporary file in tmpDir, which must
+// be on path's file system: for a directory whose readers must never meet
+// a temporary file, with tmpDir cleaned where the program starts.
+func WriteFileVia(tmpDir, path string, b []byte, mode os.FileMode) error {
+	tmp, err := writeTemp(tmpDir, path, b, mode)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	defer os.Remove(tmp) // a no-op after the rename
+	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
+	syncDir(filepath.Dir(path))
 	return nil
+}
+
+// Create writes b to path, with the given mode, only if path does not
+// exist: the complete file is linked into place, so a reader sees all of b
+// or no file, and of two writers racing, one wins. It reports whether it
+// created path; false with a nil error means path was there already.
+func Create(path string, b []byte, mode os.FileMode) (created bool, err error) {
+	tmp, err := writeTemp(filepath.Dir(path), path, b, mode)
+	if err != nil {
+		return false, fmt.Errorf("create %s: %w", path, err)
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("create %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	return true, nil
+}
+
+// writeTemp writes b to a new synced file in dir, named after path, and
+// returns its name; on failure it removes it.
+func writeTemp(dir, path string, b []byte, mode os.FileMode) (name string, err error) {
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return "", err
+	}
+	// Windows keeps only a read-only bit, which some file systems refuse.
+	if err := f.Chmod(mode); err != nil && runtime.GOOS != "windows" && !errors.Is(err, errors.ErrUnsupported) {
+		return "", err
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// syncDir syncs dir so a rename or link in it is on disk. It is best
+// effort: Windows cannot sync a directory, and some file systems (network,
+// FUSE) refuse to, while the file itself is synced already.
+func syncDir(dir string) {
+	if runtime.GOOS == "windows" {
+		return
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
 }

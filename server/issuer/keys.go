@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
 // signingKeyBits is the size of keys made by LoadOrCreateKey.
@@ -111,40 +113,12 @@ func LoadOrCreateSecret(path string, n int) ([]byte, error) {
 	return b, nil
 }
 
-// createExclusive writes data to a temporary file (mode 0600) next to path
-// and links it to path, so a reader never sees a half-written file. It
-// reports false, without error, if path already exists.
+// createExclusive writes data (mode 0600) to path, creating its directory,
+// unless path exists: then it reports false, without error. A reader never
+// sees a half-written file (atomicfile.Create).
 func createExclusive(path string, data []byte) (created bool, err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return false, err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return false, err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-		f.Close()
-		return false, err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := f.Close(); err != nil {
-		return false, err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return false, nil
-		}
-		return false, err
-	}
-	return true, nil
+	return atomicfile.Create(path, data, 0o600)
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/rclone/gofakes3"
+
+	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
 
 // objMeta is what the sidecar of one object holds, and what the in-memory
@@ -292,30 +294,14 @@ func hashFile(p string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// writeAtomic writes data to p via a synced temp file and a rename.
+// writeAtomic replaces p with data (see package atomicfile), staging the
+// temporary file in the endpoint's own temp dir (cleaned at start) so the
+// sidecar dirs never hold one.
 func (b *backend) writeAtomic(p string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(b.tmpDir(), "meta-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return atomicfile.WriteFileVia(b.tmpDir(), p, data, 0o600)
 }
 
 func (b *backend) writeSidecar(bucket string, m *objMeta) error {
