@@ -27,14 +27,20 @@ import (
 //  4. Basic Memory's config.json (cloud_host, cloud_domain,
 //     cloud_client_id only), in $BASIC_MEMORY_CONFIG_DIR, else
 //     ~/.basic-memory, else $XDG_CONFIG_HOME/basic-memory;
-//  5. the defaults.
+//  5. the defaults; for the cloud, the Basic Memory cloud with the Basic
+//     Memory CLI's own defaults (cloudapi.DefaultHost, DefaultDomain,
+//     DefaultClientID), so that a Basic Memory user logs in with no flag.
 //
 // The three cloud settings go together: cloud_domain and cloud_client_id
 // come only from the layer that set cloud_host or a higher one, so a server
 // chosen with --host or `config set cloud_host` is never paired with the
 // issuer another layer names for another cloud (Basic Memory's file always
-// names its own). Without one, the domain is the host (bm-server is its
-// own issuer) and the client id is bm-agent's.
+// names its own, and the defaults name AuthKit). The one exception is the
+// Basic Memory cloud's own host, wherever it is set: it keeps its own
+// issuer and client id from the defaults. Without one, the domain is the
+// host (bm-server is its own issuer) and the client id is bm-agent's.
+// `config set cloud_host ""` removes a saved server: the default applies
+// again.
 
 // Source says which layer a setting's value came from.
 type Source string
@@ -287,6 +293,7 @@ func ResolveConfig(in Inputs) (Config, error) {
 		{env, func(s setting) string { return s.env }, SourceEnv},
 		{file, func(setting) string { return filepath.Join(cfg.Home, "config.json") }, SourceConfig},
 		{Config{CloudHost: bm.Host, CloudDomain: bm.Domain, ClientID: bm.ClientID}, func(setting) string { return bmPath }, SourceBasicMemory},
+		{defaultCloud, func(setting) string { return "" }, SourceDefault},
 	}
 	// set reports whether layer l sets s.
 	set := func(l layer, s setting) bool {
@@ -305,9 +312,11 @@ func ResolveConfig(in Inputs) (Config, error) {
 			break
 		}
 	}
+	// the Basic Memory cloud's host, however it is set, keeps its issuer
+	defaultHost := hostLayer < len(layers) && strings.TrimRight(layers[hostLayer].c.CloudHost, "/") == defaultCloud.CloudHost
 	for _, s := range settings {
 		last := len(layers) - 1
-		if s.key == "cloud_domain" || s.key == "cloud_client_id" {
+		if (s.key == "cloud_domain" || s.key == "cloud_client_id") && !defaultHost {
 			last = min(last, hostLayer)
 		}
 		for _, l := range layers[:last+1] {
@@ -336,6 +345,9 @@ func ResolveConfig(in Inputs) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// defaultCloud is the default layer's cloud: the Basic Memory cloud.
+var defaultCloud = Config{CloudHost: cloudapi.DefaultHost, CloudDomain: cloudapi.DefaultDomain, ClientID: cloudapi.DefaultClientID}
 
 // cloudHostIndex is cloud_host's index in settings.
 var cloudHostIndex = func() int {

@@ -35,10 +35,10 @@ func TestResolveConfigPrecedence(t *testing.T) {
 		warn      bool // a warning says a file was skipped
 	}{
 		{
-			name: "nothing set: defaults",
+			name: "nothing set: defaults, the Basic Memory cloud with its CLI's defaults",
 			want: map[string]want{
-				"cloud_host": {"", SourceDefault}, "cloud_domain": {"", SourceDefault},
-				"cloud_client_id": {tenantapi.DefaultClientID, SourceDefault},
+				"cloud_host": {"https://api.basicmemory.cloud", SourceDefault}, "cloud_domain": {"https://eloquent-lotus-05.authkit.app", SourceDefault},
+				"cloud_client_id": {"client_01K6KWQPW6J1M8VV7R3TZP5A6M", SourceDefault},
 				"interval":        {"1m0s", SourceDefault}, "profile": {"balanced", SourceDefault}, "home": {"", SourceEnv},
 			},
 		},
@@ -57,6 +57,22 @@ func TestResolveConfigPrecedence(t *testing.T) {
 			want: map[string]want{
 				"cloud_host": {"https://dir.example", SourceBasicMemory}, "cloud_domain": {"https://dir.example", SourceDefault},
 				"cloud_client_id": {tenantapi.DefaultClientID, SourceDefault},
+			},
+		},
+		{
+			name: "a self-hosted server in the environment is never paired with the default AuthKit",
+			env:  map[string]string{"BASIC_MEMORY_CLOUD_HOST": "http://127.0.0.1:8787"},
+			want: map[string]want{
+				"cloud_host": {"http://127.0.0.1:8787", SourceEnv}, "cloud_domain": {"http://127.0.0.1:8787", SourceDefault},
+				"cloud_client_id": {tenantapi.DefaultClientID, SourceDefault},
+			},
+		},
+		{
+			name: "the Basic Memory cloud's host, set by hand, keeps its own issuer",
+			file: `{"cloud_host": "https://api.basicmemory.cloud/"}`,
+			want: map[string]want{
+				"cloud_host": {"https://api.basicmemory.cloud", SourceConfig}, "cloud_domain": {"https://eloquent-lotus-05.authkit.app", SourceDefault},
+				"cloud_client_id": {"client_01K6KWQPW6J1M8VV7R3TZP5A6M", SourceDefault},
 			},
 		},
 		{
@@ -111,7 +127,7 @@ func TestResolveConfigPrecedence(t *testing.T) {
 			flags: Config{CloudHost: "https://unused.example", Folder: "/unused"},
 			file:  `{"folder": "/file/notes", "profile": "safe", "versions_days": 0}`,
 			want: map[string]want{
-				"cloud_host": {"", SourceDefault}, "folder": {"/file/notes", SourceConfig}, "profile": {"safe", SourceConfig},
+				"cloud_host": {"https://api.basicmemory.cloud", SourceDefault}, "folder": {"/file/notes", SourceConfig}, "profile": {"safe", SourceConfig},
 				"versions_days": {"0", SourceConfig}, "versions_max_mb": {"0", SourceDefault},
 			},
 		},

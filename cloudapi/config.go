@@ -25,6 +25,15 @@ const (
 	EnvConfigDir = "BASIC_MEMORY_CONFIG_DIR"
 )
 
+// The Basic Memory cloud, with the Basic Memory CLI's own defaults (its
+// config.py): what bm-agent talks to when nothing names another server, so
+// that a Basic Memory user logs in with no flag.
+const (
+	DefaultHost     = "https://api.basicmemory.cloud"
+	DefaultDomain   = "https://eloquent-lotus-05.authkit.app"
+	DefaultClientID = "client_01K6KWQPW6J1M8VV7R3TZP5A6M"
+)
+
 // Config says where the cloud is.
 type Config struct {
 	// Host is the tenant API base URL, e.g. https://api.example.com.
@@ -39,7 +48,8 @@ type Config struct {
 // LoadConfig completes a resolved cloud configuration with its defaults:
 // ClientID is tenantapi.DefaultClientID and Domain is Host (bm-server is
 // its own issuer); trailing slashes are trimmed from Host and Domain. An
-// empty Host means "not configured".
+// empty Host means "not configured" (the settings resolver never leaves it
+// empty: its default is [DefaultHost]).
 //
 // It reads nothing: where each setting comes from (flags, the environment,
 // the agent's config, Basic Memory's config.json, see
