@@ -15,6 +15,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/basicmachines-co/bm-agent/internal/testenv"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -24,12 +25,7 @@ import (
 func privateSessionBus(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("dbus-daemon not installed (Debian package dbus, see .ci/apt-packages)")
-		}
-		t.Skip("dbus-daemon not installed (Debian package dbus)")
-	}
+	testenv.Require(t, "dbus-daemon (Debian package dbus, see .ci/apt-packages)", err)
 	cmd := exec.Command(bin, "--session", "--nofork", "--nopidfile", "--print-address")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
