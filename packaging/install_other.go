@@ -4,6 +4,7 @@ package packaging
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/kardianos/service"
@@ -11,6 +12,22 @@ import (
 
 // UnitPath is empty: the service lives in the service manager's registry.
 func (i *Installer) UnitPath() string { return "" }
+
+// Installed is ManagerService when the service manager knows the agent's
+// service, else "".
+func (i *Installer) Installed(context.Context) string {
+	s, err := i.service(Params{AgentPath: "bm-agent"})
+	if err != nil {
+		return ""
+	}
+	if _, err := s.Status(); err != nil {
+		return ""
+	}
+	return ManagerService
+}
+
+// spawnDetached is not used here: the service manager starts the agent.
+func spawnDetached(string, []string, []string) error { return errors.ErrUnsupported }
 
 // noProgram satisfies service.Interface for install and control calls,
 // which never run the program.
@@ -50,7 +67,7 @@ func (i *Installer) service(p Params) (service.Service, error) {
 // kardianos/service (the Windows service control manager) and starts it.
 // No test here can reach Windows; it is compile-checked only.
 func (i *Installer) Install(_ context.Context, p Params, start bool) (Result, error) {
-	var res Result
+	res := Result{Manager: ManagerService}
 	if err := p.validate(); err != nil {
 		return res, err
 	}
@@ -64,16 +81,18 @@ func (i *Installer) Install(_ context.Context, p Params, start bool) (Result, er
 	res.Commands = append(res.Commands, "install service "+ServiceName)
 	if start {
 		if err := s.Start(); err != nil {
+			_ = s.Uninstall() // what it wrote goes with the failure
 			return res, fmt.Errorf("install: start: %w", err)
 		}
 		res.Commands = append(res.Commands, "start service "+ServiceName)
+		res.Started = true
 	}
 	return res, nil
 }
 
 // Uninstall stops and removes the service.
-func (i *Installer) Uninstall(context.Context) (Result, error) {
-	var res Result
+func (i *Installer) Uninstall(ctx context.Context) (Result, error) {
+	res := Result{Manager: i.Installed(ctx)}
 	s, err := i.service(Params{AgentPath: "bm-agent"})
 	if err != nil {
 		return res, err

@@ -1,7 +1,9 @@
 // Package packaging installs bm-agent as a per-user service that starts at
 // login and restarts on failure (a systemd user unit on Linux, a launchd
 // agent on macOS, a Windows service through kardianos/service), and bm-tray
-// as a login item. It renders the unit files from templates kept here so
+// as a login item. On Linux without a user systemd (no session bus: a
+// container, WSL) the agent starts at login through an XDG autostart entry
+// instead, and is started now as a detached process. It renders the unit files from templates kept here so
 // they can be checked (systemd-analyze verify) before anything is written.
 package packaging
 
@@ -69,6 +71,10 @@ func SystemdUnit(p Params) ([]byte, error) { return render("bm-agent.service", p
 
 // LaunchdPlist renders the launchd agent for the agent.
 func LaunchdPlist(p Params) ([]byte, error) { return render("com.basicmemory.bm-agent.plist", p) }
+
+// AgentDesktopEntry renders the XDG autostart entry that starts the agent
+// (`bm-agent run`) at login where there is no user systemd.
+func AgentDesktopEntry(p Params) ([]byte, error) { return render("bm-agent.desktop", p) }
 
 // TrayDesktopEntry renders the XDG autostart entry that starts bm-tray at login.
 func TrayDesktopEntry(p Params) ([]byte, error) {

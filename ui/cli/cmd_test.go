@@ -442,7 +442,12 @@ type fakeInstaller struct {
 	onInstall func()
 }
 
-func (f *fakeInstaller) Installed() bool { return f.installed }
+func (f *fakeInstaller) Installed(context.Context) string {
+	if f.installed {
+		return packaging.ManagerSystemd
+	}
+	return ""
+}
 
 func (f *fakeInstaller) Install(_ context.Context, _, _ string, start bool) (packaging.Result, error) {
 	f.starts = append(f.starts, start)
@@ -450,7 +455,12 @@ func (f *fakeInstaller) Install(_ context.Context, _, _ string, start bool) (pac
 	if f.onInstall != nil {
 		f.onInstall()
 	}
-	return packaging.Result{Files: []string{"/u/bm-agent.service"}}, nil
+	return packaging.Result{Manager: packaging.ManagerSystemd, Files: []string{"/u/bm-agent.service"}, Started: start}, nil
+}
+
+func (f *fakeInstaller) Uninstall(context.Context) (packaging.Result, error) {
+	f.installed = false
+	return packaging.Result{Manager: packaging.ManagerSystemd, Files: []string{"/u/bm-agent.service"}}, nil
 }
 
 func syncedStatus() ipc.Status {

@@ -15,25 +15,33 @@ import (
 	"github.com/basicmachines-co/bm-agent/packaging"
 )
 
-// ServiceInstaller installs the agent's service for `bm-agent setup`.
+// ServiceInstaller installs the agent's service for `bm-agent setup`,
+// `install` and `uninstall`.
 type ServiceInstaller interface {
-	// Installed reports whether the service is installed for this user.
-	Installed() bool
+	// Installed says what starts the agent at login as things are now
+	// (packaging.ManagerSystemd, ManagerAutostart, ...; "" for nothing):
+	// read from the files and the service manager, never remembered.
+	Installed(ctx context.Context) string
 	// Install installs the service (syncing folder, with its state in
 	// home; "" for the defaults), and starts it now with start.
 	Install(ctx context.Context, folder, home string, start bool) (packaging.Result, error)
+	// Uninstall removes what Install wrote, stopping the service.
+	Uninstall(ctx context.Context) (packaging.Result, error)
+}
+
+// serviceInstaller is opts.Installer, or the real one.
+func serviceInstaller(opts *Options) ServiceInstaller {
+	if opts.Installer != nil {
+		return opts.Installer
+	}
+	return packagingInstaller{}
 }
 
 // packagingInstaller is the real [ServiceInstaller].
 type packagingInstaller struct{}
 
-func (packagingInstaller) Installed() bool {
-	p := packaging.New().UnitPath()
-	if p == "" {
-		return false
-	}
-	_, err := os.Stat(p)
-	return err == nil
+func (packagingInstaller) Installed(ctx context.Context) string {
+	return packaging.New().Installed(ctx)
 }
 
 func (packagingInstaller) Install(ctx context.Context, folder, home string, start bool) (packaging.Result, error) {
@@ -42,6 +50,10 @@ func (packagingInstaller) Install(ctx context.Context, folder, home string, star
 		return packaging.Result{}, err
 	}
 	return packaging.New().Install(ctx, p, start)
+}
+
+func (packagingInstaller) Uninstall(ctx context.Context) (packaging.Result, error) {
+	return packaging.New().Uninstall(ctx)
 }
 
 // Results of a [SetupStep].
@@ -93,10 +105,7 @@ that is set up it checks each step and says that everything is fine. --json prin
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lf.deviceSet = cmd.Flags().Changed("device")
-			inst := opts.Installer
-			if inst == nil {
-				inst = packagingInstaller{}
-			}
+			inst := serviceInstaller(opts)
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			res, err := runSetup(ctx, cmd.OutOrStdout(), client(opts), inst, setupFlags{errOut: cmd.ErrOrStderr(), folder: folder, home: home, server: server, save: opts.SaveSetting, login: lf, json: opts.JSON})
@@ -174,26 +183,33 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 		if ierr != nil {
 			return res, fmt.Errorf("setup: install the service: %w", ierr)
 		}
-		step("service", StepDone, fmt.Sprintf("installed and started (%d files written)", len(r.Files)))
+		if r.Fallback != "" {
+			say("%s.\n", capitalize(r.Fallback))
+		}
+		step("service", StepDone, installedDetail(r.Manager, "started now", len(r.Files)))
 		c.StartupWait = setupSocketWait
 		st, err = c.Status(ctx)
 		c.StartupWait = 0
 		if err != nil {
-			return res, fmt.Errorf("setup: the service was installed but the daemon does not answer (`bm-agent logs` or `systemctl --user status bm-agent` may say why): %w", err)
+			return res, fmt.Errorf("setup: the service was installed but the daemon does not answer (`bm-agent doctor` or `bm-agent logs` may say why): %w", err)
 		}
 		step("daemon", StepDone, "running, version "+orDash(st.Version))
 	case err != nil:
 		return res, fmt.Errorf("setup: %w", err)
 	default:
 		step("daemon", StepOK, "running, version "+orDash(st.Version))
-		if inst.Installed() {
-			step("service", StepOK, "installed: bm-agent starts at login")
+		if m := inst.Installed(ctx); m != "" {
+			step("service", StepOK, "installed: "+startsAtLogin(m))
 		} else {
 			// a daemon runs (in a terminal, say): install without starting a second one
-			if _, ierr := inst.Install(ctx, sf.folder, sf.home, false); ierr != nil {
+			r, ierr := inst.Install(ctx, sf.folder, sf.home, false)
+			if ierr != nil {
 				return res, fmt.Errorf("setup: install the service: %w", ierr)
 			}
-			step("service", StepDone, "installed: bm-agent starts at the next login")
+			if r.Fallback != "" {
+				say("%s.\n", capitalize(r.Fallback))
+			}
+			step("service", StepDone, installedDetail(r.Manager, "from the next login", len(r.Files)))
 		}
 	}
 
@@ -240,6 +256,11 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 		say("\nEverything is set up already: nothing to do.\n")
 	}
 	return res, nil
+}
+
+// installedDetail is the service step's detail after an install.
+func installedDetail(manager, when string, files int) string {
+	return fmt.Sprintf("installed, %s: %s (%d files written)", when, startsAtLogin(manager), files)
 }
 
 // firstSyncDone reports whether st shows a finished, successful pass (so

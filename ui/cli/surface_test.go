@@ -168,11 +168,11 @@ var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 // (the CLI's own and those of packaging): every exported field has a
 // snake_case json name.
 func TestJSONKeysAreSnakeCase(t *testing.T) {
-	for _, v := range []any{SetupResult{}, SetupStep{}, PauseResult{}, DoctorOutput{}, ErrorJSON{}, packaging.Result{}} {
+	for _, v := range []any{SetupResult{}, SetupStep{}, PauseResult{}, DoctorOutput{}, ErrorJSON{}, packaging.Result{}, InstallResult{}, UninstallResult{}} {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
 			f := typ.Field(i)
-			if !f.IsExported() {
+			if !f.IsExported() || f.Anonymous { // an embedded struct's fields are checked as its own
 				continue
 			}
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -188,11 +188,11 @@ func TestJSONKeysAreSnakeCase(t *testing.T) {
 		res  packaging.Result
 		want string
 	}{
-		{packaging.Result{Files: []string{"/u/bm-agent.service"}, Commands: []string{"systemctl --user daemon-reload"}},
-			`{"files":["/u/bm-agent.service"],"commands":["systemctl --user daemon-reload"]}`},
-		{packaging.Result{}, `{"files":[],"commands":[]}`},
+		{packaging.Result{Manager: packaging.ManagerSystemd, Files: []string{"/u/bm-agent.service"}, Commands: []string{"systemctl --user daemon-reload"}, Started: true},
+			`{"manager":"systemd","files":["/u/bm-agent.service"],"commands":["systemctl --user daemon-reload"],"started":true,"already_running":false,"daemon_running":true}`},
+		{packaging.Result{}, `{"files":[],"commands":[],"started":false,"already_running":false,"daemon_running":false}`},
 	} {
-		if b, err := json.Marshal(resultJSON(tt.res)); err != nil || string(b) != tt.want {
+		if b, err := json.Marshal(installJSON(InstallResult{Result: tt.res, DaemonRunning: tt.res.Started})); err != nil || string(b) != tt.want {
 			t.Errorf("install --json = %s, %v; want %s", b, err, tt.want)
 		}
 	}
