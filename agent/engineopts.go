@@ -36,6 +36,22 @@ func failedItems(fs []syncer.Failure) []ipc.FailedItem {
 
 // planOf turns the engine's plan into the wire form: what a dry run would
 // do (nil for a real pass: the counts say what it did).
+// changesOf is what a real pass changed, for its summary (at most
+// ipc.MaxPassChanges files).
+func changesOf(res syncer.Result, dryRun bool) []ipc.PlanItem {
+	if dryRun || len(res.Plan) == 0 {
+		return nil
+	}
+	out := make([]ipc.PlanItem, 0, min(len(res.Plan), ipc.MaxPassChanges))
+	for _, c := range res.Plan {
+		if len(out) == ipc.MaxPassChanges {
+			break
+		}
+		out = append(out, ipc.PlanItem{Action: c.Action, Side: c.Side, Path: c.Path})
+	}
+	return out
+}
+
 func planOf(res syncer.Result, dryRun bool) *ipc.Plan {
 	if !dryRun {
 		return nil

@@ -267,6 +267,7 @@ func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest) (i
 		DryRun:        req.DryRun,
 		Forced:        req.Force,
 		Plan:          planOf(res, req.DryRun),
+		Changes:       changesOf(res, req.DryRun),
 	}
 	if sum.Start.IsZero() {
 		sum.Start = time.Now()

@@ -174,7 +174,13 @@ type PassSummary struct {
 	Offline bool `json:"offline,omitempty"`
 	// Plan is what a dry run would do.
 	Plan *Plan `json:"plan,omitempty"`
+	// Changes are the files a real pass changed, at most
+	// [MaxPassChanges] of them (the counts above are whole).
+	Changes []PlanItem `json:"changes,omitempty"`
 }
+
+// MaxPassChanges bounds [PassSummary.Changes].
+const MaxPassChanges = 50
 
 // Plan is what a dry-run pass would change, per side.
 type Plan struct {

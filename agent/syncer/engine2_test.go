@@ -232,7 +232,8 @@ func assertSame(t *testing.T, what string, got, want map[string]string) {
 
 // TestNoChangePassCost: a pass that finds nothing to do over 10,000 notes
 // makes at most ceil(N/1000)+3 requests to the production embedded S3
-// endpoint, none of them a HEAD.
+// endpoint, none of them a HEAD, besides the reachability watch's small
+// probes (one per probeEvery of the pass).
 func TestNoChangePassCost(t *testing.T) {
 	const n = 10000
 	if testing.Short() {
@@ -263,7 +264,9 @@ func TestNoChangePassCost(t *testing.T) {
 		t.Fatalf("no-change pass: %v", err)
 	}
 	st := s3.srv.Stats()
-	limit := int64(math.Ceil(n/1000.0)) + 3
+	// the listing pages, three more, and the reachability watch's probes
+	// (one per probeEvery while the pass runs: more on a loaded machine)
+	limit := int64(math.Ceil(n/1000.0)) + 3 + int64(took/probeEvery)
 	t.Logf("no-change pass over %d notes: %d requests %v in %s", n, st["total"], st, took)
 	if res.Resync || res.Uploaded+res.Downloaded+res.DeletedLocal+res.DeletedRemote != 0 {
 		t.Errorf("no-change pass did something: %+v", res)

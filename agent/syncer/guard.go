@@ -527,6 +527,7 @@ func (g *guardPass) localRemove(ctx context.Context, path string, remove func() 
 	g.localFinish(c, false)
 	g.setState(sideL, path, pathState{gone: true})
 	g.count(func(s *guardStats) { s.deletedLocal++ })
+	g.addPlan(Change{Side: SideLocal, Action: ActionDelete, Path: path})
 	return nil
 }
 
@@ -732,6 +733,7 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectI
 	g.setState(sideC, path, st)
 	g.journalCopy(path, entryOf(ctx, src), entryOf(ctx, o))
 	g.count(func(s *guardStats) { s.uploaded++ })
+	g.addPlan(Change{Side: SideCloud, Action: ActionCopy, Path: path})
 	return o, nil
 }
 
@@ -797,6 +799,7 @@ func (g *guardPass) cloudRemove(ctx context.Context, path string) error {
 	case !(done && st.created):
 		g.e.journal(journalOp{Op: "gone", Path: path})
 		g.count(func(s *guardStats) { s.deleteRemote++ })
+		g.addPlan(Change{Side: SideCloud, Action: ActionDelete, Path: path})
 	}
 	return nil
 }
@@ -1025,6 +1028,7 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 				// written in place, not through a partial
 				f.g.journalCopy(path, entryOf(ctx, o), entryOf(ctx, src))
 				f.g.count(func(s *guardStats) { s.downloaded++ })
+				f.g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: path})
 			}
 		}
 	} else {
@@ -1056,6 +1060,7 @@ func (f *guardFs) Move(ctx context.Context, src rfs.Object, remote string) (rfs.
 		}
 		f.g.setState(f.side, src.Remote(), pathState{gone: true})
 		f.g.count(func(s *guardStats) { s.downloaded++ })
+		f.g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: remote})
 		return f.wrap(o), nil
 	}
 	// bisync renaming a conflict's loser: a conflict file of the same
@@ -1150,6 +1155,7 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 		if err == nil {
 			o.f.g.journalCopy(path, entryOf(ctx, o.Object), entryOf(ctx, src))
 			o.f.g.count(func(s *guardStats) { s.downloaded++ })
+			o.f.g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: path})
 		}
 		return err
 	}

@@ -784,3 +784,24 @@ func TestDeletedWhileReadIsNotSetAside(t *testing.T) {
 		})
 	}
 }
+
+// A real pass says which files it changed (the daemon's history and the
+// tray's Recent changes show them), not only how many.
+func TestRealPassListsItsChanges(t *testing.T) {
+	s3 := newEmbedS3(t)
+	base := t.TempDir()
+	local, work := filepath.Join(base, "notes"), filepath.Join(base, "state")
+	writeLocal(t, local, "seed.md", []byte("seed"))
+	p := newEmbedPairAt(t, s3, local, work, "laptop", ProfileBalanced)
+	p.pass(t, PassOptions{})
+	writeLocal(t, local, "up.md", []byte("written here"))
+	s3.put(t, "down.md", []byte("written there"))
+	res := p.pass(t, PassOptions{})
+	got := map[string]string{}
+	for _, c := range res.Plan {
+		got[c.Path] = c.Action + " " + c.Side
+	}
+	if got["up.md"] != ActionCopy+" "+SideCloud || got["down.md"] != ActionCopy+" "+SideLocal {
+		t.Errorf("the pass's changes: %v (plan %+v)", got, res.Plan)
+	}
+}

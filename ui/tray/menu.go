@@ -426,31 +426,68 @@ func lastSyncLine(ls *ipc.PassSummary, now time.Time) string {
 	}
 }
 
-// recentEntries lists the last passes that changed something, newest
-// first: the daemon's history carries counts, not paths, so each entry is
-// a pass (it opens the notes folder).
+// recentEntries lists the last files the passes changed, newest first,
+// each opening its file (a deleted one opens the notes folder). A pass the
+// history has no file list for (an older daemon's) is one entry with its
+// counts.
 func recentEntries(passes []ipc.PassSummary, now time.Time) []Entry {
 	var out []Entry
+	seen := map[string]bool{}
 	for _, p := range passes {
-		if len(out) == MaxEntries {
-			break
-		}
-		var parts []string
-		add := func(n int, one, many string) {
-			if n > 0 {
-				parts = append(parts, fmt.Sprintf("%d %s", n, plural(n, one, many)))
-			}
-		}
-		add(p.Uploaded, "uploaded", "uploaded")
-		add(p.Downloaded, "downloaded", "downloaded")
-		add(p.DeletedLocal+p.DeletedRemote, "deleted", "deleted")
-		add(p.Conflicts, "conflict", "conflicts")
-		if len(parts) == 0 || p.DryRun {
+		if p.DryRun {
 			continue
 		}
-		out = append(out, Entry{Label: clock(p.Start, now) + ": " + strings.Join(parts, ", "), Enabled: true})
+		if len(p.Changes) == 0 {
+			if line := passCounts(p); line != "" && len(out) < MaxEntries {
+				out = append(out, Entry{Label: clock(p.Start, now) + ": " + line, Enabled: true})
+			}
+			continue
+		}
+		for _, c := range p.Changes {
+			if len(out) == MaxEntries {
+				return out
+			}
+			if seen[c.Path] || c.Action == ipc.ActionKeep || c.Action == ipc.ActionRename {
+				continue
+			}
+			seen[c.Path] = true
+			e := Entry{Label: c.Path + " — " + changeWord(c) + ", " + clock(p.Start, now), Path: c.Path, Enabled: true}
+			if c.Action == ipc.ActionDelete {
+				e.Path = ""
+			}
+			out = append(out, e)
+		}
 	}
 	return out
+}
+
+// changeWord says what a pass did to a file.
+func changeWord(c ipc.PlanItem) string {
+	switch {
+	case c.Action == ipc.ActionDelete:
+		return "deleted"
+	case c.Action == ipc.ActionConflict:
+		return "conflict"
+	case c.Side == ipc.SideCloud:
+		return "uploaded"
+	default:
+		return "downloaded"
+	}
+}
+
+// passCounts sums up what a pass did ("" for nothing).
+func passCounts(p ipc.PassSummary) string {
+	var parts []string
+	add := func(n int, one, many string) {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, plural(n, one, many)))
+		}
+	}
+	add(p.Uploaded, "uploaded", "uploaded")
+	add(p.Downloaded, "downloaded", "downloaded")
+	add(p.DeletedLocal+p.DeletedRemote, "deleted", "deleted")
+	add(p.Conflicts, "conflict", "conflicts")
+	return strings.Join(parts, ", ")
 }
 
 func conflictLabel(c ipc.Conflict, now time.Time) string {

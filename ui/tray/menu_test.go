@@ -265,3 +265,34 @@ func TestNotificationAction(t *testing.T) {
 		}
 	}
 }
+
+func TestRecentEntriesListFiles(t *testing.T) {
+	now := time.Date(2026, 12, 2, 9, 45, 0, 0, time.UTC)
+	at := now.Add(-5 * time.Minute)
+	passes := []ipc.PassSummary{
+		{Start: at, Uploaded: 1, Downloaded: 1, DeletedLocal: 1, Changes: []ipc.PlanItem{
+			{Action: ipc.ActionCopy, Side: ipc.SideCloud, Path: "mine.md"},
+			{Action: ipc.ActionCopy, Side: ipc.SideLocal, Path: "theirs.md"},
+			{Action: ipc.ActionDelete, Side: ipc.SideLocal, Path: "gone.md"},
+			{Action: ipc.ActionKeep, Side: ipc.SideCloud, Path: "kept.md"},
+		}},
+		{Start: at.Add(-time.Hour), DryRun: true, Changes: []ipc.PlanItem{{Action: ipc.ActionCopy, Side: ipc.SideCloud, Path: "planned.md"}}},
+		{Start: at.Add(-2 * time.Hour), Changes: []ipc.PlanItem{{Action: ipc.ActionCopy, Side: ipc.SideLocal, Path: "mine.md"}}},
+		{Start: at.Add(-3 * time.Hour), Uploaded: 3}, // an older daemon's: counts only
+	}
+	got := recentEntries(passes, now)
+	want := []struct{ label, path string }{
+		{"mine.md — uploaded", "mine.md"},
+		{"theirs.md — downloaded", "theirs.md"},
+		{"gone.md — deleted", ""},
+		{"3 uploaded", ""},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("entries = %+v", got)
+	}
+	for i, w := range want {
+		if !strings.Contains(got[i].Label, w.label) || got[i].Path != w.path || !got[i].Enabled {
+			t.Errorf("entry %d = %+v, want %q opening %q", i, got[i], w.label, w.path)
+		}
+	}
+}
