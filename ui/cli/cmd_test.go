@@ -21,6 +21,9 @@ import (
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envStandIn) != "" && len(os.Args) > 1 && os.Args[1] == "run" {
+		os.Exit(standInDaemon(os.Args[2:]))
+	}
 	time.Local = time.UTC
 	now = func() time.Time { return t0 }
 	watchReconnectDelay = 10 * time.Millisecond

@@ -260,7 +260,11 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 
 // installedDetail is the service step's detail after an install.
 func installedDetail(manager, when string, files int) string {
-	return fmt.Sprintf("installed, %s: %s (%d files written)", when, startsAtLogin(manager), files)
+	plural := "s"
+	if files == 1 {
+		plural = ""
+	}
+	return fmt.Sprintf("installed, %s: %s (%d file%s written)", when, startsAtLogin(manager), files, plural)
 }
 
 // firstSyncDone reports whether st shows a finished, successful pass (so
