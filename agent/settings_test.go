@@ -333,3 +333,31 @@ func TestConfigSourcesAndOverrides(t *testing.T) {
 		t.Errorf("profile's source after config set = %v", o)
 	}
 }
+
+// TestConfigSetEmptyCloudHostIsTheDefault: a saved server is removed with
+// `config set cloud_host ""`, and the Basic Memory cloud applies again,
+// said to be the default; its issuer comes back with it.
+func TestConfigSetEmptyCloudHostIsTheDefault(t *testing.T) {
+	home := t.TempDir()
+	in := Inputs{Flags: Config{Home: home}, FlagNames: map[string]string{"home": "--home"}, Getenv: func(string) string { return "" }}
+	for _, tt := range []struct{ value, host, domain string }{
+		{"http://127.0.0.1:8787", "http://127.0.0.1:8787", "http://127.0.0.1:8787"},
+		{"", "https://api.basicmemory.cloud", "https://eloquent-lotus-05.authkit.app"},
+	} {
+		if err := SaveSetting(home, "cloud_host", tt.value); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := ResolveConfig(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantSource := SourceConfig
+		if tt.value == "" {
+			wantSource = SourceDefault
+		}
+		if cfg.CloudHost != tt.host || cfg.CloudDomain != tt.domain || cfg.Sources["cloud_host"].Source != wantSource {
+			t.Errorf("after config set cloud_host %q: host %s, domain %s, from %v; want %s, %s, from %s",
+				tt.value, cfg.CloudHost, cfg.CloudDomain, cfg.Sources["cloud_host"], tt.host, tt.domain, wantSource)
+		}
+	}
+}

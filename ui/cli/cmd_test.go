@@ -443,6 +443,7 @@ type fakeInstaller struct {
 	installed bool
 	starts    []bool
 	onInstall func()
+	err       error // what Install fails with
 }
 
 func (f *fakeInstaller) Installed(context.Context) string {
@@ -454,6 +455,9 @@ func (f *fakeInstaller) Installed(context.Context) string {
 
 func (f *fakeInstaller) Install(_ context.Context, _, _ string, start bool) (packaging.Result, error) {
 	f.starts = append(f.starts, start)
+	if f.err != nil {
+		return packaging.Result{}, f.err
+	}
 	f.installed = true
 	if f.onInstall != nil {
 		f.onInstall()
@@ -502,6 +506,20 @@ func TestSetup(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
+		}
+	})
+	t.Run("a daemon answers and the service cannot be installed: login and sync go on, and it says so", func(t *testing.T) {
+		f := &fakeDaemon{status: syncedStatus()}
+		sock := startDaemon(t, f)
+		inst := &fakeInstaller{err: errors.New("install: systemctl --user enable bm-agent.service: exit status 1: Job failed")}
+		out, errOut, code := runCLI(context.Background(), t, sock, &Options{Installer: inst}, "setup")
+		wantOut := "[ok  ] daemon: running, version v1\n" +
+			"[failed] service: install: systemctl --user enable bm-agent.service: exit status 1: Job failed\n" +
+			"[ok  ] login: logged in as me@example.com\n" +
+			"[ok  ] first sync: bucket bm-t-1 in step with /n\n"
+		wantErr := "bm-agent: setup: syncing works while this daemon runs, but nothing starts bm-agent at login: install the service: install: systemctl --user enable bm-agent.service: exit status 1: Job failed\n"
+		if out != wantOut || errOut != wantErr || code != ExitError {
+			t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s\nwant:\n%s%s", code, out, errOut, wantOut, wantErr)
 		}
 	})
 	t.Run("subscription required", func(t *testing.T) {

@@ -23,7 +23,9 @@ checks every change; some apply only after it restarts, and then says so.
 Each setting comes from the first of: a flag of 'bm-agent run', the
 environment (BASIC_MEMORY_CLOUD_HOST, ...), bm-agent's config.json (what
 'config set' writes), Basic Memory's config.json, the default. 'config get'
-says which one for each.`,
+says which one for each. With nothing set, cloud_host is the Basic Memory
+cloud (https://api.basicmemory.cloud, signing in through its AuthKit);
+'config set cloud_host ""' goes back to it.`,
 		Example: `  bm-agent config get
   bm-agent config get folder
   bm-agent config set interval 5m

@@ -23,7 +23,7 @@ const (
 var ErrRestartNeeded = errors.New("the running daemon uses it after a restart")
 
 // serverFlagHelp is the help of --server, for login and setup.
-const serverFlagHelp = "the server to use from now on: saved as cloud_host in bm-agent's config, so the service uses it too"
+const serverFlagHelp = "the server to use from now on (default: the Basic Memory cloud): saved as cloud_host in bm-agent's config, so the service uses it too"
 
 // withServerFlag adds --server to cmd (login): the server is saved with
 // [useServer] before cmd runs.

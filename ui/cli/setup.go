@@ -58,8 +58,9 @@ func (packagingInstaller) Uninstall(ctx context.Context) (packaging.Result, erro
 
 // Results of a [SetupStep].
 const (
-	StepOK   = "ok"   // it was already so
-	StepDone = "done" // setup did it now
+	StepOK     = "ok"     // it was already so
+	StepDone   = "done"   // setup did it now
+	StepFailed = "failed" // it failed, and setup went on without it
 )
 
 // SetupStep is one step of `bm-agent setup`.
@@ -97,7 +98,7 @@ the service is installed so syncing starts at login.
 With --server URL it first saves the server (cloud_host in bm-agent's
 config), so that the service uses it. It is safe to run again: on a machine
 that is set up it checks each step and says that everything is fine. --json prints {"changed", "steps": [{"name",
-"result": "ok"|"done", "detail"}], "status"} at the end.`,
+"result": "ok"|"done"|"failed", "detail"}], "status"} at the end.`,
 		Example: `  bm-agent setup
   bm-agent setup --folder ~/notes
   bm-agent setup --device        # log in with a code entered on another device
@@ -175,6 +176,7 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 	}
 
 	// 1. the daemon, and the service that starts it
+	var serviceErr error // an install that failed while a daemon answers
 	st, err := c.Status(ctx)
 	switch {
 	case errors.Is(err, ipc.ErrNoDaemon):
@@ -202,14 +204,18 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 			step("service", StepOK, "installed: "+startsAtLogin(m))
 		} else {
 			// a daemon runs (in a terminal, say): install without starting a second one
+			// a daemon answers, so syncing works without the service: go on, and say so at the end
 			r, ierr := inst.Install(ctx, sf.folder, sf.home, false)
-			if ierr != nil {
-				return res, fmt.Errorf("setup: install the service: %w", ierr)
+			switch {
+			case ierr != nil:
+				serviceErr = fmt.Errorf("setup: syncing works while this daemon runs, but nothing starts bm-agent at login: install the service: %w", ierr)
+				step("service", StepFailed, ierr.Error())
+			default:
+				if r.Fallback != "" {
+					say("%s.\n", capitalize(r.Fallback))
+				}
+				step("service", StepDone, installedDetail(r.Manager, "from the next login", len(r.Files)))
 			}
-			if r.Fallback != "" {
-				say("%s.\n", capitalize(r.Fallback))
-			}
-			step("service", StepDone, installedDetail(r.Manager, "from the next login", len(r.Files)))
 		}
 	}
 
@@ -249,6 +255,9 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 		}
 		ls := st.LastSync
 		step("first sync", StepDone, fmt.Sprintf("bucket %s in step with %s (%d up, %d down)", orDash(st.Bucket), orDash(st.Folder), ls.Uploaded, ls.Downloaded))
+	}
+	if serviceErr != nil {
+		return res, serviceErr
 	}
 	if res.Changed {
 		say("\nAll set: bm-agent keeps %s and your cloud bucket in step, and starts at login.\n", orDash(st.Folder))
