@@ -52,7 +52,9 @@
 //	login                  ipc.LoginStart then ipc.Status, one per line
 //	logout                 {"logged_in": false}
 //	setup                  SetupResult {"changed", "steps", "status"}
-//	install, uninstall     packaging.Result {"files", "commands"}
+//	install                InstallResult {"manager", "fallback", "files", "commands",
+//	                       "started", "already_running", "daemon_running"}
+//	uninstall              UninstallResult {"manager", "files", "commands", "stopped_pid"}
 //
 // # Shell completion
 //
