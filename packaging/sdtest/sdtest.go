@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package sdtest runs a test against a real, private systemd user instance:
 // the test re-runs itself in a private mount namespace (unshare -m) under
 // dbus-run-session, with its own HOME, XDG_CONFIG_HOME and
