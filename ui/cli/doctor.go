@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
+	"github.com/basicmachines-co/bm-agent/internal/diskfree"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
@@ -60,7 +61,7 @@ func realDoctorEnv() doctorEnv {
 			return cloudapi.OpenStore(home, slog.New(slog.DiscardHandler)).Backend()
 		},
 		readFile:  os.ReadFile,
-		freeBytes: freeBytes,
+		freeBytes: diskfree.Available,
 	}
 }
 

@@ -142,14 +142,7 @@ func headless() bool {
 }
 
 func headlessEnv(goos string, getenv func(string) string) bool {
-	if getenv("SSH_CONNECTION") != "" || getenv("SSH_TTY") != "" {
-		return true
-	}
-	switch goos {
-	case "darwin", "windows":
-		return false
-	}
-	return getenv("DISPLAY") == "" && getenv("WAYLAND_DISPLAY") == ""
+	return !browser.CanOpenIn(browser.Env{GOOS: goos, Getenv: getenv})
 }
 
 func waitLoggedIn(ctx context.Context, c *ipc.Client, timeout time.Duration) (ipc.Status, error) {
