@@ -91,7 +91,7 @@ Each setting comes from the first of: a flag here, the environment, bm-agent's
 config.json (bm-agent config set), Basic Memory's config.json, the default.
 'bm-agent config get' shows where each came from.`,
 		Example: `  bm-agent run
-  bm-agent run --folder ~/notes --host https://cloud.basicmemory.com`,
+  bm-agent run --folder ~/notes --host https://bm.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
@@ -131,7 +131,7 @@ config.json (bm-agent config set), Basic Memory's config.json, the default.
 	f := cmd.Flags()
 	f.StringVar(&flags.Home, "home", "", "the agent's config and state dir (default: $BM_AGENT_HOME, else bm-agent in the user config dir)")
 	f.StringVar(&flags.Folder, "folder", "", "the notes folder to keep in step (default: bm-agent's config, else "+agent.DefaultFolder()+")")
-	f.StringVar(&flags.CloudHost, "host", "", "tenant API URL (default: $BASIC_MEMORY_CLOUD_HOST, bm-agent's config, Basic Memory's)")
+	f.StringVar(&flags.CloudHost, "host", "", "tenant API URL (default: $BASIC_MEMORY_CLOUD_HOST, bm-agent's config, Basic Memory's, then the Basic Memory cloud)")
 	f.StringVar(&flags.CloudDomain, "domain", "", "OAuth issuer URL (default: $BASIC_MEMORY_CLOUD_DOMAIN, ..., the host)")
 	f.DurationVar(&interval, "interval", 0, "time between passes when nothing changes (default: bm-agent's config, else 1m0s)")
 	f.BoolVar(&debug, "debug", false, "debug logs")
