@@ -83,15 +83,21 @@ type Daemon struct {
 }
 
 // session is what a logged-in daemon holds for as long as the login
-// lasts: the tenant API client, the bucket-scoped key and the sync pair
+// lasts: the tenant API client, the bucket-scoped key and the sync pairs
 // (pair.go).
 type session struct {
 	cancel context.CancelFunc
 	client *cloudapi.Client
 	key    *cloudapi.S3Key // a key replacement swaps it (under d.mu)
-	pair   *pair
-	done   chan struct{} // closed when the session ends
+	// pairs are the session's sync pairs (pair.go): one per notes folder,
+	// one folder today.
+	pairs []*pair
+	done  chan struct{} // closed when the session ends
 }
+
+// folderPair is the pair of the configured notes folder, which the local
+// API's requests (sync, versions, resolve) are for.
+func (s *session) folderPair() *pair { return s.pairs[0] }
 
 // passer runs sync passes: the engine (*syncer.Engine), or a fake in tests.
 type passer interface {

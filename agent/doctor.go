@@ -41,7 +41,7 @@ func (d *Daemon) Doctor(ctx context.Context) ipc.DoctorReport {
 	s := d.session
 	var engine passer
 	if s != nil {
-		engine = s.pair.engine // a key replacement swaps it under d.mu
+		engine = s.folderPair().engine // a key replacement swaps it under d.mu
 	}
 	d.mu.Unlock()
 	var r ipc.DoctorReport

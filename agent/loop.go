@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
 	"github.com/basicmachines-co/bm-agent/agent/watch"
@@ -34,9 +35,17 @@ func (d *Daemon) runSession(ctx context.Context, s *session) {
 		go d.followRemote(sctx, s)
 	}
 	go d.pruneVersions(sctx, s)
-	if err := s.pair.Serve(sctx); err != nil && sctx.Err() == nil {
-		d.log.Error("sync pair stopped", "folder", s.pair.folder, "err", err)
+	var wg sync.WaitGroup
+	for _, p := range s.pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Serve(sctx); err != nil && sctx.Err() == nil {
+				d.log.Error("sync pair stopped", "folder", p.folder, "err", err)
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // othersChanges reports whether a batch the watcher dropped during a pass

@@ -110,7 +110,7 @@ func runLoop(t *testing.T, d *Daemon, eng passer) {
 // nil), as resume makes one.
 func testSession(d *Daemon, eng passer, client *cloudapi.Client, key *cloudapi.S3Key) *session {
 	s := &session{client: client, key: key, done: make(chan struct{})}
-	s.pair = d.newPair(s, eng)
+	s.pairs = []*pair{d.newPair(s, eng)}
 	return s
 }
 
@@ -147,7 +147,7 @@ func TestSyncRequestsCoalesce(t *testing.T) {
 	waitFor(t, "three queued requests", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return len(d.session.pair.syncReq) == 3
+		return len(d.session.folderPair().syncReq) == 3
 	})
 	eng.gate <- struct{}{} // finish the startup pass
 	eng.gate <- struct{}{} // and the one coalesced pass

@@ -80,7 +80,7 @@ func (d *Daemon) pair() *pair {
 	if d.session == nil {
 		return nil
 	}
-	return d.session.pair
+	return d.session.folderPair()
 }
 
 // Serve runs the pair's loop until ctx ends (which is not an error).

@@ -72,7 +72,7 @@ func (d *Daemon) unpauseLocked() {
 func (d *Daemon) wakeLocked() {
 	if s := d.session; s != nil {
 		select {
-		case s.pair.syncReq <- syncCall{}:
+		case s.folderPair().syncReq <- syncCall{}:
 		default:
 		}
 		return

@@ -20,9 +20,11 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 				return nil // our own pass, already in step
 			}
 			log.Debug("bucket changed", "device", ev.Device, "reason", ev.Reason, "reconnected", ev.Reconnected)
-			select {
-			case s.pair.remote <- struct{}{}:
-			default: // a wake-up is already queued
+			for _, p := range s.pairs {
+				select {
+				case p.remote <- struct{}{}:
+				default: // a wake-up is already queued
+				}
 			}
 			return nil
 		})

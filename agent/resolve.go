@@ -27,7 +27,7 @@ func (d *Daemon) Resolve(ctx context.Context, req ipc.ResolveRequest) (ipc.Resol
 	if s == nil {
 		return ipc.ResolveResult{}, d.refusal(op)
 	}
-	r, ok := s.pair.engineNow().(conflictResolver)
+	r, ok := s.folderPair().engineNow().(conflictResolver)
 	if !ok {
 		return ipc.ResolveResult{}, fmt.Errorf("%s: %w", op, ipc.ErrNotImplemented)
 	}
@@ -36,7 +36,7 @@ func (d *Daemon) Resolve(ctx context.Context, req ipc.ResolveRequest) (ipc.Resol
 		return ipc.ResolveResult{}, resolveError(op, err)
 	}
 	select { // a pass now; never wait for one
-	case s.pair.syncReq <- syncCall{}:
+	case s.folderPair().syncReq <- syncCall{}:
 	default:
 	}
 	d.log.Info("conflict settled", "file", res.Note, "conflict", res.Conflict, "keep", req.Keep, "kept_as", res.Kept)

@@ -97,7 +97,7 @@ func (d *Daemon) resume(ctx context.Context) (*session, error) {
 		st.LoggedIn, st.TenantID, st.Bucket, st.Endpoint, st.SubscribeURL = true, info.TenantID, info.BucketName, key.Endpoint, ""
 	})
 	s := &session{client: client, key: key, done: make(chan struct{})}
-	s.pair = d.newPair(s, engine)
+	s.pairs = []*pair{d.newPair(s, engine)}
 	go d.watchSession(ctx, s)
 	return s, nil
 }
@@ -315,7 +315,7 @@ func (d *Daemon) replaceKey(ctx context.Context, s *session) error {
 		return fmt.Errorf("replace key: %w", err)
 	}
 	d.mu.Lock()
-	s.key, s.pair.engine = key, engine
+	s.key, s.folderPair().engine = key, engine
 	d.mu.Unlock()
 	d.store.Update(func(st *ipc.Status) { st.Endpoint = key.Endpoint })
 	oldID := ""

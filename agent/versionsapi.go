@@ -42,7 +42,7 @@ func (d *Daemon) keeper(op string) (versionKeeper, *session, error) {
 	if s == nil {
 		return nil, nil, d.refusal(op)
 	}
-	k, ok := s.pair.engineNow().(versionKeeper)
+	k, ok := s.folderPair().engineNow().(versionKeeper)
 	if !ok {
 		return nil, nil, fmt.Errorf("%s: %w", op, ipc.ErrNotImplemented)
 	}
@@ -88,7 +88,7 @@ func (d *Daemon) Restore(ctx context.Context, req ipc.RestoreRequest) (ipc.Resto
 	}
 	if len(done) > 0 {
 		select { // a pass now; never wait for one
-		case s.pair.syncReq <- syncCall{}:
+		case s.folderPair().syncReq <- syncCall{}:
 		default:
 		}
 	}
@@ -127,7 +127,7 @@ var pruneEvery = 24 * time.Hour
 // pruneVersions prunes the version stores by age and size at the start of
 // a session, every pruneEvery, and when the settings change.
 func (d *Daemon) pruneVersions(ctx context.Context, s *session) {
-	k, ok := s.pair.engineNow().(versionKeeper)
+	k, ok := s.folderPair().engineNow().(versionKeeper)
 	if !ok {
 		return
 	}
