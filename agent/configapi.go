@@ -31,7 +31,7 @@ const (
 )
 
 // ConfigGet implements ipc.Configurer: the settings in effect, and under
-// [ConfigSources] where each comes from.
+// [ipc.ConfigSources] where each comes from.
 func (d *Daemon) ConfigGet(context.Context) (map[string]any, error) {
 	d.mu.Lock()
 	c := d.cfg
@@ -59,7 +59,7 @@ func configMap(c Config) (map[string]any, error) {
 		}
 	}
 	if c.Sources != nil {
-		m[ConfigSources] = maps.Clone(c.Sources)
+		m[ipc.ConfigSources] = maps.Clone(c.Sources)
 	}
 	return m, nil
 }
@@ -69,7 +69,7 @@ func configMap(c Config) (map[string]any, error) {
 // max_wait and profile at once; the others need a restart (the answer says
 // so). A key that a flag or an environment variable of the daemon sets is
 // saved but not applied: the answer names that origin under
-// [ConfigOverriddenBy].
+// [ipc.ConfigOverriddenBy].
 func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]any, error) {
 	d.cfgMu.Lock()
 	defer d.cfgMu.Unlock()
@@ -91,7 +91,7 @@ func (d *Daemon) ConfigSet(ctx context.Context, key, value string) (map[string]a
 		if err != nil {
 			return nil, err
 		}
-		m[ConfigOverriddenBy] = over
+		m[ipc.ConfigOverriddenBy] = over
 		return m, nil
 	}
 	d.mu.Lock()

@@ -78,14 +78,6 @@ func (o Origin) String() string {
 // value saved there does not apply while o sets the setting).
 func (o Origin) overrides() bool { return o.Source == SourceFlag || o.Source == SourceEnv }
 
-// ConfigSources is the key of [Daemon.ConfigGet]'s answer that holds each
-// setting's [Origin]; ConfigOverriddenBy the key of [Daemon.ConfigSet]'s
-// answer naming the layer that keeps a saved value from applying.
-const (
-	ConfigSources      = "sources"
-	ConfigOverriddenBy = "overridden_by"
-)
-
 // EnvHome is the environment variable naming the agent's home.
 const EnvHome = "BM_AGENT_HOME"
 

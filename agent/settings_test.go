@@ -297,7 +297,7 @@ func TestConfigSourcesAndOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sources, _ := m[ConfigSources].(map[string]Origin)
+	sources, _ := m[ipc.ConfigSources].(map[string]Origin)
 	for key, want := range map[string]Origin{
 		"interval":   {SourceFlag, "--interval"},
 		"cloud_host": {SourceEnv, "BASIC_MEMORY_CLOUD_HOST"},
@@ -314,8 +314,8 @@ func TestConfigSourcesAndOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m[ConfigOverriddenBy] != (Origin{SourceFlag, "--interval"}) || d.liveSettings().interval != time.Hour {
-		t.Errorf("set under a flag: overridden_by %v, live interval %s; want the flag's, still 1h", m[ConfigOverriddenBy], d.liveSettings().interval)
+	if m[ipc.ConfigOverriddenBy] != (Origin{SourceFlag, "--interval"}) || d.liveSettings().interval != time.Hour {
+		t.Errorf("set under a flag: overridden_by %v, live interval %s; want the flag's, still 1h", m[ipc.ConfigOverriddenBy], d.liveSettings().interval)
 	}
 	if c, _ := LoadConfig(home); time.Duration(c.Interval) != 2*time.Hour {
 		t.Errorf("the file's interval = %s, want 2h saved", time.Duration(c.Interval))
@@ -325,10 +325,10 @@ func TestConfigSourcesAndOverrides(t *testing.T) {
 	if m, err = d.ConfigSet(ctx, "profile", "safe"); err != nil {
 		t.Fatal(err)
 	}
-	if _, over := m[ConfigOverriddenBy]; over || d.liveSettings().profile != "safe" {
+	if _, over := m[ipc.ConfigOverriddenBy]; over || d.liveSettings().profile != "safe" {
 		t.Errorf("profile: %v, live %q", m, d.liveSettings().profile)
 	}
-	sources, _ = m[ConfigSources].(map[string]Origin)
+	sources, _ = m[ipc.ConfigSources].(map[string]Origin)
 	if o := sources["profile"]; o.Source != SourceConfig || o.Name != filepath.Join(home, "config.json") {
 		t.Errorf("profile's source after config set = %v", o)
 	}

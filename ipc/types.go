@@ -413,9 +413,17 @@ type ConfigSetRequest struct {
 	Value string `json:"value"`
 }
 
-// ConfigRestartRequired is the key of the config answer that is true when
-// a change only applies after the daemon restarts.
-const ConfigRestartRequired = "restart_required"
+// Keys of the config answers besides the settings themselves.
+const (
+	// ConfigRestartRequired is true when a change only applies after the
+	// daemon restarts.
+	ConfigRestartRequired = "restart_required"
+	// ConfigSources holds each setting's origin: {"source", "name"}.
+	ConfigSources = "sources"
+	// ConfigOverriddenBy names the origin (a flag, an environment
+	// variable) that keeps a saved value from applying.
+	ConfigOverriddenBy = "overridden_by"
+)
 
 // MountRequest is the body of POST /v0/mount.
 type MountRequest struct {

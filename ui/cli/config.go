@@ -72,7 +72,7 @@ file), or {"KEY": value, "sources": {"KEY": ...}} for one key.`,
 				if opts.JSON {
 					one := map[string]any{args[0]: v}
 					if o, ok := sourcesOf(m)[args[0]]; ok {
-						one[configSources] = map[string]settingOrigin{args[0]: o}
+						one[ipc.ConfigSources] = map[string]settingOrigin{args[0]: o}
 					}
 					return printJSON(out, one)
 				}
@@ -143,7 +143,7 @@ func writeConfigSet(w io.Writer, key string, m map[string]any) {
 	} else {
 		fmt.Fprintf(w, "%s set.\n", key)
 	}
-	if o, ok := m[configOverriddenBy]; ok {
+	if o, ok := m[ipc.ConfigOverriddenBy]; ok {
 		fmt.Fprintf(w, "Saved in bm-agent's config, but the daemon takes %s from %s, which comes first: the saved value applies once that is gone.\n", key, originText(o))
 		return
 	}
@@ -202,7 +202,7 @@ func (o settingOrigin) String() string {
 // daemon).
 func sourcesOf(m map[string]any) map[string]settingOrigin {
 	var sources map[string]settingOrigin
-	if b, err := json.Marshal(m[configSources]); err == nil {
+	if b, err := json.Marshal(m[ipc.ConfigSources]); err == nil {
 		_ = json.Unmarshal(b, &sources)
 	}
 	return sources
@@ -220,7 +220,7 @@ func originText(v any) string {
 // isMetaKey reports whether k is a key of a settings answer that is not a
 // setting.
 func isMetaKey(k string) bool {
-	return k == ipc.ConfigRestartRequired || k == configSources || k == configOverriddenBy || k == "pending"
+	return k == ipc.ConfigRestartRequired || k == ipc.ConfigSources || k == ipc.ConfigOverriddenBy || k == "pending"
 }
 
 // settingNames are the settings of a settings answer, sorted.

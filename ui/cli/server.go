@@ -11,13 +11,6 @@ import (
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
-// Keys of a settings answer ([ipc.Client.ConfigGet], ConfigSet) besides the
-// settings; the agent package's ConfigSources and ConfigOverriddenBy.
-const (
-	configSources      = "sources"       // each setting's origin: {"source", "name"}
-	configOverriddenBy = "overridden_by" // the origin that keeps a saved value from applying
-)
-
 // ErrRestartNeeded: a setting was saved, and the running daemon uses it
 // only after a restart.
 var ErrRestartNeeded = errors.New("the running daemon uses it after a restart")
@@ -72,7 +65,7 @@ func useServer(ctx context.Context, c *ipc.Client, save func(home, key, value st
 	if err != nil {
 		return false, fmt.Errorf("--server: %w", err)
 	}
-	if o, ok := m[configOverriddenBy]; ok {
+	if o, ok := m[ipc.ConfigOverriddenBy]; ok {
 		return false, fmt.Errorf("--server %s: saved in bm-agent's config, but the daemon takes cloud_host from %s, which comes first: remove that, or use its server", url, originText(o))
 	}
 	if running, _ := before["cloud_host"].(string); strings.TrimRight(running, "/") == url {
