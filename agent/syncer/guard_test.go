@@ -817,3 +817,26 @@ func TestRealPassListsItsChanges(t *testing.T) {
 		t.Errorf("the pass's changes: %v (plan %+v)", got, res.Plan)
 	}
 }
+
+// The first pass (a resync) lists each file it copied once.
+func TestResyncListsEachChangeOnce(t *testing.T) {
+	s3 := newEmbedS3(t)
+	base := t.TempDir()
+	local, work := filepath.Join(base, "notes"), filepath.Join(base, "state")
+	writeLocal(t, local, "up.md", []byte("written here"))
+	s3.put(t, "down.md", []byte("written there"))
+	p := newEmbedPairAt(t, s3, local, work, "laptop", ProfileBalanced)
+	res := p.pass(t, PassOptions{})
+	if !res.Resync {
+		t.Fatalf("first pass = %+v, want a resync", res)
+	}
+	seen := map[string]int{}
+	for _, c := range res.Plan {
+		seen[c.String()]++
+	}
+	for _, want := range []string{"cloud copy up.md", "local copy down.md"} {
+		if seen[want] != 1 {
+			t.Errorf("%q listed %d times: %v", want, seen[want], res.Plan)
+		}
+	}
+}

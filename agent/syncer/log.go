@@ -299,8 +299,9 @@ func (pc *passCounter) count(msg, object, objectType string) {
 		}
 		return
 	}
-	if pc.resyncing && (strings.HasPrefix(msg, "Copied (new)") || strings.HasPrefix(msg, "Copied (replaced") ||
-		strings.HasPrefix(msg, "Multi-thread Copied (") || strings.HasPrefix(msg, "Skipped copy as --dry-run")) {
+	// A dry-run resync's plan comes from these lines; a real pass's copies
+	// are recorded by the guards as they land.
+	if pc.resyncing && strings.HasPrefix(msg, "Skipped copy as --dry-run") {
 		side := SideCloud // the object is the copy's source
 		if isRemote {
 			side = SideLocal
