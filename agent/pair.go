@@ -161,7 +161,7 @@ func (p *pair) Serve(ctx context.Context) error {
 		if d.isPaused() && !waiting {
 			d.setState(ipc.StatePaused, ipc.CodePausedByUser, "")
 			answer(calls, ipc.PassSummary{Skipped: "paused"}, nil)
-			timer.Reset(d.pauseWait(interval))
+			timer.Reset(interval) // a timed pause's end wakes the loop itself (expirePause)
 			continue
 		}
 		if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {

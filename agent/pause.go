@@ -172,16 +172,3 @@ func (d *Daemon) blockingHold() *ipc.Hold {
 	})
 	return hold
 }
-
-// pauseWait is how long a paused loop sleeps: the interval, or less when a
-// timed pause ends sooner.
-func (d *Daemon) pauseWait(interval time.Duration) time.Duration {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if u := d.saved.PausedUntil; d.saved.Paused && u != nil {
-		if left := time.Until(*u); left < interval {
-			return max(left, 0)
-		}
-	}
-	return interval
-}
