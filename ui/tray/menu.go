@@ -107,6 +107,9 @@ type Entry struct {
 	Enabled bool
 }
 
+// Item is how the entry shows in its submenu.
+func (e Entry) Item() Item { return Item{Label: e.Label, Enabled: e.Enabled, Visible: true} }
+
 // ConflictEntry is one conflict of the Conflicts submenu; its submenu
 // settles it ([ConflictActions]).
 type ConflictEntry struct {
@@ -553,7 +556,6 @@ func (m Model) Lines() []string {
 		}
 		out = append(out, l)
 	}
-	entry := func(e Entry) Item { return Item{Label: e.Label, Enabled: e.Enabled, Visible: true} }
 	add("", m.Status)
 	add("", m.LastSync)
 	add("", m.Account)
@@ -571,7 +573,7 @@ func (m Model) Lines() []string {
 	add("", m.OpenFolder)
 	add("", m.Recent)
 	for _, e := range m.RecentEntries {
-		add("  ", entry(e))
+		add("  ", e.Item())
 	}
 	add("", m.Conflicts)
 	for _, c := range m.ConflictEntries {
@@ -585,7 +587,7 @@ func (m Model) Lines() []string {
 	}
 	add("", m.Deleted)
 	for _, e := range m.DeletedEntries {
-		add("  ", entry(e))
+		add("  ", e.Item())
 	}
 	out = append(out, "--")
 	add("", m.Login)

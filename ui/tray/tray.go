@@ -552,13 +552,7 @@ func (t *tray) render() {
 	t.set(t.resume, m.Resume)
 	t.set(t.openFolder, m.OpenFolder)
 	t.set(t.recent, m.Recent)
-	for i, it := range t.recentSlots {
-		var e Item
-		if i < len(m.RecentEntries) {
-			e = Item{Label: m.RecentEntries[i].Label, Enabled: m.RecentEntries[i].Enabled, Visible: true}
-		}
-		t.set(it, e)
-	}
+	t.setEntries(t.recentSlots[:], m.RecentEntries)
 	t.set(t.conflicts, m.Conflicts)
 	for i, s := range t.conflictSlots {
 		var e Item
@@ -572,19 +566,25 @@ func (t *tray) render() {
 	}
 	t.set(t.conflictsMore, Item{Label: m.ConflictsMore, Visible: m.ConflictsMore != ""})
 	t.set(t.deleted, m.Deleted)
-	for i, it := range t.deletedSlots {
-		var e Item
-		if i < len(m.DeletedEntries) {
-			e = Item{Label: m.DeletedEntries[i].Label, Enabled: m.DeletedEntries[i].Enabled, Visible: true}
-		}
-		t.set(it, e)
-	}
+	t.setEntries(t.deletedSlots[:], m.DeletedEntries)
 	t.set(t.login, m.Login)
 	t.set(t.loginDevice, m.LoginDevice)
 	t.set(t.subscribe, m.Subscribe)
 	t.set(t.logout, m.Logout)
 	t.set(t.openLogs, m.OpenLogs)
 	t.set(t.quit, m.Quit)
+}
+
+// setEntries shows a list submenu's entries in its slots, hiding the
+// slots left over.
+func (t *tray) setEntries(slots []*systray.MenuItem, entries []Entry) {
+	for i, it := range slots {
+		var e Item
+		if i < len(entries) {
+			e = entries[i].Item()
+		}
+		t.set(it, e)
+	}
 }
 
 // set shows it as want, touching only what changed (each change is a
