@@ -51,7 +51,8 @@ type unreachable struct {
 // reached either.
 func (d *Daemon) bucketUnreachable(ctx context.Context, err error) unreachable {
 	if d.cloud.Host != "" && reachable(ctx, d.cloud.Host) {
-		endpoint := d.store.Get().Endpoint
+		var endpoint string
+		d.store.View(func(st *ipc.Status) { endpoint = st.Endpoint })
 		return unreachable{ipc.StateBucketUnreachable, ipc.CodeBucketUnreachable, "cannot reach the bucket (" + endpoint + "): " + err.Error() +
 			"; the server answers, so the storage service is down or blocked; bm-agent keeps trying by itself"}
 	}

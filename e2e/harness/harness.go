@@ -95,14 +95,25 @@ func (h *Harness) AddUser(ctx context.Context, email, password string) error {
 	return nil
 }
 
+// serverLog opens the server's log for appending, and says where this
+// start's lines begin.
+func (h *Harness) serverLog() (*os.File, int64, error) {
+	logf, err := h.logFile("bm-server.log")
+	if err != nil {
+		return nil, 0, err
+	}
+	offset, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		logf.Close()
+		return nil, 0, err
+	}
+	return logf, offset, nil
+}
+
 // StartServer starts bm-server on loopback with its embedded defaults and a
 // demo account, and waits until it answers.
 func (h *Harness) StartServer(ctx context.Context, email, password string) error {
-	logf, err := h.logFile("bm-server.log")
-	if err != nil {
-		return err
-	}
-	offset, err := logf.Seek(0, io.SeekEnd)
+	logf, offset, err := h.serverLog()
 	if err != nil {
 		return err
 	}
@@ -133,11 +144,7 @@ func (h *Harness) StopServer() error {
 // RestartServer starts the stopped server again on the addresses it had,
 // with its data, so the agents find it where they left it.
 func (h *Harness) RestartServer(ctx context.Context) error {
-	logf, err := h.logFile("bm-server.log")
-	if err != nil {
-		return err
-	}
-	offset, err := logf.Seek(0, io.SeekEnd)
+	logf, offset, err := h.serverLog()
 	if err != nil {
 		return err
 	}
