@@ -169,6 +169,7 @@ func (d *Daemon) Conflicts(ctx context.Context) (ipc.Conflicts, error) {
 	if err != nil {
 		return ipc.Conflicts{}, err
 	}
+	d.nameWriters(ctx, cs)
 	return ipc.Conflicts{Folder: d.cfg.Folder, Conflicts: cs}, nil
 }
 

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/basicmachines-co/bm-agent/e2e/harness"
 	"github.com/basicmachines-co/bm-agent/ipc"
@@ -23,6 +27,10 @@ func TestResolveEndToEnd(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// the name its person gave this device, which the conflict list shows
+	h.PrepareAgent = func(_ *exec.Cmd, a *harness.Agent) error {
+		return os.WriteFile(filepath.Join(a.Home, "config.json"), []byte(`{"device_name": "Ada's laptop"}`), 0o600)
+	}
 	a, dev, _, _ := startLoggedIn(t, ctx, h)
 	for name, body := range map[string]string{"note.md": "v1", "seed.md": "so the folder is never empty"} {
 		if err := os.WriteFile(filepath.Join(a.Folder, name), []byte(body), 0o644); err != nil {
@@ -85,11 +93,22 @@ func TestResolveEndToEnd(t *testing.T) {
 		return nil
 	})
 	c := cs.Conflicts[0]
-	t.Logf("conflict file %s from %s", c.Path, c.Device)
+	t.Logf("conflict file %s from %s (%s)", c.Path, c.From, c.Device)
+	if c.From != "Ada's laptop" || c.Device != "Ada-s-laptop" {
+		t.Errorf("conflict %+v: want this device's version, from \"Ada's laptop\" (label Ada-s-laptop)", c)
+	}
 	poll("the conflict file in the bucket", func() error {
 		_, err := dev.GetObject(ctx, c.Path)
 		return err
 	})
+	// the bucket's copy says who wrote it, for the other devices' lists
+	head, err := dev.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &dev.Creds.BucketName, Key: &c.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := head.Metadata["bm-device"]; got != url.PathEscape("Ada's laptop") {
+		t.Errorf("the bucket's %s: x-amz-meta-bm-device = %q, want this device's name", c.Path, got)
+	}
 
 	out, err := h.CLI(ctx, a, "resolve", "note.md", "--keep", "mine", "--json")
 	if err != nil {

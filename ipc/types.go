@@ -219,8 +219,13 @@ type Conflict struct {
 	Path string `json:"path"`
 	// Original is the note it is a version of.
 	Original string `json:"original"`
-	// Device is whose version it is ("cloud" for the bucket's).
-	Device string    `json:"device"`
+	// Device is the conflict file name's label of whose version it is: a
+	// device's, or "cloud" for the bucket's.
+	Device string `json:"device"`
+	// From names the device that wrote this version, by the name its
+	// person gave it (device_name), when the bucket records it or it is
+	// this device's own; empty when no one knows (an old upload).
+	From string    `json:"from,omitempty"`
 	Time   time.Time `json:"time"`
 	Size   int64     `json:"size"`
 }

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"net/http"
 	"testing"
 	"time"
 )
@@ -35,6 +36,16 @@ func TestDeviceNamesTellConflictsApart(t *testing.T) {
 		t.Fatalf("b: conflicts = %d, want 1", res.Conflicts)
 	}
 	a.pass(t, PassOptions{})
+	// and the bucket's version loses on a: a's edit is the newer one, so
+	// bisync renames b's version in the bucket to a "cloud" conflict file
+	b.write(t, "note.md", "b's third edit")
+	b.pass(t, PassOptions{})
+	time.Sleep(1100 * time.Millisecond)
+	a.write(t, "note.md", "a's third edit")
+	if res := a.pass(t, PassOptions{}); res.Conflicts != 1 {
+		t.Fatalf("a, third: conflicts = %d, want 1", res.Conflicts)
+	}
+	b.pass(t, PassOptions{})
 
 	for name, p := range map[string]*pair{"a": a, "b": b} {
 		cs, err := ListConflicts(p.local)
@@ -45,8 +56,55 @@ func TestDeviceNamesTellConflictsApart(t *testing.T) {
 		for _, c := range cs {
 			from[c.Device] = c.Path
 		}
-		if from["Paul-s-Laptop"] == "" || from["work-desk"] == "" {
-			t.Errorf("%s: conflict files %+v: want one from Paul-s-Laptop and one from work-desk", name, cs)
+		if from["Paul-s-Laptop"] == "" || from["work-desk"] == "" || from["cloud"] == "" {
+			t.Errorf("%s: conflict files %+v: want one from Paul-s-Laptop, one from work-desk and one from the bucket", name, cs)
 		}
+		// Each version's writer, by the name its person gave it, from
+		// the bucket's record of who uploaded it: the bucket's loser
+		// was b's upload.
+		origins := p.engine.ConflictOrigins(t.Context(), cs, nil)
+		want := map[string]string{"Paul-s-Laptop": "Paul's Laptop", "work-desk": "work desk", "cloud": "work desk"}
+		for label, path := range from {
+			if got := origins[path]; got != want[label] {
+				t.Errorf("%s: %s was written by %q, want %q", name, path, got, want[label])
+			}
+		}
+		if len(origins) != len(cs) {
+			t.Errorf("%s: origins %v for %d conflict files", name, origins, len(cs))
+		}
+	}
+}
+
+// TestConflictOriginsAskOnce: the writers of conflict files are asked of
+// the bucket once per file (and size); a file the bucket has not got is
+// left out and asked again.
+func TestConflictOriginsAskOnce(t *testing.T) {
+	s3 := newFakeS3(t)
+	a := newPair(t, s3, "desk")
+	seed(t, a, 3)
+	a.write(t, "n.conflict-20260101-101010-desk.md", "a version")
+	a.pass(t, PassOptions{})
+	cs, err := ListConflicts(a.local)
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("conflicts %v, %v", cs, err)
+	}
+	missing := Conflict{Path: "m.conflict-20260101-101010-cloud.md", Original: "m.md", Device: "cloud"}
+	cs = append(cs, missing)
+	heads := func() int { s3.mu.Lock(); defer s3.mu.Unlock(); return s3.count[http.MethodHead] }
+	before := heads()
+	got := a.engine.ConflictOrigins(t.Context(), cs, []int64{9, 0})
+	if got[cs[0].Path] != "desk" || len(got) != 1 {
+		t.Fatalf("origins %v, want only %s from desk", got, cs[0].Path)
+	}
+	if n := heads() - before; n != 2 {
+		t.Errorf("first ask: %d HEADs, want 2", n)
+	}
+	before = heads()
+	got = a.engine.ConflictOrigins(t.Context(), cs, []int64{9, 0})
+	if got[cs[0].Path] != "desk" {
+		t.Errorf("second ask: origins %v", got)
+	}
+	if n := heads() - before; n != 1 {
+		t.Errorf("second ask: %d HEADs, want 1 (the file the bucket has not got)", n)
 	}
 }

@@ -677,7 +677,7 @@ func (g *guardPass) cloudConflict(ctx context.Context, path string) (string, err
 // kept first; one that changed during the pass is also kept as a conflict
 // file. A write refused by its condition (the object changed between the
 // check and the write) is retried by rclone, which calls back here.
-func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectInfo, write func(cond rfs.OpenOption) (rfs.Object, error)) (rfs.Object, error) {
+func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectInfo, write func(opts ...rfs.OpenOption) (rfs.Object, error)) (rfs.Object, error) {
 	g.hook(sideC, path)
 	etag, kept, changed, exists, err := g.cloudExpected(ctx, path)
 	if err != nil {
@@ -701,7 +701,7 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectI
 	if exists {
 		cond = &rfs.HTTPOption{Key: "If-Match", Value: quoteETag(etag)}
 	}
-	o, err := write(cond)
+	o, err := write(append(g.e.uploadOptions(path), cond)...)
 	if isPreconditionFailed(err) || exists && isNotFound(err) {
 		if g.cloudStill(ctx, path, etag, exists) {
 			// refused, yet the object is the version the condition
@@ -1033,8 +1033,8 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 		}
 	} else {
 		// rclone writes objects in place: the key is the note's
-		o, err = f.g.cloudWrite(ctx, path, src, func(cond rfs.OpenOption) (rfs.Object, error) {
-			return f.Fs.Put(ctx, in, src, append(options, cond)...)
+		o, err = f.g.cloudWrite(ctx, path, src, func(opts ...rfs.OpenOption) (rfs.Object, error) {
+			return f.Fs.Put(ctx, in, src, append(options, opts...)...)
 		})
 	}
 	if o == nil || err != nil {
@@ -1159,8 +1159,8 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 		}
 		return err
 	}
-	_, err := o.f.g.cloudWrite(ctx, path, src, func(cond rfs.OpenOption) (rfs.Object, error) {
-		return o.Object, o.Object.Update(ctx, in, src, append(options, cond)...)
+	_, err := o.f.g.cloudWrite(ctx, path, src, func(opts ...rfs.OpenOption) (rfs.Object, error) {
+		return o.Object, o.Object.Update(ctx, in, src, append(options, opts...)...)
 	})
 	return err
 }

@@ -215,6 +215,7 @@ type Engine struct {
 	probeS3       *s3.Client // the bucket, for the reachability probe (one attempt)
 
 	failures *failureSet // the paths that do not sync for now
+	origins  originCache // the writers of conflict files (ConflictOrigins)
 
 	stampMu   sync.Mutex
 	lastStamp string // the last pass's conflict stamp
@@ -731,6 +732,10 @@ func deleteStatsGroup(ctx context.Context, group string) {
 		_, _ = call.Fn(ctx, rc.Params{"group": group})
 	}
 }
+
+// DeviceLabel is how a device named name is labelled in conflict file
+// names (the label [Conflict.Device] holds).
+func DeviceLabel(name string) string { return sanitizeDevice(name) }
 
 var deviceChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
 

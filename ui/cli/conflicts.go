@@ -46,12 +46,22 @@ func writeConflicts(w io.Writer, cs ipc.Conflicts, loc *time.Location) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEPT\tFROM\tSIZE\tNOTE\tCONFLICT FILE")
 	for _, c := range cs.Conflicts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Time.In(loc).Format("2006-01-02 15:04:05"), c.Device, humanSize(c.Size), c.Original, c.Path)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Time.In(loc).Format("2006-01-02 15:04:05"), writer(c), humanSize(c.Size), c.Original, c.Path)
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "\nEach conflict file is another version of its note; FROM is the device it came from (its device_name), or the bucket (cloud).")
+	fmt.Fprintln(w, "\nEach conflict file is another version of its note; FROM is the device that wrote it (its device_name),")
+	fmt.Fprintln(w, "or \"cloud\" when the bucket's copy does not say (written by an older bm-agent or another S3 client).")
 	fmt.Fprintln(w, "Settle one with bm-agent resolve NOTE --keep mine|theirs|both (--conflict FILE when a note has several),")
 	fmt.Fprintln(w, "or merge what you want into the note and delete the conflict file: bm-agent syncs both changes.")
+}
+
+// writer names the device that wrote a conflict's version: its name when
+// known, else its label in the file name.
+func writer(c ipc.Conflict) string {
+	if c.From != "" {
+		return c.From
+	}
+	return c.Device
 }
 
 // humanSize prints a byte count for people.

@@ -73,8 +73,9 @@ func TestConflictsGolden(t *testing.T) {
 	}{
 		{"conflicts_none", ipc.Conflicts{Folder: "/home/me/basic-memory"}},
 		{"conflicts", ipc.Conflicts{Folder: "/home/me/basic-memory", Conflicts: []ipc.Conflict{
-			{Path: "notes/plan.conflict-20261123-120000-laptop.md", Original: "notes/plan.md", Device: "laptop", Time: t0, Size: 1834},
-			{Path: "notes/plan.conflict-20261123-120000-cloud.md", Original: "notes/plan.md", Device: "cloud", Time: t0, Size: 912},
+			{Path: "notes/plan.conflict-20261123-120000-laptop.md", Original: "notes/plan.md", Device: "laptop", From: "Ada's laptop", Time: t0, Size: 1834},
+			{Path: "notes/plan.conflict-20261123-120000-cloud.md", Original: "notes/plan.md", Device: "cloud", From: "work desk", Time: t0, Size: 912},
+			{Path: "notes/old.conflict-20261123-120000-cloud.md", Original: "notes/old.md", Device: "cloud", Time: t0, Size: 80},
 			{Path: "my ideas/été.conflict-20261124-080910-work-pc.md", Original: "my ideas/été.md", Device: "work-pc", Time: t0.Add(20*time.Hour + 9*time.Minute + 10*time.Second), Size: 2_400_000},
 		}}},
 	}

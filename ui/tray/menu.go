@@ -499,7 +499,10 @@ func conflictLabel(c ipc.Conflict, now time.Time) string {
 		label = c.Path
 	}
 	var from []string
-	if c.Device != "" {
+	switch {
+	case c.From != "":
+		from = append(from, "from "+c.From)
+	case c.Device != "":
 		from = append(from, "from "+c.Device)
 	}
 	if !c.Time.IsZero() {

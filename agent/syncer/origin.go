@@ -1,0 +1,123 @@
+package syncer
+
+import (
+	"context"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	rfs "github.com/rclone/rclone/fs"
+	"golang.org/x/sync/errgroup"
+)
+
+// deviceMetaKey is the S3 user metadata (x-amz-meta-bm-device) each upload
+// carries: the name the person gave the device that wrote the object,
+// path-escaped (S3 metadata is ASCII). A server-side copy keeps it, so a
+// conflict file bisync renames in the bucket still names the device whose
+// version it is.
+const deviceMetaKey = "bm-device"
+
+// deviceOption is the upload option that records name as the writer.
+func deviceOption(name string) rfs.OpenOption {
+	return &rfs.HTTPOption{Key: "X-Amz-Meta-" + deviceMetaKey, Value: url.PathEscape(name)}
+}
+
+// uploadOptions are the options of an upload of path besides its
+// condition: the writing device, unless path is a conflict file holding
+// the bucket's version (its writer is not this device and is not known).
+func (e *Engine) uploadOptions(path string) []rfs.OpenOption {
+	if e.cfg.Device == "" {
+		return nil
+	}
+	if c, ok := parseConflictName(path); ok && c.Device == remoteDeviceLabel {
+		return nil
+	}
+	return []rfs.OpenOption{deviceOption(e.cfg.Device)}
+}
+
+// originCache remembers the writer of each conflict file asked about.
+type originCache struct {
+	mu   sync.Mutex
+	byID map[string]string // path + "\x00" + size → device name ("" unknown)
+}
+
+// ConflictOrigins names, for each conflict file in cs, the device that
+// wrote its version, as the bucket's copy records it (see deviceMetaKey).
+// Files the bucket has not got yet, or that carry no name, are left out;
+// a failed lookup is left out and asked again next time. Answers are
+// cached by path and size, so a listing asks the bucket only about new
+// conflict files.
+func (e *Engine) ConflictOrigins(ctx context.Context, cs []Conflict, sizes []int64) map[string]string {
+	out := make(map[string]string, len(cs))
+	e.origins.mu.Lock()
+	if e.origins.byID == nil {
+		e.origins.byID = map[string]string{}
+	}
+	var ask []int
+	for i, c := range cs {
+		if name, ok := e.origins.byID[originKey(c.Path, sizes, i)]; ok {
+			if name != "" {
+				out[c.Path] = name
+			}
+			continue
+		}
+		ask = append(ask, i)
+	}
+	e.origins.mu.Unlock()
+	if len(ask) > maxOriginLookups {
+		ask = ask[len(ask)-maxOriginLookups:] // the newest
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, i := range ask {
+		c := cs[i]
+		g.Go(func() error {
+			name, known := e.objectOrigin(gctx, c.Path)
+			mu.Lock()
+			defer mu.Unlock()
+			if known {
+				e.origins.mu.Lock()
+				e.origins.byID[originKey(c.Path, sizes, i)] = name
+				e.origins.mu.Unlock()
+			}
+			if name != "" {
+				out[c.Path] = name
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out
+}
+
+// maxOriginLookups bounds the bucket requests of one ConflictOrigins.
+const maxOriginLookups = 64
+
+func originKey(path string, sizes []int64, i int) string {
+	var size int64 = -1
+	if i < len(sizes) {
+		size = sizes[i]
+	}
+	return path + "\x00" + strconv.FormatInt(size, 10)
+}
+
+// objectOrigin reads the writer of the object path; known is false when
+// the bucket could not say (not there yet, or a failed request).
+func (e *Engine) objectOrigin(ctx context.Context, path string) (name string, known bool) {
+	key := backendEncoding("s3").FromStandardPath(path)
+	head, err := e.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(e.cfg.Remote.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", false
+	}
+	v, ok := head.Metadata[deviceMetaKey]
+	if !ok {
+		return "", true
+	}
+	if u, err := url.PathUnescape(v); err == nil {
+		v = u
+	}
+	return v, true
+}
