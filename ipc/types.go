@@ -152,6 +152,9 @@ type PassSummary struct {
 	DeletedLocal  int    `json:"deleted_local"`
 	DeletedRemote int    `json:"deleted_remote"`
 	Conflicts     int    `json:"conflicts"`
+	// ConflictsArrived counts the conflict files another device made that
+	// the pass brought here (Conflicts counts only the pass's own).
+	ConflictsArrived int `json:"conflicts_arrived,omitempty"`
 	// EditsKept counts notes the pass did not delete because they changed
 	// after it listed them (the edit wins; the next pass syncs it).
 	EditsKept int `json:"edits_kept,omitempty"`
@@ -226,8 +229,8 @@ type Conflict struct {
 	// person gave it (device_name), when the bucket records it or it is
 	// this device's own; empty when no one knows (an old upload).
 	From string    `json:"from,omitempty"`
-	Time   time.Time `json:"time"`
-	Size   int64     `json:"size"`
+	Time time.Time `json:"time"`
+	Size int64     `json:"size"`
 }
 
 // Conflicts is the answer to GET /v0/conflicts.

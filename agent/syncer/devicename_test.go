@@ -108,3 +108,33 @@ func TestConflictOriginsAskOnce(t *testing.T) {
 		t.Errorf("second ask: %d HEADs, want 1 (the file the bucket has not got)", n)
 	}
 }
+
+// TestConflictsArrivedFromAnotherDevice: a conflict one device's pass
+// makes is that pass's conflict there, and an arrived conflict on the
+// other device, once, when its pass brings the conflict file down; the
+// first device's own later passes do not count it again.
+func TestConflictsArrivedFromAnotherDevice(t *testing.T) {
+	s3 := newFakeS3(t)
+	a := newPair(t, s3, "desk")
+	b := newPair(t, s3, "laptop")
+	seed(t, a, 5)
+	a.write(t, "note.md", "original")
+	a.pass(t, PassOptions{})
+	b.pass(t, PassOptions{})
+
+	a.write(t, "note.md", "a's edit")
+	time.Sleep(1100 * time.Millisecond)
+	b.write(t, "note.md", "b's edit")
+	b.pass(t, PassOptions{})
+	if res := a.pass(t, PassOptions{}); res.Conflicts != 1 || res.ConflictsArrived != 0 {
+		t.Fatalf("a: conflicts %d, arrived %d; want its own 1, 0 arrived", res.Conflicts, res.ConflictsArrived)
+	}
+	if res := b.pass(t, PassOptions{}); res.Conflicts != 0 || res.ConflictsArrived != 1 {
+		t.Fatalf("b: conflicts %d, arrived %d; want 0 of its own, 1 arrived", res.Conflicts, res.ConflictsArrived)
+	}
+	for name, p := range map[string]*pair{"a": a, "b": b} {
+		if res := p.pass(t, PassOptions{}); res.Conflicts+res.ConflictsArrived != 0 {
+			t.Errorf("%s, a pass later: conflicts %d, arrived %d; want none", name, res.Conflicts, res.ConflictsArrived)
+		}
+	}
+}

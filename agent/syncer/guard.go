@@ -113,6 +113,7 @@ type guardStats struct {
 	cloudRenamed               int             // of which in the bucket
 	renamedNotes               map[string]bool // the notes whose losers were renamed
 	windowConflicts            int             // versions changed during the pass, kept as conflict files
+	conflictsArrived           int             // conflict files another device made, downloaded
 	editsKept                  int             // deletes not done: the file changed during the pass
 	versionsKept               int
 	versionErrors              int
@@ -133,6 +134,7 @@ func (s *guardStats) add(o guardStats) {
 		s.renamedNotes[n] = true
 	}
 	s.windowConflicts += o.windowConflicts
+	s.conflictsArrived += o.conflictsArrived
 	s.editsKept += o.editsKept
 	s.versionsKept += o.versionsKept
 	s.versionErrors += o.versionErrors
@@ -430,6 +432,7 @@ func (g *guardPass) localKeepConflict(ctx context.Context, path string, c *versi
 		return
 	}
 	g.setState(sideL, name, pathState{created: true, size: c.Size, modTime: c.ModTime})
+	g.e.madeConflict(name)
 	g.count(func(s *guardStats) { s.windowConflicts++ })
 	g.addPlan(Change{Side: SideLocal, Action: ActionConflict, Path: name})
 	g.log.Warn("the note changed while the sync was replacing it: this device's version is kept as a conflict file",
@@ -662,6 +665,7 @@ func (g *guardPass) cloudConflict(ctx context.Context, path string) (string, err
 			return "", fmt.Errorf("guard: keep %s as a conflict file: %w", path, err)
 		}
 		g.setState(sideC, name, pathState{created: true, etag: etag})
+		g.e.madeConflict(name)
 		g.count(func(s *guardStats) { s.windowConflicts++ })
 		g.addPlan(Change{Side: SideCloud, Action: ActionConflict, Path: name})
 		g.log.Warn("the note changed in the bucket while the sync was replacing it: the bucket's version is kept as a conflict file",
@@ -735,6 +739,20 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectI
 	g.count(func(s *guardStats) { s.uploaded++ })
 	g.addPlan(Change{Side: SideCloud, Action: ActionCopy, Path: path})
 	return o, nil
+}
+
+// downloadedFile counts a file the pass wrote into the folder from the
+// bucket; a conflict file that no pass of this engine made is another
+// device's conflict, news to the person here.
+func (g *guardPass) downloadedFile(path string) {
+	arrived := g.e.othersConflict(path)
+	g.count(func(s *guardStats) {
+		s.downloaded++
+		if arrived {
+			s.conflictsArrived++
+		}
+	})
+	g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: path})
 }
 
 // cloudRemove guards the delete of the object path: an object that
@@ -1027,8 +1045,7 @@ func (f *guardFs) Put(ctx context.Context, in io.Reader, src rfs.ObjectInfo, opt
 			if !strings.HasSuffix(path, rfs.GetConfig(ctx).PartialSuffix) {
 				// written in place, not through a partial
 				f.g.journalCopy(path, entryOf(ctx, o), entryOf(ctx, src))
-				f.g.count(func(s *guardStats) { s.downloaded++ })
-				f.g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: path})
+				f.g.downloadedFile(path)
 			}
 		}
 	} else {
@@ -1059,8 +1076,7 @@ func (f *guardFs) Move(ctx context.Context, src rfs.Object, remote string) (rfs.
 			return nil, err
 		}
 		f.g.setState(f.side, src.Remote(), pathState{gone: true})
-		f.g.count(func(s *guardStats) { s.downloaded++ })
-		f.g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: remote})
+		f.g.downloadedFile(remote)
 		return f.wrap(o), nil
 	}
 	// bisync renaming a conflict's loser: a conflict file of the same
@@ -1074,6 +1090,7 @@ func (f *guardFs) Move(ctx context.Context, src rfs.Object, remote string) (rfs.
 	}
 	f.g.setState(f.side, src.Remote(), pathState{gone: true})
 	f.g.e.journal(journalOp{Op: "gone1", Path: src.Remote(), Check: "absent"})
+	f.g.e.madeConflict(remote)
 	f.g.count(func(s *guardStats) { s.renamed++; s.renamedNote(src.Remote()) })
 	return f.wrap(o), nil
 }
@@ -1102,6 +1119,7 @@ func (f *guardFs) Copy(ctx context.Context, src rfs.Object, remote string) (rfs.
 		f.g.copied[src.Remote()] = md5
 		f.g.mu.Unlock()
 	}
+	f.g.e.madeConflict(remote)
 	f.g.count(func(s *guardStats) { s.renamed++; s.cloudRenamed++; s.renamedNote(src.Remote()) })
 	return f.wrap(o), nil
 }
@@ -1154,8 +1172,7 @@ func (o *guardObject) Update(ctx context.Context, in io.Reader, src rfs.ObjectIn
 		})
 		if err == nil {
 			o.f.g.journalCopy(path, entryOf(ctx, o.Object), entryOf(ctx, src))
-			o.f.g.count(func(s *guardStats) { s.downloaded++ })
-			o.f.g.addPlan(Change{Side: SideLocal, Action: ActionCopy, Path: path})
+			o.f.g.downloadedFile(path)
 		}
 		return err
 	}

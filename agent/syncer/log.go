@@ -326,6 +326,7 @@ func (pc *passCounter) fill(res *Result) {
 	res.DeletedLocal += g.deletedLocal
 	res.DeletedRemote += g.deleteRemote
 	res.Conflicts += len(g.renamedNotes) + g.windowConflicts
+	res.ConflictsArrived += g.conflictsArrived
 	res.EditsKept += g.editsKept
 	res.VersionsKept += g.versionsKept
 	res.Plan = append(res.Plan, pc.plan...)

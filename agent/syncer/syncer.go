@@ -168,12 +168,15 @@ type Result struct {
 	DeletedLocal  int  // files deleted from the local folder
 	DeletedRemote int  // files deleted from the bucket
 	Conflicts     int  // files kept twice because both sides changed
-	RemoteChanged bool // anything was written to or deleted from the bucket
-	LocalChanged  bool // anything was written to or deleted from the local folder
-	Skipped       string
-	ResyncReason  string   // why the pass was a resync ("" if it was not)
-	Profile       Profile  // the profile the pass ran with
-	Plan          []Change // what the pass decided (in a dry run: what it would do)
+	// ConflictsArrived counts the conflict files another device's pass
+	// made that this pass downloaded.
+	ConflictsArrived int
+	RemoteChanged    bool // anything was written to or deleted from the bucket
+	LocalChanged     bool // anything was written to or deleted from the local folder
+	Skipped          string
+	ResyncReason     string   // why the pass was a resync ("" if it was not)
+	Profile          Profile  // the profile the pass ran with
+	Plan             []Change // what the pass decided (in a dry run: what it would do)
 	// EditsKept counts files the pass did not delete because they changed
 	// after it listed them (the edit wins over the delete).
 	EditsKept int
@@ -219,6 +222,10 @@ type Engine struct {
 
 	stampMu   sync.Mutex
 	lastStamp string // the last pass's conflict stamp
+
+	madeMu sync.Mutex
+	made   map[string]bool // conflict files this engine's passes made (othersConflict)
+	madeQ  []string        // the same, oldest first
 
 	// beforeReplace, if set by a test, is called right before a pass
 	// replaces or deletes path on side (SideLocal, SideCloud): a write
@@ -354,6 +361,40 @@ func (e *Engine) passStamp() string {
 	}
 	e.lastStamp = stamp
 	return stamp
+}
+
+// maxMade is how many of the conflict files its passes made an engine
+// remembers: one it made in the bucket comes down a pass or two later.
+const maxMade = 4096
+
+// madeConflict records that a pass of this engine made the conflict file
+// path (on either side).
+func (e *Engine) madeConflict(path string) {
+	e.madeMu.Lock()
+	defer e.madeMu.Unlock()
+	if e.made == nil {
+		e.made = map[string]bool{}
+	}
+	if e.made[path] {
+		return
+	}
+	e.made[path] = true
+	e.madeQ = append(e.madeQ, path)
+	if len(e.madeQ) > maxMade {
+		delete(e.made, e.madeQ[0])
+		e.madeQ = e.madeQ[1:]
+	}
+}
+
+// othersConflict reports whether path is a conflict file that no recent
+// pass of this engine made: another device's, news to the person here.
+func (e *Engine) othersConflict(path string) bool {
+	if _, ok := parseConflictName(path); !ok {
+		return false
+	}
+	e.madeMu.Lock()
+	defer e.madeMu.Unlock()
+	return !e.made[path]
 }
 
 // SetKeepVersions turns keeping versions on or off for the next passes.

@@ -13,8 +13,12 @@
 // its kind.
 //
 // On Linux they go to org.freedesktop.Notifications over the session
-// D-Bus (notify_linux.go); elsewhere [NewDesktopSender] fails with
-// [ErrNotSupported] for now (notify_other.go).
+// D-Bus (notify_linux.go). On macOS and Windows they are the platform's
+// own, through github.com/gen2brain/beeep (notify_macwin.go): the
+// notification center or osascript on macOS, a toast on Windows; there
+// clicks are not reported, so [Options.OnClick] is never called. On other
+// platforms [NewDesktopSender] fails with [ErrNotSupported] for now
+// (notify_other.go).
 package notify
 
 import (
@@ -235,8 +239,10 @@ type derived struct {
 // told about.
 func derive(prev, cur ipc.Status) []derived {
 	var out []derived
-	if cur.LastSync != nil && cur.LastSync.Conflicts > 0 && (prev.LastSync == nil || !prev.LastSync.Start.Equal(cur.LastSync.Start)) {
-		out = append(out, derived{Message{Kind: KindConflicts, Level: ipc.LevelWarning}, cur.LastSync.Conflicts})
+	// the pass's own conflicts and those another device's passes made
+	// that it brought here
+	if ls := cur.LastSync; ls != nil && ls.Conflicts+ls.ConflictsArrived > 0 && (prev.LastSync == nil || !prev.LastSync.Start.Equal(ls.Start)) {
+		out = append(out, derived{Message{Kind: KindConflicts, Level: ipc.LevelWarning}, ls.Conflicts + ls.ConflictsArrived})
 	}
 	if cur.Hold != nil && (prev.Hold == nil || prev.Hold.Reason != cur.Hold.Reason) {
 		out = append(out, derived{Message{Kind: KindHold, Level: ipc.LevelError, Body: cur.Hold.Message}, 1})

@@ -72,6 +72,11 @@ func TestNotifier(t *testing.T) {
 		{name: "a conflict", events: func() []ipc.Event {
 			return []ipc.Event{snapshotEv(idle), stateEv(passWithConflicts(1, 1))}
 		}, want: []string{"conflicts: A sync conflict"}},
+		{name: "conflicts another device made, brought here", events: func() []ipc.Event {
+			st := passWithConflicts(1, 0)
+			st.LastSync.ConflictsArrived = 2
+			return []ipc.Event{snapshotEv(idle), stateEv(st), stateEv(st)}
+		}, want: []string{"conflicts: 2 sync conflicts"}, wantBody: "2 notes changed"},
 		{name: "30 conflicts, one notification", events: func() []ipc.Event {
 			evs := []ipc.Event{snapshotEv(idle)}
 			for i := range 30 {

@@ -128,6 +128,7 @@ const (
 	StartLabel         = "Start bm-agent"
 	StartingLabel      = "Starting bm-agent…"
 	SyncNowLabel       = "Sync now"
+	SyncAnywayLabel    = "Sync anyway"
 	PauseLabel         = "Pause syncing"
 	Pause30Label       = "Pause for 30 minutes"
 	Pause1hLabel       = "Pause for 1 hour"
@@ -170,6 +171,10 @@ type Model struct {
 
 	Status, LastSync, Account Item
 	Start, SyncNow            Item
+	// SyncAnyway lifts a hold that only a forced pass lifts (too many
+	// deletes, every file changed), saying what it will do; hidden
+	// otherwise.
+	SyncAnyway Item
 	// Pause is the submenu of Pause30, Pause1h and PauseTomorrow.
 	Pause, Pause30, Pause1h, PauseTomorrow, Resume Item
 	OpenFolder                                     Item
@@ -223,7 +228,7 @@ func BuildModel(v View, now time.Time) Model {
 	case !loggedIn:
 		why = "not logged in"
 	case st.Hold != nil && st.Hold.NeedsForce:
-		why = "held (bm-agent sync --force)"
+		why = "held: see " + SyncAnywayLabel
 	case st.Paused:
 		why = "paused"
 	case st.State == ipc.StateSubscriptionRequired:
@@ -232,6 +237,9 @@ func BuildModel(v View, now time.Time) Model {
 		why = "syncing"
 	}
 	m.SyncNow = enabledIf(why == "", SyncNowLabel, why)
+	if loggedIn && st.Hold != nil && st.Hold.NeedsForce {
+		m.SyncAnyway = shown(syncAnywayLine(*st.Hold))
+	}
 
 	if st.Paused {
 		m.Pause, m.Pause30, m.Pause1h, m.PauseTomorrow = hidden(PauseLabel), hidden(Pause30Label), hidden(Pause1hLabel), hidden(PauseTomorrowLabel)
@@ -297,6 +305,25 @@ func BuildModel(v View, now time.Time) Model {
 	}
 	m.OpenLogs = shown(OpenLogsLabel)
 	return m
+}
+
+// syncAnywayLine says what lifting hold h does: for a max-delete hold,
+// the deletes it lets through and where (they stay in the version store).
+func syncAnywayLine(h ipc.Hold) string {
+	if h.Reason != ipc.HoldMaxDelete || h.Deletes <= 0 {
+		return SyncAnywayLabel
+	}
+	files := "files"
+	if h.Deletes == 1 {
+		files = "file"
+	}
+	switch h.Side {
+	case ipc.SideLocal: // deleted here: the pass deletes them in the bucket
+		return fmt.Sprintf("%s: delete %d %s in the cloud too", SyncAnywayLabel, h.Deletes, files)
+	case ipc.SideCloud:
+		return fmt.Sprintf("%s: delete %d %s on this computer too", SyncAnywayLabel, h.Deletes, files)
+	}
+	return fmt.Sprintf("%s: let %d deletes through", SyncAnywayLabel, h.Deletes)
 }
 
 // notRunning is the menu while no daemon answers.
@@ -565,6 +592,7 @@ func (m Model) Lines() []string {
 	out = append(out, "--")
 	add("", m.Start)
 	add("", m.SyncNow)
+	add("", m.SyncAnyway)
 	add("", m.Pause)
 	if m.Pause.Visible && m.Pause.Enabled {
 		add("  ", m.Pause30)

@@ -84,9 +84,19 @@ func TestBuildModel(t *testing.T) {
 			has: []string{"Paused [off]", "Resume syncing"}},
 		{name: "max-delete hold", v: View{Status: with(func(s *ipc.Status) {
 			s.State, s.Paused = ipc.StatePaused, true
-			s.Hold = &ipc.Hold{Reason: ipc.HoldMaxDelete, Message: "too many deletes", NeedsForce: true, Deletes: 60, Files: 100}
+			s.Hold = &ipc.Hold{Reason: ipc.HoldMaxDelete, Message: "too many deletes", NeedsForce: true, Deletes: 60, Files: 100, Side: ipc.SideLocal}
 		})}, icon: icons.Attention,
-			has: []string{"Paused: too many deletes — run bm-agent sync --force [off]", "Sync now — held (bm-agent sync --force) [off]"}},
+			has: []string{"Paused: too many deletes — run bm-agent sync --force [off]", "Sync now — held: see Sync anyway [off]",
+				"Sync anyway: delete 60 files in the cloud too"}},
+		{name: "max-delete hold in the bucket", v: View{Status: with(func(s *ipc.Status) {
+			s.State, s.Paused = ipc.StatePaused, true
+			s.Hold = &ipc.Hold{Reason: ipc.HoldMaxDelete, Message: "too many deletes", NeedsForce: true, Deletes: 1, Files: 2, Side: ipc.SideCloud}
+		})}, icon: icons.Attention,
+			has: []string{"Sync anyway: delete 1 file on this computer too"}},
+		{name: "all files changed hold", v: View{Status: with(func(s *ipc.Status) {
+			s.State, s.Hold = ipc.StateError, &ipc.Hold{Reason: ipc.HoldAllFilesChanged, Message: "every file changed", NeedsForce: true}
+		})}, icon: icons.Attention,
+			has: []string{"Sync anyway"}},
 		{name: "resync hold", v: View{Status: with(func(s *ipc.Status) {
 			s.State, s.Hold = ipc.StateError, &ipc.Hold{Reason: ipc.HoldResyncRequired, Message: "listings lost"}
 		})}, icon: icons.Attention,

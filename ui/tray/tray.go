@@ -109,6 +109,7 @@ type action int
 const (
 	actStart action = iota
 	actSyncNow
+	actSyncAnyway
 	actPause30
 	actPause1h
 	actPauseTomorrow
@@ -154,13 +155,13 @@ type tray struct {
 	view View
 	m    Model
 
-	status, last, account                                          *systray.MenuItem
-	start, syncNow, pause, pause30, pause1h, pauseTomorrow, resume *systray.MenuItem
-	openFolder, recent, conflicts, conflictsMore, deleted          *systray.MenuItem
-	recentSlots                                                    [MaxEntries]*systray.MenuItem
-	conflictSlots                                                  [MaxEntries]conflictSlot
-	deletedSlots                                                   [MaxEntries + 2]*systray.MenuItem
-	login, loginDevice, subscribe, logout, openLogs, quit          *systray.MenuItem
+	status, last, account                                                      *systray.MenuItem
+	start, syncNow, syncAnyway, pause, pause30, pause1h, pauseTomorrow, resume *systray.MenuItem
+	openFolder, recent, conflicts, conflictsMore, deleted                      *systray.MenuItem
+	recentSlots                                                                [MaxEntries]*systray.MenuItem
+	conflictSlots                                                              [MaxEntries]conflictSlot
+	deletedSlots                                                               [MaxEntries + 2]*systray.MenuItem
+	login, loginDevice, subscribe, logout, openLogs, quit                      *systray.MenuItem
 
 	shownItems map[*systray.MenuItem]Item
 	icon       icons.State
@@ -182,6 +183,7 @@ func (t *tray) onReady(ctx context.Context) {
 	systray.AddSeparator()
 	t.start = t.add(nil, StartLabel, click{what: actStart})
 	t.syncNow = t.add(nil, SyncNowLabel, click{what: actSyncNow})
+	t.syncAnyway = t.add(nil, SyncAnywayLabel, click{what: actSyncAnyway})
 	t.pause = t.add(nil, PauseLabel, click{what: -1})
 	t.pause30 = t.add(t.pause, Pause30Label, click{what: actPause30})
 	t.pause1h = t.add(t.pause, Pause1hLabel, click{what: actPause1h})
@@ -412,6 +414,12 @@ func (t *tray) handle(ctx context.Context, c click) (quit bool) {
 	case actSyncNow:
 		op = "sync now"
 		_, err = t.c.Sync(cctx, ipc.SyncRequest{})
+	case actSyncAnyway:
+		if !m.SyncAnyway.Enabled {
+			return false
+		}
+		op = "sync anyway"
+		_, err = t.c.Sync(cctx, ipc.SyncRequest{Force: true})
 	case actPause30:
 		op = "pause"
 		err = t.c.PauseFor(cctx, 30*time.Minute)
@@ -545,6 +553,7 @@ func (t *tray) render() {
 	t.set(t.account, m.Account)
 	t.set(t.start, m.Start)
 	t.set(t.syncNow, m.SyncNow)
+	t.set(t.syncAnyway, m.SyncAnyway)
 	t.set(t.pause, m.Pause)
 	t.set(t.pause30, m.Pause30)
 	t.set(t.pause1h, m.Pause1h)
