@@ -1,138 +1,18 @@
 package notify
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/godbus/dbus/v5"
-
-	"github.com/basicmachines-co/bm-agent/internal/testenv"
+	"github.com/basicmachines-co/bm-agent/internal/desktoptest"
 	"github.com/basicmachines-co/bm-agent/ipc"
 )
-
-// privateSessionBus starts a dbus-daemon of its own for the test and
-// points DBUS_SESSION_BUS_ADDRESS at it. Without dbus-daemon the test is
-// skipped, or fails when CI is set (Debian package dbus, .ci/apt-packages).
-func privateSessionBus(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("dbus-daemon")
-	testenv.Require(t, "dbus-daemon (Debian package dbus, see .ci/apt-packages)", err)
-	cmd := exec.Command(bin, "--session", "--nofork", "--nopidfile", "--print-address")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		addr <- strings.TrimSpace(line)
-	}()
-	select {
-	case a := <-addr:
-		if a == "" {
-			t.Fatal("dbus-daemon printed no address")
-		}
-		t.Setenv("DBUS_SESSION_BUS_ADDRESS", a)
-		return a
-	case <-time.After(10 * time.Second):
-		t.Fatal("dbus-daemon printed no address within 10 s")
-	}
-	return ""
-}
-
-// notifyCall is one Notify a notification server received.
-type notifyCall struct {
-	App, Icon, Summary, Body string
-	Actions                  []string
-	Urgency                  byte
-	ID                       uint32
-}
-
-// notificationServer is a minimal org.freedesktop.Notifications, as a
-// desktop runs one: it records each Notify.
-type notificationServer struct {
-	conn  *dbus.Conn
-	mu    sync.Mutex
-	calls []notifyCall
-	next  uint32
-}
-
-func (s *notificationServer) Notify(app string, replaces uint32, icon, summary, body string, actions []string,
-	hints map[string]dbus.Variant, timeout int32) (uint32, *dbus.Error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.next++
-	c := notifyCall{App: app, Icon: icon, Summary: summary, Body: body, Actions: actions, ID: s.next}
-	if v, ok := hints["urgency"]; ok {
-		c.Urgency, _ = v.Value().(byte)
-	}
-	s.calls = append(s.calls, c)
-	return s.next, nil
-}
-
-func (s *notificationServer) GetCapabilities() ([]string, *dbus.Error) {
-	return []string{"actions", "body"}, nil
-}
-
-func (s *notificationServer) GetServerInformation() (string, string, string, string, *dbus.Error) {
-	return "test", "bm-agent", "1", "1.2", nil
-}
-
-func (s *notificationServer) CloseNotification(uint32) *dbus.Error { return nil }
-
-func (s *notificationServer) reset() []notifyCall {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.calls
-	s.calls = nil
-	return c
-}
-
-func (s *notificationServer) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.calls)
-}
-
-// click emits ActionInvoked for id, as a server does when the person
-// clicks the notification.
-func (s *notificationServer) click(id uint32) error {
-	return s.conn.Emit(busPath, busIface+".ActionInvoked", id, actionOpen)
-}
-
-func startNotificationServer(t *testing.T, addr string) *notificationServer {
-	t.Helper()
-	conn, err := dbus.Connect(addr)
-	if err != nil {
-		t.Fatalf("connect to the test bus: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s := &notificationServer{conn: conn}
-	if err := conn.Export(s, busPath, busIface); err != nil {
-		t.Fatal(err)
-	}
-	reply, err := conn.RequestName(busName, dbus.NameFlagDoNotQueue)
-	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
-		t.Fatalf("own %s: reply %v, err %v", busName, reply, err)
-	}
-	return s
-}
 
 // notifyDaemon is an ipc.Backend with a watch stream and a config.
 type notifyDaemon struct {
@@ -200,8 +80,8 @@ func startNotifyDaemon(t *testing.T, d *notifyDaemon) *ipc.Client {
 // for thirty, one for a hold (which the daemon also announces), none when
 // the daemon's notifications setting is off, and a click reaches OnClick.
 func TestDesktopNotificationsOverDBus(t *testing.T) {
-	addr := privateSessionBus(t)
-	srv := startNotificationServer(t, addr)
+	addr := desktoptest.PrivateSessionBus(t)
+	srv := desktoptest.StartNotificationServer(t, addr)
 	window := 300 * time.Millisecond
 	hold := &ipc.Hold{Reason: ipc.HoldMaxDelete, NeedsForce: true, Message: "sync paused: more files were deleted in the notes folder than the balanced profile allows"}
 	tests := []struct {
@@ -230,7 +110,7 @@ func TestDesktopNotificationsOverDBus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv.reset()
+			srv.Reset()
 			d := &notifyDaemon{hub: ipc.NewHub(64), cfg: map[string]any{"folder": "/n"}}
 			if tt.off {
 				d.cfg[SettingKey] = "off"
@@ -248,9 +128,9 @@ func TestDesktopNotificationsOverDBus(t *testing.T) {
 			waitUntil(t, "the notifier to watch", func() bool { return d.hub.Watchers() > 0 })
 			time.Sleep(50 * time.Millisecond) // the snapshot first
 			tt.publish(d.hub)
-			waitUntil(t, "the notifications", func() bool { return srv.count() >= len(tt.wantSummary) })
+			waitUntil(t, "the notifications", func() bool { return len(srv.Calls()) >= len(tt.wantSummary) })
 			time.Sleep(3 * window) // and no more
-			calls := srv.reset()
+			calls := srv.Reset()
 			var got []string
 			for _, c := range calls {
 				got = append(got, c.Summary)
@@ -265,7 +145,7 @@ func TestDesktopNotificationsOverDBus(t *testing.T) {
 	}
 
 	t.Run("a click", func(t *testing.T) {
-		srv.reset()
+		srv.Reset()
 		d := &notifyDaemon{hub: ipc.NewHub(64), cfg: map[string]any{}}
 		c := startNotifyDaemon(t, d)
 		clicked := make(chan string, 4)
@@ -281,9 +161,9 @@ func TestDesktopNotificationsOverDBus(t *testing.T) {
 		waitUntil(t, "the notifier to watch", func() bool { return d.hub.Watchers() > 0 })
 		time.Sleep(50 * time.Millisecond)
 		d.hub.Publish(stateEv(ipc.Status{State: ipc.StateLoginRequired}))
-		waitUntil(t, "the notification", func() bool { return srv.count() >= 1 })
-		calls := srv.reset()
-		if err := srv.click(calls[0].ID); err != nil {
+		waitUntil(t, "the notification", func() bool { return len(srv.Calls()) >= 1 })
+		calls := srv.Reset()
+		if err := srv.Click(calls[0].ID); err != nil {
 			t.Fatal(err)
 		}
 		select {

@@ -3,21 +3,15 @@
 package tray_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/basicmachines-co/bm-agent/internal/testenv"
+	"github.com/basicmachines-co/bm-agent/internal/desktoptest"
 )
-
-// envInDBus marks the inner run of TestTrayMenuOverDBus, under its own
-// session bus.
-const envInDBus = "BM_TRAY_TEST_IN_DBUS"
 
 // TestTrayMenuOverDBus drives the real tray (fyne.io/systray) the way a
 // desktop panel does, with no display: it owns org.kde.StatusNotifierWatcher
@@ -25,41 +19,13 @@ const envInDBus = "BM_TRAY_TEST_IN_DBUS"
 // StatusNotifierItem, reads the menu with com.canonical.dbusmenu.GetLayout
 // and clicks items with Event, against a fake daemon on a unix socket that
 // starts when the tray's "Start bm-agent" is clicked and restarts later.
-// The outer test re-executes the test binary under dbus-run-session; it
-// skips when that tool is not installed (and fails when CI is set).
+// The test re-runs itself in a session of its own (desktoptest.Enter,
+// under dbus-run-session); it skips when that tool is not installed (and
+// fails when CI is set).
 func TestTrayMenuOverDBus(t *testing.T) {
-	if os.Getenv(envInDBus) == "1" {
-		testTrayMenu(t)
-		return
-	}
-	if testing.Short() {
-		t.Skip("short mode")
-	}
-	requireTools(t, "dbus-run-session")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "dbus-run-session", "--", self,
-		"-test.run=^TestTrayMenuOverDBus$", "-test.v", "-test.count=1")
 	// No display: the tray must not need one, it is pure D-Bus.
-	cmd.Env = append(os.Environ(), envInDBus+"=1", "HOME="+t.TempDir(), "DISPLAY=", "WAYLAND_DISPLAY=")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("tray test under dbus-run-session: %v\n%s", err, out)
-	}
-	t.Logf("%s", out)
-}
-
-// requireTools skips the test when a tool is not installed, or fails it
-// under CI (which installs them: .ci/apt-packages).
-func requireTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		_, err := exec.LookPath(tool)
-		testenv.Require(t, tool+" (Debian packages: see .ci/apt-packages)", err)
+	if desktoptest.Enter(t, desktoptest.Session{Timeout: 90 * time.Second}) {
+		testTrayMenu(t)
 	}
 }
 
@@ -98,7 +64,7 @@ func testTrayMenu(t *testing.T) {
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("own org.kde.StatusNotifierWatcher: reply %v, err %v", reply, err)
 	}
-	if err := conn.AddMatchSignal(dbus.WithMatchInterface(dbusmenu), dbus.WithMatchMember("LayoutUpdated")); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchInterface(desktoptest.DBusMenu), dbus.WithMatchMember("LayoutUpdated")); err != nil {
 		t.Fatal(err)
 	}
 	signals := make(chan *dbus.Signal, 1024)
@@ -140,7 +106,7 @@ func countLayoutUpdated(ch <-chan *dbus.Signal, sender string) int {
 	for {
 		select {
 		case s := <-ch:
-			if s != nil && s.Sender == sender && s.Name == dbusmenu+".LayoutUpdated" {
+			if s != nil && s.Sender == sender && s.Name == desktoptest.DBusMenu+".LayoutUpdated" {
 				n++
 			}
 		default:

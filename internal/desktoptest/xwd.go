@@ -1,6 +1,6 @@
-//go:build linux && !race
+//go:build linux
 
-package tray_test
+package desktoptest
 
 import (
 	"encoding/binary"
@@ -10,9 +10,9 @@ import (
 	"math/bits"
 )
 
-// decodeXWD reads a screen dump in the X Window Dump format that xwd
+// DecodeXWD reads a screen dump in the X Window Dump format that xwd
 // writes (ZPixmap, TrueColor, 24 or 32 bits per pixel).
-func decodeXWD(b []byte) (*image.NRGBA, error) {
+func DecodeXWD(b []byte) (*image.NRGBA, error) {
 	if len(b) < 100 {
 		return nil, fmt.Errorf("xwd: %d bytes, too short", len(b))
 	}
