@@ -114,6 +114,7 @@ type guardStats struct {
 	renamedNotes               map[string]bool // the notes whose losers were renamed
 	windowConflicts            int             // versions changed during the pass, kept as conflict files
 	conflictsArrived           int             // conflict files another device made, downloaded
+	cloudWritten               map[string]bool // the bucket paths the pass wrote (settleRemoteTimes)
 	editsKept                  int             // deletes not done: the file changed during the pass
 	versionsKept               int
 	versionErrors              int
@@ -135,9 +136,19 @@ func (s *guardStats) add(o guardStats) {
 	}
 	s.windowConflicts += o.windowConflicts
 	s.conflictsArrived += o.conflictsArrived
+	for p := range o.cloudWritten {
+		s.wroteCloud(p)
+	}
 	s.editsKept += o.editsKept
 	s.versionsKept += o.versionsKept
 	s.versionErrors += o.versionErrors
+}
+
+func (s *guardStats) wroteCloud(path string) {
+	if s.cloudWritten == nil {
+		s.cloudWritten = map[string]bool{}
+	}
+	s.cloudWritten[path] = true
 }
 
 func (s *guardStats) renamedNote(path string) {
@@ -736,7 +747,7 @@ func (g *guardPass) cloudWrite(ctx context.Context, path string, src rfs.ObjectI
 	}
 	g.setState(sideC, path, st)
 	g.journalCopy(path, entryOf(ctx, src), entryOf(ctx, o))
-	g.count(func(s *guardStats) { s.uploaded++ })
+	g.count(func(s *guardStats) { s.uploaded++; s.wroteCloud(path) })
 	g.addPlan(Change{Side: SideCloud, Action: ActionCopy, Path: path})
 	return o, nil
 }
@@ -1120,7 +1131,7 @@ func (f *guardFs) Copy(ctx context.Context, src rfs.Object, remote string) (rfs.
 		f.g.mu.Unlock()
 	}
 	f.g.e.madeConflict(remote)
-	f.g.count(func(s *guardStats) { s.renamed++; s.cloudRenamed++; s.renamedNote(src.Remote()) })
+	f.g.count(func(s *guardStats) { s.renamed++; s.cloudRenamed++; s.renamedNote(src.Remote()); s.wroteCloud(remote) })
 	return f.wrap(o), nil
 }
 

@@ -135,6 +135,7 @@ type passCounter struct {
 	touched   map[string]bool // local paths the pass wrote, moved or deleted
 	fails     []Failure       // paths the last run could not sync (takeFailures)
 	global    error           // a failure of a whole side in the last run
+	replayed  bool            // an unfinished pass's journal went into the listings
 }
 
 var passSeq atomic.Uint64
@@ -308,6 +309,30 @@ func (pc *passCounter) count(msg, object, objectType string) {
 		}
 		pc.plan = append(pc.plan, Change{Side: side, Action: ActionCopy, Path: object})
 	}
+}
+
+// cloudWritten returns the bucket paths the pass wrote so far.
+func (pc *passCounter) cloudWritten() []string {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	out := make([]string, 0, len(pc.guards.cloudWritten))
+	for p := range pc.guards.cloudWritten {
+		out = append(out, p)
+	}
+	return out
+}
+
+// setReplayed records that the pass played a journal into the listings.
+func (pc *passCounter) setReplayed() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.replayed = true
+}
+
+func (pc *passCounter) wasReplayed() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.replayed
 }
 
 // wroteRemote reports whether the pass wrote to the bucket so far.

@@ -127,6 +127,11 @@ func NewRemoteFs(ctx context.Context, r Remote, name string) (fs.Fs, error) {
 		// ListObjectsV2 is what current S3 servers (MinIO, the embedded
 		// endpoint, AWS) are best at
 		"list_version": "2",
+		// The PUT's answer (its ETag) is what an upload needs to know;
+		// a HEAD after each would double the requests of a first sync.
+		// The listing learns the bucket's times after the pass
+		// (settleRemoteTimes).
+		"no_head": "true",
 	}
 	if testUploadCutoff != "" {
 		m["upload_cutoff"] = testUploadCutoff

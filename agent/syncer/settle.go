@@ -10,13 +10,17 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rclone/rclone/cmd/bisync"
 	"github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/accounting"
 	"github.com/rclone/rclone/fs/hash"
 	"github.com/rclone/rclone/fs/walk"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/basicmachines-co/bm-agent/internal/atomicfile"
 )
@@ -119,14 +123,19 @@ func rewriteListingTimes(path string, times map[string]time.Time) (int, error) {
 	return changed, nil
 }
 
+// maxTargetedSettle is the most bucket writes settleRemoteTimes asks
+// about one by one (a HEAD each) rather than listing the bucket.
+const maxTargetedSettle = 64
+
 // settleRemoteTimes records the bucket's own modtimes in the path2
 // listing for the files whose object holds the local file's content (see
-// the comment at the top of this file). It costs one bucket listing
-// (a request per 1,000 objects) plus reading the local files whose
-// recorded time was wrong; a pass that wrote nothing to the bucket does
-// not call it.
-func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
-	n, err := e.settleTimes(ctx, pc, filters, e.listing2, func(_ func() fs.Object, ro fs.Object, ent listingEntry) (time.Time, bool) {
+// the comment at the top of this file). With only nil it lists the whole
+// bucket (a request per 1,000 objects); otherwise it asks about the
+// paths in only (a HEAD each: what a pass that wrote a few notes
+// costs). Either way it reads the local files whose recorded time was
+// wrong; a pass that wrote nothing to the bucket does not call it.
+func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string, only []string) (int, error) {
+	n, err := e.settleTimesOf(ctx, pc, filters, e.listing2, only, func(_ func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
 		return ro.ModTime(ctx), ent.size == ro.Size()
 	})
 	if err != nil {
@@ -145,7 +154,7 @@ func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters
 // a tool that touched every file): the times changed, the notes did not,
 // and the next run then sees the real changes only, deletes included.
 func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
-	n, err := e.settleTimes(ctx, pc, filters, e.listing1, func(local func() fs.Object, ro fs.Object, ent listingEntry) (time.Time, bool) {
+	n, err := e.settleTimes(ctx, pc, filters, e.listing1, func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
 		lo := local()
 		if lo == nil {
 			return time.Time{}, false
@@ -163,7 +172,13 @@ func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters 
 // allow a match; local looks up the local file, nil if none) while the
 // local file and the object hold the same content, records the time now;
 // it returns how many it recorded.
-func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, listing string, now func(local func() fs.Object, ro fs.Object, ent listingEntry) (time.Time, bool)) (int, error) {
+func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, listing string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
+	return e.settleTimesOf(ctx, pc, filters, listing, nil, now)
+}
+
+// settleTimesOf is settleTimes over the objects named in only (each
+// looked up on its own), or the whole bucket when only is nil.
+func (e *Engine) settleTimesOf(ctx context.Context, pc *passCounter, filters, listing string, only []string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
 	entries, err := readListing(listing)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -183,17 +198,14 @@ func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, list
 	ci.UseServerModTime = true
 	ci.UseListR = true
 	fix := map[string]time.Time{}
-	err = walk.ListR(fctx, e.remote, "", true, -1, walk.ListObjects, func(objs fs.DirEntries) error {
-		for _, entry := range objs {
-			ro, ok := entry.(fs.Object)
-			if !ok {
-				continue
-			}
-			name := ro.Remote()
-			ent, ok := entries[name]
-			if !ok {
-				continue
-			}
+	var fixMu sync.Mutex
+	visitOne := func(ro objInfo) error {
+		name := ro.Remote()
+		ent, ok := entries[name]
+		if !ok {
+			return nil
+		}
+		{
 			local := func() fs.Object {
 				lo, err := e.local.NewObject(fctx, name)
 				if err != nil {
@@ -203,18 +215,49 @@ func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, list
 			}
 			mt, ok := now(local, ro, ent)
 			if !ok || mt.Equal(ent.time) {
-				continue
+				return nil
 			}
 			same, err := e.localHasContent(fctx, name, ro)
 			if err != nil {
 				return err
 			}
 			if same {
+				fixMu.Lock()
 				fix[name] = mt
+				fixMu.Unlock()
 			}
 		}
 		return nil
-	})
+	}
+	visit := func(objs fs.DirEntries) error {
+		for _, entry := range objs {
+			if ro, ok := entry.(fs.Object); ok {
+				if err := visitOne(ro); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if only == nil {
+		err = walk.ListR(fctx, e.remote, "", true, -1, walk.ListObjects, visit)
+	} else {
+		g, gctx := errgroup.WithContext(fctx)
+		g.SetLimit(8)
+		for _, name := range only {
+			if _, listed := entries[name]; !listed {
+				continue
+			}
+			g.Go(func() error {
+				ro, err := e.listedObject(gctx, name)
+				if err != nil || ro == nil {
+					return err // nil: deleted since; the next pass sees it
+				}
+				return visitOne(ro)
+			})
+		}
+		err = g.Wait()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("list bucket: %w", err)
 	}
@@ -225,10 +268,55 @@ func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, list
 	return n, nil
 }
 
+// objInfo is what settling reads of a bucket object: an rclone object
+// from a listing, or one listed on its own (listedObject).
+type objInfo interface {
+	Remote() string
+	Size() int64
+	ModTime(context.Context) time.Time
+	Hash(context.Context, hash.Type) (string, error)
+}
+
+// listedObject lists the one object name (ListObjectsV2 with its key as
+// the prefix), so its time is the one a bucket listing shows (a HEAD's
+// Last-Modified has whole seconds only); nil if it is gone.
+func (e *Engine) listedObject(ctx context.Context, name string) (objInfo, error) {
+	key := backendEncoding("s3").FromStandardPath(name)
+	out, err := e.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		Bucket: aws.String(e.cfg.Remote.Bucket), Prefix: aws.String(key), MaxKeys: aws.Int32(1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", name, err)
+	}
+	if len(out.Contents) == 0 || aws.ToString(out.Contents[0].Key) != key {
+		return nil, nil
+	}
+	c := out.Contents[0]
+	return listedInfo{name: name, size: aws.ToInt64(c.Size), mod: aws.ToTime(c.LastModified),
+		etag: strings.Trim(aws.ToString(c.ETag), `"`)}, nil
+}
+
+// listedInfo is an object as ListObjectsV2 showed it.
+type listedInfo struct {
+	name, etag string
+	size       int64
+	mod        time.Time
+}
+
+func (o listedInfo) Remote() string                    { return o.name }
+func (o listedInfo) Size() int64                       { return o.size }
+func (o listedInfo) ModTime(context.Context) time.Time { return o.mod }
+func (o listedInfo) Hash(_ context.Context, t hash.Type) (string, error) {
+	if t != hash.MD5 || len(o.etag) != 32 { // a multipart ETag is no MD5
+		return "", nil
+	}
+	return strings.ToLower(o.etag), nil
+}
+
 // localHasContent reports whether the local file name holds exactly the
 // object's content: same size and MD5. An object without an MD5 (none is
 // known) never matches.
-func (e *Engine) localHasContent(ctx context.Context, name string, ro fs.Object) (bool, error) {
+func (e *Engine) localHasContent(ctx context.Context, name string, ro objInfo) (bool, error) {
 	lo, err := e.local.NewObject(ctx, name)
 	if notThere(err) {
 		return false, nil

@@ -663,10 +663,18 @@ func (e *Engine) safeResync(ctx context.Context, pc *passCounter, ps passSetting
 // logged and costs the next pass some needless downloads at worst (or,
 // after a resync, one more safe resync).
 func (e *Engine) settle(ctx context.Context, pc *passCounter, ps passSettings, resync bool) error {
-	if ps.dryRun || (!resync && !pc.wroteRemote()) {
+	if ps.dryRun || (!resync && !pc.wroteRemote() && !pc.wasReplayed()) {
 		return nil
 	}
-	_, err := e.settleRemoteTimes(ctx, pc, ps.filters)
+	// A few writes: ask the bucket about those; many, a resync or a
+	// journal's times (written without the bucket's answer): list it all.
+	var only []string
+	if !resync && !pc.wasReplayed() {
+		if w := pc.cloudWritten(); len(w) <= maxTargetedSettle {
+			only = w
+		}
+	}
+	_, err := e.settleRemoteTimes(ctx, pc, ps.filters, only)
 	if err != nil && ctx.Err() == nil {
 		pc.logger().Warn("could not record the bucket's modtimes in the listing", "err", err)
 		return nil
@@ -719,6 +727,7 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 		if n, err := e.playJournal(); err != nil {
 			return err
 		} else if n > 0 {
+			pc.setReplayed()
 			pc.logger().Info("played an unfinished pass's journal into the listings", "operations", n)
 		}
 	}
@@ -867,7 +876,7 @@ func (e *Engine) runPass(ctx context.Context, pc *passCounter, ps passSettings, 
 		// the real changes, deletes included, then sync as usual, and
 		// nothing deleted comes back.
 		n1, err1 := e.settleLocalTimes(ctx, pc, ps.filters)
-		n2, err2 := e.settleRemoteTimes(ctx, pc, ps.filters)
+		n2, err2 := e.settleRemoteTimes(ctx, pc, ps.filters, nil)
 		if err := errors.Join(err1, err2); err != nil {
 			log.Warn("could not check whether only the files' times changed", "err", err)
 		}

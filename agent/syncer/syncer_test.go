@@ -48,6 +48,9 @@ func newFakeS3(t *testing.T) *fakeS3 {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.count[r.Method]++
+		if q := r.URL.Query(); r.Method == http.MethodGet && q.Has("list-type") && !q.Has("delimiter") && q.Get("prefix") == "" {
+			f.count[listAll]++ // a listing of the whole bucket
+		}
 		hook := f.onPut
 		f.mu.Unlock()
 		if hook != nil && r.Method == http.MethodPut {
@@ -279,6 +282,60 @@ func TestQuietPassMakesNoPerObjectRequests(t *testing.T) {
 	t.Logf("quiet pass over 60 files: %d requests (before %v, after %v)", total, before, after)
 	if total > 4 {
 		t.Errorf("quiet pass over 60 files made %d requests (%v -> %v), want a handful", total, before, after)
+	}
+}
+
+// TestOneEditCostsItsOwnRequests: a pass that uploads one edited note
+// lists the bucket no more than a quiet pass does (the listing's times
+// are settled with a HEAD of that one object, not a second listing), and
+// the upload is not followed by a HEAD of its own (no_head: the PUT's
+// answer says what the pass needs).
+// listAll counts, in fakeS3's counts, the listings of the whole bucket.
+const listAll = "LIST-ALL"
+
+func TestOneEditCostsItsOwnRequests(t *testing.T) {
+	s3 := newFakeS3(t)
+	p := newPair(t, s3, "laptop")
+	seed(t, p, 60)
+	p.pass(t, PassOptions{})
+	delta := func(f func()) map[string]int {
+		before := s3.requests()
+		f()
+		after := s3.requests()
+		out := map[string]int{}
+		for m, n := range after {
+			if n != before[m] {
+				out[m] = n - before[m]
+			}
+		}
+		return out
+	}
+	quiet := delta(func() { p.pass(t, PassOptions{}) })
+	p.write(t, "seed/n07.md", "an edit")
+	var res Result
+	edit := delta(func() { res = p.pass(t, PassOptions{}) })
+	t.Logf("quiet pass %v, one-edit pass %v", quiet, edit)
+	if res.Uploaded != 1 {
+		t.Fatalf("edit pass = %+v, want one upload", res)
+	}
+	if edit[listAll] != quiet[listAll] {
+		t.Errorf("the one-edit pass listed the whole bucket %d times, a quiet pass %d: the settle listed it again", edit[listAll], quiet[listAll])
+	}
+	// one PUT keeps the version it replaces (a CopyObject), one uploads;
+	// no HEAD of the upload (the versions store's HEAD of its copy is
+	// the one)
+	if edit["PUT"] != 2 || edit["HEAD"] > 1 {
+		t.Errorf("one-edit pass made %d PUTs and %d HEADs, want 2 and at most 1", edit["PUT"], edit["HEAD"])
+	}
+	if n := quiet[listAll]; n != 1 {
+		t.Errorf("a quiet pass listed the whole bucket %d times, want 1", n)
+	}
+	// and the listing holds the time the bucket lists (a HEAD's has whole
+	// seconds only): the next pass is quiet, with no copy that finds
+	// nothing to do (and lists the note's folders to find it out)
+	after := delta(func() { res = p.pass(t, PassOptions{}) })
+	if res.Uploaded+res.Downloaded != 0 || after["GET"] != quiet["GET"] {
+		t.Errorf("the pass after the edit = %+v with requests %v, want a quiet one (%v)", res, after, quiet)
 	}
 }
 
