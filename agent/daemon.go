@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
@@ -93,6 +94,9 @@ type session struct {
 	// one folder today.
 	pairs []*pair
 	done  chan struct{} // closed when the session ends
+	// pushLive: the tenant's change events flow (followRemote), so the
+	// pairs' interval passes are only a safety net (restInterval).
+	pushLive atomic.Bool
 }
 
 // folderPair is the pair of the configured notes folder, which the local

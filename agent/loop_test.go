@@ -554,3 +554,37 @@ func TestDryRunDoesNotSwallowAChange(t *testing.T) {
 		t.Errorf("passes after the change: %+v, want a dry run and one real pass", eng.opts[1:])
 	}
 }
+
+// TestPushLiveRelaxesTheInterval: while the change events flow (and the
+// folder is watched), interval passes are only a safety net, every 15
+// minutes at most often; when the events stop, the normal interval is
+// back at once.
+func TestPushLiveRelaxesTheInterval(t *testing.T) {
+	d := testDaemon(t, t.TempDir())
+	d.live.interval = 100 * time.Millisecond
+	eng := &fakeEngine{passed: make(chan int, 64)}
+	runLoop(t, d, eng)
+	waitFor(t, "interval passes", func() bool { return eng.count() >= 3 })
+	d.mu.Lock()
+	s := d.session
+	d.mu.Unlock()
+
+	if !s.setPushLive(true) || s.setPushLive(true) {
+		t.Fatal("setPushLive does not report the change (once)")
+	}
+	waitFor(t, "the next sync 15 minutes out", func() bool {
+		st := d.Status(t.Context())
+		return st.NextSync != nil && time.Until(*st.NextSync) > 14*time.Minute
+	})
+	n := eng.count()
+	time.Sleep(600 * time.Millisecond) // six intervals
+	if got := eng.count(); got > n+1 {
+		t.Errorf("%d interval passes while the change events were live", got-n)
+	}
+
+	s.setPushLive(false)
+	waitFor(t, "interval passes again", func() bool { return eng.count() >= n+3 })
+	if st := d.Status(t.Context()); st.NextSync == nil || time.Until(*st.NextSync) > time.Second {
+		t.Errorf("next sync %v after the events stopped, want within the 100 ms interval", st.NextSync)
+	}
+}

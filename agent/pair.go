@@ -30,7 +30,10 @@ type pair struct {
 	syncReq chan syncCall
 	// remote receives "another device changed the bucket" wake-ups.
 	remote chan struct{}
-	done   chan struct{} // closed when Serve returns
+	// rearm receives "the change events started or stopped": the timer
+	// of the next interval pass is set again (restInterval).
+	rearm chan struct{}
+	done  chan struct{} // closed when Serve returns
 }
 
 // pairHooks are what tests change in a pair: fields, not package
@@ -62,7 +65,7 @@ func defaultPairHooks() pairHooks {
 func (d *Daemon) newPair(s *session, engine passer) *pair {
 	return &pair{
 		d: d, s: s, folder: d.cfg.Folder, engine: engine, history: d.history, hooks: d.pairHooks,
-		syncReq: make(chan syncCall, 8), remote: make(chan struct{}, 1), done: make(chan struct{}),
+		syncReq: make(chan syncCall, 8), remote: make(chan struct{}, 1), rearm: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 }
 
@@ -107,6 +110,9 @@ func (p *pair) Serve(ctx context.Context) error {
 	defer timer.Stop()
 	trigger := "startup"
 	var pending []syncCall // dry runs kept out of the last pass
+	// resting: the timer waits for the interval pass after a good one,
+	// which ended at restFrom.
+	resting, restFrom := false, time.Time{}
 	for {
 		var calls []syncCall
 		if len(pending) > 0 {
@@ -131,6 +137,13 @@ func (p *pair) Serve(ctx context.Context) error {
 			case <-p.remote:
 				trigger = "remote"
 				d.log.Debug("remote change from another device")
+			case <-p.rearm:
+				if resting { // not a retry, a follow-up or a pause's wait
+					at := restFrom.Add(p.restInterval(interval))
+					timer.Reset(max(0, time.Until(at)))
+					d.store.Update(func(st *ipc.Status) { st.NextSync = &at })
+				}
+				continue
 			case <-d.cfgChanged:
 				nl := d.liveSettings()
 				if nl.interval != interval {
@@ -162,6 +175,7 @@ func (p *pair) Serve(ctx context.Context) error {
 			d.setState(ipc.StatePaused, ipc.CodePausedByUser, "")
 			answer(calls, ipc.PassSummary{Skipped: "paused"}, nil)
 			timer.Reset(interval) // a timed pause's end wakes the loop itself (expirePause)
+			resting = false
 			continue
 		}
 		if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {
@@ -172,6 +186,7 @@ func (p *pair) Serve(ctx context.Context) error {
 			}
 			answer(calls, ipc.PassSummary{Skipped: "on hold: " + string(h.Reason)}, err)
 			timer.Reset(interval)
+			resting = false
 			continue
 		}
 		w.Suppress()
@@ -190,23 +205,26 @@ func (p *pair) Serve(ctx context.Context) error {
 		// A pass that made news for the other side (a conflict file, a note
 		// it did not delete) is followed by one that takes it there.
 		followUp := err == nil && res.Again && !req.DryRun
+		// The callers have their answer before the watcher's settle wait
+		// (Resume): a change they make meanwhile is in what it returns.
+		answer(calls, sum, nil)
 		// Changes seen during a pass to paths it did not write itself were
 		// someone else's: they get a pass of their own at once.
 		if dropped := w.Resume(); othersChanges(dropped, res) {
 			followUp = true
 		}
-		answer(calls, sum, nil)
 		trigger = ""
 		if sctx.Err() != nil {
 			return nil
 		}
 
-		next := interval
+		next := p.restInterval(interval)
+		resting, restFrom = true, time.Now()
 		switch {
 		case req.DryRun:
 		case err != nil && sum.Cancelled:
 		case err != nil:
-			next = rt.failed()
+			next, resting = rt.failed(), false
 			if h := d.blockingHold(); h != nil {
 				next = interval // waits for the user, not for a retry
 			}
@@ -214,7 +232,7 @@ func (p *pair) Serve(ctx context.Context) error {
 			rt.succeeded()
 		}
 		if len(p.syncReq) > 0 || len(pending) > 0 || owed || followUp {
-			next = 0
+			next, resting = 0, false
 		}
 		timer.Reset(next)
 		at := time.Now().Add(next)
@@ -226,6 +244,21 @@ func (p *pair) Serve(ctx context.Context) error {
 			}
 		})
 	}
+}
+
+// pushLiveInterval is the least time between interval passes while the
+// tenant's change events flow and the folder is watched: both sides then
+// say when they change, and the interval pass is the safety net.
+const pushLiveInterval = 15 * time.Minute
+
+// restInterval is how long the loop waits for the next interval pass
+// after a good one: interval, or at least pushLiveInterval while every
+// change is announced (change events live, the folder watched).
+func (p *pair) restInterval(interval time.Duration) time.Duration {
+	if p.s == nil || !p.s.pushLive.Load() || p.d.store.Get().Watcher != "" {
+		return interval
+	}
+	return max(interval, pushLiveInterval)
 }
 
 // pass runs one pass and records it: status, hold, history.

@@ -15,7 +15,7 @@ import (
 func (d *Daemon) followRemote(ctx context.Context, s *session) {
 	log := d.log.With("component", "events")
 	for ctx.Err() == nil {
-		err := s.client.Events(ctx, func(ev cloudapi.ChangeEvent) error {
+		err := s.client.FollowEvents(ctx, func(ev cloudapi.ChangeEvent) error {
 			if !ev.Reconnected && ev.Device == d.cfg.Device {
 				return nil // our own pass, already in step
 			}
@@ -27,6 +27,10 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 				}
 			}
 			return nil
+		}, func(live bool) {
+			if s.setPushLive(live) {
+				log.Debug("change events", "live", live)
+			}
 		})
 		if ctx.Err() != nil {
 			return
@@ -44,4 +48,20 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 		case <-time.After(10 * time.Minute):
 		}
 	}
+}
+
+// setPushLive records whether the tenant's change events flow and, when
+// that changed, has each pair set the time of its next interval pass
+// again (restInterval); it reports whether it changed.
+func (s *session) setPushLive(live bool) bool {
+	if s.pushLive.Swap(live) == live {
+		return false
+	}
+	for _, p := range s.pairs {
+		select {
+		case p.rearm <- struct{}{}:
+		default: // one is queued already
+		}
+	}
+	return true
 }

@@ -52,13 +52,24 @@ const maxEventLine = 64 << 10
 // answer that retrying cannot fix (401, 403, 404: login required, no
 // subscription, events not enabled).
 func (c *Client) Events(ctx context.Context, fn func(ChangeEvent) error) error {
+	return c.FollowEvents(ctx, fn, nil)
+}
+
+// FollowEvents is Events that also tells live (when not nil) each time
+// the stream opens (true) and each time an open stream ends (false), so a
+// caller can rely on the events while they flow and on its own schedule
+// otherwise.
+func (c *Client) FollowEvents(ctx context.Context, fn func(ChangeEvent) error, live func(bool)) error {
+	if live == nil {
+		live = func(bool) {}
+	}
 	hc := *c.hc
 	hc.Timeout = 0 // a stream lasts; ctx bounds it
 	delay := time.Duration(0)
 	connected := false
 	for {
 		start := time.Now()
-		retry, err := c.eventsOnce(ctx, &hc, connected, fn)
+		retry, err := c.eventsOnce(ctx, &hc, connected, fn, live)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -109,7 +120,7 @@ type retryInfo struct {
 }
 
 // eventsOnce opens the stream once and reads it until it ends.
-func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool, fn func(ChangeEvent) error) (retryInfo, error) {
+func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool, fn func(ChangeEvent) error, live func(bool)) (retryInfo, error) {
 	var ri retryInfo
 	tok, err := c.ts.Token()
 	if err != nil {
@@ -150,6 +161,8 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 		return ri, apiErr
 	}
 	ri.opened = true
+	live(true)
+	defer live(false)
 	if reconnect {
 		if err := fn(ChangeEvent{Reconnected: true}); err != nil {
 			return ri, &callbackError{err}

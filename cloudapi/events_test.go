@@ -41,23 +41,26 @@ func TestEventsReadsAndReconnects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var got []string
+	events := 0
 	stop := errors.New("stop")
-	err := c.Events(ctx, func(ev ChangeEvent) error {
+	err := c.FollowEvents(ctx, func(ev ChangeEvent) error {
+		events++
 		switch {
 		case ev.Reconnected:
 			got = append(got, "reconnected")
 		default:
 			got = append(got, ev.TenantID+"/"+ev.Device+"/"+ev.Reason)
 		}
-		if len(got) == 3 {
+		if events == 3 {
 			return stop
 		}
 		return nil
-	})
+	}, func(live bool) { got = append(got, fmt.Sprintf("live=%v", live)) })
 	if !errors.Is(err, stop) {
 		t.Fatalf("Events = %v, want fn's error", err)
 	}
-	if want := "t1/laptop/sync,reconnected,t1/phone/"; strings.Join(got, ",") != want {
+	// live while a stream is open: not for the 503 in between
+	if want := "live=true,t1/laptop/sync,live=false,live=true,reconnected,t1/phone/,live=false"; strings.Join(got, ",") != want {
 		t.Errorf("events = %v, want %s", got, want)
 	}
 	if conns.Load() != 3 {
