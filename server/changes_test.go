@@ -104,7 +104,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // do sends method url with a JSON body and a bearer token (or the headers
 // in hdr) and returns the status and body.
-func do(t *testing.T, method, url, token, body string, hdr map[string]string) (int, string) {
+func do(t testing.TB, method, url, token, body string, hdr map[string]string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -127,7 +127,7 @@ func do(t *testing.T, method, url, token, body string, hdr map[string]string) (i
 }
 
 // mint creates a mount key with token.
-func mint(t *testing.T, srv *running, token string) tenantapi.MountCredentials {
+func mint(t testing.TB, srv *running, token string) tenantapi.MountCredentials {
 	t.Helper()
 	code, body := do(t, http.MethodPost, srv.URL()+tenantapi.PathMountCredentials, token, `{"description":"test"}`, nil)
 	if code != http.StatusOK {
@@ -266,7 +266,7 @@ func TestChangeEvents(t *testing.T) {
 		}
 	})
 
-	t.Run("fallback catches an unannounced write", func(t *testing.T) {
+	t.Run("an S3 write is announced by the endpoint, not the fallback", func(t *testing.T) {
 		mc := mint(t, r, tokA1)
 		// Let a fallback pass record the bucket after the last event.
 		time.Sleep(3 * fallback)
@@ -276,14 +276,14 @@ func TestChangeEvents(t *testing.T) {
 			t.Fatalf("put: %v", err)
 		}
 		ev := subA.next(t, 10*time.Second)
-		if ev.TenantID != tenantA || ev.Reason != "fallback" {
-			t.Errorf("event = %+v, want a fallback event of tenant A", ev)
+		if ev.TenantID != tenantA || ev.Reason != "embedded:PutObject" {
+			t.Errorf("event = %+v, want the embedded S3's event of tenant A", ev)
 		}
-		waitFor(t, 10*time.Second, "hook run for the fallback", func() bool {
+		waitFor(t, 10*time.Second, "hook run for the S3 write", func() bool {
 			b, _ := os.ReadFile(hookOut)
-			return strings.Contains(string(b), fmt.Sprintf("tenant=%s device= reason=fallback", tenantA))
+			return strings.Contains(string(b), fmt.Sprintf("tenant=%s device= reason=embedded:PutObject", tenantA))
 		})
-		// Nothing changes: no more fallback events.
+		// The fallback sees the change as announced: no fallback event.
 		select {
 		case ev := <-subA.events:
 			t.Errorf("unexpected event %+v", ev)

@@ -162,6 +162,7 @@ func BindStoreFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.StorageEndpoint, "storage-endpoint", cfg.StorageEndpoint, "S3 API URL of minio (required), s3 or tigris (default: AWS's or Tigris's)")
 	fs.StringVar(&cfg.StorageIAMEndpoint, "storage-iam-endpoint", cfg.StorageIAMEndpoint, "IAM API URL of s3 or tigris (default: AWS's or Tigris's)")
 	fs.BoolVar(&cfg.StoragePathStyle, "storage-path-style", cfg.StoragePathStyle, "address s3 buckets path-style (most non-AWS services)")
+	fs.StringVar(&cfg.StorageNotifyARN, "storage-notify-arn", cfg.StorageNotifyARN, "minio: notification target new buckets send their object events to, e.g. arn:minio:sqs::bm:webhook for a webhook aimed at /webhooks/storage")
 }
 
 // ResolveConfig fills the flags of fs that were not given on the command

@@ -105,6 +105,15 @@ func TestStorageSettingsErrors(t *testing.T) {
 		{"s3 without credentials", func(c *Config) { c.Storage = StorageS3 }, EnvStorageSecretKey},
 		{"unknown auth mode", func(c *Config) { c.AuthMode = "ldap" }, "unknown auth mode"},
 		{"oidc without issuer", func(c *Config) { c.AuthMode = AuthOIDC }, "--oidc-issuer"},
+		{"notify ARN with embedded", func(c *Config) { c.StorageNotifyARN = "arn:minio:sqs::bm:webhook" }, "--storage-notify-arn"},
+		{"notify ARN with s3", func(c *Config) {
+			c.Storage, c.StorageNotifyARN = StorageS3, "arn:minio:sqs::bm:webhook"
+			c.StorageAccessKey, c.StorageSecretKey = "a", "s"
+		}, "--storage-notify-arn"},
+		{"bad notify ARN", func(c *Config) {
+			c.Storage, c.StorageEndpoint, c.StorageNotifyARN = StorageMinIO, "http://127.0.0.1:1", "webhook"
+			c.StorageAccessKey, c.StorageSecretKey = "a", "s"
+		}, "notify ARN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,6 +31,7 @@ var Routes = []string{
 	"GET /tenant/status",
 	"GET /proxy/health",
 	"GET /tenant/events",
+	"POST /webhooks/storage",
 	"POST /webhooks/storage/{tenant}",
 	// built-in issuer (not served in OIDC auth mode)
 	"GET /.well-known/openid-configuration",

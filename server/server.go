@@ -88,6 +88,18 @@ type Config struct {
 	// StorageAccessKey and StorageSecretKey are the provider's admin
 	// credentials (see SecretsFromEnv).
 	StorageAccessKey, StorageSecretKey string
+	// StorageNotifyARN (minio only) is a MinIO notification target, such
+	// as arn:minio:sqs::bm:webhook for a webhook target aimed at
+	// POST /webhooks/storage: each bucket the server creates sends its
+	// object events there (see api's storageNotifications for the MinIO
+	// side).
+	StorageNotifyARN string
+	// KeyCacheTTL is how long the embedded S3 endpoint trusts what the
+	// store said of an access key (default embedded.DefaultKeyCacheTTL;
+	// negative: ask the store on every request). A key revoked through
+	// this server is refused at once whatever the TTL; with several
+	// replicas, the TTL bounds how long the others still accept it.
+	KeyCacheTTL time.Duration
 
 	// AuthMode is how bearer tokens are verified: AuthBuiltin (the default:
 	// the built-in OAuth issuer signs them and its routes are served) or
@@ -120,9 +132,16 @@ type Config struct {
 	// EventsHeartbeat is the keep-alive comment interval of the event
 	// stream (default events.DefaultHeartbeat).
 	EventsHeartbeat time.Duration
-	// StorageWebhookSecret authenticates POST /webhooks/storage/{tenant};
-	// empty disables the route. From the environment only.
+	// StorageWebhookSecret authenticates POST /webhooks/storage and
+	// POST /webhooks/storage/{tenant}; empty disables the routes. From the
+	// environment only.
 	StorageWebhookSecret string
+	// ChangeDelay and ChangeMaxWait coalesce the changes storage reports
+	// (the embedded S3 endpoint's own writes, the storage webhooks): a
+	// tenant's event goes out once no change came for ChangeDelay, or
+	// ChangeMaxWait after the first (defaults events.DefaultDelay and
+	// events.DefaultMaxWait; see events.Coalescer).
+	ChangeDelay, ChangeMaxWait time.Duration
 
 	// HookCommand is the refresh hook command, split on white space (no
 	// shell quoting; use a script for more). It gets the event in
@@ -213,6 +232,7 @@ type Server struct {
 	issuer   *issuer.Issuer // nil in OIDC mode
 	auth     api.Authenticator
 	hub      *events.Hub
+	changes  *events.Coalescer // storage changes on their way to hub and hook
 	hook     *hooks.Runner
 	jobs     *lifecycle.Worker
 	apiLn    net.Listener
@@ -328,6 +348,7 @@ func (s *Server) openStorage() error {
 			AccessKey:      cfg.StorageAccessKey,
 			SecretKey:      cfg.StorageSecretKey,
 			Logger:         s.log,
+			NotifyARN:      cfg.StorageNotifyARN,
 		})
 		if err != nil {
 			return fmt.Errorf("server: storage minio: %w", err)
@@ -335,6 +356,9 @@ func (s *Server) openStorage() error {
 		s.s3URL = strings.TrimRight(firstOf(cfg.S3PublicURL, cfg.StorageEndpoint), "/")
 		return nil
 	case StorageS3, StorageTigris:
+		if cfg.StorageNotifyARN != "" {
+			return fmt.Errorf("server: --storage-notify-arn is for storage minio, not %s", cfg.Storage)
+		}
 		if cfg.StorageAccessKey == "" || cfg.StorageSecretKey == "" {
 			return fmt.Errorf("server: storage %s needs admin credentials in %s and %s", cfg.Storage, EnvStorageAccessKey, EnvStorageSecretKey)
 		}
@@ -365,6 +389,9 @@ func (s *Server) openStorage() error {
 		return nil
 	}
 
+	if cfg.StorageNotifyARN != "" {
+		return errors.New("server: --storage-notify-arn is for storage minio; the embedded S3 announces its changes itself")
+	}
 	if s.s3Ln, err = net.Listen("tcp", cfg.S3Addr); err != nil {
 		return fmt.Errorf("server: listen s3: %w", err)
 	}
@@ -381,10 +408,22 @@ func (s *Server) openStorage() error {
 		return fmt.Errorf("server: embedded s3: %w", err)
 	}
 	prov.SetServer(s.s3)
+	if cfg.KeyCacheTTL != 0 {
+		prov.SetKeyCacheTTL(max(cfg.KeyCacheTTL, 0))
+	}
 	s.s3.OnKeyUsed = func(accessKey string) {
 		if err := s.store.TouchAccessKey(context.Background(), accessKey, time.Now()); err != nil {
 			s.log.Warn("track key use", "err", err)
 		}
+	}
+	// Every write through the endpoint, by any client, is a change of the
+	// key's tenant (coalesced: see openJobs).
+	s.s3.OnChange = func(c s3embed.Change) {
+		rec, ok := prov.KeyRecord(context.Background(), c.AccessKey) // cached by the request's own check
+		if !ok || rec.TenantID == "" {
+			return
+		}
+		s.storageChanges().Add(events.Event{TenantID: rec.TenantID, Device: keyDevice(rec.Description), Reason: "embedded:" + c.Op}, 1)
 	}
 	s.provider = prov
 	if err := s.metrics.RegisterS3Stats(s.s3.Stats); err != nil {
@@ -449,6 +488,7 @@ func (s *Server) openAuth(ctx context.Context) error {
 func (s *Server) openJobs() error {
 	cfg := s.cfg
 	s.hub = events.NewHub(cfg.EventsBuffer)
+	s.changes = events.NewCoalescer(cfg.ChangeDelay, cfg.ChangeMaxWait, s.announceStorageChanges)
 	var err error
 	s.hook, err = hooks.New(hooks.Config{
 		Command:       strings.Fields(cfg.HookCommand),
@@ -483,6 +523,57 @@ func (s *Server) openJobs() error {
 		return fmt.Errorf("server: lifecycle: %w", err)
 	}
 	return nil
+}
+
+// agentKeyPrefix starts the description bm-agent gives the keys it mints:
+// "bm-agent on DEVICE" (agent/session.go), DEVICE being the device name
+// its POST /sync carries and its change-event filter compares.
+const agentKeyPrefix = "bm-agent on "
+
+// keyDevice is the device of a key with description desc, if it is an
+// agent's ("" otherwise): the embedded S3 endpoint's change events name
+// it so that the agent that wrote ignores them, as it ignores the events
+// of its own POST /sync.
+func keyDevice(desc string) string {
+	d, ok := strings.CutPrefix(desc, agentKeyPrefix)
+	if !ok {
+		return ""
+	}
+	return d
+}
+
+// storageChanges is where the changes storage reports go: the
+// coalescer, with the hub told at once that an event is on its way (so
+// that a fallback pass meanwhile does not announce the change again).
+type storageChanges struct {
+	hub *events.Hub
+	c   *events.Coalescer
+}
+
+func (s *Server) storageChanges() storageChanges { return storageChanges{s.hub, s.changes} }
+
+// Add implements api.ChangeSink.
+func (sc storageChanges) Add(ev events.Event, n int) {
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	sc.hub.Expect(ev.TenantID, ev.At)
+	sc.c.Add(ev, n)
+}
+
+// announceStorageChanges tells the tenant's devices and its refresh hook
+// about a coalesced burst of changes storage reported (the embedded S3
+// endpoint's writes, the storage webhooks), and records it in the audit
+// trail: one record per burst, not per object.
+func (s *Server) announceStorageChanges(ev events.Event, n int) {
+	s.hub.Publish(ev)
+	s.hook.Trigger(ev)
+	source, _, _ := strings.Cut(ev.Reason, ":")
+	if err := s.store.AddAudit(context.Background(), ev.TenantID, api.AuditBucketChanged,
+		fmt.Sprintf("source=%s changes=%d device=%q reason=%q", source, n, ev.Device, ev.Reason)); err != nil {
+		s.log.Warn("record storage change", "tenant", ev.TenantID, "err", err)
+	}
+	s.log.Debug("storage changed", "tenant", ev.TenantID, "device", ev.Device, "reason", ev.Reason, "changes", n)
 }
 
 // mintLimit is the api's rate limit of cfg's keys per hour.
@@ -534,8 +625,9 @@ func (s *Server) S3() *s3embed.Server { return s.s3 }
 // Provider is the storage provider.
 func (s *Server) Provider() storage.Provider { return s.provider }
 
-// Events is the change-event hub that POST /sync, the storage webhooks and
-// the fallback publish to and GET /tenant/events streams.
+// Events is the change-event hub that POST /sync, the storage webhooks,
+// the embedded S3 endpoint's writes and the fallback publish to and
+// GET /tenant/events streams.
 func (s *Server) Events() *events.Hub { return s.hub }
 
 // Jobs is the lifecycle worker (deletion retries, orphans, fallback) that
@@ -618,6 +710,7 @@ func (s *Server) mux() *http.ServeMux {
 		Events:                    s.hub,
 		Hook:                      s.hook,
 		WebhookSecret:             s.cfg.StorageWebhookSecret,
+		StorageChanges:            s.storageChanges(),
 		MintLimit:                 limit,
 		MintBurst:                 burst,
 		Heartbeat:                 s.cfg.EventsHeartbeat,
@@ -685,6 +778,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	s.changes.Close() // the last storage changes reach the hook before it stops
 	stopJobs()
 	jobs.Wait()
 	if errors.Is(err, http.ErrServerClosed) {

@@ -59,9 +59,13 @@ type Handler struct {
 	// Hook, if set, is triggered per bucket change (the refresh hook, see
 	// server/hooks). Trigger must not block.
 	Hook Hook
-	// WebhookSecret authenticates POST /webhooks/storage/{tenant}; empty
-	// disables the route (404).
+	// WebhookSecret authenticates POST /webhooks/storage/{tenant} and
+	// POST /webhooks/storage; empty disables the routes (404).
 	WebhookSecret string
+	// StorageChanges, if set, takes the changes the storage webhooks
+	// report and announces them (publish, hook, audit) coalesced per
+	// tenant; nil announces each notification at once.
+	StorageChanges ChangeSink
 	// MintLimit and MintBurst bound how fast one tenant may mint keys
 	// (default 10 per hour, burst 5); a negative MintLimit disables the
 	// limit. Beyond it POST /tenant/mount/credentials answers 429 with
@@ -122,6 +126,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("GET "+tenantapi.PathProxyHealth, h.tenant(full, h.health))
 	mux.Handle("GET "+PathTenantEvents, h.tenant(full, h.tenantEvents))
 	mux.HandleFunc("POST "+PathStorageWebhook+"{tenant}", h.storageWebhook)
+	mux.HandleFunc("POST "+PathStorageNotifications, h.storageNotifications)
 }
 
 // caller is the verified identity of a request and its tenant's row.

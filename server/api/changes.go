@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -27,7 +28,17 @@ const (
 	// PathStorageWebhook + "{tenant}" receives storage notifications (Tigris
 	// object notifications, MinIO bucket notifications) for a tenant's bucket.
 	PathStorageWebhook = "/webhooks/storage/"
+	// PathStorageNotifications receives storage notifications about any
+	// tenant's bucket: each change goes to the tenant whose bucket it
+	// names (one MinIO webhook target for the whole deployment).
+	PathStorageNotifications = "/webhooks/storage"
 )
+
+// ChangeSink takes the bucket changes the storage webhooks report;
+// *events.Coalescer implements it.
+type ChangeSink interface {
+	Add(ev events.Event, changes int)
+}
 
 // Defaults of the mint rate limit: 10 keys an hour, 5 at once.
 const (
@@ -157,29 +168,8 @@ type WebhookResponse struct {
 // body with no change of this tenant's bucket is still 200.
 func (h *Handler) storageWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if h.WebhookSecret == "" {
-		writeJSON(w, http.StatusNotFound, tenantapi.ErrorBody{Detail: "storage webhooks are not enabled"})
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeJSON(w, http.StatusRequestEntityTooLarge, tenantapi.ErrorBody{Detail: "body too large"})
-			return
-		}
-		badRequest(w, "unreadable body")
-		return
-	}
-	if !h.webhookAuthorized(r, body) {
-		h.logger().InfoContext(ctx, "storage webhook: bad credentials", "path", r.URL.Path)
-		w.Header().Set("WWW-Authenticate", `Bearer`)
-		writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: "invalid webhook credentials"})
-		return
-	}
-	var n storageNotification
-	if err := json.Unmarshal(body, &n); err != nil {
-		badRequest(w, "invalid notification body")
+	n, ok := h.readNotification(w, r)
+	if !ok {
 		return
 	}
 	tenantID := r.PathValue("tenant")
@@ -208,15 +198,144 @@ func (h *Handler) storageWebhook(w http.ResponseWriter, r *http.Request) {
 			first = c.event
 		}
 	}
-	if resp.Accepted > 0 && t.Status == store.TenantActive {
-		if err := h.Store.AddAudit(ctx, t.ID, AuditBucketChanged,
-			fmt.Sprintf("source=storage changes=%d event=%q", resp.Accepted, first)); err != nil {
+	if err := h.storageChanged(ctx, t, resp.Accepted, first); err != nil {
+		h.internal(w, r, "record storage change", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// POST /webhooks/storage
+//
+// The storage webhook of the whole deployment: each change of the body
+// goes to the tenant whose bucket it names (changes of buckets no tenant
+// has are counted as ignored), and each such tenant gets a change event
+// and its refresh hook. Authentication and answers are those of
+// POST /webhooks/storage/{tenant}; without a configured secret
+// (BM_SERVER_STORAGE_WEBHOOK_SECRET) the route answers 404.
+//
+// MinIO: define a webhook notification target aimed here, with the
+// shared secret as its auth token (MinIO then sends "Authorization:
+// Bearer <secret>"), once per deployment:
+//
+//	mc admin config set ALIAS notify_webhook:bm endpoint=https://BM-SERVER/webhooks/storage auth_token=SECRET
+//	mc admin service restart ALIAS
+//
+// (or, in MinIO's environment, MINIO_NOTIFY_WEBHOOK_ENABLE_BM=on,
+// MINIO_NOTIFY_WEBHOOK_ENDPOINT_BM=... and MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_BM=...).
+// MinIO checks that the endpoint answers when the target is set, so start
+// bm-server first. Then send each tenant bucket's object events to the
+// target:
+//
+//	mc event add ALIAS/BUCKET arn:minio:sqs::bm:webhook --event put,delete
+//
+// bm-server does that itself for each bucket it creates when it runs with
+// --storage-notify-arn arn:minio:sqs::bm:webhook; buckets created before
+// need the mc event add once. MinIO posts one request per object change
+// (the S3 event record, plus EventName and Key); the server coalesces
+// them (events.Coalescer: a burst becomes one event a quarter second
+// after its last change, or one every 2 s while it lasts). MinIO
+// names the key's parent user, not the service account, as the writer,
+// so these events carry no device: the writing agent wakes up too.
+//
+// Tigris: its object notifications ({"events": [...]}, see
+// storageNotification) are accepted here as well, with the secret as the
+// webhook's bearer token or basic-auth password. That format is taken
+// from Tigris's documentation and has not been tried against Tigris.
+func (h *Handler) storageNotifications(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	n, ok := h.readNotification(w, r)
+	if !ok {
+		return
+	}
+	type bucketChanges struct {
+		bucket, first string
+		n             int
+	}
+	var groups []*bucketChanges
+	byBucket := map[string]*bucketChanges{}
+	for _, c := range n.changes() {
+		g := byBucket[c.bucket]
+		if g == nil {
+			g = &bucketChanges{bucket: c.bucket, first: c.event}
+			byBucket[c.bucket] = g
+			groups = append(groups, g)
+		}
+		g.n++
+	}
+	var resp WebhookResponse
+	for _, g := range groups {
+		t, err := h.Store.TenantByBucket(ctx, g.bucket)
+		if errors.Is(err, store.ErrNotFound) {
+			resp.Ignored += g.n
+			continue
+		}
+		if err != nil {
+			h.internal(w, r, "load tenant by bucket", err)
+			return
+		}
+		resp.Accepted += g.n
+		if err := h.storageChanged(ctx, t, g.n, g.first); err != nil {
 			h.internal(w, r, "record storage change", err)
 			return
 		}
-		h.bucketChanged(events.Event{TenantID: t.ID, Reason: "storage:" + first, At: h.now().UTC()})
+	}
+	if resp.Ignored > 0 {
+		h.logger().DebugContext(ctx, "storage webhook: changes of unknown buckets", "ignored", resp.Ignored)
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// readNotification reads and authenticates a storage notification; on
+// failure it has answered.
+func (h *Handler) readNotification(w http.ResponseWriter, r *http.Request) (storageNotification, bool) {
+	var n storageNotification
+	if h.WebhookSecret == "" {
+		writeJSON(w, http.StatusNotFound, tenantapi.ErrorBody{Detail: "storage webhooks are not enabled"})
+		return n, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, tenantapi.ErrorBody{Detail: "body too large"})
+			return n, false
+		}
+		badRequest(w, "unreadable body")
+		return n, false
+	}
+	if !h.webhookAuthorized(r, body) {
+		h.logger().InfoContext(r.Context(), "storage webhook: bad credentials", "path", r.URL.Path)
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+		writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: "invalid webhook credentials"})
+		return n, false
+	}
+	if err := json.Unmarshal(body, &n); err != nil {
+		badRequest(w, "invalid notification body")
+		return n, false
+	}
+	return n, true
+}
+
+// storageChanged announces n changes of t's bucket reported by storage
+// (first is the first one's event name): through StorageChanges when set,
+// which coalesces and records them, else at once, with an audit record.
+// A tenant that is not active is told nothing.
+func (h *Handler) storageChanged(ctx context.Context, t store.Tenant, n int, first string) error {
+	if n == 0 || t.Status != store.TenantActive {
+		return nil
+	}
+	ev := events.Event{TenantID: t.ID, Reason: "storage:" + first, At: h.now().UTC()}
+	if h.StorageChanges != nil {
+		h.StorageChanges.Add(ev, n)
+		return nil
+	}
+	if err := h.Store.AddAudit(ctx, t.ID, AuditBucketChanged,
+		fmt.Sprintf("source=storage changes=%d event=%q", n, first)); err != nil {
+		return err
+	}
+	h.bucketChanged(ev)
+	return nil
 }
 
 // webhookAuthorized checks the shared secret in constant time.

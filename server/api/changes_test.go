@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -268,4 +269,127 @@ func TestStorageWebhook(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fakeSink records what the webhooks hand to StorageChanges.
+type fakeSink struct {
+	mu  sync.Mutex
+	evs []events.Event
+	ns  []int
+}
+
+func (f *fakeSink) Add(ev events.Event, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.evs = append(f.evs, ev)
+	f.ns = append(f.ns, n)
+}
+
+// TestStorageNotifications: POST /webhooks/storage maps each change to
+// the tenant of its bucket, with the shared secret.
+func TestStorageNotifications(t *testing.T) {
+	bearer := map[string]string{"Authorization": "Bearer " + webhookSecret}
+	// One MinIO record per POST, as MinIO sends them.
+	minioB := strings.ReplaceAll(minioBody, "bucket-a", "bucket-b")
+	// A Tigris batch over three buckets: A twice, B once, one unknown.
+	mixed := `{"events":[` +
+		`{"eventName":"OBJECT_CREATED_PUT","bucket":"bucket-a","object":{"key":"a.md"}},` +
+		`{"eventName":"OBJECT_DELETED","bucket":"bucket-b","object":{"key":"b.md"}},` +
+		`{"eventName":"OBJECT_DELETED","bucket":"bucket-a","object":{"key":"c.md"}},` +
+		`{"eventName":"OBJECT_CREATED_PUT","bucket":"nobody-s-bucket","object":{"key":"d.md"}}]}`
+	tests := []struct {
+		name     string
+		noSecret bool
+		headers  map[string]string
+		body     string
+		code     int
+		resp     string
+		want     []events.Event // in order of the body's buckets
+	}{
+		{name: "disabled", noSecret: true, headers: bearer, body: minioBody, code: 404},
+		{name: "no credentials", body: minioBody, code: 401},
+		{name: "wrong secret", headers: map[string]string{"Authorization": "Bearer nope"}, body: minioBody, code: 401},
+		{name: "minio, tenant A", headers: bearer, body: minioBody, code: 200, resp: `{"accepted":1,"ignored":0}`,
+			want: []events.Event{{TenantID: "A", Reason: "storage:s3:ObjectCreated:Put", At: fixedNow}}},
+		{name: "minio bare token, tenant B", headers: map[string]string{"Authorization": webhookSecret}, body: minioB, code: 200, resp: `{"accepted":1,"ignored":0}`,
+			want: []events.Event{{TenantID: "B", Reason: "storage:s3:ObjectCreated:Put", At: fixedNow}}},
+		{name: "batch over several buckets", headers: bearer, body: mixed, code: 200, resp: `{"accepted":3,"ignored":1}`,
+			want: []events.Event{{TenantID: "A", Reason: "storage:OBJECT_CREATED_PUT", At: fixedNow}, {TenantID: "B", Reason: "storage:OBJECT_DELETED", At: fixedNow}}},
+		{name: "unknown bucket", headers: bearer, body: strings.ReplaceAll(minioBody, "bucket-a", "bucket-zz"), code: 200, resp: `{"accepted":0,"ignored":1}`},
+		{name: "suspended tenant", headers: bearer, body: strings.ReplaceAll(minioBody, "bucket-a", "bucket-s"), code: 200, resp: `{"accepted":1,"ignored":0}`},
+		{name: "not json", headers: bearer, body: "{", code: 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, coalesced := range []bool{false, true} {
+				hub, hook, sink := events.NewHub(0), &fakeHook{}, &fakeSink{}
+				e := newEnv(t, func(h *Handler) {
+					h.Events, h.Hook = hub, hook
+					if !tc.noSecret {
+						h.WebhookSecret = webhookSecret
+					}
+					if coalesced {
+						h.StorageChanges = sink
+					}
+				})
+				subs := map[string]*events.Subscription{}
+				for _, id := range []string{"A", "B", "S"} {
+					subs[id] = hub.Subscribe(id)
+					defer subs[id].Close()
+				}
+				code, _, b := e.post(PathStorageNotifications, tc.body, tc.headers)
+				if code != tc.code {
+					t.Fatalf("coalesced=%v: = %d %s, want %d", coalesced, code, b, tc.code)
+				}
+				if tc.resp != "" && strings.TrimSpace(string(b)) != tc.resp {
+					t.Errorf("coalesced=%v: body = %s, want %s", coalesced, b, tc.resp)
+				}
+				var got []events.Event
+				if coalesced {
+					got = sink.evs
+				} else {
+					for _, id := range []string{"A", "B", "S"} {
+						for len(subs[id].C()) > 0 {
+							got = append(got, <-subs[id].C())
+						}
+					}
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("coalesced=%v: events = %+v, want %+v", coalesced, got, tc.want)
+				}
+				if coalesced {
+					if !hub.LastPublished("A").IsZero() || !hub.LastPublished("B").IsZero() || len(hook.got()) != 0 {
+						t.Error("with StorageChanges the handler published or hooked itself")
+					}
+					if tc.name == "batch over several buckets" && !slices.Equal(sink.ns, []int{2, 1}) {
+						t.Errorf("change counts = %v, want [2 1]", sink.ns)
+					}
+				} else if len(hook.got()) != len(tc.want) {
+					t.Errorf("hook = %+v, want %d", hook.got(), len(tc.want))
+				}
+			}
+		})
+	}
+}
+
+// post sends a POST of body with the headers hdr.
+func (e *env) post(path, body string, hdr map[string]string) (int, http.Header, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
 }

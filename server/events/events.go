@@ -5,7 +5,8 @@
 // buffer is full is dropped (its Done channel closes and the connection
 // ends; the client reconnects and does a full pass), the way a slow reader
 // of the daemon's watch stream is dropped. ServeSSE writes a subscription to
-// an HTTP response as server-sent events.
+// an HTTP response as server-sent events. A Coalescer turns bursts of
+// storage changes (thousands of object writes) into few events.
 package events
 
 import (
@@ -110,7 +111,9 @@ func (h *Hub) Publish(ev Event) int {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.last[ev.TenantID] = ev.At
+	if ev.At.After(h.last[ev.TenantID]) {
+		h.last[ev.TenantID] = ev.At
+	}
 	n := 0
 	for s := range h.subs[ev.TenantID] {
 		select {
@@ -124,8 +127,19 @@ func (h *Hub) Publish(ev Event) int {
 	return n
 }
 
-// LastPublished is when the last event of tenantID was published (zero if
-// none since the hub started).
+// Expect records that an event of tenantID about a change at at is on
+// its way (a Coalescer holds it): LastPublished counts it from now on, so
+// that the fallback does not announce the same change again meanwhile.
+func (h *Hub) Expect(tenantID string, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if at.After(h.last[tenantID]) {
+		h.last[tenantID] = at
+	}
+}
+
+// LastPublished is the time of the latest event of tenantID published or
+// expected (zero if none since the hub started).
 func (h *Hub) LastPublished(tenantID string) time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()

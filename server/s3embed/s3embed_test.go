@@ -778,3 +778,100 @@ func TestConditionalWrites(t *testing.T) {
 		t.Errorf("If-None-Match * of a new key = %v", err)
 	}
 }
+
+// TestOnChange: every request that changed a bucket's objects and
+// succeeded is reported once, with its bucket, key and operation; reads,
+// refused requests, failed writes and the steps of a multipart upload
+// before its completion are not.
+func TestOnChange(t *testing.T) {
+	keys := &keyring{keys: map[string][2]string{"AKA": {"secret-a", bucketA}, "AKB": {"secret-b", bucketB}}}
+	srv, err := s3embed.New(t.TempDir(), keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []s3embed.Change
+	srv.OnChange = func(c s3embed.Change) { mu.Lock(); got = append(got, c); mu.Unlock() }
+	ctx := context.Background()
+	for _, b := range []string{bucketA, bucketB} {
+		if err := srv.CreateBucket(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	a, b := newClient(hs.URL, "AKA", "secret-a"), newClient(hs.URL, "AKB", "secret-b")
+	take := func() []s3embed.Change {
+		mu.Lock()
+		defer mu.Unlock()
+		out := got
+		got = nil
+		return out
+	}
+	expect := func(what string, want ...s3embed.Change) {
+		t.Helper()
+		if g := take(); !slices.Equal(g, want) {
+			t.Errorf("%s: changes %+v, want %+v", what, g, want)
+		}
+	}
+	change := func(bucket, ak, op string) s3embed.Change {
+		return s3embed.Change{Bucket: bucket, AccessKey: ak, Op: op}
+	}
+
+	put(t, a, bucketA, "a.md", []byte("a"))
+	expect("put", change(bucketA, "AKA", "PutObject"))
+	get(t, a, bucketA, "a.md")
+	if _, err := a.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucketA), Key: aws.String("a.md")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucketA)}); err != nil {
+		t.Fatal(err)
+	}
+	expect("get, head, list")
+
+	if _, err := a.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucketA), Key: aws.String("b.md"), CopySource: aws.String(bucketA + "/a.md")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("copy", change(bucketA, "AKA", "CopyObject"))
+	if _, err := a.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucketA), Key: aws.String("b.md")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("delete", change(bucketA, "AKA", "DeleteObject"))
+	put(t, a, bucketA, "c.md", []byte("c"))
+	take()
+	if _, err := a.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(bucketA), Delete: &types.Delete{Objects: []types.ObjectIdentifier{{Key: aws.String("c.md")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	expect("multi-delete", change(bucketA, "AKA", "DeleteObjects"))
+
+	key := aws.String("big.bin")
+	cr, err := a.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucketA), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := a.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucketA), Key: key, UploadId: cr.UploadId, PartNumber: aws.Int32(1), Body: bytes.NewReader([]byte("part"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect("multipart create and part")
+	if _, err := a.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucketA), Key: key, UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{ETag: up.ETag, PartNumber: aws.Int32(1)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	expect("multipart complete", change(bucketA, "AKA", "CompleteMultipartUpload"))
+
+	// Failed and refused writes change nothing.
+	if _, err := a.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucketA), Key: aws.String("a.md"), Body: bytes.NewReader([]byte("x")), IfNoneMatch: aws.String("*")}); status(err) != http.StatusPreconditionFailed {
+		t.Fatalf("create-only put over an object = %v, want 412", err)
+	}
+	if _, err := a.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucketB), Key: aws.String("x.md"), Body: bytes.NewReader([]byte("x"))}); err == nil {
+		t.Fatal("a put into another bucket succeeded")
+	}
+	if _, err := newClient(hs.URL, "AKA", "wrong").PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucketA), Key: aws.String("x.md"), Body: bytes.NewReader([]byte("x"))}); err == nil {
+		t.Fatal("a put with a wrong secret succeeded")
+	}
+	expect("failed and refused writes")
+
+	put(t, b, bucketB, "b.md", []byte("b"))
+	expect("another key's bucket", change(bucketB, "AKB", "PutObject"))
+}

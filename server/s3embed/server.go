@@ -8,7 +8,9 @@
 // hashed sidecar outside the bucket directory, cached in memory) and its
 // access control: every request must carry a valid AWS Signature V4
 // (header or presigned query) from a key the KeyResolver knows, and a key
-// may only touch objects of its own bucket, addressed path-style.
+// may only touch objects of its own bucket, addressed path-style. Each
+// successful request that changes a bucket's objects is reported to
+// Server.OnChange (bm-server turns those into change events).
 package s3embed
 
 import (
@@ -48,6 +50,12 @@ type Server struct {
 	// access key of every request whose signature and scope were accepted
 	// (for "last used" tracking). It must be quick and must not block.
 	OnKeyUsed func(accessKey string)
+	// OnChange, if set before serving, is called synchronously after each
+	// request that changed a bucket's objects and succeeded (a 2xx
+	// answer): PutObject, CopyObject, DeleteObject, DeleteObjects and
+	// CompleteMultipartUpload, whoever the client. It must be quick and
+	// must not block.
+	OnChange func(Change)
 
 	backend *backend
 	s3      http.Handler
@@ -90,6 +98,50 @@ func New(root string, keys KeyResolver, logger *slog.Logger) (*Server, error) {
 }
 
 type bucketCtxKey struct{}
+
+// Change is a request that changed the objects of a bucket.
+type Change struct {
+	Bucket    string
+	AccessKey string // the key that signed the request
+	Op        string // the S3 operation, as in Stats
+}
+
+// mutating are the operations that change what a listing of the bucket
+// shows. Parts of a multipart upload and its abort change nothing visible
+// until CompleteMultipartUpload.
+var mutating = map[string]bool{
+	"PutObject":               true,
+	"CopyObject":              true,
+	"DeleteObject":            true,
+	"DeleteObjects":           true,
+	"CompleteMultipartUpload": true,
+}
+
+// statusRecorder remembers the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// succeeded reports a 2xx answer (nothing written means 200).
+func (w *statusRecorder) succeeded() bool { return w.code == 0 || w.code/100 == 2 }
 
 // Handler is the S3 API. Nothing reaches gofakes3 without passing the
 // signature and scope checks.
@@ -312,7 +364,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := context.WithValue(r.Context(), bucketCtxKey{}, keyBucket)
-	s.s3.ServeHTTP(w, r.WithContext(ctx))
+	if s.OnChange == nil || !mutating[op] {
+		s.s3.ServeHTTP(w, r.WithContext(ctx))
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	s.s3.ServeHTTP(rec, r.WithContext(ctx))
+	if rec.succeeded() {
+		s.OnChange(Change{Bucket: keyBucket, AccessKey: accessKey, Op: op})
+	}
 }
 
 // allowed reports whether a key scoped to keyBucket may make request r:

@@ -51,10 +51,23 @@ type Provider interface {
 	Endpoint() (url, region string)
 }
 
-// KeyIndex is what the embedded provider asks the server's store about a key:
-// which bucket it belongs to and whether it is still active.
+// KeyIndex is what the embedded provider asks the server's store about a
+// key: whose it is, which bucket it belongs to and whether it is still
+// active. An unknown key is an error matching ErrNotFound.
 type KeyIndex interface {
-	LookupAccessKey(ctx context.Context, accessKey string) (bucket string, active bool, err error)
+	LookupKey(ctx context.Context, accessKey string) (KeyRecord, error)
+}
+
+// KeyRecord is what the server's store knows of an access key.
+type KeyRecord struct {
+	TenantID string
+	Bucket   string // the tenant's bucket
+	// Description is what the client gave when it minted the key
+	// (bm-agent: "bm-agent on DEVICE").
+	Description string
+	// Active: the key is not revoked, and its tenant is active and has a
+	// bucket.
+	Active bool
 }
 
 // ErrNotFound is returned for a bucket or key the provider does not know.

@@ -140,24 +140,38 @@ func (s *Store) PendingDeletions(ctx context.Context, limit int) ([]Credential, 
 
 // LookupAccessKey returns the bucket of accessKey's tenant and whether the
 // key may be used: not revoked and its tenant active. An unknown key is an
+// error matching both ErrNotFound and storage.ErrNotFound.
+func (s *Store) LookupAccessKey(ctx context.Context, accessKey string) (string, bool, error) {
+	rec, err := s.LookupKey(ctx, accessKey)
+	if err != nil {
+		return "", false, err
+	}
+	return rec.Bucket, rec.Active, nil
+}
+
+// LookupKey returns what the store knows of accessKey: its tenant, the
+// tenant's bucket, the key's description and whether the key may be used
+// (not revoked, its tenant active with a bucket). An unknown key is an
 // error matching both ErrNotFound and storage.ErrNotFound. It implements
 // storage.KeyIndex.
-func (s *Store) LookupAccessKey(ctx context.Context, accessKey string) (string, bool, error) {
+func (s *Store) LookupKey(ctx context.Context, accessKey string) (storage.KeyRecord, error) {
 	var bucket sql.NullString
 	var revoked sql.NullTime
+	var rec storage.KeyRecord
 	var status string
-	err := s.queryRow(ctx, `SELECT t.bucket_name, t.status, c.revoked_at
+	err := s.queryRow(ctx, `SELECT t.id, t.bucket_name, t.status, c.description, c.revoked_at
 		FROM mount_credentials c JOIN tenants t ON t.id = c.tenant_id
-		WHERE c.access_key = ?`, accessKey).Scan(&bucket, &status, &revoked)
+		WHERE c.access_key = ?`, accessKey).Scan(&rec.TenantID, &bucket, &status, &rec.Description, &revoked)
 	if err != nil {
 		err = classify(err)
 		if isNotFound(err) {
-			return "", false, fmt.Errorf("lookup access key: %w: %w", ErrNotFound, storage.ErrNotFound)
+			return storage.KeyRecord{}, fmt.Errorf("lookup access key: %w: %w", ErrNotFound, storage.ErrNotFound)
 		}
-		return "", false, fmt.Errorf("lookup access key: %w", err)
+		return storage.KeyRecord{}, fmt.Errorf("lookup access key: %w", err)
 	}
-	active := !revoked.Valid && status == TenantActive && bucket.String != ""
-	return bucket.String, active, nil
+	rec.Bucket = bucket.String
+	rec.Active = !revoked.Valid && status == TenantActive && bucket.String != ""
+	return rec, nil
 }
 
 // TouchAccessKey records that accessKey was used at at. It writes at most

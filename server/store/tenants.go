@@ -98,6 +98,18 @@ func (s *Store) TenantByID(ctx context.Context, id string) (Tenant, error) {
 	return t, nil
 }
 
+// TenantByBucket returns the tenant whose bucket is bucket, or ErrNotFound.
+func (s *Store) TenantByBucket(ctx context.Context, bucket string) (Tenant, error) {
+	if bucket == "" {
+		return Tenant{}, fmt.Errorf("tenant by bucket: %w", ErrNotFound)
+	}
+	t, err := scanTenant(s.queryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE bucket_name = ?`, bucket))
+	if err != nil {
+		return Tenant{}, fmt.Errorf("tenant by bucket: %w", err)
+	}
+	return t, nil
+}
+
 // SetTenantStatus sets the status of tenant id (TenantActive,
 // TenantSuspended or TenantDeleted).
 func (s *Store) SetTenantStatus(ctx context.Context, id, status string) error {

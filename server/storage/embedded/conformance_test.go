@@ -20,14 +20,14 @@ type confIndex struct {
 	active map[string]bool
 }
 
-func (c *confIndex) LookupAccessKey(ctx context.Context, ak string) (string, bool, error) {
+func (c *confIndex) LookupKey(ctx context.Context, ak string) (storage.KeyRecord, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b, ok := c.bucket[ak]
 	if !ok {
-		return "", false, storage.ErrNotFound
+		return storage.KeyRecord{}, storage.ErrNotFound
 	}
-	return b, c.active[ak], nil
+	return storage.KeyRecord{TenantID: "T", Bucket: b, Active: c.active[ak]}, nil
 }
 
 // TestConformance runs the shared provider suite against the embedded

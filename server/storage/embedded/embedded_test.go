@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -23,21 +24,30 @@ import (
 
 // fakeIndex is the store's view of keys: bucket and active flag.
 type fakeIndex struct {
-	mu   sync.Mutex
-	keys map[string]struct {
+	mu      sync.Mutex
+	lookups int
+	keys    map[string]struct {
 		bucket string
 		active bool
 	}
 }
 
-func (f *fakeIndex) LookupAccessKey(ctx context.Context, ak string) (string, bool, error) {
+func (f *fakeIndex) LookupKey(ctx context.Context, ak string) (storage.KeyRecord, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lookups++
 	k, ok := f.keys[ak]
 	if !ok {
-		return "", false, storage.ErrNotFound
+		return storage.KeyRecord{}, storage.ErrNotFound
 	}
-	return k.bucket, k.active, nil
+	return storage.KeyRecord{TenantID: "tenant-of-" + k.bucket, Bucket: k.bucket, Description: "bm-agent on laptop", Active: k.active}, nil
+}
+
+// calls is the number of lookups so far.
+func (f *fakeIndex) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lookups
 }
 
 func (f *fakeIndex) record(ak, bucket string, active bool) {
@@ -132,15 +142,15 @@ func TestProviderKeys(t *testing.T) {
 	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("tenant-a"), Key: aws.String("n.md"), Body: bytes.NewReader([]byte("n"))}); err != nil {
 		t.Fatal(err)
 	}
-	// Revocation: the provider call is a no-op, the store's flag decides,
-	// and it takes effect on the next request (nothing cached).
+	// Revocation: the store's flag decides, and the provider call drops
+	// the key from the cache, so it takes effect on the next request.
+	idx.record(key.AccessKey, "tenant-a", false)
 	if err := p.RevokeKey(ctx, key); err != nil {
 		t.Errorf("revoke: %v", err)
 	}
 	if err := p.RevokeKey(ctx, storage.Key{AccessKey: "bmk_GONE"}); err != nil {
 		t.Errorf("revoke unknown: %v", err)
 	}
-	idx.record(key.AccessKey, "tenant-a", false)
 	if err := p.TestKey(ctx, key, "tenant-a"); err == nil {
 		t.Error("revoked key still works")
 	}
@@ -209,8 +219,8 @@ func TestResolveKey(t *testing.T) {
 
 type failingIndex struct{}
 
-func (failingIndex) LookupAccessKey(context.Context, string) (string, bool, error) {
-	return "", false, errors.New("database is locked")
+func (failingIndex) LookupKey(context.Context, string) (storage.KeyRecord, error) {
+	return storage.KeyRecord{}, errors.New("database is locked")
 }
 
 // TestLogsThroughInjectedLogger: a failed key lookup is logged through the
@@ -224,4 +234,131 @@ func TestLogsThroughInjectedLogger(t *testing.T) {
 	if got := buf.String(); !strings.Contains(got, "key lookup failed") || !strings.Contains(got, "component=storage/embedded") {
 		t.Errorf("log = %q, want the failed lookup with the provider's component", got)
 	}
+}
+
+// TestKeyCache: what the store says of a key is asked once per TTL; a
+// revocation through RevokeKey is seen by the very next request; unknown
+// keys are never cached; a zero TTL asks every time.
+func TestKeyCache(t *testing.T) {
+	ctx := context.Background()
+	const ak = "bmk_AAAAAAAAAAAAAAAAAAAA"
+	idx := &fakeIndex{keys: map[string]struct {
+		bucket string
+		active bool
+	}{}}
+	idx.record(ak, "tenant-a", true)
+	p := embedded.New(nil, master, idx, "http://127.0.0.1:1", "", nil)
+
+	for range 5 {
+		if _, b, ok := p.ResolveKey(ctx, ak); !ok || b != "tenant-a" {
+			t.Fatalf("ResolveKey = %q %v", b, ok)
+		}
+	}
+	if n := idx.calls(); n != 1 {
+		t.Errorf("5 requests asked the store %d times, want 1", n)
+	}
+	if rec, ok := p.KeyRecord(ctx, ak); !ok || rec.TenantID != "tenant-of-tenant-a" || rec.Description != "bm-agent on laptop" || !rec.Active {
+		t.Errorf("KeyRecord = %+v %v", rec, ok)
+	}
+
+	// Revoked in the store only: the cache still answers (the TTL bounds
+	// it); through RevokeKey: refused at once.
+	idx.record(ak, "tenant-a", false)
+	if _, _, ok := p.ResolveKey(ctx, ak); !ok {
+		t.Error("the cached key was refused before its TTL without an invalidation")
+	}
+	if err := p.RevokeKey(ctx, storage.Key{AccessKey: ak}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := p.ResolveKey(ctx, ak); ok {
+		t.Error("a key revoked through RevokeKey was accepted on the next request")
+	}
+	// The revoked state is cached too: no query per refused request.
+	before := idx.calls()
+	p.ResolveKey(ctx, ak)
+	if idx.calls() != before {
+		t.Error("a known revoked key asked the store again within the TTL")
+	}
+
+	// Unknown keys are not cached.
+	before = idx.calls()
+	for range 3 {
+		if _, _, ok := p.ResolveKey(ctx, "bmk_UNKNOWNUNKNOWNUNKN"); ok {
+			t.Fatal("unknown key accepted")
+		}
+	}
+	if n := idx.calls() - before; n != 3 {
+		t.Errorf("3 requests with an unknown key asked the store %d times, want 3", n)
+	}
+
+	// The TTL ends a cached answer.
+	const bk = "bmk_BBBBBBBBBBBBBBBBBBBB"
+	p.SetKeyCacheTTL(50 * time.Millisecond)
+	idx.record(bk, "tenant-a", true)
+	if _, _, ok := p.ResolveKey(ctx, bk); !ok {
+		t.Fatal("active key refused")
+	}
+	idx.record(bk, "tenant-a", false)
+	time.Sleep(80 * time.Millisecond)
+	if _, _, ok := p.ResolveKey(ctx, bk); ok {
+		t.Error("a key revoked in the store was accepted after the TTL")
+	}
+
+	// No cache: every request asks.
+	p.SetKeyCacheTTL(0)
+	idx.record(bk, "tenant-a", true)
+	before = idx.calls()
+	for range 3 {
+		p.ResolveKey(ctx, bk)
+	}
+	if n := idx.calls() - before; n != 3 {
+		t.Errorf("without the cache 3 requests asked the store %d times, want 3", n)
+	}
+}
+
+// blockingIndex answers a lookup only when told to.
+type blockingIndex struct {
+	*fakeIndex
+	asked, answer chan struct{}
+}
+
+func (b blockingIndex) LookupKey(ctx context.Context, ak string) (storage.KeyRecord, error) {
+	rec, err := b.fakeIndex.LookupKey(ctx, ak)
+	b.asked <- struct{}{}
+	<-b.answer
+	return rec, err
+}
+
+// TestKeyCacheRevokeDuringLookup: a lookup that read the store before a
+// revocation and returns after it does not put the key back in the cache.
+func TestKeyCacheRevokeDuringLookup(t *testing.T) {
+	ctx := context.Background()
+	const ak = "bmk_AAAAAAAAAAAAAAAAAAAA"
+	fi := &fakeIndex{keys: map[string]struct {
+		bucket string
+		active bool
+	}{}}
+	fi.record(ak, "tenant-a", true)
+	idx := blockingIndex{fakeIndex: fi, asked: make(chan struct{}), answer: make(chan struct{})}
+	p := embedded.New(nil, master, idx, "http://127.0.0.1:1", "", nil)
+	done := make(chan bool)
+	go func() {
+		_, _, ok := p.ResolveKey(ctx, ak)
+		done <- ok
+	}()
+	<-idx.asked // the store said "active"
+	fi.record(ak, "tenant-a", false)
+	if err := p.RevokeKey(ctx, storage.Key{AccessKey: ak}); err != nil {
+		t.Fatal(err)
+	}
+	close(idx.answer)
+	<-done // that request may pass: it began before the revocation
+	go func() {
+		for range idx.asked {
+		}
+	}()
+	if _, _, ok := p.ResolveKey(ctx, ak); ok {
+		t.Error("the key revoked during a lookup was cached as active")
+	}
+	close(idx.asked)
 }

@@ -16,6 +16,10 @@
 //
 // Revoking a key deletes its service account; MinIO rejects the key on the
 // next request.
+//
+// With Config.NotifyARN, each bucket the provider creates sends its object
+// events to that MinIO notification target (bm-server's storage webhook,
+// see the server's POST /webhooks/storage).
 package minio
 
 import (
@@ -30,6 +34,7 @@ import (
 	"github.com/minio/madmin-go/v3"
 	miniogo "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/notification"
 
 	"github.com/basicmachines-co/bm-agent/server/storage"
 )
@@ -58,6 +63,11 @@ type Config struct {
 	// Logger is where the provider logs (minted and revoked keys); nil
 	// means nowhere.
 	Logger *slog.Logger
+	// NotifyARN, if set, is a notification target of the MinIO server
+	// (arn:minio:sqs::ID:webhook for `notify_webhook:ID`): CreateBucket has
+	// each bucket send its object created and removed events there, as
+	// `mc event add ALIAS/BUCKET ARN --event put,delete` does.
+	NotifyARN string
 }
 
 // Provider is a storage.Provider over MinIO.
@@ -68,6 +78,7 @@ type Provider struct {
 	s3     *miniogo.Client
 	admin  *madmin.AdminClient
 	log    *slog.Logger
+	notify *notification.Arn // nil without NotifyARN
 }
 
 var _ storage.Provider = (*Provider)(nil)
@@ -83,6 +94,14 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
+	}
+	var notify *notification.Arn
+	if cfg.NotifyARN != "" {
+		arn, err := notification.NewArnFromString(cfg.NotifyARN)
+		if err != nil {
+			return nil, fmt.Errorf("minio: new: notify ARN %q: %w", cfg.NotifyARN, err)
+		}
+		notify = &arn
 	}
 	cfg.Endpoint = u.Scheme + "://" + u.Host
 	if cfg.PublicEndpoint == "" {
@@ -114,6 +133,7 @@ func New(cfg Config) (*Provider, error) {
 		s3:     s3c,
 		admin:  adm,
 		log:    storage.Logger(cfg.Logger, "storage/minio"),
+		notify: notify,
 	}, nil
 }
 
@@ -124,15 +144,42 @@ func (p *Provider) Name() string { return "minio" }
 func (p *Provider) Endpoint() (url, region string) { return p.cfg.PublicEndpoint, p.cfg.Region }
 
 // CreateBucket implements storage.Provider; a bucket the admin already owns
-// is fine.
+// is fine. With Config.NotifyARN the bucket's object events go to that
+// target (an unknown target is an error: MinIO refuses the configuration).
 func (p *Provider) CreateBucket(ctx context.Context, bucket string) error {
 	err := p.s3.MakeBucket(ctx, bucket, miniogo.MakeBucketOptions{Region: p.cfg.Region})
-	if err != nil {
-		if code := miniogo.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" {
-			return nil
-		}
+	if err != nil && miniogo.ToErrorResponse(err).Code != "BucketAlreadyOwnedByYou" {
 		return fmt.Errorf("minio: create bucket %q: %w", bucket, err)
 	}
+	if err := p.notifyBucket(ctx, bucket); err != nil {
+		return fmt.Errorf("minio: create bucket %q: %w", bucket, err)
+	}
+	return nil
+}
+
+// notifyBucket has bucket send its object created and removed events to
+// the NotifyARN target, unless it already sends them there, keeping the
+// bucket's other notification rules.
+func (p *Provider) notifyBucket(ctx context.Context, bucket string) error {
+	if p.notify == nil {
+		return nil
+	}
+	conf, err := p.s3.GetBucketNotification(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("get notification: %w", err)
+	}
+	for _, q := range conf.QueueConfigs {
+		if q.Queue == p.notify.String() {
+			return nil
+		}
+	}
+	q := notification.NewConfig(*p.notify)
+	q.AddEvents(notification.ObjectCreatedAll, notification.ObjectRemovedAll)
+	conf.AddQueue(q)
+	if err := p.s3.SetBucketNotification(ctx, bucket, conf); err != nil {
+		return fmt.Errorf("notify %s: %w", p.notify, err)
+	}
+	p.log.Info("bucket notifications on", "bucket", bucket, "target", p.notify.String())
 	return nil
 }
 

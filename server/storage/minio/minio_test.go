@@ -331,6 +331,8 @@ func TestNew(t *testing.T) {
 		{"no scheme", minio.Config{Endpoint: "127.0.0.1:9000", AccessKey: "a", SecretKey: "s"}, true, ""},
 		{"path", minio.Config{Endpoint: "http://127.0.0.1:9000/x", AccessKey: "a", SecretKey: "s"}, true, ""},
 		{"no creds", minio.Config{Endpoint: "http://127.0.0.1:9000"}, true, ""},
+		{"notify ARN", minio.Config{Endpoint: "http://127.0.0.1:9000", AccessKey: "a", SecretKey: "s", NotifyARN: "arn:minio:sqs::bm:webhook"}, false, "http://127.0.0.1:9000"},
+		{"bad notify ARN", minio.Config{Endpoint: "http://127.0.0.1:9000", AccessKey: "a", SecretKey: "s", NotifyARN: "webhook:bm"}, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -345,6 +347,22 @@ func TestNew(t *testing.T) {
 				t.Errorf("Endpoint() = %q, %q", u, r)
 			}
 		})
+	}
+}
+
+// TestNotifyARNUnknownTarget: with a NotifyARN that names no target of
+// the server, CreateBucket fails and says so (MinIO refuses the rule), so
+// a misconfigured deployment does not make buckets nobody hears about.
+// (server's TestMinIOWebhook covers a configured target.)
+func TestNotifyARNUnknownTarget(t *testing.T) {
+	needMinIO(t)
+	p, err := minio.New(minio.Config{Endpoint: minioURL, AccessKey: rootUser, SecretKey: rootPassword, NotifyARN: "arn:minio:sqs::nosuchtarget:webhook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.CreateBucket(context.Background(), uniq(t, "notify"))
+	if err == nil || !strings.Contains(err.Error(), "arn:minio:sqs::nosuchtarget:webhook") {
+		t.Errorf("CreateBucket with an unknown target = %v, want an error naming the ARN", err)
 	}
 }
 
