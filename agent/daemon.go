@@ -95,7 +95,7 @@ type session struct {
 	pairs []*pair
 	done  chan struct{} // closed when the session ends
 	// pushLive: the tenant's change events flow (followRemote), so the
-	// pairs' interval passes are only a safety net (restInterval).
+	// pairs' interval passes are only a safety net (pair.canRest).
 	pushLive atomic.Bool
 }
 

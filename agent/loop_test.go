@@ -556,9 +556,11 @@ func TestDryRunDoesNotSwallowAChange(t *testing.T) {
 }
 
 // TestPushLiveRelaxesTheInterval: while the change events flow (and the
-// folder is watched), interval passes are only a safety net, every 15
-// minutes at most often; when the events stop, the normal interval is
-// back at once.
+// folder is watched), the interval's full pass is only a safety net,
+// every 15 minutes; each interval still checks the folder locally, and a
+// folder that is not the one the last pass saw (a mount over it, another
+// in its place) gets its pass at once. When the events stop, the
+// interval's passes are back.
 func TestPushLiveRelaxesTheInterval(t *testing.T) {
 	d := testDaemon(t, t.TempDir())
 	d.live.interval = 100 * time.Millisecond
@@ -572,16 +574,46 @@ func TestPushLiveRelaxesTheInterval(t *testing.T) {
 	if !s.setPushLive(true) || s.setPushLive(true) {
 		t.Fatal("setPushLive does not report the change (once)")
 	}
-	waitFor(t, "the next sync 15 minutes out", func() bool {
+	waitFor(t, "the next full pass 15 minutes out", func() bool {
 		st := d.Status(t.Context())
 		return st.NextSync != nil && time.Until(*st.NextSync) > 14*time.Minute
 	})
 	n := eng.count()
 	time.Sleep(600 * time.Millisecond) // six intervals
-	if got := eng.count(); got > n+1 {
+	if got := eng.count(); got != n {
 		t.Errorf("%d interval passes while the change events were live", got-n)
 	}
 
+	// a pass that left news for the other side is followed by one at
+	// once, live or not
+	first := n + 1
+	eng.mu.Lock()
+	eng.next = func(k int) (syncer.Result, error) { return syncer.Result{Again: k == first}, nil }
+	eng.mu.Unlock()
+	if _, err := d.Sync(t.Context(), ipc.SyncRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the follow-up pass", func() bool { return eng.count() >= n+2 })
+	time.Sleep(300 * time.Millisecond)
+	if got := eng.count(); got != n+2 {
+		t.Errorf("%d passes after the one that asked for a follow-up, want just the follow-up", got-n-1)
+	}
+	n = eng.count()
+
+	// another folder in its place: not the one the last pass saw
+	if err := os.Rename(d.cfg.Folder, d.cfg.Folder+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(d.cfg.Folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a pass for the replaced folder", func() bool { return eng.count() > n })
+	waitFor(t, "rest again", func() bool {
+		st := d.Status(t.Context())
+		return st.NextSync != nil && time.Until(*st.NextSync) > 14*time.Minute
+	})
+
+	n = eng.count()
 	s.setPushLive(false)
 	waitFor(t, "interval passes again", func() bool { return eng.count() >= n+3 })
 	if st := d.Status(t.Context()); st.NextSync == nil || time.Until(*st.NextSync) > time.Second {

@@ -30,10 +30,7 @@ type pair struct {
 	syncReq chan syncCall
 	// remote receives "another device changed the bucket" wake-ups.
 	remote chan struct{}
-	// rearm receives "the change events started or stopped": the timer
-	// of the next interval pass is set again (restInterval).
-	rearm chan struct{}
-	done  chan struct{} // closed when Serve returns
+	done   chan struct{} // closed when Serve returns
 }
 
 // pairHooks are what tests change in a pair: fields, not package
@@ -65,7 +62,7 @@ func defaultPairHooks() pairHooks {
 func (d *Daemon) newPair(s *session, engine passer) *pair {
 	return &pair{
 		d: d, s: s, folder: d.cfg.Folder, engine: engine, history: d.history, hooks: d.pairHooks,
-		syncReq: make(chan syncCall, 8), remote: make(chan struct{}, 1), rearm: make(chan struct{}, 1), done: make(chan struct{}),
+		syncReq: make(chan syncCall, 8), remote: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 }
 
@@ -110,9 +107,12 @@ func (p *pair) Serve(ctx context.Context) error {
 	defer timer.Stop()
 	trigger := "startup"
 	var pending []syncCall // dry runs kept out of the last pass
-	// resting: the timer waits for the interval pass after a good one,
-	// which ended at restFrom.
-	resting, restFrom := false, time.Time{}
+	// the last good pass: when it ended, and the notes folder it saw;
+	// restable: the timer waits for the interval's pass (not a retry,
+	// not a follow-up), which canRest may skip
+	var lastGood time.Time
+	var lastFolder os.FileInfo
+	restable := false
 	for {
 		var calls []syncCall
 		if len(pending) > 0 {
@@ -130,6 +130,11 @@ func (p *pair) Serve(ctx context.Context) error {
 					trigger = "interval"
 					if rt.failures > 0 {
 						trigger = "retry"
+					} else if restable && p.canRest(lastGood, lastFolder) {
+						timer.Reset(interval)
+						at := lastGood.Add(pushLiveInterval)
+						d.store.Update(func(st *ipc.Status) { st.NextSync = &at })
+						continue
 					}
 				}
 			case c := <-p.syncReq:
@@ -137,13 +142,6 @@ func (p *pair) Serve(ctx context.Context) error {
 			case <-p.remote:
 				trigger = "remote"
 				d.log.Debug("remote change from another device")
-			case <-p.rearm:
-				if resting { // not a retry, a follow-up or a pause's wait
-					at := restFrom.Add(p.restInterval(interval))
-					timer.Reset(max(0, time.Until(at)))
-					d.store.Update(func(st *ipc.Status) { st.NextSync = &at })
-				}
-				continue
 			case <-d.cfgChanged:
 				nl := d.liveSettings()
 				if nl.interval != interval {
@@ -175,7 +173,6 @@ func (p *pair) Serve(ctx context.Context) error {
 			d.setState(ipc.StatePaused, ipc.CodePausedByUser, "")
 			answer(calls, ipc.PassSummary{Skipped: "paused"}, nil)
 			timer.Reset(interval) // a timed pause's end wakes the loop itself (expirePause)
-			resting = false
 			continue
 		}
 		if h := d.blockingHold(); h != nil && !(req.Force || req.Resync || req.DryRun) {
@@ -186,7 +183,6 @@ func (p *pair) Serve(ctx context.Context) error {
 			}
 			answer(calls, ipc.PassSummary{Skipped: "on hold: " + string(h.Reason)}, err)
 			timer.Reset(interval)
-			resting = false
 			continue
 		}
 		w.Suppress()
@@ -218,24 +214,30 @@ func (p *pair) Serve(ctx context.Context) error {
 			return nil
 		}
 
-		next := p.restInterval(interval)
-		resting, restFrom = true, time.Now()
+		next := interval
+		at := time.Now().Add(next)
 		switch {
 		case req.DryRun:
 		case err != nil && sum.Cancelled:
 		case err != nil:
-			next, resting = rt.failed(), false
+			next = rt.failed()
 			if h := d.blockingHold(); h != nil {
 				next = interval // waits for the user, not for a retry
 			}
+			at = time.Now().Add(next)
 		default:
 			rt.succeeded()
+			lastGood, lastFolder = time.Now(), statFolder(p.folder)
+			if p.canRest(lastGood, lastFolder) {
+				at = lastGood.Add(pushLiveInterval)
+			}
 		}
+		restable = next == interval
 		if len(p.syncReq) > 0 || len(pending) > 0 || owed || followUp {
-			next, resting = 0, false
+			next, restable = 0, false
+			at = time.Now()
 		}
 		timer.Reset(next)
-		at := time.Now().Add(next)
 		failures := rt.failures
 		d.store.Update(func(st *ipc.Status) {
 			st.NextSync, st.Failures, st.RetryAt = &at, failures, nil
@@ -246,19 +248,34 @@ func (p *pair) Serve(ctx context.Context) error {
 	}
 }
 
-// pushLiveInterval is the least time between interval passes while the
-// tenant's change events flow and the folder is watched: both sides then
-// say when they change, and the interval pass is the safety net.
+// pushLiveInterval is the longest the loop goes without a full pass
+// while the tenant's change events flow and the folder is watched: both
+// sides then say when they change, and the interval's full pass is the
+// safety net. Each interval still checks, locally, that the folder is the
+// one the last pass saw (not removed, not covered by a mount).
 const pushLiveInterval = 15 * time.Minute
 
-// restInterval is how long the loop waits for the next interval pass
-// after a good one: interval, or at least pushLiveInterval while every
-// change is announced (change events live, the folder watched).
-func (p *pair) restInterval(interval time.Duration) time.Duration {
-	if p.s == nil || !p.s.pushLive.Load() || p.d.store.Get().Watcher != "" {
-		return interval
+// canRest reports whether the interval's pass can wait, with the last
+// good pass at since having seen the folder as folder: every change is
+// announced (change events live, the folder watched), the last full pass
+// is less than pushLiveInterval ago, and the folder is still the same
+// directory (a mount over it or a new one in its place is not).
+func (p *pair) canRest(since time.Time, folder os.FileInfo) bool {
+	if p.s == nil || !p.s.pushLive.Load() || folder == nil || time.Since(since) >= pushLiveInterval ||
+		p.d.store.Get().Watcher != "" {
+		return false
 	}
-	return max(interval, pushLiveInterval)
+	now := statFolder(p.folder)
+	return now != nil && os.SameFile(folder, now)
+}
+
+// statFolder is the folder's own file info (nil if it cannot be read).
+func statFolder(path string) os.FileInfo {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.IsDir() {
+		return nil
+	}
+	return fi
 }
 
 // pass runs one pass and records it: status, hold, history.

@@ -50,18 +50,9 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 	}
 }
 
-// setPushLive records whether the tenant's change events flow and, when
-// that changed, has each pair set the time of its next interval pass
-// again (restInterval); it reports whether it changed.
+// setPushLive records whether the tenant's change events flow (the
+// pairs then rest between full passes: pair.canRest); it reports whether
+// that changed.
 func (s *session) setPushLive(live bool) bool {
-	if s.pushLive.Swap(live) == live {
-		return false
-	}
-	for _, p := range s.pairs {
-		select {
-		case p.rearm <- struct{}{}:
-		default: // one is queued already
-		}
-	}
-	return true
+	return s.pushLive.Swap(live) != live
 }
