@@ -48,27 +48,35 @@ func TestIgnoreToFilterRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rules := strings.Split(strings.TrimSpace(string(filterRules(tt.ignore))), "\n")
+			rules := filterRules(tt.ignore)
 			f, err := filter.NewFilter(nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, r := range rules {
-				if strings.HasPrefix(r, "#") {
-					continue
-				}
 				if err := f.AddRule(r); err != nil {
 					t.Fatalf("rule %q: %v", r, err)
 				}
+			}
+			// and the engine's own matcher, which the passes use, agrees
+			m, err := newIgnoreMatcher(rules)
+			if err != nil {
+				t.Fatal(err)
 			}
 			for _, p := range tt.include {
 				if !f.Include(p, 1, time.Now(), nil) {
 					t.Errorf("%q excluded, want included (rules %q)", p, rules)
 				}
+				if m.ignored(t.Context(), p, false) {
+					t.Errorf("%q ignored by the matcher, want kept (rules %q)", p, rules)
+				}
 			}
 			for _, p := range tt.exclude {
 				if f.Include(p, 1, time.Now(), nil) {
 					t.Errorf("%q included, want excluded (rules %q)", p, rules)
+				}
+				if !m.ignored(t.Context(), p, false) {
+					t.Errorf("%q kept by the matcher, want ignored (rules %q)", p, rules)
 				}
 			}
 		})

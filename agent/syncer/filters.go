@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/rclone/rclone/fs/filter"
@@ -239,16 +240,25 @@ func trimUnescapedTrailingSpace(s string) string {
 	return s
 }
 
-// filterRules returns the full rclone filter file for an ignore text.
-func filterRules(ignoreText string) []byte {
+// filterRules returns every rclone filter rule for an ignore text: the
+// fixed header, then the converted ignore rules (first match wins).
+func filterRules(ignoreText string) []string {
+	return append(slices.Clone(filterHeader[1:]), ignoreToFilterRules(ignoreText)...)
+}
+
+// bisyncFilters is the filters file bisync gets: the header's rules, and
+// the ignore rules as comments. The pass's file systems apply the ignore
+// rules themselves (ignore.go); the comments make the file, and so
+// bisync's and the engine's check of it, change when they do.
+func bisyncFilters(ignoreText string) []byte {
 	var b bytes.Buffer
 	for _, l := range filterHeader {
 		b.WriteString(l)
 		b.WriteByte('\n')
 	}
+	b.WriteString("# the ignore rules, which bm-agent applies to each listing itself:\n")
 	for _, l := range ignoreToFilterRules(ignoreText) {
-		b.WriteString(l)
-		b.WriteByte('\n')
+		b.WriteString("#   " + l + "\n")
 	}
 	return b.Bytes()
 }
@@ -278,12 +288,21 @@ func (e *Engine) ensureIgnoreFile(dryRun bool) (string, error) {
 // bisync's listings were made with (bisync would then demand a resync).
 // In a dry run nothing is written; the returned path is the file to give
 // bisync (a temporary one in a dry run whose rules changed).
-func (e *Engine) prepareFilters(dryRun bool) (path string, changed bool, err error) {
+func (e *Engine) prepareFilters(dryRun bool) (path string, ignore *ignoreMatcher, changed bool, err error) {
 	text, err := e.ensureIgnoreFile(dryRun)
 	if err != nil {
-		return "", false, err
+		return "", nil, false, err
 	}
-	want := filterRules(text)
+	if ignore, err = newIgnoreMatcher(filterRules(text)); err != nil {
+		return "", nil, false, err
+	}
+	path, changed, err = e.writeFilters(text, dryRun)
+	return path, ignore, changed, err
+}
+
+// writeFilters brings bisync's filters file up to date (prepareFilters).
+func (e *Engine) writeFilters(text string, dryRun bool) (path string, changed bool, err error) {
+	want := bisyncFilters(text)
 	path = filepath.Join(e.cfg.WorkDir, filtersFileName)
 	sum := md5.Sum(want)
 	stored, _ := os.ReadFile(path + ".md5")
@@ -304,14 +323,17 @@ func (e *Engine) prepareFilters(dryRun bool) (path string, changed bool, err err
 	return path, changed, nil
 }
 
-// withFilters returns ctx with the rclone filter of the filters file, for
-// the engine's own listings (bisync applies the file itself).
-func withFilters(ctx context.Context, filtersFile string) (context.Context, error) {
+// withFilters returns ctx with an rclone filter of every rule of the
+// pass (header and ignore rules), for the engine's own listings of the
+// unguarded file systems.
+func withFilters(ctx context.Context, ignore *ignoreMatcher) (context.Context, error) {
 	opt := filter.GetConfig(ctx).Opt
-	opt.FilterFrom = append([]string{filtersFile}, opt.FilterFrom...)
+	if ignore != nil {
+		opt.FilterRule = append(slices.Clone(ignore.rules), opt.FilterRule...)
+	}
 	f, err := filter.NewFilter(&opt)
 	if err != nil {
-		return ctx, fmt.Errorf("filters %s: %w", filtersFile, err)
+		return ctx, fmt.Errorf("filters: %w", err)
 	}
 	return filter.ReplaceConfig(ctx, f), nil
 }

@@ -66,6 +66,8 @@ type guardPass struct {
 	e     *Engine
 	log   *slog.Logger
 	stamp string // the pass's conflict stamp
+	// ignore drops the ignored entries from each listing (nil: none)
+	ignore *ignoreMatcher
 
 	keep          bool // keep versions (off: only the checks and conflict files)
 	localVersions *versions.Local
@@ -968,7 +970,8 @@ func (f *guardFs) wrap(o rfs.Object) rfs.Object {
 	return &guardCloudObject{guardObject{Object: o, f: f}}
 }
 
-func (f *guardFs) wrapEntries(entries rfs.DirEntries, record bool) rfs.DirEntries {
+func (f *guardFs) wrapEntries(ctx context.Context, entries rfs.DirEntries, record bool) rfs.DirEntries {
+	entries = f.g.ignore.filterEntries(ctx, entries)
 	for i, e := range entries {
 		if o, ok := e.(rfs.Object); ok {
 			if record {
@@ -996,7 +999,7 @@ func (f *guardFs) List(ctx context.Context, dir string) (rfs.DirEntries, error) 
 			d.Close()
 		}
 	}
-	return f.wrapEntries(entries, true), nil
+	return f.wrapEntries(ctx, entries, true), nil
 }
 
 // ListR lists recursively, remembering the objects as listed.
@@ -1005,13 +1008,13 @@ func (f *guardFs) ListR(ctx context.Context, dir string, callback rfs.ListRCallb
 	if do == nil {
 		return rfs.ErrorNotImplemented
 	}
-	return do(ctx, dir, func(entries rfs.DirEntries) error { return callback(f.wrapEntries(entries, true)) })
+	return do(ctx, dir, func(entries rfs.DirEntries) error { return callback(f.wrapEntries(ctx, entries, true)) })
 }
 
 // ListP lists dir page by page, remembering the objects as listed.
 func (f *guardFs) ListP(ctx context.Context, dir string, callback rfs.ListRCallback) error {
 	if do := f.Fs.Features().ListP; do != nil {
-		return do(ctx, dir, func(entries rfs.DirEntries) error { return callback(f.wrapEntries(entries, true)) })
+		return do(ctx, dir, func(entries rfs.DirEntries) error { return callback(f.wrapEntries(ctx, entries, true)) })
 	}
 	entries, err := f.List(ctx, dir)
 	if err != nil {

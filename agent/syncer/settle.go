@@ -134,7 +134,7 @@ const maxTargetedSettle = 64
 // paths in only (a HEAD each: what a pass that wrote a few notes
 // costs). Either way it reads the local files whose recorded time was
 // wrong; a pass that wrote nothing to the bucket does not call it.
-func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters string, only []string) (int, error) {
+func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher, only []string) (int, error) {
 	n, err := e.settleTimesOf(ctx, pc, filters, e.listing2, only, func(_ func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
 		return ro.ModTime(ctx), ent.size == ro.Size()
 	})
@@ -153,7 +153,7 @@ func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters
 // new time. It answers "every file changed" (a clock or time zone jump,
 // a tool that touched every file): the times changed, the notes did not,
 // and the next run then sees the real changes only, deletes included.
-func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters string) (int, error) {
+func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher) (int, error) {
 	n, err := e.settleTimes(ctx, pc, filters, e.listing1, func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
 		lo := local()
 		if lo == nil {
@@ -172,13 +172,13 @@ func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters 
 // allow a match; local looks up the local file, nil if none) while the
 // local file and the object hold the same content, records the time now;
 // it returns how many it recorded.
-func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters, listing string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
+func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher, listing string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
 	return e.settleTimesOf(ctx, pc, filters, listing, nil, now)
 }
 
 // settleTimesOf is settleTimes over the objects named in only (each
 // looked up on its own), or the whole bucket when only is nil.
-func (e *Engine) settleTimesOf(ctx context.Context, pc *passCounter, filters, listing string, only []string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
+func (e *Engine) settleTimesOf(ctx context.Context, pc *passCounter, filters *ignoreMatcher, listing string, only []string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
 	entries, err := readListing(listing)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil

@@ -427,7 +427,8 @@ type passSettings struct {
 	profile   Profile
 	set       profileSetting
 	maxDelete int
-	filters   string // the rclone filters file
+	filters   string         // bisync's filters file
+	ignore    *ignoreMatcher // every filter rule, which the pass's file systems apply
 	dryRun    bool
 	force     bool
 }
@@ -494,11 +495,11 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		// fill the folder again on purpose.
 		return res, fmt.Errorf("syncer: pass: %w (%d files last time): %s", ErrLocalRootEmpty, prior1, e.cfg.LocalDir)
 	}
-	filters, filtersChanged, err := e.prepareFilters(opt.DryRun)
+	filters, ignore, filtersChanged, err := e.prepareFilters(opt.DryRun)
 	if err != nil {
 		return res, fmt.Errorf("syncer: pass: %w", err)
 	}
-	ps.filters = filters
+	ps.filters, ps.ignore = filters, ignore
 	// The first request of the pass tells within probeTimeout whether the
 	// bucket answers at all (rclone's own retries would take minutes).
 	remoteHas, err := e.probe(ctx)
@@ -633,7 +634,7 @@ func (e *Engine) safeResync(ctx context.Context, pc *passCounter, ps passSetting
 	res.Resync = true
 	pc.setResyncing(true)
 	defer pc.setResyncing(false)
-	fctx, err := withFilters(ctx, ps.filters)
+	fctx, err := withFilters(ctx, ps.ignore)
 	if err != nil {
 		return fmt.Errorf("resync: %w", err)
 	}
@@ -674,7 +675,7 @@ func (e *Engine) settle(ctx context.Context, pc *passCounter, ps passSettings, r
 			only = w
 		}
 	}
-	_, err := e.settleRemoteTimes(ctx, pc, ps.filters, only)
+	_, err := e.settleRemoteTimes(ctx, pc, ps.ignore, only)
 	if err != nil && ctx.Err() == nil {
 		pc.logger().Warn("could not record the bucket's modtimes in the listing", "err", err)
 		return nil
@@ -733,6 +734,7 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	}
 	stamp := e.passStamp()
 	g := newGuardPass(e, pc.logger(), stamp)
+	g.ignore = ps.ignore
 	defer pc.addGuard(g)
 	path1, path2 := g.wrap(ctx)
 	opt := bisync.Options{
@@ -875,8 +877,8 @@ func (e *Engine) runPass(ctx context.Context, pc *passCounter, ps passSettings, 
 		// content is the bucket's), record the new times and run again:
 		// the real changes, deletes included, then sync as usual, and
 		// nothing deleted comes back.
-		n1, err1 := e.settleLocalTimes(ctx, pc, ps.filters)
-		n2, err2 := e.settleRemoteTimes(ctx, pc, ps.filters, nil)
+		n1, err1 := e.settleLocalTimes(ctx, pc, ps.ignore)
+		n2, err2 := e.settleRemoteTimes(ctx, pc, ps.ignore, nil)
 		if err := errors.Join(err1, err2); err != nil {
 			log.Warn("could not check whether only the files' times changed", "err", err)
 		}
