@@ -29,7 +29,8 @@ import (
 //
 // It is a measurement, not a test: nothing about the figures is asserted.
 // Loopback figures move with whatever else the machine runs; compare the
-// two halves of a pair, which run back to back.
+// two halves of a pair, which run back to back, or see
+// BenchmarkS3GetKeyCacheInterleaved.
 //
 //	go test -run '^$' -bench S3GetKeyCache -v ./server/
 func BenchmarkS3GetKeyCache(b *testing.B) {
@@ -46,6 +47,60 @@ func BenchmarkS3GetKeyCache(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkS3GetKeyCacheInterleaved is the handler pair of
+// BenchmarkS3GetKeyCache with the two servers (key cache on, off) asked
+// in turn, one request each per iteration, so that a machine busy with
+// other work slows both alike. It reports each one's ns per GET and
+// their ratio.
+func BenchmarkS3GetKeyCacheInterleaved(b *testing.B) {
+	var hs [2]http.Handler
+	var urls [2]string
+	for i, cache := range []bool{true, false} {
+		r := serve(b, func(c *Config) {
+			c.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+			if !cache {
+				c.KeyCacheTTL = -1
+			}
+		})
+		mc := mint(b, r, login(b, r.Server, demoEmail, demoPassword))
+		client := s3Client(mc)
+		ctx := context.Background()
+		in := &s3.GetObjectInput{Bucket: aws.String(mc.BucketName), Key: aws.String("note.md")}
+		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: in.Bucket, Key: in.Key, Body: strings.NewReader("# a note\n\nof a few words.\n")}); err != nil {
+			b.Fatal(err)
+		}
+		signed, err := s3.NewPresignClient(client).PresignGetObject(ctx, in, s3.WithPresignExpires(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		hs[i], urls[i] = r.S3().Handler(), signed.URL
+	}
+	var took [2]time.Duration
+	get := func(i int) {
+		t0 := time.Now()
+		w := httptest.NewRecorder()
+		hs[i].ServeHTTP(w, httptest.NewRequest(http.MethodGet, urls[i], nil))
+		took[i] += time.Since(t0)
+		if w.Code != http.StatusOK {
+			b.Fatalf("GET = %d %s", w.Code, w.Body)
+		}
+	}
+	get(0) // warm the cache
+	get(1)
+	took = [2]time.Duration{}
+	n := 0
+	for b.Loop() {
+		get(n % 2) // alternate which goes first
+		get((n + 1) % 2)
+		n++
+	}
+	c, nc := float64(took[0].Nanoseconds())/float64(n), float64(took[1].Nanoseconds())/float64(n)
+	b.ReportMetric(c, "cache-ns/GET")
+	b.ReportMetric(nc, "no-cache-ns/GET")
+	b.ReportMetric(nc/c, "without/with")
+	b.Logf("interleaved handler: S3 GET %.0f ns with the key cache, %.0f ns without: without/with = %.2fx (%d each)", c, nc, nc/c, n)
 }
 
 // benchS3Get runs one half of a pair and returns its ns/op.
