@@ -1,9 +1,10 @@
 //go:build linux
 
 // Package desktoptest runs tests against a real Linux desktop, the way a
-// person's session has one: a session D-Bus of the test's own, an X server
-// (Xvfb) with a panel (xfce4-panel) hosting StatusNotifierItems, and a
-// notification server that records what it is asked to show. It reads a
+// person's session has one: a session D-Bus of the test's own with an
+// unlocked keyring (gnome-keyring), an X server (Xvfb) with a panel
+// (xfce4-panel) hosting StatusNotifierItems, and a notification server
+// that records what it is asked to show. It reads a
 // tray's menu and clicks it over com.canonical.dbusmenu, as a panel does,
 // and takes screenshots (xwd) to tell whether an icon is drawn.
 //
@@ -53,8 +54,9 @@ type Session struct {
 // and XDG_{CONFIG,CACHE,DATA,STATE,RUNTIME}_HOME/DIR temp dirs, reports the
 // re-run's result as the test's own, and returns false: the caller returns.
 // Inside, it returns true, and the caller goes on: DBUS_SESSION_BUS_ADDRESS
-// is the session's bus (which ends with the test), DISPLAY the X server's.
-// In short mode the test is skipped.
+// is the session's bus (which ends with the test), DISPLAY the X server's;
+// the Go toolchain's caches stay the outer run's. In short mode the test
+// is skipped.
 func Enter(t *testing.T, s Session) bool {
 	t.Helper()
 	if os.Getenv(envInside) == t.Name() {
@@ -88,6 +90,13 @@ func Enter(t *testing.T, s Session) bool {
 		"XDG_STATE_HOME=" + filepath.Join(home, ".local", "state"),
 		"XDG_RUNTIME_DIR=" + filepath.Join(dir, "run"),
 		"WAYLAND_DISPLAY=", "NO_AT_BRIDGE=1", "GDK_BACKEND=x11",
+	}
+	// The Go toolchain keeps its caches where they are (they default to
+	// places under HOME), so a test that builds does not start from none.
+	if out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output(); err == nil {
+		if v := strings.Fields(string(out)); len(v) == 3 {
+			env = append(env, "GOCACHE="+v[0], "GOMODCACHE="+v[1], "GOPATH="+v[2])
+		}
 	}
 	for _, d := range []string{home, filepath.Join(dir, "run")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
