@@ -4,9 +4,9 @@
 // person's session has one: a session D-Bus of the test's own with an
 // unlocked keyring (gnome-keyring), an X server (Xvfb) with a panel
 // (xfce4-panel) hosting StatusNotifierItems, and a notification server
-// that records what it is asked to show. It reads a
-// tray's menu and clicks it over com.canonical.dbusmenu, as a panel does,
-// and takes screenshots (xwd) to tell whether an icon is drawn.
+// that records what it is asked to show. It reads a tray's menu and clicks
+// it over com.canonical.dbusmenu, as a panel does, and takes screenshots
+// (xwd) to tell whether an icon is drawn.
 //
 // It is test support, like internal/testenv, whose rule it follows: a
 // missing tool (Debian packages in .ci/apt-packages) skips the test, and
