@@ -8,7 +8,7 @@ STATICCHECK_VERSION ?= v0.8.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: help build demo test test-short test-faults lint vet staticcheck fmt tools clean bench-server
+.PHONY: help build demo test test-short test-faults lint vet staticcheck fmt tools clean bench bench-short bench-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ tools: ## install the Go tools the checks use
 
 clean: ## remove build output
 	rm -rf $(BIN)
+
+bench: ## issue 12's benchmark: bm-agent against the seed's rclone bisync at 1k, 10k and 50k notes; writes docs/BENCHMARKS.md and $(BIN)/bench.json
+	$(GO) run ./cmd/bm-bench -bin $(BIN)
+
+bench-short: ## the same at 1k and 10k notes with fewer samples (under 5 minutes); writes its section of docs/BENCHMARKS.md and $(BIN)/bench-short.json
+	$(GO) run ./cmd/bm-bench -short -bin $(BIN)
 
 bench-server: ## GET /tenant/mount/info at concurrency 64 for 20 s on SQLite and PostgreSQL (BENCH_DURATION=20s)
 	BM_BENCH_DURATION=$(or $(BENCH_DURATION),20s) $(GO) test -run '^$$' -bench BenchmarkMountInfo -benchtime 1x -timeout 10m ./server/
