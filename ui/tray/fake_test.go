@@ -97,6 +97,10 @@ func (f *fakeDaemon) WatchEvents(ctx context.Context) <-chan ipc.Event {
 }
 
 func (f *fakeDaemon) Sync(_ context.Context, req ipc.SyncRequest) (ipc.PassSummary, error) {
+	if req.Force {
+		f.record("sync --force")
+		return ipc.PassSummary{Trigger: "manual", Forced: true}, nil
+	}
 	f.record("sync")
 	return ipc.PassSummary{Trigger: "manual"}, nil
 }

@@ -163,6 +163,12 @@ var ConflictActions = []struct{ Label, Keep string }{
 // MaxEntries bounds each list submenu; the rest is one "… and N more" line.
 const MaxEntries = 10
 
+// MaxConflicts bounds the conflicts the Conflicts submenu settles: each
+// is a line and its four actions, side by side in that submenu (a third
+// menu level is drawn empty by some panels: xfce4-panel's
+// libdbusmenu-gtk), so a long list would not fit a screen.
+const MaxConflicts = 5
+
 // Model is the menu for one [View]: every fixed item, the lists, and the
 // icon. It is a pure function of the view and the time.
 type Model struct {
@@ -256,8 +262,8 @@ func BuildModel(v View, now time.Time) Model {
 	m.Recent = enabledIf(len(m.RecentEntries) > 0, RecentLabel, "none yet")
 
 	for i, c := range v.Conflicts {
-		if i == MaxEntries {
-			m.ConflictsMore = fmt.Sprintf("… and %d more (bm-agent conflicts)", len(v.Conflicts)-MaxEntries)
+		if i == MaxConflicts {
+			m.ConflictsMore = fmt.Sprintf("… and %d more (bm-agent conflicts)", len(v.Conflicts)-MaxConflicts)
 			break
 		}
 		m.ConflictEntries = append(m.ConflictEntries, ConflictEntry{
@@ -538,7 +544,7 @@ func conflictLabel(c ipc.Conflict, now time.Time) string {
 	if len(from) > 0 {
 		label += " (" + strings.Join(from, ", ") + ")"
 	}
-	return label
+	return label + ":" // its actions follow it
 }
 
 // clock shows t as 15:04 if it is today, else "Mon 15:04" within a week,
@@ -608,9 +614,9 @@ func (m Model) Lines() []string {
 	}
 	add("", m.Conflicts)
 	for _, c := range m.ConflictEntries {
-		add("  ", shown(c.Label))
+		add("  ", info(c.Label))
 		for _, a := range ConflictActions {
-			add("    ", shown(a.Label))
+			add("  ", shown(a.Label))
 		}
 	}
 	if m.ConflictsMore != "" {

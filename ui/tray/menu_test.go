@@ -129,12 +129,12 @@ func TestBuildModel(t *testing.T) {
 		})}, icon: icons.Attention, has: []string{"Subscription required [off]", "Sync now — subscription required [off]", "Subscribe…", "Log out"}},
 		{name: "conflicts", v: View{Status: with(func(s *ipc.Status) { s.LastSync = &ipc.PassSummary{Start: now.Add(-time.Minute), Conflicts: 1} }),
 			Conflicts: []ipc.Conflict{{Path: "a.conflict-laptop.md", Original: "a.md", Device: "laptop", Time: now.Add(-time.Minute)}}},
-			icon: icons.Attention, has: []string{"Up to date — 1 conflict [off]", "Conflicts (1)", "  a.md (from laptop, 11:59)",
-				"    Keep mine", "    Keep theirs", "    Keep both", "    Show both"}},
+			icon: icons.Attention, has: []string{"Up to date — 1 conflict [off]", "Conflicts (1)", "  a.md (from laptop, 11:59): [off]",
+				"  Keep mine", "  Keep theirs", "  Keep both", "  Show both"}},
 		{name: "a pass found conflicts, list not fetched", v: View{Status: with(func(s *ipc.Status) { s.LastSync = &ipc.PassSummary{Start: now, Conflicts: 2} })},
 			icon: icons.Attention},
 		{name: "many conflicts", v: View{Status: ada, Conflicts: manyConflicts(12)}, icon: icons.Attention,
-			has: []string{"Conflicts (12)", "  n9.md", "  … and 2 more (bm-agent conflicts) [off]"}},
+			has: []string{"Conflicts (12)", "  n4.md: [off]", "  … and 7 more (bm-agent conflicts) [off]"}},
 		{name: "recent changes", v: View{Status: ada, History: []ipc.PassSummary{
 			{Start: now.Add(-time.Minute), Uploaded: 3, DeletedLocal: 1},
 			{Start: now.Add(-2 * time.Minute)}, // nothing changed: not listed

@@ -213,6 +213,18 @@ func (sc scenario) run(t *testing.T) {
 		t.Errorf("logs file: %q, %v", b, err)
 	}
 
+	// Too many deletes: held, and Sync anyway says what it lets through
+	// and sends the forced sync.
+	fake.setStatus(func(s *ipc.Status) {
+		s.State, s.Paused = ipc.StatePaused, true
+		s.Hold = &ipc.Hold{Reason: ipc.HoldMaxDelete, Message: "too many deletes", NeedsForce: true, Deletes: 60, Files: 100, Side: ipc.SideLocal}
+	})
+	pc.WaitShown(t, "Paused: too many deletes*", "Sync now — held: see Sync anyway", "Sync anyway: delete 60 files in the cloud too")
+	pc.Click(t, "Sync anyway: delete 60 files in the cloud too")
+	waitFor(t, "the forced sync reached the daemon", func() bool { return fake.count("sync --force") == 1 })
+	fake.setStatus(func(s *ipc.Status) { s.State, s.Paused, s.Hold = ipc.StateIdle, false, nil })
+	pc.WaitState(t, []string{"Up to date"}, []string{"Sync anyway*"})
+
 	// Offline.
 	since := time.Now()
 	fake.setStatus(func(s *ipc.Status) { s.State, s.OfflineSince = ipc.StateOffline, &since })

@@ -159,7 +159,7 @@ type tray struct {
 	start, syncNow, syncAnyway, pause, pause30, pause1h, pauseTomorrow, resume *systray.MenuItem
 	openFolder, recent, conflicts, conflictsMore, deleted                      *systray.MenuItem
 	recentSlots                                                                [MaxEntries]*systray.MenuItem
-	conflictSlots                                                              [MaxEntries]conflictSlot
+	conflictSlots                                                              [MaxConflicts]conflictSlot
 	deletedSlots                                                               [MaxEntries + 2]*systray.MenuItem
 	login, loginDevice, subscribe, logout, openLogs, quit                      *systray.MenuItem
 
@@ -198,9 +198,11 @@ func (t *tray) onReady(ctx context.Context) {
 	t.conflicts = t.add(nil, ConflictsLabel, click{what: -1})
 	for i := range t.conflictSlots {
 		s := &t.conflictSlots[i]
+		// the conflict's line, then its actions beside it: two menu
+		// levels, which every panel draws
 		s.item = t.add(t.conflicts, "", click{what: -1})
 		for j, a := range ConflictActions {
-			s.actions[j] = t.add(s.item, a.Label, click{what: actConflict, slot: i, sub: j})
+			s.actions[j] = t.add(t.conflicts, a.Label, click{what: actConflict, slot: i, sub: j})
 		}
 	}
 	t.conflictsMore = t.add(t.conflicts, "", click{what: -1})
@@ -566,7 +568,7 @@ func (t *tray) render() {
 	for i, s := range t.conflictSlots {
 		var e Item
 		if i < len(m.ConflictEntries) {
-			e = shown(m.ConflictEntries[i].Label)
+			e = info(m.ConflictEntries[i].Label)
 		}
 		t.set(s.item, e)
 		for j, a := range s.actions {
