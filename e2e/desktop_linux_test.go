@@ -209,13 +209,14 @@ func TestDesktopFlow(t *testing.T) {
 		"No daemon answers: installing the bm-agent service...\n",
 		"No user systemd here (systemctl --user: Failed to connect to bus: No medium found): bm-agent starts at login through "+agentEntry+" instead.\n",
 		"[done] service: installed, started now: an XDG autostart entry starts bm-agent at login (2 files written)\n",
+		"[done] tray: bm-tray started: its icon is in the panel\n",
 		"[done] daemon: running, version ",
 		"To log in, open this URL in a browser:\n\n  "+loginURL+"\n",
 		"(opened in your browser)\n",
 		"[done] login: logged in as "+email+"\n",
-		// "[done] ... (2 up, 0 down)" when setup waited for it, "[ok  ]"
-		// when the daemon's pass was over before setup looked
-		fmt.Sprintf("] first sync: bucket %s in step with %s", st.Bucket, folder),
+		// this setup's first sync, whether it waited for it or the
+		// daemon's pass was over before it looked
+		fmt.Sprintf("[done] first sync: bucket %s in step with %s (", st.Bucket, folder),
 		"\nAll set: bm-agent keeps "+folder+" and your cloud bucket in step, and starts at login.\n")
 	if !st.LoggedIn || st.State != ipc.StateIdle || st.Folder != folder || st.LastSync == nil || st.LastSync.Error != "" {
 		t.Fatalf("status after setup: %+v", st)
@@ -255,45 +256,33 @@ func TestDesktopFlow(t *testing.T) {
 		return errors.Join(bucketIs("note.md", "v1")(), bucketIs("seed.md", "so the folder is never empty")())
 	})
 
-	// 2. bm-tray, as the desktop starts it at login: its autostart entry.
+	// 2. bm-tray: setup started it (a desktop session is here), and its
+	// autostart entry starts it at the next login.
 	entry, err := os.ReadFile(trayEntry)
 	if err != nil {
 		t.Fatalf("setup wrote no autostart entry for bm-tray: %v", err)
 	}
-	trayExec := desktopExec(t, entry)
-	if len(trayExec) != 1 || trayExec[0] != filepath.Join(binDir, "bm-tray") {
+	if trayExec := desktopExec(t, entry); len(trayExec) != 1 || trayExec[0] != filepath.Join(binDir, "bm-tray") {
 		t.Fatalf("%s: Exec %q, want bm-tray beside bm-agent", trayEntry, trayExec)
 	}
-	trayCmd := exec.Command(trayExec[0])
-	var trayLog syncBuffer
-	trayCmd.Stdout, trayCmd.Stderr = &trayLog, &trayLog
-	if err := trayCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	trayExited := make(chan error, 1)
-	go func() { trayExited <- trayCmd.Wait() }()
+	item, trayPID := trayItem(t, conn, 60*time.Second)
 	trayStopped := false
 	stopTray := func() error {
 		trayStopped = true
-		_ = trayCmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-trayExited:
-			return err
-		case <-time.After(10 * time.Second):
-			_ = trayCmd.Process.Kill()
-			<-trayExited
-			return fmt.Errorf("bm-tray still running 10 s after SIGTERM")
+		_ = syscall.Kill(trayPID, syscall.SIGTERM)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if !alive(trayPID) {
+				return nil
+			}
 		}
+		_ = syscall.Kill(trayPID, syscall.SIGKILL)
+		return fmt.Errorf("bm-tray still running 10 s after SIGTERM")
 	}
 	defer func() {
 		if !trayStopped {
 			_ = stopTray()
 		}
-		if t.Failed() {
-			t.Logf("---- bm-tray's output ----\n%s", trayLog.String())
-		}
 	}()
-	item := fmt.Sprintf("org.kde.StatusNotifierItem-%d-1", trayCmd.Process.Pid)
 	panel.WaitItem(t, item, 60*time.Second)
 	menu := desktoptest.NewMenuClient(t, conn, item)
 	menu.Timeout = 60 * time.Second
@@ -401,9 +390,6 @@ func TestDesktopFlow(t *testing.T) {
 		return desktoptest.DiffCount(desktoptest.Grab(t), upToDate, panel.Rect) == 0
 	})
 	shoot("resolved", desktoptest.Grab(t))
-	if strings.Contains(trayLog.String(), "level=WARN") {
-		t.Errorf("bm-tray warned:\n%s", trayLog.String())
-	}
 
 	// 6. uninstall: what setup wrote is gone, the daemon stopped, and the
 	// tray says so; then the tray quits on SIGTERM.
@@ -430,6 +416,39 @@ func TestDesktopFlow(t *testing.T) {
 	if len(notes.Calls()) != 1 {
 		t.Errorf("notifications after the conflict's: %+v", notes.Calls()[1:])
 	}
+}
+
+// trayItem waits (up to d) for a bm-tray's StatusNotifierItem on the
+// session bus (fyne.io/systray names it org.kde.StatusNotifierItem-PID-1)
+// and returns its name and the tray's pid.
+func trayItem(t *testing.T, conn *dbus.Conn, d time.Duration) (string, int) {
+	t.Helper()
+	var name string
+	pid := 0
+	desktoptest.WaitFor(t, d, "a bm-tray on the session bus", func() bool {
+		var names []string
+		if err := conn.BusObject().Call("org.freedesktop.DBus.ListNames", 0).Store(&names); err != nil {
+			return false
+		}
+		for _, n := range names {
+			if _, err := fmt.Sscanf(n, "org.kde.StatusNotifierItem-%d-1", &pid); err == nil {
+				name = n
+				return true
+			}
+		}
+		return false
+	})
+	return name, pid
+}
+
+// alive reports whether the process pid runs (not gone, not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
 }
 
 // syncBuffer is a bytes.Buffer a process writes while the test reads it.

@@ -179,6 +179,7 @@ func (i *Installer) Install(ctx context.Context, p Params, start bool) (res Resu
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return res, fmt.Errorf("install: %w", err)
 		}
+		i.startTray(&res, p, start && tray != nil)
 		return res, nil
 	}
 	res.Manager = ManagerAutostart
@@ -198,7 +199,23 @@ func (i *Installer) Install(ctx context.Context, p Params, start bool) (res Resu
 		res.Commands = append(res.Commands, p.AgentPath+" "+strings.Join(p.runArgs(), " ")+" (detached)")
 		res.Started = true
 	}
+	i.startTray(&res, p, start && tray != nil)
 	return res, nil
+}
+
+// startTray starts the tray now, detached, when want and a desktop session
+// is here: its icon shows right after the install, not at the next login.
+// A tray that does not start fails nothing (its autostart entry starts it
+// at the next login); Result.TrayStarted says whether it did.
+func (i *Installer) startTray(res *Result, p Params, want bool) {
+	if !want || !i.desktop() {
+		return
+	}
+	if err := i.Spawn(p.TrayPath, nil, p.environ(os.Environ())); err != nil {
+		return
+	}
+	res.Commands = append(res.Commands, p.TrayPath+" (detached)")
+	res.TrayStarted = true
 }
 
 // Uninstall stops and disables the unit (when a user systemd answers) and

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -83,7 +84,7 @@ func TestInstallUninstallLinux(t *testing.T) {
 			cfg := t.TempDir()
 			f := &fakeSystemctl{noBus: tt.noBus}
 			sp := &fakeSpawn{}
-			in := &Installer{HomeDir: t.TempDir(), ConfigDir: cfg, Run: f.run, Spawn: sp.spawn}
+			in := &Installer{HomeDir: t.TempDir(), ConfigDir: cfg, Run: f.run, Spawn: sp.spawn, Desktop: func() bool { return false }}
 			ctx := context.Background()
 			res, err := in.Install(ctx, p, true)
 			if err != nil {
@@ -188,7 +189,7 @@ func TestInstallFailureLeavesNothing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := t.TempDir()
 			f := &fakeSystemctl{fail: tt.fail, noBus: tt.noBus}
-			in := &Installer{HomeDir: t.TempDir(), ConfigDir: cfg, Run: f.run, Spawn: (&fakeSpawn{err: tt.spawnErr}).spawn}
+			in := &Installer{HomeDir: t.TempDir(), ConfigDir: cfg, Run: f.run, Spawn: (&fakeSpawn{err: tt.spawnErr}).spawn, Desktop: func() bool { return false }}
 			if tt.oldUnit != "" {
 				if _, err := writeFile(in.UnitPath(), []byte(tt.oldUnit), 0o644); err != nil {
 					t.Fatal(err)
@@ -222,7 +223,7 @@ func TestInstallFailureLeavesNothing(t *testing.T) {
 // it, so that one daemon starts at login, not two.
 func TestInstallWithSystemdReplacesTheFallback(t *testing.T) {
 	f := &fakeSystemctl{noBus: true}
-	in := &Installer{HomeDir: t.TempDir(), ConfigDir: t.TempDir(), Run: f.run, Spawn: (&fakeSpawn{}).spawn}
+	in := &Installer{HomeDir: t.TempDir(), ConfigDir: t.TempDir(), Run: f.run, Spawn: (&fakeSpawn{}).spawn, Desktop: func() bool { return false }}
 	ctx := context.Background()
 	p := Params{AgentPath: "/usr/bin/bm-agent"}
 	if _, err := in.Install(ctx, p, false); err != nil {
@@ -243,5 +244,44 @@ func TestInstallWithSystemdReplacesTheFallback(t *testing.T) {
 	f.noBus = true
 	if got := in.Installed(ctx); got != "" {
 		t.Errorf("a unit without a user systemd: Installed = %q, want none", got)
+	}
+}
+
+// TestInstallStartsTheTrayInADesktop: an install that starts the daemon in
+// a desktop session starts the tray too (its icon shows now, not at the
+// next login), with or without a user systemd; one that does not start
+// the daemon, or with no desktop, leaves it to the autostart entry, which
+// names the agent's home so the tray finds the daemon.
+func TestInstallStartsTheTrayInADesktop(t *testing.T) {
+	p := Params{AgentPath: "/usr/bin/bm-agent", TrayPath: "/usr/bin/bm-tray", Folder: "/n", Home: "/h"}
+	for _, tt := range []struct {
+		name           string
+		noBus, desktop bool
+		start          bool
+		wantTray       bool
+	}{
+		{name: "systemd, desktop", desktop: true, start: true, wantTray: true},
+		{name: "no systemd, desktop", noBus: true, desktop: true, start: true, wantTray: true},
+		{name: "no desktop", noBus: true, start: true},
+		{name: "daemon not started", desktop: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := t.TempDir()
+			sp := &fakeSpawn{}
+			in := &Installer{HomeDir: t.TempDir(), ConfigDir: cfg, Run: (&fakeSystemctl{noBus: tt.noBus}).run, Spawn: sp.spawn,
+				Desktop: func() bool { return tt.desktop }}
+			res, err := in.Install(context.Background(), p, tt.start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			started := slices.Contains(sp.started, "/usr/bin/bm-tray ")
+			if started != tt.wantTray || res.TrayStarted != tt.wantTray || slices.Contains(res.Commands, "/usr/bin/bm-tray (detached)") != tt.wantTray {
+				t.Errorf("tray started %v (result %v, commands %q), want %v", started, res.TrayStarted, res.Commands, tt.wantTray)
+			}
+			b, err := os.ReadFile(in.AutostartPath())
+			if err != nil || !strings.Contains(string(b), `Exec=env "BM_AGENT_HOME=/h" "/usr/bin/bm-tray"`) {
+				t.Errorf("the tray's autostart entry does not name the agent's home: %q, %v", b, err)
+			}
+		})
 	}
 }

@@ -25,8 +25,20 @@ type Installer struct {
 	// Run runs the service manager's commands (default: exec).
 	Run Runner
 	// Spawn starts the daemon now where no service manager does (Linux
-	// without a user systemd; default: a detached process).
+	// without a user systemd; default: a detached process), and the tray
+	// after an install that started the daemon in a desktop session.
 	Spawn Spawner
+	// Desktop reports whether a graphical session is here to show the
+	// tray (default: DISPLAY or WAYLAND_DISPLAY is set).
+	Desktop func() bool
+}
+
+// desktop reports whether a tray started now would be seen.
+func (i *Installer) desktop() bool {
+	if i.Desktop != nil {
+		return i.Desktop()
+	}
+	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != ""
 }
 
 // New returns an Installer for the current user.
@@ -64,4 +76,8 @@ type Result struct {
 	// Started: the daemon was started now (by the service manager, or
 	// detached where there is none).
 	Started bool `json:"started"`
+	// TrayStarted: the tray was started now too (an install that started
+	// the daemon, in a desktop session); otherwise it starts at the next
+	// login, from its autostart entry.
+	TrayStarted bool `json:"tray_started,omitempty"`
 }

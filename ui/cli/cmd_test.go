@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 type fakeDaemon struct {
 	mu      sync.Mutex
 	status  ipc.Status
+	history []ipc.PassSummary // what History answers (nil: one pass at t0)
 	calls   []string
 	events  []ipc.Event // sent after the snapshot on the first watch
 	watches int
@@ -161,6 +162,11 @@ func (f *fakeDaemon) MountStatus(context.Context) ipc.MountStatus { return f.mou
 func (f *fakeDaemon) Doctor(context.Context) ipc.DoctorReport     { return f.doctor }
 
 func (f *fakeDaemon) History(context.Context, int) (ipc.History, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.history != nil {
+		return ipc.History{Passes: f.history}, nil
+	}
 	return ipc.History{Passes: []ipc.PassSummary{{Start: t0, DurationMS: 1200, Trigger: "manual", Uploaded: 3}}}, nil
 }
 
@@ -506,6 +512,23 @@ func TestSetup(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
+		}
+	})
+	t.Run("the first sync ran during the login: setup did it, and says so", func(t *testing.T) {
+		sock := socketPath(t)
+		after := syncedStatus()
+		now := time.Now()
+		after.LastSync = &ipc.PassSummary{Start: now.Add(time.Second), Trigger: "startup", Uploaded: 2}
+		f := &fakeDaemon{status: ipc.Status{State: ipc.StateLoggedOut, Folder: "/n", Version: "v1"}, afterLogin: &after,
+			history: []ipc.PassSummary{{Start: now.Add(time.Second), Uploaded: 2}, {Start: now.Add(500 * time.Millisecond), Downloaded: 3},
+				{Start: t0, Uploaded: 40}}} // the last one before this setup
+		inst := &fakeInstaller{onInstall: func() { serve(t, sock, f) }}
+		out, errOut, code := runCLI(context.Background(), t, sock, &Options{Installer: inst}, "setup", "--device", "--no-browser")
+		if code != 0 {
+			t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+		}
+		if want := "[done] first sync: bucket bm-t-1 in step with /n (2 up, 3 down)\n"; !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	})
 	t.Run("a daemon answers and the service cannot be installed: login and sync go on, and it says so", func(t *testing.T) {

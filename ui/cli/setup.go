@@ -144,6 +144,7 @@ type setupFlags struct {
 // already done.
 func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceInstaller, sf setupFlags) (SetupResult, error) {
 	var res SetupResult
+	began := time.Now()
 	say := func(format string, args ...any) {
 		if !sf.json {
 			fmt.Fprintf(out, format, args...)
@@ -189,6 +190,9 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 			say("%s.\n", capitalize(r.Fallback))
 		}
 		step("service", StepDone, installedDetail(r.Manager, "started now", len(r.Files)))
+		if r.TrayStarted {
+			step("tray", StepDone, "bm-tray started: its icon is in the panel")
+		}
 		c.StartupWait = setupSocketWait
 		st, err = c.Status(ctx)
 		c.StartupWait = 0
@@ -245,8 +249,13 @@ func runSetup(ctx context.Context, out io.Writer, c *ipc.Client, inst ServiceIns
 		return res, fmt.Errorf("setup: %w", err)
 	}
 	res.Status = &st
-	if done, _ := firstSyncDone(st); done {
+	if done, _ := firstSyncDone(st); done && st.LastSync.Start.Before(began) {
 		step("first sync", StepOK, fmt.Sprintf("bucket %s in step with %s", orDash(st.Bucket), orDash(st.Folder)))
+	} else if done {
+		// the daemon's first passes ran while this setup went on (during
+		// the login, say): this setup did them
+		up, down := passCountsSince(ctx, c, began, *st.LastSync)
+		step("first sync", StepDone, fmt.Sprintf("bucket %s in step with %s (%d up, %d down)", orDash(st.Bucket), orDash(st.Folder), up, down))
 	} else {
 		st, err = waitFirstSync(ctx, c, newProgressView(out, !sf.json && isTerminal(out)), say)
 		res.Status = &st
@@ -296,6 +305,22 @@ func firstSyncDone(st ipc.Status) (bool, error) {
 
 // errSetupDone stops the watch in waitFirstSync.
 var errSetupDone = errors.New("first sync done")
+
+// passCountsSince adds up the files the passes since began uploaded and
+// downloaded (last's alone if the history cannot be read).
+func passCountsSince(ctx context.Context, c *ipc.Client, began time.Time, last ipc.PassSummary) (up, down int) {
+	h, err := c.History(ctx, 100)
+	if err != nil {
+		return last.Uploaded, last.Downloaded
+	}
+	for _, p := range h.Passes {
+		if p.Start.Before(began) {
+			continue
+		}
+		up, down = up+p.Uploaded, down+p.Downloaded
+	}
+	return up, down
+}
 
 // waitFirstSync follows the daemon until a pass has succeeded, showing the
 // progress of the running pass and the errors of failed ones.
