@@ -48,6 +48,7 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -343,10 +344,15 @@ func (e *Engine) passStamp() string {
 	defer e.stampMu.Unlock()
 	taken := map[string]bool{}
 	for _, l := range []string{e.listing1, e.listing2} {
-		entries, _ := readListing(l)
-		for name := range entries {
-			if c, ok := parseConflictName(name); ok {
-				taken[c.Time.Format(conflictTimeFormat)] = true
+		data, _ := os.ReadFile(l)
+		for line := range bytes.Lines(data) {
+			if !bytes.Contains(line, []byte(".conflict-")) {
+				continue // most lines: parsing each costs a pass more than its listing
+			}
+			if name, _, ok := parseListingLine(strings.TrimRight(string(line), "\r\n")); ok {
+				if c, ok := parseConflictName(name); ok {
+					taken[c.Time.Format(conflictTimeFormat)] = true
+				}
 			}
 		}
 	}
