@@ -97,6 +97,8 @@ type session struct {
 	// pushLive: the tenant's change events flow (followRemote), so the
 	// pairs' interval passes are only a safety net (pair.canRest).
 	pushLive atomic.Bool
+	// pushUp counts the times they came up (see pair.canQuick).
+	pushUp atomic.Int64
 }
 
 // folderPair is the pair of the configured notes folder, which the local

@@ -113,8 +113,14 @@ func (p *pair) Serve(ctx context.Context) error {
 	var lastGood time.Time
 	var lastFolder os.FileInfo
 	restable := false
+	// quick: the watcher's paths for a quick pass (see canQuick); what
+	// the last full pass knew: no remote change announced since
+	// (remoteDirty false), under the change events' epoch fullEpoch
+	var quick []string
+	remoteDirty, fullEpoch := true, int64(-1)
 	for {
 		var calls []syncCall
+		quick = nil
 		if len(pending) > 0 {
 			calls, pending = pending, nil
 			trigger = "manual"
@@ -125,6 +131,9 @@ func (p *pair) Serve(ctx context.Context) error {
 			case b := <-batches:
 				trigger = "watch"
 				d.log.Debug("local changes", "count", b.Count)
+				if p.canQuick(b, remoteDirty, fullEpoch, lastGood) {
+					quick = b.Paths
+				}
 			case <-timer.C:
 				if trigger != "startup" {
 					trigger = "interval"
@@ -141,6 +150,7 @@ func (p *pair) Serve(ctx context.Context) error {
 				calls, trigger = append(calls, c), "manual"
 			case <-p.remote:
 				trigger = "remote"
+				remoteDirty = true
 				d.log.Debug("remote change from another device")
 			case <-d.cfgChanged:
 				nl := d.liveSettings()
@@ -166,6 +176,7 @@ func (p *pair) Serve(ctx context.Context) error {
 		if len(calls) > 0 {
 			owed = trigger != "manual" && calls[0].req.DryRun
 			trigger = "manual"
+			quick = nil // a sync someone asked for is a full one
 		}
 		req, waiting := mergeRequests(calls)
 
@@ -186,13 +197,14 @@ func (p *pair) Serve(ctx context.Context) error {
 			continue
 		}
 		w.Suppress()
-		sum, res, err := p.pass(sctx, trigger, req)
+		epoch := p.pushEpoch()
+		sum, res, err := p.pass(sctx, trigger, req, quick)
 		if err != nil && sctx.Err() == nil && errors.Is(err, syncer.ErrKeyRejected) {
 			// S3 refused the device's key (revoked at the server, say):
 			// mint a new one and run the pass again, at most once per
 			// failure burst (then with backoff).
 			if p.recoverKey(sctx, &kr) {
-				sum, res, err = p.pass(sctx, triggerKeyReplaced, req)
+				sum, res, err = p.pass(sctx, triggerKeyReplaced, req, nil)
 			}
 		}
 		if err == nil {
@@ -207,6 +219,7 @@ func (p *pair) Serve(ctx context.Context) error {
 		// Changes seen during a pass to paths it did not write itself were
 		// someone else's: they get a pass of their own at once.
 		if dropped := w.Resume(); othersChanges(dropped, res) {
+			d.log.Debug("changes during the pass that were not its own: another pass", "paths", dropped.Paths, "count", dropped.Count)
 			followUp = true
 		}
 		trigger = ""
@@ -227,7 +240,11 @@ func (p *pair) Serve(ctx context.Context) error {
 			at = time.Now().Add(next)
 		default:
 			rt.succeeded()
-			lastGood, lastFolder = time.Now(), statFolder(p.folder)
+			if !res.Quick {
+				// a full pass: both sides as they are now
+				lastGood, lastFolder = time.Now(), statFolder(p.folder)
+				remoteDirty, fullEpoch = false, epoch
+			}
 			if p.canRest(lastGood, lastFolder) {
 				at = lastGood.Add(pushLiveInterval)
 			}
@@ -269,6 +286,36 @@ func (p *pair) canRest(since time.Time, folder os.FileInfo) bool {
 	return now != nil && os.SameFile(folder, now)
 }
 
+// canQuick reports whether the watcher's batch b can be synced alone (a
+// quick pass, PassOptions.Paths): every local change is in it (no
+// overflow, not truncated, a few paths), the folder is watched, the
+// change events are live and have been since the last full pass, which
+// is less than pushLiveInterval ago, and no change was announced since.
+// The engine then checks each path itself, and runs the full pass when
+// one is not a plain edit made here.
+func (p *pair) canQuick(b watch.Batch, remoteDirty bool, fullEpoch int64, lastFull time.Time) bool {
+	if b.Overflow || b.Truncated || len(b.Paths) == 0 || len(b.Paths) > maxQuickPaths || remoteDirty ||
+		lastFull.IsZero() || time.Since(lastFull) >= pushLiveInterval {
+		return false
+	}
+	if p.s == nil || !p.s.pushLive.Load() || p.s.pushUp.Load() != fullEpoch {
+		return false
+	}
+	return p.d.store.Get().Watcher == ""
+}
+
+// maxQuickPaths is the most paths a batch may hold for a quick pass.
+const maxQuickPaths = 64
+
+// pushEpoch counts the times the session's change events came up (-1
+// without a session): a change while they were down went unannounced.
+func (p *pair) pushEpoch() int64 {
+	if p.s == nil {
+		return -1
+	}
+	return p.s.pushUp.Load()
+}
+
 // statFolder is the folder's own file info (nil if it cannot be read).
 func statFolder(path string) os.FileInfo {
 	fi, err := os.Stat(path)
@@ -279,7 +326,7 @@ func statFolder(path string) os.FileInfo {
 }
 
 // pass runs one pass and records it: status, hold, history.
-func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest) (ipc.PassSummary, syncer.Result, error) {
+func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest, quick []string) (ipc.PassSummary, syncer.Result, error) {
 	d := p.d
 	if trigger == "" {
 		trigger = "manual"
@@ -296,6 +343,7 @@ func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest) (i
 		}
 	}
 	opt := engineOptions(trigger, req, profile)
+	opt.Paths = quick
 	if d.hub != nil {
 		opt.Progress = d.progressPublisher(trigger)
 	}
@@ -310,6 +358,7 @@ func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest) (i
 		DeletedRemote:    res.DeletedRemote,
 		Conflicts:        res.Conflicts,
 		ConflictsArrived: res.ConflictsArrived,
+		Quick:            res.Quick,
 		EditsKept:        res.EditsKept,
 		VersionsKept:     res.VersionsKept,
 		Resync:           res.Resync,

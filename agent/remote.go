@@ -51,8 +51,23 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 }
 
 // setPushLive records whether the tenant's change events flow (the
-// pairs then rest between full passes: pair.canRest); it reports whether
-// that changed.
+// pairs then rest between full passes, pair.canRest, and sync the
+// watcher's changes alone, pair.canQuick); when they come up, each pair
+// runs a full pass. It reports whether that changed.
 func (s *session) setPushLive(live bool) bool {
-	return s.pushLive.Swap(live) != live
+	if s.pushLive.Swap(live) == live {
+		return false
+	}
+	if live {
+		s.pushUp.Add(1)
+		// a full pass under the live events, from which on the pairs can
+		// sync the watcher's changes alone (pair.canQuick)
+		for _, p := range s.pairs {
+			select {
+			case p.remote <- struct{}{}:
+			default: // a wake-up is queued already
+			}
+		}
+	}
+	return true
 }

@@ -297,3 +297,62 @@ func assertNoSecretsLogged(t *testing.T, h *harness.Harness, a *harness.Agent) {
 	}
 	t.Logf("%d bytes of daemon log hold no secret", len(log))
 }
+
+// TestQuickPassForAnEdit: with the change events live, a note edited in
+// the folder reaches the bucket through a quick pass (the watcher's path
+// alone, listing neither side), and a note another device changes gets a
+// full pass; the sides end in step.
+func TestQuickPassForAnEdit(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a, dev, _, _ := startLoggedIn(t, ctx, h)
+	want := writeNotes(t, a.Folder, "notes", 30)
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+		t.Fatal("baseline:", err)
+	}
+	// the full pass the change events start when they come up, then edits
+	quickSeen := false
+	for i := range 5 {
+		body := fmt.Sprintf("# edit %d %s\n", i, strings.Repeat("+", i)) // a size of its own: converged compares sizes
+		if err := os.WriteFile(filepath.Join(a.Folder, "notes", "note-003.md"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want["notes/note-003.md"] = body
+		if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+			t.Fatalf("edit %d: %v", i, err)
+		}
+		if b, err := dev.GetObject(ctx, "notes/note-003.md"); err != nil || string(b) != body {
+			t.Fatalf("edit %d: the bucket has %q, %v", i, b, err)
+		}
+		hist, err := a.IPC.History(ctx, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := hist.Passes[0]; p.Quick {
+			if p.Uploaded != 1 || p.Trigger != "watch" {
+				t.Fatalf("quick pass %+v, want the watcher's with 1 upload", p)
+			}
+			quickSeen = true
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if !quickSeen {
+		t.Fatal("no edit went through a quick pass")
+	}
+	// another device's change: a full pass brings it
+	if err := dev.PutObject(ctx, "notes/note-004.md", []byte("# from the other device\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.NotifySync(ctx, h.ServerURL); err != nil {
+		t.Fatal(err)
+	}
+	want["notes/note-004.md"] = "# from the other device\n"
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+		t.Fatal("the other device's change:", err)
+	}
+	if hist, err := a.IPC.History(ctx, 1); err != nil || hist.Passes[0].Quick || hist.Passes[0].Downloaded != 1 {
+		t.Errorf("the pass that brought the other device's change: %+v, %v; want a full one", hist.Passes, err)
+	}
+}

@@ -200,10 +200,14 @@ func TestDesktopFlow(t *testing.T) {
 	t.Logf("setup took %s:\n%s", time.Since(start).Round(time.Millisecond), setupOut.String())
 	agentEntry := filepath.Join(cfg, "autostart", "bm-agent.desktop")
 	trayEntry := filepath.Join(cfg, "autostart", "bm-tray.desktop")
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// idle once the passes after the first sync are over (the change
+	// events coming up start one)
+	var st ipc.Status
+	desktoptest.WaitFor(t, 30*time.Second, "the daemon idle after setup", func() bool {
+		var err error
+		st, err = c.Status(ctx)
+		return err == nil && st.State == ipc.StateIdle
+	})
 	inOrder(t, "setup's output", setupOut.String(),
 		"[done] server: "+h.ServerURL+", saved in bm-agent's config\n",
 		"No daemon answers: installing the bm-agent service...\n",

@@ -155,6 +155,9 @@ type PassSummary struct {
 	// ConflictsArrived counts the conflict files another device made that
 	// the pass brought here (Conflicts counts only the pass's own).
 	ConflictsArrived int `json:"conflicts_arrived,omitempty"`
+	// Quick: the pass synced the files the watcher saw change alone,
+	// listing neither side (the full pass runs on its schedule).
+	Quick bool `json:"quick,omitempty"`
 	// EditsKept counts notes the pass did not delete because they changed
 	// after it listed them (the edit wins; the next pass syncs it).
 	EditsKept int `json:"edits_kept,omitempty"`

@@ -101,6 +101,13 @@ func (e *Engine) playJournal() (int, error) {
 }
 
 // clearJournal drops the journal of a run whose listings bisync saved.
+// journalPending reports whether an unfinished pass left a journal (the
+// next full pass plays it).
+func (e *Engine) journalPending() bool {
+	_, err := os.Stat(e.journalPath())
+	return err == nil
+}
+
 func (e *Engine) clearJournal() {
 	if err := os.Remove(e.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.log.Warn("could not remove the journal", "err", err)

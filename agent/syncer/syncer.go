@@ -156,6 +156,13 @@ type PassOptions struct {
 	// transfers files, with figures from the pass's own stats group, and
 	// once more when the pass ends. It must not block.
 	Progress func(Progress)
+	// Paths, when set, are the local paths (slash-separated, relative to
+	// the folder) that changed since the last pass, and the caller knows
+	// nothing else changed on either side (the watcher saw every local
+	// change and the tenant's change events are live). The pass then
+	// syncs just those when they are edits made here (see quick.go), and
+	// runs in full otherwise.
+	Paths []string
 }
 
 // Result describes one pass.
@@ -172,12 +179,15 @@ type Result struct {
 	// ConflictsArrived counts the conflict files another device's pass
 	// made that this pass downloaded.
 	ConflictsArrived int
-	RemoteChanged    bool // anything was written to or deleted from the bucket
-	LocalChanged     bool // anything was written to or deleted from the local folder
-	Skipped          string
-	ResyncReason     string   // why the pass was a resync ("" if it was not)
-	Profile          Profile  // the profile the pass ran with
-	Plan             []Change // what the pass decided (in a dry run: what it would do)
+	// Quick: the pass synced the changed paths alone (PassOptions.Paths),
+	// listing neither side.
+	Quick         bool
+	RemoteChanged bool // anything was written to or deleted from the bucket
+	LocalChanged  bool // anything was written to or deleted from the local folder
+	Skipped       string
+	ResyncReason  string   // why the pass was a resync ("" if it was not)
+	Profile       Profile  // the profile the pass ran with
+	Plan          []Change // what the pass decided (in a dry run: what it would do)
 	// EditsKept counts files the pass did not delete because they changed
 	// after it listed them (the edit wins over the delete).
 	EditsKept int
@@ -478,7 +488,7 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		log.Info("sync pass done", "resync", res.Resync, "resync_reason", res.ResyncReason,
 			"uploaded", res.Uploaded, "downloaded", res.Downloaded, "deleted_local", res.DeletedLocal,
 			"deleted_remote", res.DeletedRemote, "conflicts", res.Conflicts,
-			"skipped", res.Skipped, "dry_run", opt.DryRun, "duration", res.Duration)
+			"skipped", res.Skipped, "dry_run", opt.DryRun, "quick", res.Quick, "duration", res.Duration)
 	}()
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("syncer: pass: %w", err)
@@ -553,6 +563,18 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	if !opt.DryRun && reason == "" {
 		if err := e.remember(retry); err != nil {
 			return res, fmt.Errorf("syncer: pass: %w", err)
+		}
+	}
+	if reason == "" && len(opt.Paths) > 0 && len(skip) == 0 && len(retry) == 0 && !opt.Force && !opt.RetryFailed && !e.journalPending() {
+		handled, qerr := e.quickPass(ctx, pc, ps, opt.Paths, log)
+		if handled {
+			res.Quick = true
+			res.Failures = e.failures.list()
+			pc.fill(&res)
+			if qerr != nil {
+				return res, fmt.Errorf("syncer: pass: %w", qerr)
+			}
+			return res, nil
 		}
 	}
 	for round := 0; ; round++ {

@@ -744,3 +744,74 @@ func TestConflictNameAndDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickPass: with the changed paths known (PassOptions.Paths), a pass
+// syncs edits made here alone: it lists neither side, keeps the replaced
+// version, and leaves listings the next full pass finds in step. A delete,
+// an object that changed in the bucket too, or an unknown path get the
+// full pass, with its checks.
+func TestQuickPass(t *testing.T) {
+	s3 := newFakeS3(t)
+	p := newPair(t, s3, "laptop")
+	seed(t, p, 60)
+	p.pass(t, PassOptions{})
+	delta := func(f func()) map[string]int {
+		before := s3.requests()
+		f()
+		after := s3.requests()
+		out := map[string]int{}
+		for m, n := range after {
+			if n != before[m] {
+				out[m] = n - before[m]
+			}
+		}
+		return out
+	}
+	quiet := delta(func() { p.pass(t, PassOptions{}) })
+
+	// an edit and a new note: quick, no listing of either side
+	p.write(t, "seed/n07.md", "an edit")
+	p.write(t, "new/idea.md", "a new note")
+	var res Result
+	req := delta(func() { res = p.pass(t, PassOptions{Paths: []string{"new/idea.md", "seed/n07.md"}}) })
+	t.Logf("quick pass %+v, requests %v", res, req)
+	if !res.Quick || res.Uploaded != 2 || res.VersionsKept != 1 || !res.RemoteChanged {
+		t.Fatalf("quick pass = %+v, want a quick one uploading 2 and keeping the replaced version", res)
+	}
+	if req[listAll] != 0 {
+		t.Errorf("the quick pass listed the whole bucket %d times", req[listAll])
+	}
+	if got := s3.objects(); got["seed/n07.md"] != "an edit" || got["new/idea.md"] != "a new note" {
+		t.Errorf("bucket after the quick pass: n07 %q, idea %q", got["seed/n07.md"], got["new/idea.md"])
+	}
+	// the listings are as a full pass would leave them: the next one is quiet
+	after := delta(func() { res = p.pass(t, PassOptions{}) })
+	if res.Quick || res.Uploaded+res.Downloaded+res.DeletedLocal+res.DeletedRemote != 0 || after["GET"] != quiet["GET"] {
+		t.Errorf("the full pass after the quick one = %+v, requests %v; want a quiet one (%v)", res, after, quiet)
+	}
+
+	// nothing changed at those paths (an editor's temp file come and gone,
+	// an ignored file): quick, and nothing to do
+	p.write(t, ".obsidian/workspace.json", "{}")
+	if res := p.pass(t, PassOptions{Paths: []string{".obsidian/workspace.json", "gone.tmp~", "seed/n01.md"}}); !res.Quick || res.Uploaded != 0 {
+		t.Errorf("pass over unchanged paths = %+v, want quick with nothing to do", res)
+	}
+
+	// the bucket changed too: the full pass, which keeps both versions
+	p.write(t, "seed/n08.md", "edited here")
+	s3.put("seed/n08.md", "edited on another device, later")
+	if res := p.pass(t, PassOptions{Paths: []string{"seed/n08.md"}}); res.Quick || res.Conflicts != 1 {
+		t.Errorf("pass over a note changed on both sides = %+v, want the full pass with 1 conflict", res)
+	}
+
+	// a delete: the full pass
+	if err := os.Remove(filepath.Join(p.local, "seed", "n09.md")); err != nil {
+		t.Fatal(err)
+	}
+	if res := p.pass(t, PassOptions{Paths: []string{"seed/n09.md"}}); res.Quick || res.DeletedRemote != 1 {
+		t.Errorf("pass over a delete = %+v, want the full pass deleting it in the bucket", res)
+	}
+	if _, ok := s3.objects()["seed/n09.md"]; ok {
+		t.Error("seed/n09.md still in the bucket")
+	}
+}

@@ -1,0 +1,205 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strconv"
+
+	rfs "github.com/rclone/rclone/fs"
+	"github.com/rclone/rclone/fs/accounting"
+	"github.com/rclone/rclone/fs/operations"
+)
+
+// A quick pass: a pass that costs what its change costs.
+//
+// A full pass lists the whole folder and the whole bucket, so one edited
+// note costs as much as a tree of them. When the caller knows which local
+// paths changed (the watcher's batch, with the tenant's change events live,
+// so nothing else changed unannounced: PassOptions.Paths), the engine first
+// tries to sync just those: each must be a file created or edited here
+// (not deleted, not a folder) whose bucket object is still exactly what
+// the last pass left there (one listing of that key). Then each is
+// uploaded through the pass's guards (the replaced version kept, the write
+// conditional on that object) and both listings get its entries, as
+// bisync would have written them. Anything else (a delete, an object that
+// changed in the bucket, a path the last pass did not see as it is now
+// and cannot be explained, more than maxQuickPaths paths) and the full
+// pass runs instead, exactly as without the hint. The full pass stays the
+// safety net on its schedule.
+
+// maxQuickPaths bounds the paths a quick pass takes.
+const maxQuickPaths = 64
+
+// quickUpload is one file a quick pass uploads.
+type quickUpload struct {
+	path   string
+	info   fs.FileInfo
+	remote objInfo // the object there now (nil: none)
+}
+
+// quickPass syncs the local changes at paths alone when they are only
+// edits made here (see the comment above). handled is false when it did
+// nothing and the full pass must run; it is true when every path is in
+// step (err then says what failed, with the paths that did sync recorded).
+func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings, paths []string, log *slog.Logger) (handled bool, err error) {
+	if len(paths) == 0 || len(paths) > maxQuickPaths || ps.dryRun {
+		return false, nil
+	}
+	full := func(why, path string) (bool, error) {
+		log.Debug("quick pass: the full pass instead", "why", why, "file", path)
+		return false, nil
+	}
+	want := map[string]bool{}
+	for _, p := range paths {
+		want[p] = true
+	}
+	prior1, err := listingEntriesOf(e.listing1, want)
+	if err != nil {
+		return full("no listing", "")
+	}
+	prior2, err := listingEntriesOf(e.listing2, want)
+	if err != nil {
+		return full("no listing", "")
+	}
+	g := newGuardPass(e, log, e.passStamp())
+	g.ignore = ps.ignore
+	var ups []quickUpload
+	for _, p := range paths {
+		if g.localEnc.ToStandardPath(p) != p {
+			// a name rclone's local backend spells another way (bytes that
+			// are not UTF-8, say): the listings know it by that spelling
+			return full("name needs encoding", p)
+		}
+		if ps.ignore.ignored(ctx, p, false) || partialSuffix.MatchString(p) {
+			continue
+		}
+		info, err := os.Lstat(g.localPath(p))
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, synced := prior1[p]; synced {
+				return full("deleted here", p) // the full pass, with its checks
+			}
+			continue // made and gone between passes, or a folder's event
+		}
+		if err != nil {
+			return full("cannot stat: "+err.Error(), p)
+		}
+		if info.IsDir() {
+			continue // a folder's event: its files have their own
+		}
+		if !info.Mode().IsRegular() {
+			return full("not a file", p)
+		}
+		old, synced := prior1[p]
+		if synced && old.size == info.Size() && old.time.Equal(info.ModTime()) {
+			continue // as the last pass left it
+		}
+		ro, err := e.listedObject(ctx, p)
+		if err != nil {
+			return full("bucket: "+err.Error(), p)
+		}
+		was, listed := prior2[p]
+		same := ro == nil && !listed || ro != nil && listed && ro.Size() == was.size && ro.ModTime(ctx).Equal(was.time)
+		if !same {
+			return full("changed in the bucket too", p) // the full pass decides
+		}
+		ups = append(ups, quickUpload{path: p, info: info, remote: ro})
+	}
+	if len(ups) == 0 {
+		log.Debug("quick pass: nothing to sync", "paths", len(paths))
+		return true, nil
+	}
+
+	defer pc.addGuard(g)
+	_, cloud := g.wrap(ctx)
+	cctx := accounting.WithStatsGroup(ctx, pc.group)
+	cctx, ci := rfs.AddConfig(cctx)
+	ci.UseServerModTime = true
+	ci.NoUpdateModTime = true
+	ci.LogLevel = rfs.LogLevelInfo
+	set1, set2 := map[string]*listingEntry{}, map[string]*listingEntry{}
+	var failed error
+	for _, u := range ups {
+		if u.remote != nil {
+			// what the pass expects there: the write is conditional on it,
+			// and that version is kept before it is replaced
+			etag := ""
+			if li, ok := u.remote.(listedInfo); ok {
+				etag = li.etag
+			}
+			g.setState(sideC, u.path, pathState{etag: etag, size: u.remote.Size()})
+		}
+		lo, err := e.local.NewObject(cctx, u.path)
+		if err != nil {
+			failed = errors.Join(failed, err)
+			continue
+		}
+		if lo.Size() != u.info.Size() || !lo.ModTime(cctx).Equal(u.info.ModTime()) {
+			log.Debug("quick pass: changed again", "file", u.path, "size", lo.Size(), "was", u.info.Size(), "mtime", lo.ModTime(cctx), "was_mtime", u.info.ModTime())
+			failed = errors.Join(failed, errQuickChanged) // edited again: the next pass takes it
+			continue
+		}
+		if _, err := operations.Copy(cctx, cloud, nil, u.path, lo); err != nil {
+			failed = errors.Join(failed, err)
+			continue
+		}
+		now, err := e.listedObject(ctx, u.path)
+		if err != nil || now == nil {
+			failed = errors.Join(failed, err, errQuickChanged)
+			continue
+		}
+		set1[u.path] = &listingEntry{size: u.info.Size(), time: u.info.ModTime()}
+		set2[u.path] = &listingEntry{size: now.Size(), time: now.ModTime(ctx)}
+	}
+	if err := setListingEntries(e.listing1, set1); err != nil {
+		return true, err
+	}
+	if err := setListingEntries(e.listing2, set2); err != nil {
+		return true, err
+	}
+	e.clearJournal() // the listings say it all now
+	if failed != nil {
+		// the rest (and its trouble) to the full pass
+		log.Info("quick pass: some files left to the full pass", "synced", len(set1), "of", len(ups), "err", failed)
+		return false, nil
+	}
+	log.Debug("quick pass", "uploaded", len(set1), "paths", len(paths))
+	return true, nil
+}
+
+// errQuickChanged: a file changed again while the quick pass took it.
+var errQuickChanged = errors.New("changed again during the pass")
+
+// listingEntriesOf reads the entries of the names in want from a bisync
+// listing, parsing only their lines (a missing listing fails).
+func listingEntriesOf(path string, want map[string]bool) (map[string]listingEntry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	quoted := make([][]byte, 0, len(want))
+	for n := range want {
+		quoted = append(quoted, []byte(" "+strconv.Quote(n)))
+	}
+	out := map[string]listingEntry{}
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimRight(line, "\r\n")
+		hit := false
+		for _, q := range quoted {
+			if bytes.HasSuffix(line, q) {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			continue
+		}
+		if name, ent, ok := parseListingLine(string(line)); ok && want[name] {
+			out[name] = ent
+		}
+	}
+	return out, nil
+}
