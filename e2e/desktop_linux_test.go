@@ -236,26 +236,8 @@ func TestDesktopFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll := func(what string, fn func() error) {
-		t.Helper()
-		if _, err := harness.Poll(ctx, 90*time.Second, fn); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	bucketIs := func(key, want string) func() error {
-		return func() error {
-			b, err := dev.GetObject(ctx, key)
-			switch {
-			case want == "" && err == nil:
-				return fmt.Errorf("%s still in the bucket", key)
-			case want == "":
-				return nil
-			case err != nil || string(b) != want:
-				return fmt.Errorf("bucket %s = %q, %v; want %q", key, b, err, want)
-			}
-			return nil
-		}
-	}
+	poll := func(what string, fn func() error) { t.Helper(); pollOK(t, ctx, 90*time.Second, what, fn) }
+	bucketIs := func(key, want string) func() error { return bucketHolds(ctx, dev, key, want) }
 	poll("the first sync's notes in the bucket", func() error {
 		return errors.Join(bucketIs("note.md", "v1")(), bucketIs("seed.md", "so the folder is never empty")())
 	})
@@ -302,38 +284,8 @@ func TestDesktopFlow(t *testing.T) {
 	// 3. A conflict: the note changes here and on the other device
 	// between two passes; the other device's edit is the newer one.
 	const mine, theirs = "mine, written here", "theirs, from the other device"
-	if _, err := cli("pause"); err != nil {
-		t.Fatal(err)
-	}
-	menu.WaitShown(t, tray.ResumeLabel)
-	if err := os.WriteFile(filepath.Join(folder, "note.md"), []byte(mine), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	if err := dev.PutObject(ctx, "note.md", []byte(theirs)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli("resume"); err != nil {
-		t.Fatal(err)
-	}
-	var cs ipc.Conflicts
-	poll("the conflict", func() error {
-		if _, err := cli("sync"); err != nil {
-			return err
-		}
-		out, err := cli("conflicts", "--json")
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal([]byte(out), &cs); err != nil {
-			return err
-		}
-		if len(cs.Conflicts) != 1 {
-			return fmt.Errorf("conflicts: %s", out)
-		}
-		return nil
-	})
-	conflict := cs.Conflicts[0]
+	conflict := conflictOn(t, ctx, 90*time.Second, cli, dev, folder, "note.md", mine, theirs,
+		func() { menu.WaitShown(t, tray.ResumeLabel) })
 	t.Logf("conflict file %s (from %s)", conflict.Path, conflict.Device)
 	if conflict.Original != "note.md" {
 		t.Fatalf("conflict %+v, want one of note.md", conflict)
@@ -369,6 +321,7 @@ func TestDesktopFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var cs ipc.Conflicts
 	if err := json.Unmarshal([]byte(out), &cs); err != nil || len(cs.Conflicts) != 0 {
 		t.Errorf("bm-agent conflicts after Keep mine: %s (%v), want none", out, err)
 	}

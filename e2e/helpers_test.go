@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
 	"github.com/basicmachines-co/bm-agent/e2e/harness"
+	"github.com/basicmachines-co/bm-agent/ipc"
 )
 
 // startServerAgent starts a server with the account email and an agent
@@ -104,3 +106,75 @@ func agentSecrets(t *testing.T, a *harness.Agent) map[string]string {
 // test-faults: BM_FAULTS=full), with its longer outages and more
 // operations, rather than the short form every CI run has.
 func faultsFull() bool { return os.Getenv("BM_FAULTS") == "full" }
+
+// pollOK polls fn for up to d and fails the test, saying what, if it
+// never returns nil.
+func pollOK(t *testing.T, ctx context.Context, d time.Duration, what string, fn func() error) {
+	t.Helper()
+	if _, err := harness.Poll(ctx, d, fn); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// bucketHolds checks that the bucket's key holds want (want "": that the
+// key is gone), as the device d reads it.
+func bucketHolds(ctx context.Context, d *harness.Device, key, want string) func() error {
+	return func() error {
+		b, err := d.GetObject(ctx, key)
+		switch {
+		case want == "" && err == nil:
+			return fmt.Errorf("%s still in the bucket", key)
+		case want == "":
+			return nil
+		case err != nil || string(b) != want:
+			return fmt.Errorf("bucket %s = %q, %v; want %q", key, b, err, want)
+		}
+		return nil
+	}
+}
+
+// conflictOn makes a conflict on the note path of folder, the way two
+// devices do between passes: with syncing paused (`bm-agent pause`
+// through run, which runs a bm-agent command; paused, if set, is called
+// then) it writes mine there, then, a second later so that it is the
+// newer, theirs through the other device d; it resumes and syncs until
+// `bm-agent conflicts --json` lists one conflict, within timeout, and
+// returns it (this device's version, the loser).
+func conflictOn(t *testing.T, ctx context.Context, timeout time.Duration, run func(args ...string) (string, error),
+	d *harness.Device, folder, path, mine, theirs string, paused func()) ipc.Conflict {
+	t.Helper()
+	if _, err := run("pause"); err != nil {
+		t.Fatal(err)
+	}
+	if paused != nil {
+		paused()
+	}
+	if err := os.WriteFile(filepath.Join(folder, filepath.FromSlash(path)), []byte(mine), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := d.PutObject(ctx, path, []byte(theirs)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("resume"); err != nil {
+		t.Fatal(err)
+	}
+	var cs ipc.Conflicts
+	pollOK(t, ctx, timeout, "the conflict", func() error {
+		if _, err := run("sync"); err != nil {
+			return err
+		}
+		out, err := run("conflicts", "--json")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(out), &cs); err != nil {
+			return err
+		}
+		if len(cs.Conflicts) != 1 {
+			return fmt.Errorf("conflicts: %s", out)
+		}
+		return nil
+	})
+	return cs.Conflicts[0]
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -37,62 +36,14 @@ func TestResolveEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll := func(what string, fn func() error) {
-		t.Helper()
-		if _, err := harness.Poll(ctx, 60*time.Second, fn); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	bucketIs := func(key, want string) func() error {
-		return func() error {
-			b, err := dev.GetObject(ctx, key)
-			if want == "" {
-				if err == nil {
-					return fmt.Errorf("%s still in the bucket", key)
-				}
-				return nil
-			}
-			if err != nil || string(b) != want {
-				return fmt.Errorf("bucket %s = %q, %v; want %q", key, b, err, want)
-			}
-			return nil
-		}
-	}
+	poll := func(what string, fn func() error) { t.Helper(); pollOK(t, ctx, 60*time.Second, what, fn) }
+	bucketIs := func(key, want string) func() error { return bucketHolds(ctx, dev, key, want) }
 	poll("the first sync", bucketIs("note.md", "v1"))
 
 	// both sides change the note while sync is paused; the other device's
 	// edit is the newer one, so this device's becomes the conflict file
-	if err := a.IPC.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(a.Folder, "note.md"), []byte("mine, written here"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	if err := dev.PutObject(ctx, "note.md", []byte("theirs, from the other device")); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.IPC.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var cs ipc.Conflicts
-	poll("the conflict", func() error {
-		if _, err := a.IPC.Sync(ctx, ipc.SyncRequest{Wait: true}); err != nil {
-			return err
-		}
-		out, err := h.CLI(ctx, a, "conflicts", "--json")
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal([]byte(out), &cs); err != nil {
-			return err
-		}
-		if len(cs.Conflicts) != 1 {
-			return fmt.Errorf("conflicts: %s", out)
-		}
-		return nil
-	})
-	c := cs.Conflicts[0]
+	run := func(args ...string) (string, error) { return h.CLI(ctx, a, args...) }
+	c := conflictOn(t, ctx, 60*time.Second, run, dev, a.Folder, "note.md", "mine, written here", "theirs, from the other device", nil)
 	t.Logf("conflict file %s from %s (%s)", c.Path, c.From, c.Device)
 	if c.From != "Ada's laptop" || c.Device != "Ada-s-laptop" {
 		t.Errorf("conflict %+v: want this device's version, from \"Ada's laptop\" (label Ada-s-laptop)", c)

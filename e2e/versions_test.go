@@ -48,21 +48,7 @@ func versionsAndRestore(t *testing.T, h *harness.Harness, wantS3 string) {
 	}
 	waitBucket := func(key, want string) {
 		t.Helper()
-		if _, err := harness.Poll(ctx, 30*time.Second, func() error {
-			b, err := dev.GetObject(ctx, key)
-			if want == "" {
-				if err == nil {
-					return fmt.Errorf("%s still in the bucket", key)
-				}
-				return nil
-			}
-			if err != nil || string(b) != want {
-				return fmt.Errorf("bucket %s = %q, %v; want %q", key, b, err, want)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		pollOK(t, ctx, 30*time.Second, "the bucket's "+key, bucketHolds(ctx, dev, key, want))
 	}
 	waitLocal := func(name, want string) {
 		t.Helper()

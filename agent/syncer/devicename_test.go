@@ -11,28 +11,14 @@ import (
 // conflict files carry a file-name-safe slug of each name, so every
 // device's list tells the two versions apart.
 func TestDeviceNamesTellConflictsApart(t *testing.T) {
-	s3 := newFakeS3(t)
-	a := newPair(t, s3, "Paul's Laptop")
-	b := newPair(t, s3, "work desk")
-	seed(t, a, 12)
-	a.write(t, "note.md", "original")
-	a.pass(t, PassOptions{})
-	b.pass(t, PassOptions{})
+	a, b := twoDevicesOnANote(t, "Paul's Laptop", "work desk", 12)
 
-	// a's edit is older than b's upload: a's version loses on a
-	a.write(t, "note.md", "a's edit")
-	time.Sleep(1100 * time.Millisecond)
-	b.write(t, "note.md", "b's edit")
-	b.pass(t, PassOptions{})
-	if res := a.pass(t, PassOptions{}); res.Conflicts != 1 {
+	// a's version loses on a
+	if res := loseOn(t, a, b, "a's edit", "b's edit"); res.Conflicts != 1 {
 		t.Fatalf("a: conflicts = %d, want 1", res.Conflicts)
 	}
 	// and the other way round: b's version loses on b
-	b.write(t, "note.md", "b's second edit")
-	time.Sleep(1100 * time.Millisecond)
-	a.write(t, "note.md", "a's second edit")
-	a.pass(t, PassOptions{})
-	if res := b.pass(t, PassOptions{}); res.Conflicts != 1 {
+	if res := loseOn(t, b, a, "b's second edit", "a's second edit"); res.Conflicts != 1 {
 		t.Fatalf("b: conflicts = %d, want 1", res.Conflicts)
 	}
 	a.pass(t, PassOptions{})
@@ -114,19 +100,8 @@ func TestConflictOriginsAskOnce(t *testing.T) {
 // other device, once, when its pass brings the conflict file down; the
 // first device's own later passes do not count it again.
 func TestConflictsArrivedFromAnotherDevice(t *testing.T) {
-	s3 := newFakeS3(t)
-	a := newPair(t, s3, "desk")
-	b := newPair(t, s3, "laptop")
-	seed(t, a, 5)
-	a.write(t, "note.md", "original")
-	a.pass(t, PassOptions{})
-	b.pass(t, PassOptions{})
-
-	a.write(t, "note.md", "a's edit")
-	time.Sleep(1100 * time.Millisecond)
-	b.write(t, "note.md", "b's edit")
-	b.pass(t, PassOptions{})
-	if res := a.pass(t, PassOptions{}); res.Conflicts != 1 || res.ConflictsArrived != 0 {
+	a, b := twoDevicesOnANote(t, "desk", "laptop", 5)
+	if res := loseOn(t, a, b, "a's edit", "b's edit"); res.Conflicts != 1 || res.ConflictsArrived != 0 {
 		t.Fatalf("a: conflicts %d, arrived %d; want its own 1, 0 arrived", res.Conflicts, res.ConflictsArrived)
 	}
 	if res := b.pass(t, PassOptions{}); res.Conflicts != 0 || res.ConflictsArrived != 1 {
@@ -137,4 +112,29 @@ func TestConflictsArrivedFromAnotherDevice(t *testing.T) {
 			t.Errorf("%s, a pass later: conflicts %d, arrived %d; want none", name, res.Conflicts, res.ConflictsArrived)
 		}
 	}
+}
+
+// twoDevicesOnANote is two devices (engines named nameA and nameB) on one
+// bucket, both in step on note.md and n more notes.
+func twoDevicesOnANote(t *testing.T, nameA, nameB string, n int) (a, b *pair) {
+	t.Helper()
+	s3 := newFakeS3(t)
+	a, b = newPair(t, s3, nameA), newPair(t, s3, nameB)
+	seed(t, a, n)
+	a.write(t, "note.md", "original")
+	a.pass(t, PassOptions{})
+	b.pass(t, PassOptions{})
+	return a, b
+}
+
+// loseOn edits note.md on loser, then (a second later, so the winner's
+// version is the newer) on winner, which syncs it; it returns loser's
+// pass, which keeps its own version as a conflict file.
+func loseOn(t *testing.T, loser, winner *pair, mine, theirs string) Result {
+	t.Helper()
+	loser.write(t, "note.md", mine)
+	time.Sleep(1100 * time.Millisecond)
+	winner.write(t, "note.md", theirs)
+	winner.pass(t, PassOptions{})
+	return loser.pass(t, PassOptions{})
 }

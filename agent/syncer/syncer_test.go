@@ -66,6 +66,20 @@ func newFakeS3(t *testing.T) *fakeS3 {
 	return f
 }
 
+// delta runs fn and returns the requests it made, by kind (only the
+// kinds it made).
+func (f *fakeS3) delta(fn func()) map[string]int {
+	before := f.requests()
+	fn()
+	out := map[string]int{}
+	for m, n := range f.requests() {
+		if n != before[m] {
+			out[m] = n - before[m]
+		}
+	}
+	return out
+}
+
 func (f *fakeS3) requests() map[string]int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -285,35 +299,23 @@ func TestQuietPassMakesNoPerObjectRequests(t *testing.T) {
 	}
 }
 
-// TestOneEditCostsItsOwnRequests: a pass that uploads one edited note
-// lists the bucket no more than a quiet pass does (the listing's times
-// are settled with a HEAD of that one object, not a second listing), and
-// the upload is not followed by a HEAD of its own (no_head: the PUT's
-// answer says what the pass needs).
 // listAll counts, in fakeS3's counts, the listings of the whole bucket.
 const listAll = "LIST-ALL"
 
+// TestOneEditCostsItsOwnRequests: a pass that uploads one edited note
+// lists the whole bucket no more than a quiet pass does (the listing's
+// times are settled with a listing of that one key, not of the bucket),
+// and the upload is not followed by a HEAD of its own (no_head: the PUT's
+// answer says what the pass needs).
 func TestOneEditCostsItsOwnRequests(t *testing.T) {
 	s3 := newFakeS3(t)
 	p := newPair(t, s3, "laptop")
 	seed(t, p, 60)
 	p.pass(t, PassOptions{})
-	delta := func(f func()) map[string]int {
-		before := s3.requests()
-		f()
-		after := s3.requests()
-		out := map[string]int{}
-		for m, n := range after {
-			if n != before[m] {
-				out[m] = n - before[m]
-			}
-		}
-		return out
-	}
-	quiet := delta(func() { p.pass(t, PassOptions{}) })
+	quiet := s3.delta(func() { p.pass(t, PassOptions{}) })
 	p.write(t, "seed/n07.md", "an edit")
 	var res Result
-	edit := delta(func() { res = p.pass(t, PassOptions{}) })
+	edit := s3.delta(func() { res = p.pass(t, PassOptions{}) })
 	t.Logf("quiet pass %v, one-edit pass %v", quiet, edit)
 	if res.Uploaded != 1 {
 		t.Fatalf("edit pass = %+v, want one upload", res)
@@ -333,7 +335,7 @@ func TestOneEditCostsItsOwnRequests(t *testing.T) {
 	// and the listing holds the time the bucket lists (a HEAD's has whole
 	// seconds only): the next pass is quiet, with no copy that finds
 	// nothing to do (and lists the note's folders to find it out)
-	after := delta(func() { res = p.pass(t, PassOptions{}) })
+	after := s3.delta(func() { res = p.pass(t, PassOptions{}) })
 	if res.Uploaded+res.Downloaded != 0 || after["GET"] != quiet["GET"] {
 		t.Errorf("the pass after the edit = %+v with requests %v, want a quiet one (%v)", res, after, quiet)
 	}
@@ -755,25 +757,13 @@ func TestQuickPass(t *testing.T) {
 	p := newPair(t, s3, "laptop")
 	seed(t, p, 60)
 	p.pass(t, PassOptions{})
-	delta := func(f func()) map[string]int {
-		before := s3.requests()
-		f()
-		after := s3.requests()
-		out := map[string]int{}
-		for m, n := range after {
-			if n != before[m] {
-				out[m] = n - before[m]
-			}
-		}
-		return out
-	}
-	quiet := delta(func() { p.pass(t, PassOptions{}) })
+	quiet := s3.delta(func() { p.pass(t, PassOptions{}) })
 
 	// an edit and a new note: quick, no listing of either side
 	p.write(t, "seed/n07.md", "an edit")
 	p.write(t, "new/idea.md", "a new note")
 	var res Result
-	req := delta(func() { res = p.pass(t, PassOptions{Paths: []string{"new/idea.md", "seed/n07.md"}}) })
+	req := s3.delta(func() { res = p.pass(t, PassOptions{Paths: []string{"new/idea.md", "seed/n07.md"}}) })
 	t.Logf("quick pass %+v, requests %v", res, req)
 	if !res.Quick || res.Uploaded != 2 || res.VersionsKept != 1 || !res.RemoteChanged {
 		t.Fatalf("quick pass = %+v, want a quick one uploading 2 and keeping the replaced version", res)
@@ -785,7 +775,7 @@ func TestQuickPass(t *testing.T) {
 		t.Errorf("bucket after the quick pass: n07 %q, idea %q", got["seed/n07.md"], got["new/idea.md"])
 	}
 	// the listings are as a full pass would leave them: the next one is quiet
-	after := delta(func() { res = p.pass(t, PassOptions{}) })
+	after := s3.delta(func() { res = p.pass(t, PassOptions{}) })
 	if res.Quick || res.Uploaded+res.Downloaded+res.DeletedLocal+res.DeletedRemote != 0 || after["GET"] != quiet["GET"] {
 		t.Errorf("the full pass after the quick one = %+v, requests %v; want a quiet one (%v)", res, after, quiet)
 	}
