@@ -185,6 +185,12 @@ func (e *env) do(method, path, token, body string) (int, http.Header, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	return e.send(req)
+}
+
+// send sends req and returns status, headers and body.
+func (e *env) send(req *http.Request) (int, http.Header, []byte) {
+	e.t.Helper()
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		e.t.Fatal(err)
