@@ -165,11 +165,10 @@ func (d *Daemon) History(_ context.Context, limit int) (ipc.History, error) {
 
 // Conflicts implements ipc.ConflictLister.
 func (d *Daemon) Conflicts(ctx context.Context) (ipc.Conflicts, error) {
-	cs, err := findConflicts(ctx, d.cfg.Folder)
+	cs, err := d.findConflicts(ctx)
 	if err != nil {
 		return ipc.Conflicts{}, err
 	}
-	d.nameWriters(ctx, cs)
 	return ipc.Conflicts{Folder: d.cfg.Folder, Conflicts: cs}, nil
 }
 

@@ -107,10 +107,10 @@ func (p *pair) Serve(ctx context.Context) error {
 	defer timer.Stop()
 	trigger := "startup"
 	var pending []syncCall // dry runs kept out of the last pass
-	// the last good pass: when it ended, and the notes folder it saw;
-	// restable: the timer waits for the interval's pass (not a retry,
-	// not a follow-up), which canRest may skip
-	var lastGood time.Time
+	// the last good full pass: when it ended, and the notes folder it
+	// saw; restable: the timer waits for the interval's pass (not a
+	// retry, not a follow-up), which canRest may skip
+	var lastFull time.Time
 	var lastFolder os.FileInfo
 	restable := false
 	// quick: the watcher's paths for a quick pass (see canQuick); what
@@ -131,7 +131,7 @@ func (p *pair) Serve(ctx context.Context) error {
 			case b := <-batches:
 				trigger = "watch"
 				d.log.Debug("local changes", "count", b.Count)
-				if p.canQuick(b, remoteDirty, fullEpoch, lastGood) {
+				if p.canQuick(b, remoteDirty, fullEpoch, lastFull) {
 					quick = b.Paths
 				}
 			case <-timer.C:
@@ -139,9 +139,9 @@ func (p *pair) Serve(ctx context.Context) error {
 					trigger = "interval"
 					if rt.failures > 0 {
 						trigger = "retry"
-					} else if restable && p.canRest(lastGood, lastFolder) {
+					} else if restable && p.canRest(lastFull, lastFolder) {
 						timer.Reset(interval)
-						at := lastGood.Add(pushLiveInterval)
+						at := lastFull.Add(pushLiveInterval)
 						d.store.Update(func(st *ipc.Status) { st.NextSync = &at })
 						continue
 					}
@@ -242,11 +242,11 @@ func (p *pair) Serve(ctx context.Context) error {
 			rt.succeeded()
 			if !res.Quick {
 				// a full pass: both sides as they are now
-				lastGood, lastFolder = time.Now(), statFolder(p.folder)
+				lastFull, lastFolder = time.Now(), statFolder(p.folder)
 				remoteDirty, fullEpoch = false, epoch
 			}
-			if p.canRest(lastGood, lastFolder) {
-				at = lastGood.Add(pushLiveInterval)
+			if p.canRest(lastFull, lastFolder) {
+				at = lastFull.Add(pushLiveInterval)
 			}
 		}
 		restable = next == interval
@@ -278,12 +278,22 @@ const pushLiveInterval = 15 * time.Minute
 // is less than pushLiveInterval ago, and the folder is still the same
 // directory (a mount over it or a new one in its place is not).
 func (p *pair) canRest(since time.Time, folder os.FileInfo) bool {
-	if p.s == nil || !p.s.pushLive.Load() || folder == nil || time.Since(since) >= pushLiveInterval ||
-		p.d.store.Get().Watcher != "" {
+	if folder == nil || time.Since(since) >= pushLiveInterval || !p.changesAnnounced() {
 		return false
 	}
 	now := statFolder(p.folder)
 	return now != nil && os.SameFile(folder, now)
+}
+
+// changesAnnounced reports whether both sides say when they change: the
+// tenant's change events are live and the folder is watched.
+func (p *pair) changesAnnounced() bool {
+	if p.s == nil || !p.s.pushLive.Load() {
+		return false
+	}
+	watched := false
+	p.d.store.View(func(st *ipc.Status) { watched = st.Watcher == "" })
+	return watched
 }
 
 // canQuick reports whether the watcher's batch b can be synced alone (a
@@ -294,18 +304,12 @@ func (p *pair) canRest(since time.Time, folder os.FileInfo) bool {
 // The engine then checks each path itself, and runs the full pass when
 // one is not a plain edit made here.
 func (p *pair) canQuick(b watch.Batch, remoteDirty bool, fullEpoch int64, lastFull time.Time) bool {
-	if b.Overflow || b.Truncated || len(b.Paths) == 0 || len(b.Paths) > maxQuickPaths || remoteDirty ||
+	if b.Overflow || b.Truncated || len(b.Paths) == 0 || len(b.Paths) > syncer.MaxQuickPaths || remoteDirty ||
 		lastFull.IsZero() || time.Since(lastFull) >= pushLiveInterval {
 		return false
 	}
-	if p.s == nil || !p.s.pushLive.Load() || p.s.pushUp.Load() != fullEpoch {
-		return false
-	}
-	return p.d.store.Get().Watcher == ""
+	return p.changesAnnounced() && p.pushEpoch() == fullEpoch
 }
-
-// maxQuickPaths is the most paths a batch may hold for a quick pass.
-const maxQuickPaths = 64
 
 // pushEpoch counts the times the session's change events came up (-1
 // without a session): a change while they were down went unannounced.

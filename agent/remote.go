@@ -20,12 +20,7 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 				return nil // our own pass, already in step
 			}
 			log.Debug("bucket changed", "device", ev.Device, "reason", ev.Reason, "reconnected", ev.Reconnected)
-			for _, p := range s.pairs {
-				select {
-				case p.remote <- struct{}{}:
-				default: // a wake-up is already queued
-				}
-			}
+			s.wakePairs()
 			return nil
 		}, func(live bool) {
 			if s.setPushLive(live) {
@@ -62,12 +57,18 @@ func (s *session) setPushLive(live bool) bool {
 		s.pushUp.Add(1)
 		// a full pass under the live events, from which on the pairs can
 		// sync the watcher's changes alone (pair.canQuick)
-		for _, p := range s.pairs {
-			select {
-			case p.remote <- struct{}{}:
-			default: // a wake-up is queued already
-			}
-		}
+		s.wakePairs()
 	}
 	return true
+}
+
+// wakePairs tells each pair the bucket may have changed: its next pass is
+// a full one (trigger "remote"; wake-ups coalesce).
+func (s *session) wakePairs() {
+	for _, p := range s.pairs {
+		select {
+		case p.remote <- struct{}{}:
+		default: // a wake-up is queued already
+		}
+	}
 }

@@ -16,6 +16,7 @@ type Conflict struct {
 	Original string    `json:"original"` // the note it is a version of
 	Device   string    `json:"device"`   // whose version it is: a device name, or "cloud" for the bucket's
 	Time     time.Time `json:"time"`     // when the conflict was found (local time, second precision)
+	Size     int64     `json:"size"`     // the conflict file's size (ListConflicts; 0 when not known)
 }
 
 // conflictPattern matches name.conflict-<YYYYMMDD-HHMMSS>-<device>[-n][.ext]
@@ -49,7 +50,7 @@ func lastSlash(s string) int {
 	return -1
 }
 
-// ListConflicts finds the conflict files under root, oldest first (then
+// ListConflicts finds the conflict files under root, with their sizes, oldest first (then
 // by path).
 func ListConflicts(root string) ([]Conflict, error) {
 	var out []Conflict
@@ -65,6 +66,9 @@ func ListConflicts(root string) ([]Conflict, error) {
 			return err
 		}
 		if c, ok := parseConflictName(filepath.ToSlash(rel)); ok {
+			if info, err := d.Info(); err == nil {
+				c.Size = info.Size()
+			}
 			out = append(out, c)
 		}
 		return nil

@@ -113,9 +113,9 @@ func TestListConflicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Conflict{
-		{Path: "note.conflict-20261122-090000-cloud.md", Original: "note.md", Device: "cloud", Time: time.Date(2026, 11, 22, 9, 0, 0, 0, time.Local)},
-		{Path: "dir/sub/plan.conflict-20261123-143000-laptop.md", Original: "dir/sub/plan.md", Device: "laptop", Time: time.Date(2026, 11, 23, 14, 30, 0, 0, time.Local)},
-		{Path: "README.conflict-20261124-000000-cloud-1", Original: "README", Device: "cloud-1", Time: time.Date(2026, 11, 24, 0, 0, 0, 0, time.Local)},
+		{Path: "note.conflict-20261122-090000-cloud.md", Original: "note.md", Device: "cloud", Time: time.Date(2026, 11, 22, 9, 0, 0, 0, time.Local), Size: 1},
+		{Path: "dir/sub/plan.conflict-20261123-143000-laptop.md", Original: "dir/sub/plan.md", Device: "laptop", Time: time.Date(2026, 11, 23, 14, 30, 0, 0, time.Local), Size: 1},
+		{Path: "README.conflict-20261124-000000-cloud-1", Original: "README", Device: "cloud-1", Time: time.Date(2026, 11, 24, 0, 0, 0, 0, time.Local), Size: 1},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ListConflicts =\n%v\nwant\n%v", got, want)

@@ -167,12 +167,7 @@ func literalOf(glob string) (literalCond, bool) {
 			i += j + 1
 		case '{', '}':
 			return literalCond{}, false
-		case '/':
-			// a "/" inside the glob: the runs on either side are still
-			// literal, but a run that starts after one is not at the
-			// path's start
-			cur.WriteByte(c)
-		default:
+		default: // a "/" too: it is literal in a run
 			cur.WriteByte(c)
 		}
 	}

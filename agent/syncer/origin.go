@@ -40,51 +40,49 @@ func (e *Engine) uploadOptions(path string) []rfs.OpenOption {
 // originCache remembers the writer of each conflict file asked about.
 type originCache struct {
 	mu   sync.Mutex
-	byID map[string]string // path + "\x00" + size → device name ("" unknown)
+	byID map[string]string // originKey → device name ("" unknown)
 }
+
+// originKey names a conflict file's version: its path and size.
+func originKey(c Conflict) string { return c.Path + "\x00" + strconv.FormatInt(c.Size, 10) }
 
 // ConflictOrigins names, for each conflict file in cs, the device that
 // wrote its version, as the bucket's copy records it (see deviceMetaKey).
 // Files the bucket has not got yet, or that carry no name, are left out;
 // a failed lookup is left out and asked again next time. Answers are
 // cached by path and size, so a listing asks the bucket only about new
-// conflict files.
-func (e *Engine) ConflictOrigins(ctx context.Context, cs []Conflict, sizes []int64) map[string]string {
+// conflict files (the newest maxOriginLookups of them at a time).
+func (e *Engine) ConflictOrigins(ctx context.Context, cs []Conflict) map[string]string {
 	out := make(map[string]string, len(cs))
-	e.origins.mu.Lock()
-	if e.origins.byID == nil {
-		e.origins.byID = map[string]string{}
+	c := &e.origins
+	c.mu.Lock()
+	if c.byID == nil {
+		c.byID = map[string]string{}
 	}
-	var ask []int
-	for i, c := range cs {
-		if name, ok := e.origins.byID[originKey(c.Path, sizes, i)]; ok {
-			if name != "" {
-				out[c.Path] = name
-			}
-			continue
+	var ask []Conflict
+	for _, cf := range cs {
+		if name, ok := c.byID[originKey(cf)]; !ok {
+			ask = append(ask, cf)
+		} else if name != "" {
+			out[cf.Path] = name
 		}
-		ask = append(ask, i)
 	}
-	e.origins.mu.Unlock()
+	c.mu.Unlock()
 	if len(ask) > maxOriginLookups {
 		ask = ask[len(ask)-maxOriginLookups:] // the newest
 	}
-	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
-	for _, i := range ask {
-		c := cs[i]
+	for _, cf := range ask {
 		g.Go(func() error {
-			name, known := e.objectOrigin(gctx, c.Path)
-			mu.Lock()
-			defer mu.Unlock()
+			name, known := e.objectOrigin(gctx, cf.Path)
+			c.mu.Lock()
+			defer c.mu.Unlock()
 			if known {
-				e.origins.mu.Lock()
-				e.origins.byID[originKey(c.Path, sizes, i)] = name
-				e.origins.mu.Unlock()
+				c.byID[originKey(cf)] = name
 			}
 			if name != "" {
-				out[c.Path] = name
+				out[cf.Path] = name
 			}
 			return nil
 		})
@@ -95,14 +93,6 @@ func (e *Engine) ConflictOrigins(ctx context.Context, cs []Conflict, sizes []int
 
 // maxOriginLookups bounds the bucket requests of one ConflictOrigins.
 const maxOriginLookups = 64
-
-func originKey(path string, sizes []int64, i int) string {
-	var size int64 = -1
-	if i < len(sizes) {
-		size = sizes[i]
-	}
-	return path + "\x00" + strconv.FormatInt(size, 10)
-}
 
 // objectOrigin reads the writer of the object path; known is false when
 // the bucket could not say (not there yet, or a failed request).

@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 
-	rfs "github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/accounting"
 	"github.com/rclone/rclone/fs/operations"
 )
@@ -27,12 +27,13 @@ import (
 // conditional on that object) and both listings get its entries, as
 // bisync would have written them. Anything else (a delete, an object that
 // changed in the bucket, a path the last pass did not see as it is now
-// and cannot be explained, more than maxQuickPaths paths) and the full
+// and cannot be explained, more than MaxQuickPaths paths) and the full
 // pass runs instead, exactly as without the hint. The full pass stays the
 // safety net on its schedule.
 
-// maxQuickPaths bounds the paths a quick pass takes.
-const maxQuickPaths = 64
+// MaxQuickPaths bounds the paths a quick pass takes (PassOptions.Paths):
+// a pass given more runs in full.
+const MaxQuickPaths = 64
 
 // quickUpload is one file a quick pass uploads.
 type quickUpload struct {
@@ -46,7 +47,7 @@ type quickUpload struct {
 // nothing and the full pass must run; it is true when every path is in
 // step (err then says what failed, with the paths that did sync recorded).
 func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings, paths []string, log *slog.Logger) (handled bool, err error) {
-	if len(paths) == 0 || len(paths) > maxQuickPaths || ps.dryRun {
+	if len(paths) == 0 || len(paths) > MaxQuickPaths || ps.dryRun {
 		return false, nil
 	}
 	full := func(why, path string) (bool, error) {
@@ -115,11 +116,7 @@ func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings
 
 	defer pc.addGuard(g)
 	_, cloud := g.wrap(ctx)
-	cctx := accounting.WithStatsGroup(ctx, pc.group)
-	cctx, ci := rfs.AddConfig(cctx)
-	ci.UseServerModTime = true
-	ci.NoUpdateModTime = true
-	ci.LogLevel = rfs.LogLevelInfo
+	cctx, _ := engineConfig(accounting.WithStatsGroup(ctx, pc.group))
 	set1, set2 := map[string]*listingEntry{}, map[string]*listingEntry{}
 	var failed error
 	for _, u := range ups {
@@ -176,30 +173,11 @@ var errQuickChanged = errors.New("changed again during the pass")
 // listingEntriesOf reads the entries of the names in want from a bisync
 // listing, parsing only their lines (a missing listing fails).
 func listingEntriesOf(path string, want map[string]bool) (map[string]listingEntry, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	quoted := make([][]byte, 0, len(want))
 	for n := range want {
 		quoted = append(quoted, []byte(" "+strconv.Quote(n)))
 	}
-	out := map[string]listingEntry{}
-	for line := range bytes.Lines(data) {
-		line = bytes.TrimRight(line, "\r\n")
-		hit := false
-		for _, q := range quoted {
-			if bytes.HasSuffix(line, q) {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			continue
-		}
-		if name, ent, ok := parseListingLine(string(line)); ok && want[name] {
-			out[name] = ent
-		}
-	}
-	return out, nil
+	return readListingWhere(path, func(line []byte) bool {
+		return slices.ContainsFunc(quoted, func(q []byte) bool { return bytes.HasSuffix(line, q) })
+	})
 }

@@ -169,11 +169,7 @@ const (
 // conflict copies it made (or would make, in a dry run).
 func (e *Engine) keepRemoteVersions(ctx context.Context, pc *passCounter, dryRun bool) (int, error) {
 	ctx = accounting.WithStatsGroup(ctx, pc.group)
-	ctx, ci := fs.AddConfig(ctx)
-	ci.UseServerModTime = true
-	ci.UseListR = true
-	ci.PartialSuffix = PartialSuffix
-	ci.LogLevel = fs.LogLevelInfo
+	ctx, _ = engineConfig(ctx)
 	stamp := e.passStamp()
 	conflicts := 0
 	err := walk.ListR(ctx, e.remote, "", true, -1, walk.ListObjects, func(entries fs.DirEntries) error {

@@ -1,7 +1,6 @@
 package syncer
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -59,20 +58,28 @@ type listingEntry struct {
 
 // readListing parses a bisync listing into entries by name.
 func readListing(path string) (map[string]listingEntry, error) {
+	return readListingWhere(path, nil)
+}
+
+// readListingWhere parses the lines of a bisync listing that match keeps
+// (all, when nil) into entries by name: parsing a line costs a regexp
+// match, so a caller after a few names skips the rest unparsed.
+func readListingWhere(path string, match func(line []byte) bool) (map[string]listingEntry, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]listingEntry{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		name, ent, ok := parseListingLine(sc.Text())
-		if ok {
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimRight(line, "\r\n")
+		if match != nil && !match(line) {
+			continue
+		}
+		if name, ent, ok := parseListingLine(string(line)); ok {
 			out[name] = ent
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 func parseListingLine(line string) (string, listingEntry, bool) {
@@ -135,7 +142,7 @@ const maxTargetedSettle = 64
 // costs). Either way it reads the local files whose recorded time was
 // wrong; a pass that wrote nothing to the bucket does not call it.
 func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher, only []string) (int, error) {
-	n, err := e.settleTimesOf(ctx, pc, filters, e.listing2, only, func(_ func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
+	n, err := e.settleTimes(ctx, pc, filters, e.listing2, only, func(_ func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
 		return ro.ModTime(ctx), ent.size == ro.Size()
 	})
 	if err != nil {
@@ -154,7 +161,7 @@ func (e *Engine) settleRemoteTimes(ctx context.Context, pc *passCounter, filters
 // a tool that touched every file): the times changed, the notes did not,
 // and the next run then sees the real changes only, deletes included.
 func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher) (int, error) {
-	n, err := e.settleTimes(ctx, pc, filters, e.listing1, func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
+	n, err := e.settleTimes(ctx, pc, filters, e.listing1, nil, func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool) {
 		lo := local()
 		if lo == nil {
 			return time.Time{}, false
@@ -167,18 +174,13 @@ func (e *Engine) settleLocalTimes(ctx context.Context, pc *passCounter, filters 
 	return n, nil
 }
 
-// settleTimes lists the bucket once and, for every entry of listing whose
-// time differs from the one now (now gives it, and whether the sizes
-// allow a match; local looks up the local file, nil if none) while the
-// local file and the object hold the same content, records the time now;
-// it returns how many it recorded.
-func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher, listing string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
-	return e.settleTimesOf(ctx, pc, filters, listing, nil, now)
-}
-
-// settleTimesOf is settleTimes over the objects named in only (each
-// looked up on its own), or the whole bucket when only is nil.
-func (e *Engine) settleTimesOf(ctx context.Context, pc *passCounter, filters *ignoreMatcher, listing string, only []string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
+// settleTimes lists the bucket once (or, with only, each object named
+// there on its own) and, for every entry of listing whose time differs
+// from the one now (now gives it, and whether the sizes allow a match;
+// local looks up the local file, nil if none) while the local file and
+// the object hold the same content, records the time now; it returns how
+// many it recorded.
+func (e *Engine) settleTimes(ctx context.Context, pc *passCounter, filters *ignoreMatcher, listing string, only []string, now func(local func() fs.Object, ro objInfo, ent listingEntry) (time.Time, bool)) (int, error) {
 	entries, err := readListing(listing)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -193,10 +195,7 @@ func (e *Engine) settleTimesOf(ctx context.Context, pc *passCounter, filters *ig
 	if err != nil {
 		return 0, err
 	}
-	fctx = accounting.WithStatsGroup(fctx, pc.group)
-	fctx, ci := fs.AddConfig(fctx)
-	ci.UseServerModTime = true
-	ci.UseListR = true
+	fctx, _ = engineConfig(accounting.WithStatsGroup(fctx, pc.group))
 	fix := map[string]time.Time{}
 	var fixMu sync.Mutex
 	visitOne := func(ro objInfo) error {
@@ -205,27 +204,25 @@ func (e *Engine) settleTimesOf(ctx context.Context, pc *passCounter, filters *ig
 		if !ok {
 			return nil
 		}
-		{
-			local := func() fs.Object {
-				lo, err := e.local.NewObject(fctx, name)
-				if err != nil {
-					return nil
-				}
-				return lo
-			}
-			mt, ok := now(local, ro, ent)
-			if !ok || mt.Equal(ent.time) {
+		local := func() fs.Object {
+			lo, err := e.local.NewObject(fctx, name)
+			if err != nil {
 				return nil
 			}
-			same, err := e.localHasContent(fctx, name, ro)
-			if err != nil {
-				return err
-			}
-			if same {
-				fixMu.Lock()
-				fix[name] = mt
-				fixMu.Unlock()
-			}
+			return lo
+		}
+		mt, ok := now(local, ro, ent)
+		if !ok || mt.Equal(ent.time) {
+			return nil
+		}
+		same, err := e.localHasContent(fctx, name, ro)
+		if err != nil {
+			return err
+		}
+		if same {
+			fixMu.Lock()
+			fix[name] = mt
+			fixMu.Unlock()
 		}
 		return nil
 	}

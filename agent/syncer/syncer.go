@@ -353,16 +353,12 @@ func (e *Engine) passStamp() string {
 	e.stampMu.Lock()
 	defer e.stampMu.Unlock()
 	taken := map[string]bool{}
+	conflictLine := func(line []byte) bool { return bytes.Contains(line, []byte(".conflict-")) }
 	for _, l := range []string{e.listing1, e.listing2} {
-		data, _ := os.ReadFile(l)
-		for line := range bytes.Lines(data) {
-			if !bytes.Contains(line, []byte(".conflict-")) {
-				continue // most lines: parsing each costs a pass more than its listing
-			}
-			if name, _, ok := parseListingLine(strings.TrimRight(string(line), "\r\n")); ok {
-				if c, ok := parseConflictName(name); ok {
-					taken[c.Time.Format(conflictTimeFormat)] = true
-				}
+		entries, _ := readListingWhere(l, conflictLine)
+		for name := range entries {
+			if c, ok := parseConflictName(name); ok {
+				taken[c.Time.Format(conflictTimeFormat)] = true
 			}
 		}
 	}
@@ -728,15 +724,11 @@ func (e *Engine) ensureAccessCheckFile() error {
 // threshold so a multipart upload needs only a few MiB.
 var testUploadCutoff string
 
-// runBisync runs one bisync.Bisync with the engine's settings.
-func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps passSettings) error {
-	ctx = accounting.WithStatsGroup(ctx, pc.group)
-	// bisync refuses to go on after errors counted by an earlier run of
-	// the pass (one that failed on paths now set aside).
-	accounting.Stats(ctx).ResetErrors()
+// engineConfig returns ctx with the rclone settings every listing and
+// copy of the engine's passes runs with (bisync's, a quick pass's, the
+// settling and the resync's own), and them to add a pass's own to.
+func engineConfig(ctx context.Context) (context.Context, *fs.ConfigInfo) {
 	ctx, ci := fs.AddConfig(ctx)
-	ci.DryRun = ps.dryRun
-	ci.MaxDelete = int64(ps.maxDelete)
 	ci.UseServerModTime = true
 	ci.UseListR = true
 	// No modify window beyond the backends' precision: the path2 listing
@@ -750,6 +742,18 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	ci.LogLevel = fs.LogLevelInfo // per-file lines, routed to slog and counted
 	ci.Progress = false
 	ci.TerminalColorMode = fs.TerminalColorModeNever
+	return ctx, ci
+}
+
+// runBisync runs one bisync.Bisync with the engine's settings.
+func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps passSettings) error {
+	ctx = accounting.WithStatsGroup(ctx, pc.group)
+	// bisync refuses to go on after errors counted by an earlier run of
+	// the pass (one that failed on paths now set aside).
+	accounting.Stats(ctx).ResetErrors()
+	ctx, ci := engineConfig(ctx)
+	ci.DryRun = ps.dryRun
+	ci.MaxDelete = int64(ps.maxDelete)
 
 	if !ps.dryRun {
 		// what an unfinished run did goes into the listings first
