@@ -23,10 +23,13 @@ const EventBucketChanged = "bucket-changed"
 
 // ChangeEvent is one bucket change of the caller's tenant.
 type ChangeEvent struct {
-	TenantID string    `json:"tenant_id"`
-	Device   string    `json:"device,omitempty"` // the device that reported it, if any
-	Reason   string    `json:"reason,omitempty"`
-	At       time.Time `json:"at"`
+	TenantID string `json:"tenant_id"`
+	Device   string `json:"device,omitempty"` // the device that reported it, if any
+	Reason   string `json:"reason,omitempty"`
+	// Keys, when set, are the object keys that changed, all of them; an
+	// event without them may stand for any change.
+	Keys []string  `json:"keys,omitempty"`
+	At   time.Time `json:"at"`
 	// Reconnected is set (and nothing else) on a synthetic event Events
 	// sends after it reconnected: changes may have been missed meanwhile.
 	Reconnected bool `json:"-"`

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,8 +106,8 @@ func TestEmbeddedS3ChangeEvents(t *testing.T) {
 		}
 		ev := subA.next(t, time.Second)
 		t.Logf("PUT to event: %s (delay %s)", time.Since(start).Round(time.Millisecond), window)
-		if ev.TenantID != tenantA || ev.Device != "laptop" || ev.Reason != "embedded:PutObject" || ev.At.IsZero() {
-			t.Errorf("event = %+v, want tenant A's, device laptop, reason embedded:PutObject", ev)
+		if ev.TenantID != tenantA || ev.Device != "laptop" || ev.Reason != "embedded:PutObject" || ev.At.IsZero() || !slices.Equal(ev.Keys, []string{"note.md"}) {
+			t.Errorf("event = %+v, want tenant A's, device laptop, reason embedded:PutObject, keys [note.md]", ev)
 		}
 		subA.quiet(t, 2*window, "after one PUT")
 		subB.quiet(t, 0, "tenant B after A's PUT")
@@ -165,8 +166,8 @@ func TestEmbeddedS3ChangeEvents(t *testing.T) {
 		if len(got) != 1 {
 			t.Fatalf("%d events for a burst of 200 PUTs, want 1: %+v", len(got), got)
 		}
-		if ev := got[0]; ev.TenantID != tenantA || ev.Device != "laptop" || ev.Reason != "embedded:PutObject" {
-			t.Errorf("event = %+v", ev)
+		if ev := got[0]; ev.TenantID != tenantA || ev.Device != "laptop" || ev.Reason != "embedded:PutObject" || ev.Keys != nil {
+			t.Errorf("event = %+v, want no keys (more than %d)", ev, events.MaxKeys)
 		}
 		// One audit record, counting the 200 writes.
 		records, changes := storageAudit(t, r, tenantA, "embedded")
@@ -181,8 +182,8 @@ func TestEmbeddedS3ChangeEvents(t *testing.T) {
 		if _, err := other.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: bucketA, Key: aws.String("note.md")}); err != nil {
 			t.Fatal(err)
 		}
-		if ev := subA.next(t, time.Second); ev.Device != "" || ev.Reason != "embedded:DeleteObject" {
-			t.Errorf("event = %+v, want no device, reason embedded:DeleteObject", ev)
+		if ev := subA.next(t, time.Second); ev.Device != "" || ev.Reason != "embedded:DeleteObject" || !slices.Equal(ev.Keys, []string{"note.md"}) {
+			t.Errorf("event = %+v, want no device, reason embedded:DeleteObject, keys [note.md]", ev)
 		}
 		// Two writers in one window: no device either, so the laptop looks too.
 		if _, err := a.PutObject(ctx, &s3.PutObjectInput{Bucket: bucketA, Key: aws.String("l.md"), Body: strings.NewReader("l")}); err != nil {
@@ -191,8 +192,8 @@ func TestEmbeddedS3ChangeEvents(t *testing.T) {
 		if _, err := other.CopyObject(ctx, &s3.CopyObjectInput{Bucket: bucketA, Key: aws.String("c.md"), CopySource: aws.String(laptop.BucketName + "/l.md")}); err != nil {
 			t.Fatal(err)
 		}
-		if ev := subA.next(t, time.Second); ev.Device != "" {
-			t.Errorf("event of two writers = %+v, want no device", ev)
+		if ev := subA.next(t, time.Second); ev.Device != "" || !slices.Equal(ev.Keys, []string{"l.md", "c.md"}) {
+			t.Errorf("event of two writers = %+v, want no device, keys [l.md c.md]", ev)
 		}
 		subA.quiet(t, 2*window, "after the two writers")
 	})

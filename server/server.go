@@ -423,7 +423,11 @@ func (s *Server) openStorage() error {
 		if !ok || rec.TenantID == "" {
 			return
 		}
-		s.storageChanges().Add(events.Event{TenantID: rec.TenantID, Device: keyDevice(rec.Description), Reason: "embedded:" + c.Op}, 1)
+		var keys []string // none: a change of several objects
+		if c.Key != "" {
+			keys = []string{c.Key}
+		}
+		s.storageChanges().Add(events.Event{TenantID: rec.TenantID, Device: keyDevice(rec.Description), Reason: "embedded:" + c.Op, Keys: keys}, 1)
 	}
 	s.provider = prov
 	if err := s.metrics.RegisterS3Stats(s.s3.Stats); err != nil {

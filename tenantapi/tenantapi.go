@@ -78,6 +78,11 @@ type RevokeResponse struct {
 type SyncRequest struct {
 	Device string `json:"device,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Paths, when set, are the object keys the device changed, all of
+	// them (at most 64): the event the other devices get names them, so
+	// they can sync just those. Without them the event says only that
+	// something changed.
+	Paths []string `json:"paths,omitempty"`
 }
 
 // SyncResponse is the body of POST /sync.

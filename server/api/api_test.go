@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -570,7 +571,7 @@ func TestSync(t *testing.T) {
 		if code != http.StatusAccepted || string(b) != `{"accepted":true}`+"\n" {
 			t.Errorf("sync %d = %d %s", i, code, b)
 		}
-		if len(e.syncs) != i+1 || e.syncs[i] != (syncCall{"A", tc.want}) {
+		if len(e.syncs) != i+1 || !reflect.DeepEqual(e.syncs[i], syncCall{"A", tc.want}) {
 			t.Errorf("OnSync calls = %+v", e.syncs)
 		}
 	}

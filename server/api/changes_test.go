@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -143,26 +145,37 @@ func TestTenantEvents(t *testing.T) {
 	for hub.Subscribers("A") != 2 || hub.Subscribers("B") != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	code, _, body := e.do("POST", tenantapi.PathSync, "tok-A", `{"device":"laptop","reason":"upload"}`)
+	code, _, body := e.do("POST", tenantapi.PathSync, "tok-A", `{"device":"laptop","reason":"upload","paths":["notes/a b.md","c.md"]}`)
 	if code != http.StatusAccepted {
 		t.Fatalf("sync = %d %s", code, body)
 	}
-	want := events.Event{TenantID: "A", Device: "laptop", Reason: "upload", At: fixedNow}
+	want := events.Event{TenantID: "A", Device: "laptop", Reason: "upload", Keys: []string{"notes/a b.md", "c.md"}, At: fixedNow}
 	for i, next := range []func() (events.Event, bool){a1, a2} {
-		if ev, ok := next(); !ok || ev != want {
+		if ev, ok := next(); !ok || !reflect.DeepEqual(ev, want) {
 			t.Errorf("A subscriber %d got %+v ok=%v, want %+v", i+1, ev, ok, want)
 		}
 	}
 	if ev, ok := b(); ok {
 		t.Errorf("B's subscriber got A's event %+v", ev)
 	}
-	if got := hook.got(); len(got) != 1 || got[0] != want {
+	if got := hook.got(); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 		t.Errorf("hook triggers = %+v", got)
 	}
-	// A sync without a reason is reported as "sync".
+	// A sync without a reason is reported as "sync", and one without paths
+	// names no keys.
 	e.do("POST", tenantapi.PathSync, "tok-B", "")
-	if ev, ok := b(); !ok || ev.Reason != "sync" || ev.TenantID != "B" {
+	if ev, ok := b(); !ok || ev.Reason != "sync" || ev.TenantID != "B" || ev.Keys != nil {
 		t.Errorf("B got %+v ok=%v", ev, ok)
+	}
+	// More paths than an event names: it names none (a full pass).
+	paths := make([]string, events.MaxKeys+1)
+	for i := range paths {
+		paths[i] = strconv.Itoa(i) + ".md"
+	}
+	tooMany, _ := json.Marshal(tenantapi.SyncRequest{Paths: paths})
+	e.do("POST", tenantapi.PathSync, "tok-B", string(tooMany))
+	if ev, ok := b(); !ok || ev.Keys != nil {
+		t.Errorf("B got %+v ok=%v, want no keys", ev, ok)
 	}
 
 	// Without a hub the route is 404; without a token 401.
@@ -257,10 +270,10 @@ func TestStorageWebhook(t *testing.T) {
 				return
 			}
 			want := events.Event{TenantID: tc.tenant, Reason: tc.wantReason, At: fixedNow}
-			if len(got) != 1 || got[0] != want {
+			if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 				t.Errorf("events = %+v, want [%+v]", got, want)
 			}
-			if h := hook.got(); len(h) != 1 || h[0] != want {
+			if h := hook.got(); len(h) != 1 || !reflect.DeepEqual(h[0], want) {
 				t.Errorf("hook = %+v", h)
 			}
 			ev, _ := e.st.ListAudit(context.Background(), tc.tenant, 5)
@@ -354,7 +367,7 @@ func TestStorageNotifications(t *testing.T) {
 						}
 					}
 				}
-				if !slices.Equal(got, tc.want) {
+				if !reflect.DeepEqual(got, tc.want) {
 					t.Errorf("coalesced=%v: events = %+v, want %+v", coalesced, got, tc.want)
 				}
 				if coalesced {

@@ -201,7 +201,7 @@ func (h *Handler) sync(w http.ResponseWriter, r *http.Request, c caller) {
 	if reason == "" {
 		reason = "sync"
 	}
-	h.bucketChanged(events.Event{TenantID: c.tenant.ID, Device: req.Device, Reason: reason, At: h.now().UTC()})
+	h.bucketChanged(events.Event{TenantID: c.tenant.ID, Device: req.Device, Reason: reason, Keys: events.KeysOf(req.Paths), At: h.now().UTC()})
 	writeJSON(w, http.StatusAccepted, tenantapi.SyncResponse{Accepted: true})
 }
 

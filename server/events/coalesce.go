@@ -24,8 +24,10 @@ const (
 //
 // The event carries the device of its changes when they all came from
 // the same one (so that device can ignore its own writes), and none when
-// they came from several or an unknown one. Its reason is the first
-// change's, its time the last change's.
+// they came from several or an unknown one. It names the keys of its
+// changes (Event.Keys) when every change named its own and they are at
+// most MaxKeys, and none otherwise. Its reason is the first change's, its
+// time the last change's.
 //
 // It is safe for concurrent use. Add never waits for emit: emit runs on
 // a timer's goroutine.
@@ -43,6 +45,7 @@ type Coalescer struct {
 type pendingEvent struct {
 	ev     Event
 	n      int
+	keys   map[string]bool // ev.Keys as a set; nil once the event names none
 	opened time.Time
 	due    time.Time // when it closes unless another change comes
 	timer  *time.Timer
@@ -86,6 +89,7 @@ func (c *Coalescer) Add(ev Event, n int) {
 		if ev.At.After(w.ev.At) {
 			w.ev.At = ev.At
 		}
+		w.addKeys(ev.Keys)
 		// The timer fires at the earlier due time and waits again from
 		// there (see fire).
 		w.due = now.Add(c.delay)
@@ -95,11 +99,39 @@ func (c *Coalescer) Add(ev Event, n int) {
 		return
 	}
 	w := &pendingEvent{ev: ev, n: n, opened: now, due: now.Add(c.delay)}
+	w.ev.Keys = nil
+	if keys := KeysOf(ev.Keys); keys != nil {
+		w.keys = map[string]bool{}
+		w.addKeys(keys)
+	}
 	tenant := ev.TenantID
 	c.wg.Add(1)
 	// fire takes c.mu first, so it sees w.timer set.
 	w.timer = time.AfterFunc(c.delay, func() { c.fire(tenant, w) })
 	c.pending[tenant] = w
+}
+
+// addKeys adds the keys of a change to the window's; a change that names
+// none, or too many in all, leaves the event naming none.
+func (w *pendingEvent) addKeys(keys []string) {
+	if w.keys == nil {
+		return
+	}
+	if KeysOf(keys) == nil {
+		w.keys, w.ev.Keys = nil, nil
+		return
+	}
+	for _, k := range keys {
+		if w.keys[k] {
+			continue
+		}
+		if len(w.keys) == MaxKeys {
+			w.keys, w.ev.Keys = nil, nil
+			return
+		}
+		w.keys[k] = true
+		w.ev.Keys = append(w.ev.Keys, k)
+	}
 }
 
 // fire closes w if it is due, or waits until it is.

@@ -162,3 +162,47 @@ func TestHubExpect(t *testing.T) {
 		t.Errorf("LastPublished = %s after a later event", got)
 	}
 }
+
+func TestCoalescerKeys(t *testing.T) {
+	many := make([]string, MaxKeys+1)
+	for i := range many {
+		many[i] = "n" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ".md"
+	}
+	tests := []struct {
+		name    string
+		changes [][]string // each change's keys
+		want    []string   // nil: the event names none
+	}{
+		{"one key", [][]string{{"a.md"}}, []string{"a.md"}},
+		{"several changes, repeats once", [][]string{{"a.md"}, {"b/c.md"}, {"a.md"}}, []string{"a.md", "b/c.md"}},
+		{"a change naming none", [][]string{{"a.md"}, nil, {"b.md"}}, nil},
+		{"the first naming none", [][]string{nil, {"b.md"}}, nil},
+		{"an empty key", [][]string{{"a.md"}, {""}}, nil},
+		{"too many in one change", [][]string{many}, nil},
+		{"too many in all", [][]string{many[:MaxKeys], {"a.md"}, {many[MaxKeys]}}, nil},
+		{"exactly the most", [][]string{many[:MaxKeys/2], many[MaxKeys/2 : MaxKeys]}, many[:MaxKeys]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := newEmitted()
+			c := NewCoalescer(time.Hour, time.Hour, out.emit)
+			for _, keys := range tc.changes {
+				c.Add(Event{TenantID: "A", Keys: keys}, 1)
+			}
+			c.Close()
+			evs, ns := out.got()
+			if len(evs) != 1 || ns[0] != len(tc.changes) {
+				t.Fatalf("got %d events (changes %v), want 1 of %d", len(evs), ns, len(tc.changes))
+			}
+			got := evs[0].Keys
+			if (got == nil) != (tc.want == nil) || len(got) != len(tc.want) {
+				t.Fatalf("keys %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("keys %q, want %q", got, tc.want)
+				}
+			}
+		})
+	}
+}

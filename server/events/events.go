@@ -23,10 +23,32 @@ const KindBucketChanged = "bucket-changed"
 
 // Event says that a tenant's bucket changed.
 type Event struct {
-	TenantID string    `json:"tenant_id"`
-	Device   string    `json:"device,omitempty"` // the device that reported it, if any
-	Reason   string    `json:"reason,omitempty"` // "sync", "storage:OBJECT_CREATED_PUT", "fallback", ...
-	At       time.Time `json:"at"`
+	TenantID string `json:"tenant_id"`
+	Device   string `json:"device,omitempty"` // the device that reported it, if any
+	Reason   string `json:"reason,omitempty"` // "sync", "storage:OBJECT_CREATED_PUT", "fallback", ...
+	// Keys, when set, are the object keys that changed, all of them (at
+	// most MaxKeys): a device that knew the bucket before can sync just
+	// those. An event without keys may stand for any change.
+	Keys []string  `json:"keys,omitempty"`
+	At   time.Time `json:"at"`
+}
+
+// MaxKeys bounds the keys one event names; a change of more keys is
+// announced without them (a full pass on every device).
+const MaxKeys = 64
+
+// KeysOf returns keys if they can name a change exactly (1 to MaxKeys
+// keys, none empty or longer than S3's 1,024 bytes), else nil.
+func KeysOf(keys []string) []string {
+	if len(keys) == 0 || len(keys) > MaxKeys {
+		return nil
+	}
+	for _, k := range keys {
+		if k == "" || len(k) > 1024 {
+			return nil
+		}
+	}
+	return keys
 }
 
 // DefaultBuffer is the number of events a subscriber may lag behind before

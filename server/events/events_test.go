@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestHubFanOutByTenant(t *testing.T) {
 	}
 	for i, s := range []*Subscription{a1, a2} {
 		ev, ok := recv(t, s)
-		if !ok || ev != (Event{TenantID: "A", Device: "laptop", Reason: "sync", At: at}) {
+		if !ok || !reflect.DeepEqual(ev, Event{TenantID: "A", Device: "laptop", Reason: "sync", At: at}) {
 			t.Errorf("subscriber A%d got %+v ok=%v", i+1, ev, ok)
 		}
 	}
@@ -127,7 +128,7 @@ func TestServeSSE(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	h.Publish(Event{TenantID: "A", Device: "d1", Reason: "sync", At: at})
+	h.Publish(Event{TenantID: "A", Device: "d1", Reason: "sync", At: at, Keys: []string{"a b.md"}})
 	var got string
 	for got = readBlock(); got == ": heartbeat\n"; got = readBlock() {
 	}
@@ -136,7 +137,7 @@ func TestServeSSE(t *testing.T) {
 		t.Fatalf("event block = %q", got)
 	}
 	var ev Event
-	if err := json.Unmarshal([]byte(strings.TrimSpace(data)), &ev); err != nil || ev != (Event{TenantID: "A", Device: "d1", Reason: "sync", At: at}) {
+	if err := json.Unmarshal([]byte(strings.TrimSpace(data)), &ev); err != nil || !reflect.DeepEqual(ev, Event{TenantID: "A", Device: "d1", Reason: "sync", At: at, Keys: []string{"a b.md"}}) {
 		t.Errorf("event = %+v err=%v", ev, err)
 	}
 	cancel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -293,14 +294,14 @@ func TestCheckBuckets(t *testing.T) {
 	want := events.Event{TenantID: "A", Reason: "fallback", At: t0.Add(2 * time.Minute)}
 	select {
 	case ev := <-subA.C():
-		if ev != want {
+		if !reflect.DeepEqual(ev, want) {
 			t.Errorf("event %+v, want %+v", ev, want)
 		}
 	default:
 		t.Error("no fallback event for A")
 	}
 	hook.mu.Lock()
-	if len(hook.evs) != 1 || hook.evs[0] != want {
+	if len(hook.evs) != 1 || !reflect.DeepEqual(hook.evs[0], want) {
 		t.Errorf("hook = %+v", hook.evs)
 	}
 	hook.mu.Unlock()

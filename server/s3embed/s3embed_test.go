@@ -814,12 +814,14 @@ func TestOnChange(t *testing.T) {
 			t.Errorf("%s: changes %+v, want %+v", what, g, want)
 		}
 	}
-	change := func(bucket, ak, op string) s3embed.Change {
-		return s3embed.Change{Bucket: bucket, AccessKey: ak, Op: op}
+	change := func(bucket, ak, op, key string) s3embed.Change {
+		return s3embed.Change{Bucket: bucket, AccessKey: ak, Op: op, Key: key}
 	}
 
 	put(t, a, bucketA, "a.md", []byte("a"))
-	expect("put", change(bucketA, "AKA", "PutObject"))
+	expect("put", change(bucketA, "AKA", "PutObject", "a.md"))
+	put(t, a, bucketA, "dir/a b+é%.md", []byte("a"))
+	expect("put of an escaped name", change(bucketA, "AKA", "PutObject", "dir/a b+é%.md"))
 	get(t, a, bucketA, "a.md")
 	if _, err := a.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucketA), Key: aws.String("a.md")}); err != nil {
 		t.Fatal(err)
@@ -832,17 +834,17 @@ func TestOnChange(t *testing.T) {
 	if _, err := a.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucketA), Key: aws.String("b.md"), CopySource: aws.String(bucketA + "/a.md")}); err != nil {
 		t.Fatal(err)
 	}
-	expect("copy", change(bucketA, "AKA", "CopyObject"))
+	expect("copy", change(bucketA, "AKA", "CopyObject", "b.md"))
 	if _, err := a.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucketA), Key: aws.String("b.md")}); err != nil {
 		t.Fatal(err)
 	}
-	expect("delete", change(bucketA, "AKA", "DeleteObject"))
+	expect("delete", change(bucketA, "AKA", "DeleteObject", "b.md"))
 	put(t, a, bucketA, "c.md", []byte("c"))
 	take()
 	if _, err := a.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(bucketA), Delete: &types.Delete{Objects: []types.ObjectIdentifier{{Key: aws.String("c.md")}}}}); err != nil {
 		t.Fatal(err)
 	}
-	expect("multi-delete", change(bucketA, "AKA", "DeleteObjects"))
+	expect("multi-delete", change(bucketA, "AKA", "DeleteObjects", ""))
 
 	key := aws.String("big.bin")
 	cr, err := a.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucketA), Key: key})
@@ -858,7 +860,7 @@ func TestOnChange(t *testing.T) {
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{ETag: up.ETag, PartNumber: aws.Int32(1)}}}}); err != nil {
 		t.Fatal(err)
 	}
-	expect("multipart complete", change(bucketA, "AKA", "CompleteMultipartUpload"))
+	expect("multipart complete", change(bucketA, "AKA", "CompleteMultipartUpload", "big.bin"))
 
 	// Failed and refused writes change nothing.
 	if _, err := a.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucketA), Key: aws.String("a.md"), Body: bytes.NewReader([]byte("x")), IfNoneMatch: aws.String("*")}); status(err) != http.StatusPreconditionFailed {
@@ -873,5 +875,5 @@ func TestOnChange(t *testing.T) {
 	expect("failed and refused writes")
 
 	put(t, b, bucketB, "b.md", []byte("b"))
-	expect("another key's bucket", change(bucketB, "AKB", "PutObject"))
+	expect("another key's bucket", change(bucketB, "AKB", "PutObject", "b.md"))
 }

@@ -104,6 +104,9 @@ type Change struct {
 	Bucket    string
 	AccessKey string // the key that signed the request
 	Op        string // the S3 operation, as in Stats
+	// Key is the object written, copied to or deleted; "" for a change
+	// of several objects (DeleteObjects).
+	Key string
 }
 
 // mutating are the operations that change what a listing of the bucket
@@ -371,7 +374,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	s.s3.ServeHTTP(rec, r.WithContext(ctx))
 	if rec.succeeded() {
-		s.OnChange(Change{Bucket: keyBucket, AccessKey: accessKey, Op: op})
+		_, key := splitPath(r.URL.Path)
+		s.OnChange(Change{Bucket: keyBucket, AccessKey: accessKey, Op: op, Key: key})
 	}
 }
 
