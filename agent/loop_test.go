@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -618,5 +619,78 @@ func TestPushLiveRelaxesTheInterval(t *testing.T) {
 	waitFor(t, "interval passes again", func() bool { return eng.count() >= n+3 })
 	if st := d.Status(t.Context()); st.NextSync == nil || time.Until(*st.NextSync) > time.Second {
 		t.Errorf("next sync %v after the events stopped, want within the 100 ms interval", st.NextSync)
+	}
+}
+
+// TestRemoteKeysMakeQuickPasses: while the change events flow, a change
+// they announce by its keys gets a pass over those keys alone
+// (PassOptions.RemotePaths, coalesced, sorted); a change of unknown
+// keys, or one announced while the events were down, gets the full pass,
+// and so does every one after it until a full pass ran.
+func TestRemoteKeysMakeQuickPasses(t *testing.T) {
+	d := testDaemon(t, t.TempDir())
+	eng := &fakeEngine{passed: make(chan int, 64)}
+	eng.next = func(n int) (syncer.Result, error) {
+		eng.mu.Lock()
+		defer eng.mu.Unlock()
+		return syncer.Result{Quick: eng.opts[n-1].RemotePaths != nil}, nil
+	}
+	runLoop(t, d, eng)
+	waitFor(t, "the first pass", func() bool { return eng.count() == 1 })
+	d.mu.Lock()
+	s := d.session
+	d.mu.Unlock()
+	pass := func(what string, wake func()) syncer.PassOptions {
+		t.Helper()
+		n := eng.count()
+		wake()
+		waitFor(t, what, func() bool { return eng.count() > n })
+		time.Sleep(50 * time.Millisecond) // no second pass for one wake-up
+		if got := eng.count(); got != n+1 {
+			t.Fatalf("%s: %d passes, want 1", what, got-n)
+		}
+		return eng.lastOpt()
+	}
+
+	// events not live yet: keys or not, the full pass
+	if o := pass("a change before the events are live", func() { s.wakePairs([]string{"a.md"}) }); o.RemotePaths != nil {
+		t.Errorf("pass while the events were down got RemotePaths %q", o.RemotePaths)
+	}
+	if o := pass("the events coming up", func() { s.setPushLive(true) }); o.RemotePaths != nil || o.Trigger != "remote" {
+		t.Errorf("pass when the events came up = %+v, want a full one (trigger remote)", o)
+	}
+	// live: two announcements before the loop takes them, one quick pass
+	p := d.pair()
+	o := pass("announced keys", func() {
+		p.tellRemote([]string{"b/c.md", "a.md"})
+		p.tellRemote([]string{"a.md"})
+	})
+	if !slices.Equal(o.RemotePaths, []string{"a.md", "b/c.md"}) || o.Paths != nil {
+		t.Errorf("pass over announced keys: RemotePaths %q Paths %q, want [a.md b/c.md]", o.RemotePaths, o.Paths)
+	}
+	// a change of unknown keys among them: the full pass
+	o = pass("unknown keys", func() {
+		p.tellRemote([]string{"a.md"})
+		p.tellRemote(nil)
+	})
+	if o.RemotePaths != nil {
+		t.Errorf("pass over a change of unknown keys got RemotePaths %q", o.RemotePaths)
+	}
+	// too many keys: the full pass
+	many := make([]string, syncer.MaxQuickPaths+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("n%03d.md", i)
+	}
+	if o := pass("too many keys", func() { s.wakePairs(many) }); o.RemotePaths != nil {
+		t.Errorf("pass over %d keys got RemotePaths (%d)", len(many), len(o.RemotePaths))
+	}
+	if o := pass("keys after a full pass", func() { s.wakePairs([]string{"z.md"}) }); !slices.Equal(o.RemotePaths, []string{"z.md"}) {
+		t.Errorf("pass after a full one: RemotePaths %q, want [z.md]", o.RemotePaths)
+	}
+	// the events going down and up again: a change meanwhile went
+	// unannounced, so the full pass
+	s.setPushLive(false)
+	if o := pass("the events up again", func() { s.setPushLive(true) }); o.RemotePaths != nil {
+		t.Errorf("pass when the events came up again got RemotePaths %q", o.RemotePaths)
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/agent/syncer"
@@ -28,9 +31,61 @@ type pair struct {
 	history *History
 	hooks   pairHooks
 	syncReq chan syncCall
-	// remote receives "another device changed the bucket" wake-ups.
+	// remote receives "another device changed the bucket" wake-ups;
+	// news holds what they said (tellRemote, takeRemote).
 	remote chan struct{}
+	news   remoteNews
 	done   chan struct{} // closed when Serve returns
+}
+
+// passHint is what the loop knows changed since the last pass, and the
+// whole of it, for a quick pass: PassOptions.Paths and RemotePaths.
+type passHint struct {
+	Local  []string // paths in the folder (the watcher's batch)
+	Remote []string // keys in the bucket (the change events')
+}
+
+// remoteNews is what the wake-ups on a pair's remote channel announced
+// since the loop last took them: the bucket keys that changed, or any
+// change (all).
+type remoteNews struct {
+	mu   sync.Mutex
+	all  bool
+	keys map[string]bool
+}
+
+// tellRemote records a change of the bucket another device or client
+// announced, by its keys (nil: any change), and wakes the loop
+// (wake-ups coalesce, and so do their keys).
+func (p *pair) tellRemote(keys []string) {
+	n := &p.news
+	n.mu.Lock()
+	if keys == nil || n.all || len(n.keys)+len(keys) > syncer.MaxQuickPaths {
+		n.all, n.keys = true, nil
+	} else {
+		if n.keys == nil {
+			n.keys = map[string]bool{}
+		}
+		for _, k := range keys {
+			n.keys[k] = true
+		}
+	}
+	n.mu.Unlock()
+	select {
+	case p.remote <- struct{}{}:
+	default: // a wake-up is queued already
+	}
+}
+
+// takeRemote returns what was announced since the last call: the keys
+// that changed, or all when any may have.
+func (p *pair) takeRemote() (keys []string, all bool) {
+	n := &p.news
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	keys, all = slices.Sorted(maps.Keys(n.keys)), n.all || len(n.keys) == 0
+	n.all, n.keys = false, nil
+	return keys, all
 }
 
 // pairHooks are what tests change in a pair: fields, not package
@@ -113,14 +168,15 @@ func (p *pair) Serve(ctx context.Context) error {
 	var lastFull time.Time
 	var lastFolder os.FileInfo
 	restable := false
-	// quick: the watcher's paths for a quick pass (see canQuick); what
-	// the last full pass knew: no remote change announced since
+	// quick: the watcher's paths, or the keys the change events named,
+	// for a quick pass (see canQuick); what the last full pass knew: no
+	// remote change announced since that was not synced by its keys
 	// (remoteDirty false), under the change events' epoch fullEpoch
-	var quick []string
+	var quick passHint
 	remoteDirty, fullEpoch := true, int64(-1)
 	for {
 		var calls []syncCall
-		quick = nil
+		quick = passHint{}
 		if len(pending) > 0 {
 			calls, pending = pending, nil
 			trigger = "manual"
@@ -132,7 +188,7 @@ func (p *pair) Serve(ctx context.Context) error {
 				trigger = "watch"
 				d.log.Debug("local changes", "count", b.Count)
 				if p.canQuick(b, remoteDirty, fullEpoch, lastFull) {
-					quick = b.Paths
+					quick.Local = b.Paths
 				}
 			case <-timer.C:
 				if trigger != "startup" {
@@ -150,8 +206,13 @@ func (p *pair) Serve(ctx context.Context) error {
 				calls, trigger = append(calls, c), "manual"
 			case <-p.remote:
 				trigger = "remote"
-				remoteDirty = true
-				d.log.Debug("remote change from another device")
+				keys, all := p.takeRemote()
+				if !all && p.canQuickRemote(remoteDirty, fullEpoch, lastFull) {
+					quick.Remote = keys
+				} else {
+					remoteDirty = true
+				}
+				d.log.Debug("remote change from another device", "keys", len(keys), "any", all)
 			case <-d.cfgChanged:
 				nl := d.liveSettings()
 				if nl.interval != interval {
@@ -176,7 +237,7 @@ func (p *pair) Serve(ctx context.Context) error {
 		if len(calls) > 0 {
 			owed = trigger != "manual" && calls[0].req.DryRun
 			trigger = "manual"
-			quick = nil // a sync someone asked for is a full one
+			quick = passHint{} // a sync someone asked for is a full one
 		}
 		req, waiting := mergeRequests(calls)
 
@@ -204,7 +265,7 @@ func (p *pair) Serve(ctx context.Context) error {
 			// mint a new one and run the pass again, at most once per
 			// failure burst (then with backoff).
 			if p.recoverKey(sctx, &kr) {
-				sum, res, err = p.pass(sctx, triggerKeyReplaced, req, nil)
+				sum, res, err = p.pass(sctx, triggerKeyReplaced, req, passHint{})
 			}
 		}
 		if err == nil {
@@ -304,8 +365,21 @@ func (p *pair) changesAnnounced() bool {
 // The engine then checks each path itself, and runs the full pass when
 // one is not a plain edit made here.
 func (p *pair) canQuick(b watch.Batch, remoteDirty bool, fullEpoch int64, lastFull time.Time) bool {
-	if b.Overflow || b.Truncated || len(b.Paths) == 0 || len(b.Paths) > syncer.MaxQuickPaths || remoteDirty ||
-		lastFull.IsZero() || time.Since(lastFull) >= pushLiveInterval {
+	if b.Overflow || b.Truncated || len(b.Paths) == 0 || len(b.Paths) > syncer.MaxQuickPaths {
+		return false
+	}
+	return p.canQuickRemote(remoteDirty, fullEpoch, lastFull)
+}
+
+// canQuickRemote reports whether the keys a change event named can be
+// synced alone (a quick pass, PassOptions.RemotePaths): the folder is
+// watched, the change events are live and have been since the last
+// full pass, which is less than pushLiveInterval ago, and no change was
+// announced since that was not synced by its keys. The engine then
+// checks each key itself, and runs the full pass when one is not a plain
+// write in the bucket.
+func (p *pair) canQuickRemote(remoteDirty bool, fullEpoch int64, lastFull time.Time) bool {
+	if remoteDirty || lastFull.IsZero() || time.Since(lastFull) >= pushLiveInterval {
 		return false
 	}
 	return p.changesAnnounced() && p.pushEpoch() == fullEpoch
@@ -330,7 +404,7 @@ func statFolder(path string) os.FileInfo {
 }
 
 // pass runs one pass and records it: status, hold, history.
-func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest, quick []string) (ipc.PassSummary, syncer.Result, error) {
+func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest, quick passHint) (ipc.PassSummary, syncer.Result, error) {
 	d := p.d
 	if trigger == "" {
 		trigger = "manual"
@@ -347,7 +421,7 @@ func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest, qu
 		}
 	}
 	opt := engineOptions(trigger, req, profile)
-	opt.Paths = quick
+	opt.Paths, opt.RemotePaths = quick.Local, quick.Remote
 	if d.hub != nil {
 		opt.Progress = d.progressPublisher(trigger)
 	}
@@ -398,7 +472,7 @@ func (p *pair) pass(ctx context.Context, trigger string, req ipc.SyncRequest, qu
 			d.setState(ipc.StateIdle, ipc.CodeNone, "")
 		}
 		if res.RemoteChanged && !req.DryRun {
-			go p.notifyChanged(ctx)
+			go p.notifyChanged(ctx, res.CloudWrites)
 		}
 	}
 	if err := p.history.Append(sum); err != nil {
@@ -456,12 +530,16 @@ func (p *pair) failed(ctx context.Context, err error, profile string, req ipc.Sy
 }
 
 // notifyChanged tells the server that this tenant's bucket changed, so its
-// other devices learn about it at once.
-func (p *pair) notifyChanged(ctx context.Context) {
+// other devices learn about it at once: the keys the pass wrote when it
+// knows them all (a quick pass), so they can sync just those.
+func (p *pair) notifyChanged(ctx context.Context, keys []string) {
 	d, s := p.d, p.s
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := s.client.NotifySync(ctx, tenantapi.SyncRequest{Device: d.cfg.Device, Reason: "bisync"}); err != nil {
+	if len(keys) > syncer.MaxQuickPaths {
+		keys = nil
+	}
+	if _, err := s.client.NotifySync(ctx, tenantapi.SyncRequest{Device: d.cfg.Device, Reason: "bisync", Paths: keys}); err != nil {
 		d.log.Warn("notify server of bucket change", "err", err)
 	}
 }

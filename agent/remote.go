@@ -19,8 +19,8 @@ func (d *Daemon) followRemote(ctx context.Context, s *session) {
 			if !ev.Reconnected && ev.Device == d.cfg.Device {
 				return nil // our own pass, already in step
 			}
-			log.Debug("bucket changed", "device", ev.Device, "reason", ev.Reason, "reconnected", ev.Reconnected)
-			s.wakePairs()
+			log.Debug("bucket changed", "device", ev.Device, "reason", ev.Reason, "keys", len(ev.Keys), "reconnected", ev.Reconnected)
+			s.wakePairs(ev.Keys) // none after a reconnection: anything may have changed
 			return nil
 		}, func(live bool) {
 			if s.setPushLive(live) {
@@ -57,18 +57,16 @@ func (s *session) setPushLive(live bool) bool {
 		s.pushUp.Add(1)
 		// a full pass under the live events, from which on the pairs can
 		// sync the watcher's changes alone (pair.canQuick)
-		s.wakePairs()
+		s.wakePairs(nil)
 	}
 	return true
 }
 
-// wakePairs tells each pair the bucket may have changed: its next pass is
-// a full one (trigger "remote"; wake-ups coalesce).
-func (s *session) wakePairs() {
+// wakePairs tells each pair the bucket changed, at keys (nil: anywhere):
+// its next pass (trigger "remote"; wake-ups coalesce) syncs those keys
+// alone when it can (pair.canQuickRemote), and is a full one otherwise.
+func (s *session) wakePairs(keys []string) {
 	for _, p := range s.pairs {
-		select {
-		case p.remote <- struct{}{}:
-		default: // a wake-up is queued already
-		}
+		p.tellRemote(keys)
 	}
 }

@@ -300,8 +300,9 @@ func assertNoSecretsLogged(t *testing.T, h *harness.Harness, a *harness.Agent) {
 
 // TestQuickPassForAnEdit: with the change events live, a note edited in
 // the folder reaches the bucket through a quick pass (the watcher's path
-// alone, listing neither side), and a note another device changes gets a
-// full pass; the sides end in step.
+// alone, listing neither side), a note another device writes comes down
+// the same way (the key its change event names), and a delete there gets
+// a full pass; the sides end in step.
 func TestQuickPassForAnEdit(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -341,18 +342,31 @@ func TestQuickPassForAnEdit(t *testing.T) {
 	if !quickSeen {
 		t.Fatal("no edit went through a quick pass")
 	}
-	// another device's change: a full pass brings it
+	// another device's write: the embedded S3's change event names its
+	// key, and a quick pass over that key alone brings it
 	if err := dev.PutObject(ctx, "notes/note-004.md", []byte("# from the other device\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.NotifySync(ctx, h.ServerURL); err != nil {
 		t.Fatal(err)
 	}
 	want["notes/note-004.md"] = "# from the other device\n"
 	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
 		t.Fatal("the other device's change:", err)
 	}
-	if hist, err := a.IPC.History(ctx, 1); err != nil || hist.Passes[0].Quick || hist.Passes[0].Downloaded != 1 {
-		t.Errorf("the pass that brought the other device's change: %+v, %v; want a full one", hist.Passes, err)
+	hist, err := a.IPC.History(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := hist.Passes[0]; !p.Quick || p.Downloaded != 1 || p.Trigger != "remote" {
+		t.Errorf("the pass that brought the other device's write: %+v; want a quick one (trigger remote) with 1 download", p)
+	}
+	// a delete there: a full pass, with its checks
+	if err := dev.DeleteObject(ctx, "notes/note-005.md"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "notes/note-005.md")
+	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
+		t.Fatal("the other device's delete:", err)
+	}
+	if hist, err := a.IPC.History(ctx, 1); err != nil || hist.Passes[0].Quick || hist.Passes[0].DeletedLocal != 1 {
+		t.Errorf("the pass that took the other device's delete: %+v, %v; want a full one", hist.Passes, err)
 	}
 }

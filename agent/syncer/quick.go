@@ -10,29 +10,42 @@ import (
 	"slices"
 	"strconv"
 
+	rfs "github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/accounting"
+	"github.com/rclone/rclone/fs/hash"
 	"github.com/rclone/rclone/fs/operations"
+
+	"github.com/basicmachines-co/bm-agent/agent/versions"
 )
 
 // A quick pass: a pass that costs what its change costs.
 //
 // A full pass lists the whole folder and the whole bucket, so one edited
-// note costs as much as a tree of them. When the caller knows which local
-// paths changed (the watcher's batch, with the tenant's change events live,
-// so nothing else changed unannounced: PassOptions.Paths), the engine first
-// tries to sync just those: each must be a file created or edited here
-// (not deleted, not a folder) whose bucket object is still exactly what
-// the last pass left there (one listing of that key). Then each is
-// uploaded through the pass's guards (the replaced version kept, the write
-// conditional on that object) and both listings get its entries, as
-// bisync would have written them. Anything else (a delete, an object that
-// changed in the bucket, a path the last pass did not see as it is now
-// and cannot be explained, more than MaxQuickPaths paths) and the full
-// pass runs instead, exactly as without the hint. The full pass stays the
-// safety net on its schedule.
+// note costs as much as a tree of them. When the caller knows which paths
+// changed, and that nothing else did (the watcher's batch for the local
+// side, PassOptions.Paths; the keys of the tenant's change events for the
+// bucket, PassOptions.RemotePaths; both only while the events are live),
+// the engine first tries to sync just those.
+//
+// A local path must be a file created or edited here (not deleted, not a
+// folder) whose bucket object is still exactly what the last pass left
+// there (one listing of that key); it is uploaded through the pass's
+// guards (the replaced version kept, the write conditional on that
+// object). A bucket key must be an object created or replaced in the
+// bucket whose local file is still exactly what the last pass left (or
+// there is none, and was none); it is downloaded through the guards (the
+// replaced file kept in the version store, and kept as a conflict file
+// too if it changed at the last moment). Both listings then get the
+// path's entries, as bisync would have written them.
+//
+// Anything else (a delete on either side, a path that changed on both, a
+// name that needs encoding, a path the last pass did not see as it is
+// now, more than MaxQuickPaths paths) and the full pass runs instead,
+// exactly as without the hint. The full pass stays the safety net on its
+// schedule.
 
-// MaxQuickPaths bounds the paths a quick pass takes (PassOptions.Paths):
-// a pass given more runs in full.
+// MaxQuickPaths bounds the paths a quick pass takes (PassOptions.Paths
+// and RemotePaths together): a pass given more runs in full.
 const MaxQuickPaths = 64
 
 // quickUpload is one file a quick pass uploads.
@@ -42,20 +55,48 @@ type quickUpload struct {
 	remote objInfo // the object there now (nil: none)
 }
 
-// quickPass syncs the local changes at paths alone when they are only
-// edits made here (see the comment above). handled is false when it did
-// nothing and the full pass must run; it is true when every path is in
-// step (err then says what failed, with the paths that did sync recorded).
-func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings, paths []string, log *slog.Logger) (handled bool, err error) {
-	if len(paths) == 0 || len(paths) > MaxQuickPaths || ps.dryRun {
+// quickDownload is one object a quick pass downloads.
+type quickDownload struct {
+	path   string
+	info   fs.FileInfo // the local file there now (nil: none)
+	remote objInfo     // the object as listed
+}
+
+// quickPass syncs the local changes at local and the bucket's at remote
+// alone when they are only edits made on one side (see the comment
+// above). handled is false when it did nothing and the full pass must
+// run; it is true when every path is in step (err then says what failed,
+// with the paths that did sync recorded). The bucket paths it wrote go
+// to res.CloudWrites.
+func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings, local, remote []string, res *Result, log *slog.Logger) (handled bool, err error) {
+	if len(local)+len(remote) == 0 || len(local)+len(remote) > MaxQuickPaths || ps.dryRun {
 		return false, nil
 	}
 	full := func(why, path string) (bool, error) {
 		log.Debug("quick pass: the full pass instead", "why", why, "file", path)
 		return false, nil
 	}
+	g := newGuardPass(e, log, e.passStamp())
+	g.ignore = ps.ignore
 	want := map[string]bool{}
-	for _, p := range paths {
+	for _, p := range local {
+		want[p] = true
+	}
+	var remotePaths []string
+	for _, key := range remote {
+		if versions.IsVersionKey(key) {
+			continue // the version store's, never synced
+		}
+		p := g.cloudEnc.ToStandardPath(key)
+		if g.cloudEnc.FromStandardPath(p) != key || g.localEnc.FromStandardPath(p) != p {
+			return full("name needs encoding", key)
+		}
+		if want[p] {
+			return full("changed on both sides", p)
+		}
+		remotePaths = append(remotePaths, p)
+	}
+	for _, p := range remotePaths {
 		want[p] = true
 	}
 	prior1, err := listingEntriesOf(e.listing1, want)
@@ -66,10 +107,8 @@ func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings
 	if err != nil {
 		return full("no listing", "")
 	}
-	g := newGuardPass(e, log, e.passStamp())
-	g.ignore = ps.ignore
 	var ups []quickUpload
-	for _, p := range paths {
+	for _, p := range local {
 		if g.localEnc.ToStandardPath(p) != p {
 			// a name rclone's local backend spells another way (bytes that
 			// are not UTF-8, say): the listings know it by that spelling
@@ -109,13 +148,49 @@ func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings
 		}
 		ups = append(ups, quickUpload{path: p, info: info, remote: ro})
 	}
-	if len(ups) == 0 {
-		log.Debug("quick pass: nothing to sync", "paths", len(paths))
+	var downs []quickDownload
+	for _, p := range remotePaths {
+		if ps.ignore.ignored(ctx, p, false) || partialSuffix.MatchString(p) {
+			continue
+		}
+		ro, err := e.listedObject(ctx, p)
+		if err != nil {
+			return full("bucket: "+err.Error(), p)
+		}
+		was, listed := prior2[p]
+		if ro == nil {
+			if listed {
+				return full("deleted in the bucket", p) // the full pass, with its checks
+			}
+			continue // made and gone between passes
+		}
+		if listed && ro.Size() == was.size && ro.ModTime(ctx).Equal(was.time) {
+			continue // as the last pass left it (our own write, say)
+		}
+		info, err := os.Lstat(g.localPath(p))
+		old, synced := prior1[p]
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if synced {
+				return full("deleted here", p)
+			}
+			info = nil
+		case err != nil:
+			return full("cannot stat: "+err.Error(), p)
+		case !info.Mode().IsRegular():
+			return full("not a file here", p)
+		case !synced || old.size != info.Size() || !old.time.Equal(info.ModTime()):
+			return full("changed here too", p) // the full pass decides
+		}
+		downs = append(downs, quickDownload{path: p, info: info, remote: ro})
+	}
+	if len(ups)+len(downs) == 0 {
+		log.Debug("quick pass: nothing to sync", "paths", len(local), "keys", len(remote))
 		return true, nil
 	}
 
 	defer pc.addGuard(g)
-	_, cloud := g.wrap(ctx)
+	localFs, cloud := g.wrap(ctx)
 	cctx, _ := engineConfig(accounting.WithStatsGroup(ctx, pc.group))
 	set1, set2 := map[string]*listingEntry{}, map[string]*listingEntry{}
 	var failed error
@@ -150,6 +225,20 @@ func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings
 		}
 		set1[u.path] = &listingEntry{size: u.info.Size(), time: u.info.ModTime()}
 		set2[u.path] = &listingEntry{size: now.Size(), time: now.ModTime(ctx)}
+		res.CloudWrites = append(res.CloudWrites, g.cloudKey(u.path))
+	}
+	for _, d := range downs {
+		if err := e.quickGet(cctx, g, localFs, d); err != nil {
+			failed = errors.Join(failed, err)
+			continue
+		}
+		lo, err := e.local.NewObject(cctx, d.path)
+		if err != nil {
+			failed = errors.Join(failed, err)
+			continue
+		}
+		set1[d.path] = &listingEntry{size: lo.Size(), time: lo.ModTime(cctx)}
+		set2[d.path] = &listingEntry{size: d.remote.Size(), time: d.remote.ModTime(ctx)}
 	}
 	if err := setListingEntries(e.listing1, set1); err != nil {
 		return true, err
@@ -163,8 +252,36 @@ func (e *Engine) quickPass(ctx context.Context, pc *passCounter, ps passSettings
 		log.Info("quick pass: some files left to the full pass", "synced", len(set1), "of", len(ups), "err", failed)
 		return false, nil
 	}
-	log.Debug("quick pass", "uploaded", len(set1), "paths", len(paths))
+	log.Debug("quick pass", "synced", len(set1), "paths", len(local), "keys", len(remote))
 	return true, nil
+}
+
+// quickGet downloads d's object into the folder through the guarded
+// local file system localFs: the file there is expected as d found it
+// (its version is kept before it is replaced, and kept as a conflict
+// file too if it changed since). The object must still be the listed
+// one (its size and MD5 compared with the listing's).
+func (e *Engine) quickGet(ctx context.Context, g *guardPass, localFs rfs.Fs, d quickDownload) error {
+	if d.info != nil {
+		g.setState(sideL, d.path, pathState{size: d.info.Size(), modTime: d.info.ModTime()})
+	}
+	obj, err := e.remote.NewObject(ctx, d.path)
+	if notThere(err) {
+		return errQuickChanged
+	}
+	if err != nil {
+		return err
+	}
+	if obj.Size() != d.remote.Size() {
+		return errQuickChanged
+	}
+	if want, _ := d.remote.Hash(ctx, hash.MD5); want != "" {
+		if sum, err := obj.Hash(ctx, hash.MD5); err == nil && sum != "" && sum != want {
+			return errQuickChanged
+		}
+	}
+	_, err = operations.Copy(ctx, localFs, nil, d.path, obj)
+	return err
 }
 
 // errQuickChanged: a file changed again while the quick pass took it.

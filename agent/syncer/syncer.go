@@ -163,6 +163,13 @@ type PassOptions struct {
 	// syncs just those when they are edits made here (see quick.go), and
 	// runs in full otherwise.
 	Paths []string
+	// RemotePaths, when set, are the bucket's keys that another device
+	// or client changed since the last pass (the tenant's change events
+	// named them), and the caller knows nothing else changed on either
+	// side. The pass then syncs just those when they are objects written
+	// in the bucket over files unchanged here (see quick.go), and runs in
+	// full otherwise.
+	RemotePaths []string
 }
 
 // Result describes one pass.
@@ -179,9 +186,12 @@ type Result struct {
 	// ConflictsArrived counts the conflict files another device's pass
 	// made that this pass downloaded.
 	ConflictsArrived int
-	// Quick: the pass synced the changed paths alone (PassOptions.Paths),
-	// listing neither side.
-	Quick         bool
+	// Quick: the pass synced the changed paths alone (PassOptions.Paths
+	// and RemotePaths), listing neither side.
+	Quick bool
+	// CloudWrites are the keys a quick pass wrote in the bucket (nil
+	// after a full pass, which may have written any).
+	CloudWrites   []string
 	RemoteChanged bool // anything was written to or deleted from the bucket
 	LocalChanged  bool // anything was written to or deleted from the local folder
 	Skipped       string
@@ -561,8 +571,11 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 			return res, fmt.Errorf("syncer: pass: %w", err)
 		}
 	}
-	if reason == "" && len(opt.Paths) > 0 && len(skip) == 0 && len(retry) == 0 && !opt.Force && !opt.RetryFailed && !e.journalPending() {
-		handled, qerr := e.quickPass(ctx, pc, ps, opt.Paths, log)
+	if reason == "" && len(opt.Paths)+len(opt.RemotePaths) > 0 && len(skip) == 0 && len(retry) == 0 && !opt.Force && !opt.RetryFailed && !e.journalPending() {
+		handled, qerr := e.quickPass(ctx, pc, ps, opt.Paths, opt.RemotePaths, &res, log)
+		if !handled {
+			res.CloudWrites = nil
+		}
 		if handled {
 			res.Quick = true
 			res.Failures = e.failures.list()

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -804,4 +805,102 @@ func TestQuickPass(t *testing.T) {
 	if _, ok := s3.objects()["seed/n09.md"]; ok {
 		t.Error("seed/n09.md still in the bucket")
 	}
+}
+
+// TestQuickRemotePass: the bucket's changes another device announced,
+// by key, are downloaded alone when the files here are as the last pass
+// left them; anything else is the full pass's.
+func TestQuickRemotePass(t *testing.T) {
+	s3 := newFakeS3(t)
+	p := newPair(t, s3, "laptop")
+	seed(t, p, 60)
+	p.pass(t, PassOptions{})
+	quiet := s3.delta(func() { p.pass(t, PassOptions{}) })
+
+	// an edit and a new note in the bucket: quick, no listing of either
+	// side, the replaced local version kept
+	s3.put("seed/n07.md", "edited on the desk")
+	s3.put("new/from desk.md", "a new note")
+	var res Result
+	req := s3.delta(func() {
+		res = p.pass(t, PassOptions{RemotePaths: []string{"new/from desk.md", "seed/n07.md", ".bm-versions/seed/n07.md/~v/x"}})
+	})
+	t.Logf("quick pass %+v, requests %v", res, req)
+	if !res.Quick || res.Downloaded != 2 || res.VersionsKept != 1 || res.RemoteChanged || !res.LocalChanged {
+		t.Fatalf("quick pass = %+v, want a quick one downloading 2 and keeping the replaced version", res)
+	}
+	if req[listAll] != 0 {
+		t.Errorf("the quick pass listed the whole bucket %d times", req[listAll])
+	}
+	if got := p.files(t); got["seed/n07.md"] != "edited on the desk" || got["new/from desk.md"] != "a new note" {
+		t.Errorf("folder after the quick pass: n07 %q, new %q", got["seed/n07.md"], got["new/from desk.md"])
+	}
+	if !slices.Contains(res.LocalWrites, "seed/n07.md") || !slices.Contains(res.LocalWrites, "new/from desk.md") {
+		t.Errorf("LocalWrites = %q, want the two downloads (the watcher takes them as the pass's own)", res.LocalWrites)
+	}
+	kept, err := p.engine.VersionsOf(t.Context(), "seed/n07.md")
+	if err != nil || len(kept) == 0 {
+		t.Errorf("versions of seed/n07.md = %v, %v; want the replaced one kept", kept, err)
+	}
+	// the listings are as a full pass would leave them: the next one is quiet
+	after := s3.delta(func() { res = p.pass(t, PassOptions{}) })
+	if res.Quick || res.Uploaded+res.Downloaded+res.DeletedLocal+res.DeletedRemote != 0 || after["GET"] != quiet["GET"] {
+		t.Errorf("the full pass after the quick one = %+v, requests %v; want a quiet one (%v)", res, after, quiet)
+	}
+
+	// keys as the last pass left them (our own write come back): quick,
+	// nothing to do
+	if res := p.pass(t, PassOptions{RemotePaths: []string{"seed/n01.md", "gone.md"}}); !res.Quick || res.Downloaded != 0 {
+		t.Errorf("pass over unchanged keys = %+v, want quick with nothing to do", res)
+	}
+
+	tests := []struct {
+		name   string
+		change func()
+		opt    PassOptions
+		check  func(Result) bool
+		want   string
+	}{
+		{"changed here too", func() {
+			p.write(t, "seed/n08.md", "edited here")
+			s3.put("seed/n08.md", "edited on the desk, later")
+		}, PassOptions{RemotePaths: []string{"seed/n08.md"}}, func(r Result) bool { return r.Conflicts == 1 }, "the full pass with 1 conflict"},
+		{"deleted in the bucket", func() { s3.del("seed/n09.md") },
+			PassOptions{RemotePaths: []string{"seed/n09.md"}}, func(r Result) bool { return r.DeletedLocal == 1 }, "the full pass deleting it here"},
+		{"changed on both sides, as the watcher and the events say", func() {
+			p.write(t, "seed/n10.md", "edited here")
+			s3.put("seed/n10.md", "edited on the desk, later")
+		}, PassOptions{Paths: []string{"seed/n10.md"}, RemotePaths: []string{"seed/n10.md"}}, func(r Result) bool { return r.Conflicts == 1 }, "the full pass with 1 conflict"},
+		{"deleted here", func() {
+			if err := os.Remove(filepath.Join(p.local, "seed", "n11.md")); err != nil {
+				t.Fatal(err)
+			}
+			s3.put("seed/n11.md", "edited on the desk")
+		}, PassOptions{RemotePaths: []string{"seed/n11.md"}}, func(r Result) bool { return r.Downloaded == 1 }, "the full pass bringing the edit back"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.change()
+			if res := p.pass(t, tc.opt); res.Quick || !tc.check(res) {
+				t.Errorf("pass = %+v, want %s", res, tc.want)
+			}
+		})
+	}
+
+	// a note typed here while the quick pass downloads over it: kept as a
+	// conflict file, the bucket's version in place
+	s3.put("seed/n12.md", "edited on the desk")
+	p.engine.beforeReplace = once(SideLocal, "seed/n12.md", func() { p.write(t, "seed/n12.md", "typed during the pass") })
+	res = p.pass(t, PassOptions{RemotePaths: []string{"seed/n12.md"}})
+	p.engine.beforeReplace = nil
+	got := p.files(t)
+	if !res.Quick || got["seed/n12.md"] != "edited on the desk" {
+		t.Errorf("quick pass over a note typed meanwhile = %+v, note %q", res, got["seed/n12.md"])
+	}
+	if c := conflictCopies(got, "seed/n12"); len(c) != 1 || got[c[0]] != "typed during the pass" {
+		t.Errorf("conflict files of seed/n12 = %q, want one holding what was typed", c)
+	}
+	// and the next full pass takes the conflict file to the bucket
+	p.pass(t, PassOptions{})
+	assertContents(t, "bucket", s3.objects(), p.files(t))
 }
