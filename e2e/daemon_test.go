@@ -359,10 +359,10 @@ func TestQuickPassForAnEdit(t *testing.T) {
 		t.Errorf("the pass that brought the other device's write: %+v; want a quick one (trigger remote) with 1 download", p)
 	}
 	// a delete there: a full pass, with its checks
-	if err := dev.DeleteObject(ctx, "notes/note-005.md"); err != nil {
+	if err := dev.DeleteObject(ctx, "notes/000/note 5.md"); err != nil {
 		t.Fatal(err)
 	}
-	delete(want, "notes/note-005.md")
+	delete(want, "notes/000/note 5.md")
 	if _, err := harness.Poll(ctx, 30*time.Second, func() error { return converged(ctx, a, dev, want) }); err != nil {
 		t.Fatal("the other device's delete:", err)
 	}
