@@ -38,6 +38,43 @@ func WriteFileVia(tmpDir, path string, b []byte, mode os.FileMode) error {
 	return nil
 }
 
+// Pending is a file written and synced under a temporary name, not yet
+// in its place: Prepare writes it, Commit renames it into place, Abort
+// drops it. It lets a caller do the slow part (the write and its sync)
+// before it takes a lock, and only the rename under it.
+type Pending struct {
+	tmp, path string
+}
+
+// Prepare writes b to a synced temporary file in tmpDir (on path's file
+// system) that Commit will rename to path.
+func Prepare(tmpDir, path string, b []byte, mode os.FileMode) (*Pending, error) {
+	tmp, err := writeTemp(tmpDir, path, b, mode)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return &Pending{tmp: tmp, path: path}, nil
+}
+
+// Commit renames the file into place. It does not sync the directory:
+// call SyncDir (outside the lock) before telling anyone it is durable.
+func (p *Pending) Commit() error {
+	if err := os.Rename(p.tmp, p.path); err != nil {
+		return fmt.Errorf("write %s: %w", p.path, err)
+	}
+	return nil
+}
+
+// Abort removes the temporary file (a no-op after Commit).
+func (p *Pending) Abort() { _ = os.Remove(p.tmp) }
+
+// SyncDir syncs the directory the file was committed to.
+func (p *Pending) SyncDir() { syncDir(filepath.Dir(p.path)) }
+
+// SyncDir syncs the directory of path, so a rename into it is on disk
+// (best effort, as for WriteFile).
+func SyncDir(path string) { syncDir(filepath.Dir(path)) }
+
 // Create writes b to path, with the given mode, only if path does not
 // exist: the complete file is linked into place, so a reader sees all of b
 // or no file, and of two writers racing, one wins. It reports whether it

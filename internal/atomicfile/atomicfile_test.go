@@ -65,3 +65,43 @@ func TestMissingDir(t *testing.T) {
 		t.Error("Create in a missing dir succeeded")
 	}
 }
+
+// TestPending: a prepared file is nowhere until its commit, which puts
+// all of it in place; an abort leaves nothing behind.
+func TestPending(t *testing.T) {
+	dir := t.TempDir()
+	tmpDir := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmpDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "meta.json")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Prepare(tmpDir, path, []byte("new"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Fatalf("before the commit the file holds %q, want the old one", b)
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	p.SyncDir()
+	p.Abort() // after the commit: a no-op
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Fatalf("after the commit the file holds %q", b)
+	}
+	q, err := Prepare(tmpDir, path, []byte("dropped"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Abort()
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Fatalf("after an abort the file holds %q", b)
+	}
+	if left, _ := os.ReadDir(tmpDir); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}

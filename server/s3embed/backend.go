@@ -304,6 +304,24 @@ func (b *backend) writeAtomic(p string, data []byte) error {
 	return atomicfile.WriteFileVia(b.tmpDir(), p, data, 0o600)
 }
 
+// prepareSidecar writes m's sidecar under a temporary name, synced, for
+// commit to rename into place.
+func (b *backend) prepareSidecar(bucket string, m *objMeta) (*atomicfile.Pending, error) {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	p := filepath.Join(b.metaDir(bucket), sidecarName(m.Key))
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return nil, fmt.Errorf("s3embed: write sidecar: %w", err)
+	}
+	pend, err := atomicfile.Prepare(b.tmpDir(), p, data, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("s3embed: write sidecar: %w", err)
+	}
+	return pend, nil
+}
+
 func (b *backend) writeSidecar(bucket string, m *objMeta) error {
 	data, err := json.Marshal(m)
 	if err != nil {
@@ -364,6 +382,26 @@ func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, t
 	if err != nil {
 		return err
 	}
+	// The sidecar is written and synced before the bucket's lock is
+	// taken, so concurrent writes spend their syncs in parallel; under
+	// the lock there are only the renames.
+	sidecar, err := b.prepareSidecar(bucket, m)
+	if err != nil {
+		return err
+	}
+	defer sidecar.Abort() // no-op after its commit
+	if err := b.commitLocked(ctx, idx, p, tmp, m, sidecar); err != nil {
+		return err
+	}
+	atomicfile.SyncDir(p)
+	sidecar.SyncDir()
+	return nil
+}
+
+// commitLocked is commit's part under the bucket's lock: the write
+// conditions checked, the object and its sidecar renamed into place,
+// the index updated.
+func (b *backend) commitLocked(ctx context.Context, idx *bucketIndex, p, tmp string, m *objMeta, sidecar *atomicfile.Pending) error {
 	idx.mu.Lock()
 	defer idx.mu.Unlock()
 	if gofakes3.HasWriteConditions(ctx) {
@@ -400,8 +438,8 @@ func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, t
 			return fmt.Errorf("s3embed: rename into place: %w", err)
 		}
 	}
-	if err := b.writeSidecar(bucket, m); err != nil {
-		return err
+	if err := sidecar.Commit(); err != nil {
+		return fmt.Errorf("s3embed: write sidecar: %w", err)
 	}
 	idx.put(m)
 	return nil
