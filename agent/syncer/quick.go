@@ -1,14 +1,13 @@
 package syncer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
-	"strconv"
 
 	rfs "github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/accounting"
@@ -290,11 +289,5 @@ var errQuickChanged = errors.New("changed again during the pass")
 // listingEntriesOf reads the entries of the names in want from a bisync
 // listing, parsing only their lines (a missing listing fails).
 func listingEntriesOf(path string, want map[string]bool) (map[string]listingEntry, error) {
-	quoted := make([][]byte, 0, len(want))
-	for n := range want {
-		quoted = append(quoted, []byte(" "+strconv.Quote(n)))
-	}
-	return readListingWhere(path, func(line []byte) bool {
-		return slices.ContainsFunc(quoted, func(q []byte) bool { return bytes.HasSuffix(line, q) })
-	})
+	return readListingWhere(path, listingNames(slices.Collect(maps.Keys(want))))
 }

@@ -419,19 +419,28 @@ func setListingEntries(path string, set map[string]*listingEntry) error {
 	if err != nil {
 		return err
 	}
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, n)
+	}
+	named := listingNames(names)
 	done := map[string]bool{}
-	var b strings.Builder
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		body := strings.TrimSuffix(line, "\n")
-		name, _, ok := parseListingLine(body)
+	b := bytes.NewBuffer(make([]byte, 0, len(data)+128*len(set)))
+	for line := range bytes.Lines(data) {
+		body := bytes.TrimSuffix(line, []byte("\n"))
+		if !named(body) {
+			b.Write(line) // not one of set's: as it was, unparsed
+			continue
+		}
+		name, _, ok := parseListingLine(string(body))
 		if !ok {
-			b.WriteString(line)
+			b.Write(line)
 			continue
 		}
 		ent, found := set[name]
 		switch {
 		case !found:
-			b.WriteString(line)
+			b.Write(line)
 		case ent == nil:
 			// removed
 		default:
@@ -439,7 +448,7 @@ func setListingEntries(path string, set map[string]*listingEntry) error {
 		}
 		done[name] = true
 	}
-	if s := b.String(); s != "" && !strings.HasSuffix(s, "\n") {
+	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
 		b.WriteByte('\n')
 	}
 	for name, ent := range set {
@@ -447,7 +456,23 @@ func setListingEntries(path string, set map[string]*listingEntry) error {
 			b.WriteString(listingLineFor(name, *ent))
 		}
 	}
-	return atomicfile.WriteFile(path, []byte(b.String()), 0o600)
+	return atomicfile.WriteFile(path, b.Bytes(), 0o600)
+}
+
+// listingNames returns a cheap test of whether a listing line is about
+// one of names, for callers after a few names among many lines (parsing
+// a line costs a regexp match). A line ends with its name, Go-quoted,
+// after a space; inside the quotes a quote is escaped, so the last ` "`
+// of a line starts its name.
+func listingNames(names []string) func(line []byte) bool {
+	quoted := make(map[string]bool, len(names))
+	for _, n := range names {
+		quoted[strconv.Quote(n)] = true
+	}
+	return func(line []byte) bool {
+		i := bytes.LastIndex(line, []byte(` "`))
+		return i >= 0 && quoted[string(line[i+1:])]
+	}
 }
 
 // listingLineFor is a listing line in bisync's format (no hash, no ID).

@@ -889,11 +889,9 @@ func listingFiles(path string) int {
 	if err != nil {
 		return 0
 	}
-	n := 0
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if strings.HasPrefix(line, "- ") {
-			n++
-		}
+	n := bytes.Count(data, []byte("\n- "))
+	if bytes.HasPrefix(data, []byte("- ")) {
+		n++
 	}
 	return n
 }
