@@ -14,10 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/basicmachines-co/bm-agent/agent"
+	"github.com/basicmachines-co/bm-agent/internal/buildinfo"
 	"github.com/basicmachines-co/bm-agent/ui/cli"
 )
-
-var version = "dev"
 
 func main() {
 	os.Exit(run())
@@ -29,7 +28,7 @@ func main() {
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	agent.Version = version
+	agent.Version = buildinfo.Version
 	root, opts := newRoot()
 	err := root.ExecuteContext(ctx)
 	return cli.ReportError(os.Stderr, err, opts.JSON)
@@ -51,10 +50,11 @@ takes --json for output a program can read.`,
   bm-agent sync
   bm-agent doctor
   bm-agent completion bash > ~/.local/share/bash-completion/completions/bm-agent`,
-		Version:       version,
+		Version:       buildinfo.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate(buildinfo.String("bm-agent") + "\n")
 	opts := &cli.Options{Local: localConfig, SaveSetting: agent.SaveSetting}
 	cli.AddCommands(root, opts)
 	root.AddCommand(runCmd(opts))

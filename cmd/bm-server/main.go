@@ -27,6 +27,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/basicmachines-co/bm-agent/internal/buildinfo"
 	"github.com/basicmachines-co/bm-agent/server"
 )
 
@@ -74,6 +75,7 @@ func newRootCmd(getenv func(string) string, logw io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "bm-server",
 		Short:         "The Basic Memory tenant API with an embedded S3 endpoint and OAuth issuer",
+		Version:       buildinfo.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -93,6 +95,7 @@ func newRootCmd(getenv func(string) string, logw io.Writer) *cobra.Command {
 			return srv.Serve(cmd.Context())
 		},
 	}
+	root.SetVersionTemplate(buildinfo.String("bm-server") + "\n")
 	server.BindFlags(root.Flags(), &a.cfg)
 	server.BindStoreFlags(root.PersistentFlags(), &a.cfg)
 	root.AddCommand(a.migrateCmd(), a.tenantCmd(), a.userCmd(), a.keyCmd(), a.auditCmd())

@@ -5,11 +5,13 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/basicmachines-co/bm-agent/internal/buildinfo"
 	"github.com/basicmachines-co/bm-agent/ipc"
 	"github.com/basicmachines-co/bm-agent/ui/notify"
 	"github.com/basicmachines-co/bm-agent/ui/tray"
@@ -17,7 +19,12 @@ import (
 
 func main() {
 	socket := flag.String("socket", ipc.DefaultSocketPath(), "the daemon's socket")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.String("bm-tray"))
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
