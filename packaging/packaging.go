@@ -3,7 +3,9 @@
 // agent on macOS, a Windows service through kardianos/service), and bm-tray
 // as a login item. On Linux without a user systemd (no session bus: a
 // container, WSL) the agent starts at login through an XDG autostart entry
-// instead, and is started now as a detached process. It renders the unit files from templates kept here so
+// instead, and is started now as a detached process. It also renders
+// bm-server's systemd system unit for the packages (see packaging/dist).
+// It renders the unit files from templates kept here so
 // they can be checked (systemd-analyze verify) before anything is written.
 package packaging
 
@@ -31,6 +33,15 @@ type Params struct {
 	Folder string
 	// Env holds extra environment for the daemon (BASIC_MEMORY_CLOUD_HOST...).
 	Env map[string]string
+	// Icon is the tray's icon theme name for its desktop entry (the
+	// packages install one); empty for none.
+	Icon string
+}
+
+// ServerParams describe bm-server's systemd system unit.
+type ServerParams struct {
+	// ServerPath is the absolute path of bm-server.
+	ServerPath string
 }
 
 //go:embed templates/*
@@ -59,8 +70,12 @@ func render(name string, p Params) ([]byte, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	return execute(name, p)
+}
+
+func execute(name string, data any) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := tmpl.ExecuteTemplate(&buf, name, p); err != nil {
+	if err := tmpl.ExecuteTemplate(&buf, name, data); err != nil {
 		return nil, fmt.Errorf("packaging: render %s: %w", name, err)
 	}
 	return buf.Bytes(), nil
@@ -68,6 +83,16 @@ func render(name string, p Params) ([]byte, error) {
 
 // SystemdUnit renders the systemd user unit for the agent.
 func SystemdUnit(p Params) ([]byte, error) { return render("bm-agent.service", p) }
+
+// ServerUnit renders bm-server's hardened systemd system unit: its own
+// dynamic user, /var/lib/bm-server its only writable place, no
+// privileges (`systemd-analyze security` scores it under 2).
+func ServerUnit(p ServerParams) ([]byte, error) {
+	if p.ServerPath == "" || !filepath.IsAbs(p.ServerPath) {
+		return nil, fmt.Errorf("packaging: the server's path must be absolute, got %q", p.ServerPath)
+	}
+	return execute("bm-server.service", p)
+}
 
 // LaunchdPlist renders the launchd agent for the agent.
 func LaunchdPlist(p Params) ([]byte, error) { return render("com.basicmemory.bm-agent.plist", p) }
