@@ -405,6 +405,15 @@ func TestHelperProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if prefix := os.Getenv("BM_SYNCER_HELPER_SLOW"); prefix != "" {
+		// each file placed under prefix waits a little, so the test that
+		// kills this process gets its moment however loaded the machine
+		e.beforeReplace = func(_, path string) {
+			if strings.HasPrefix(path, prefix) {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
 	_, err = e.Pass(context.Background(), PassOptions{Trigger: "helper"})
 	t.Logf("helper pass ended: %v", err)
 }

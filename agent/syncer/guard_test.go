@@ -627,7 +627,7 @@ func TestKilledDownloadIsNotResurrected(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
 	cmd.Env = append(os.Environ(), "BM_SYNCER_HELPER=1", "BM_SYNCER_ENDPOINT="+s3.url,
-		"BM_SYNCER_LOCAL="+local, "BM_SYNCER_WORK="+work)
+		"BM_SYNCER_LOCAL="+local, "BM_SYNCER_WORK="+work, "BM_SYNCER_HELPER_SLOW=zz/")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	defer func() { t.Logf("helper:\n%s", out.String()) }()
