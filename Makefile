@@ -8,7 +8,7 @@ STATICCHECK_VERSION ?= v0.8.2
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: help build demo test test-short test-faults lint vet staticcheck fmt tools clean bench bench-short bench-server
+.PHONY: help build demo test test-short test-faults lint vet staticcheck fmt tools clean bench bench-short bench-server dist
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -47,7 +47,10 @@ tools: ## install the Go tools the checks use
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 clean: ## remove build output
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist
+
+dist: ## the release into dist/: archives for linux, darwin and windows on amd64 and arm64, deb, rpm, a Homebrew formula, SHA-256 checksums (VERSION=1.2.3 stamps that version)
+	$(GO) run ./cmd/bm-dist -out dist $(if $(VERSION),-version $(VERSION))
 
 bench: ## issue 12's benchmark: bm-agent against the seed's rclone bisync at 1k, 10k and 50k notes; writes docs/BENCHMARKS.md and $(BIN)/bench.json
 	$(GO) run ./cmd/bm-bench -bin $(BIN)
