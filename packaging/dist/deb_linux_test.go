@@ -16,8 +16,9 @@ import (
 	"github.com/basicmachines-co/bm-agent/internal/testenv"
 )
 
-// TestDebInstallsAndRemoves builds the .deb for this machine (one target,
-// no archives), installs it with dpkg -i, checks its files, runs the
+// TestDebInstallsAndRemoves builds the .deb and .rpm for this machine (one
+// target, no archives), checks the rpm's file list with `rpm -qpl`, installs
+// the deb with dpkg -i, checks its files, runs the
 // installed binaries' --version and systemd-analyze verify on the
 // installed units, then removes it with dpkg -r and checks nothing of it
 // is left. It installs into the machine, so it runs as root only (CI);
@@ -35,16 +36,20 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
-	rel, stamp := buildForHost(ctx, t, []string{"deb"})
-	var deb string
+	rel, stamp := buildForHost(ctx, t, []string{"deb", "rpm"})
+	var deb, rpm string
 	for _, a := range rel.Artifacts {
-		if a.Kind == "deb" {
+		switch a.Kind {
+		case "deb":
 			deb = a.Path
+		case "rpm":
+			rpm = a.Path
 		}
 	}
-	if deb == "" {
-		t.Fatalf("no deb among %+v", rel.Artifacts)
+	if deb == "" || rpm == "" {
+		t.Fatalf("no deb or rpm among %+v", rel.Artifacts)
 	}
+	checkRPM(t, rpm)
 
 	dpkgRun(t, dpkg, "-i", deb)
 	t.Cleanup(func() {
@@ -111,6 +116,33 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 	dpkgRun(t, dpkg, "-P", Project)
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", Project).CombinedOutput(); err == nil && !strings.Contains(string(out), "not-installed") {
 		t.Errorf("after dpkg -P the package is %q, want unknown to dpkg", out)
+	}
+}
+
+// checkRPM reads the rpm's file list and header with the rpm tool, where
+// it is installed (CI installs it): the files PackageFiles names, and
+// nothing under /etc marked as a config file.
+func checkRPM(t *testing.T, path string) {
+	t.Helper()
+	rpmTool, err := exec.LookPath("rpm")
+	if !testenv.Optional(t, "rpm (Debian package rpm), to read the .rpm", err) {
+		return
+	}
+	out, err := exec.Command(rpmTool, "-qp", "--list", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rpm -qpl %s: %v\n%s", path, err, out)
+	}
+	listed := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		listed[strings.TrimSpace(l)] = true
+	}
+	for _, f := range PackageFiles("rpm") {
+		if !listed[f] {
+			t.Errorf("the rpm lacks %s; it lists:\n%s", f, out)
+		}
+	}
+	if out, err := exec.Command(rpmTool, "-qp", "--configfiles", path).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("rpm -qp --configfiles: %v: %s, want none", err, out)
 	}
 }
 
