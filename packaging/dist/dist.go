@@ -240,12 +240,14 @@ func goBuild(ctx context.Context, cfg Config, t Target, dir string, bins []strin
 	return nil
 }
 
-// goTool is the go command: the one running this program's toolchain if
-// it is there, else go on PATH.
+// goTool is the go command: $GOROOT/bin/go when go run or go test set
+// GOROOT, else go on PATH.
 func goTool() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p
+	if root := os.Getenv("GOROOT"); root != "" {
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
 	}
 	return "go"
 }
