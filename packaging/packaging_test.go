@@ -120,6 +120,13 @@ func TestTrayDesktopEntry(t *testing.T) {
 	if !strings.Contains(string(b), `Exec="/opt/bm/bm tray"`) || !strings.HasPrefix(string(b), "[Desktop Entry]\n") {
 		t.Errorf("desktop entry:\n%s", b)
 	}
+	if strings.Contains(string(b), "Icon=") {
+		t.Errorf("an entry with no icon named has one:\n%s", b)
+	}
+	b, err = TrayDesktopEntry(Params{AgentPath: "/b", TrayPath: "/usr/bin/bm-tray", Icon: "basic-memory"})
+	if err != nil || !strings.Contains(string(b), "\nIcon=basic-memory\nCategories=Utility;\n") {
+		t.Errorf("desktop entry with an icon: %v\n%s", err, b)
+	}
 	if _, err := TrayDesktopEntry(Params{AgentPath: "/b"}); err == nil {
 		t.Error("an entry without a tray path must be refused")
 	}
