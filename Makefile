@@ -28,6 +28,12 @@ test-faults: ## the fault suite in full (10,000 operations, 20 kills, a 30 s out
 	BM_FAULTS=full $(GO) test -count=1 -v -timeout 90m -run 'TestFaults|TestServerOutage' ./e2e/ 2>&1 | tee $(BIN)/faults.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|FIGURE'
 	@grep -q '^ok' $(BIN)/faults.log
 
+.PHONY: test-security
+test-security: ## issue 13's security suite against a real bm-server (make test runs it too), with its figures
+	@mkdir -p $(BIN)
+	$(GO) test -count=1 -v -timeout 20m -run 'Security' ./server/... 2>&1 | tee $(BIN)/security.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|FIGURE'
+	@! grep -q -E '^(FAIL|--- FAIL)' $(BIN)/security.log
+
 test-short: ## the tests without the slow end-to-end ones
 	$(GO) test -short $(PKGS)
 

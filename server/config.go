@@ -13,6 +13,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/server/auth"
 	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/issuer"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -97,6 +98,25 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.DemoEmail, "demo-email", cfg.DemoEmail, "create this account at start if missing (password from BM_SERVER_DEMO_PASSWORD)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", durDef(cfg.ShutdownTimeout, DefaultShutdownTimeout), "how long in-flight requests may take to finish at shutdown")
 	fs.BoolVar(&cfg.LogJSON, "log-json", cfg.LogJSON, "write logs as JSON")
+
+	// limits (negative: none)
+	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", durDef(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout), "time to read a request's header; a new connection silent this long is closed")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", durDef(cfg.ReadTimeout, DefaultReadTimeout), "time to read a whole API request")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", durDef(cfg.WriteTimeout, DefaultWriteTimeout), "time to write an API answer (GET /tenant/events is exempt: it has heartbeats)")
+	fs.DurationVar(&cfg.S3ReadTimeout, "s3-read-timeout", durDef(cfg.S3ReadTimeout, DefaultS3ReadTimeout), "time to read a whole request at the embedded S3 endpoint (an upload)")
+	fs.DurationVar(&cfg.S3WriteTimeout, "s3-write-timeout", durDef(cfg.S3WriteTimeout, DefaultS3WriteTimeout), "time to write an answer at the embedded S3 endpoint (a download)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", durDef(cfg.IdleTimeout, DefaultIdleTimeout), "keep-alive connections idle this long are closed")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "connections held at once, API and S3 (default: 3/4 of the open-files limit)")
+	fs.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", intDef(cfg.MaxConnsPerClient, DefaultMaxConnsPerClient), "connections held at once per client address (IPv6: per /64); -1 behind a proxy")
+	fs.Float64Var(&cfg.Limits.DeviceAuthPerMinute, "device-auth-per-minute", floatDef(cfg.Limits.DeviceAuthPerMinute, issuer.DefaultDeviceAuthPerMinute), "device logins one client address may start a minute")
+	fs.IntVar(&cfg.Limits.DeviceAuthBurst, "device-auth-burst", intDef(cfg.Limits.DeviceAuthBurst, issuer.DefaultDeviceAuthBurst), "device logins one client address may start at once")
+	fs.IntVar(&cfg.Limits.MaxPendingDevices, "max-pending-devices", intDef(cfg.Limits.MaxPendingDevices, issuer.DefaultMaxPendingDevices), "device logins pending at once, in all")
+	fs.Float64Var(&cfg.Limits.VerifyPerMinute, "device-verify-per-minute", floatDef(cfg.Limits.VerifyPerMinute, issuer.DefaultVerifyPerMinute), "device codes one client address may look up or submit a minute at the verification page")
+	fs.Float64Var(&cfg.Limits.CodePerMinute, "device-code-per-minute", floatDef(cfg.Limits.CodePerMinute, issuer.DefaultCodePerMinute), "submissions for one device code a minute, from anyone")
+	fs.Float64Var(&cfg.Limits.LoginPerMinute, "login-per-minute", floatDef(cfg.Limits.LoginPerMinute, issuer.DefaultLoginPerMinute), "sign-in attempts one client address may make a minute")
+	fs.IntVar(&cfg.Limits.LoginFreeFailures, "login-free-failures", intDef(cfg.Limits.LoginFreeFailures, issuer.DefaultLoginFreeFailures), "wrong passwords for one account before each further one makes it wait (a client address gets twice as many)")
+	fs.DurationVar(&cfg.Limits.LoginBackoffMax, "login-backoff-max", durDef(cfg.Limits.LoginBackoffMax, issuer.DefaultLoginBackoffMax), "longest wait after wrong passwords (from 1 s, doubled per failure)")
+	fs.Float64Var(&cfg.AnonLogPerSecond, "anon-log-per-second", floatDef(cfg.AnonLogPerSecond, DefaultAnonLogPerSecond), "log lines a second of requests without credentials or refused (more are counted in a summary line)")
 
 	// auth
 	fs.StringVar(&cfg.AuthMode, "auth-mode", def(cfg.AuthMode, AuthBuiltin), "token verification: builtin (the built-in OAuth issuer) or oidc (an external issuer; the built-in one is not served)")

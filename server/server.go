@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/basicmachines-co/bm-agent/server/api"
@@ -28,6 +29,7 @@ import (
 	"github.com/basicmachines-co/bm-agent/server/hooks"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
 	"github.com/basicmachines-co/bm-agent/server/lifecycle"
+	"github.com/basicmachines-co/bm-agent/server/limit"
 	"github.com/basicmachines-co/bm-agent/server/ops"
 	"github.com/basicmachines-co/bm-agent/server/s3embed"
 	"github.com/basicmachines-co/bm-agent/server/storage"
@@ -63,6 +65,33 @@ type Config struct {
 	// ShutdownTimeout bounds how long Serve waits for in-flight requests
 	// once its context is cancelled (default 10 s).
 	ShutdownTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's header, and how long a
+	// new connection may stay silent (default 10 s). ReadTimeout and
+	// WriteTimeout bound reading a whole API request and writing its
+	// answer (default 1 min; GET /tenant/events is exempt: it sets a
+	// deadline per write and sends heartbeats); S3ReadTimeout and
+	// S3WriteTimeout the same at the embedded S3 endpoint, whose bodies
+	// are files (default 30 min). IdleTimeout closes a keep-alive
+	// connection that sent no request for that long (default 2 min).
+	// Negative: no timeout.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout time.Duration
+	S3ReadTimeout, S3WriteTimeout, IdleTimeout   time.Duration
+	// MaxConns bounds the connections held at once over both listeners
+	// (default limit.DefaultMaxConns: three quarters of the open-files
+	// limit), MaxConnsPerClient those of one client address (an IPv4
+	// address or an IPv6 /64; default DefaultMaxConnsPerClient). A
+	// connection past either is answered 503 with Retry-After and closed.
+	// Negative: no bound. Behind a reverse proxy every connection comes
+	// from the proxy: bound them there and set MaxConnsPerClient to -1.
+	MaxConns, MaxConnsPerClient int
+	// Limits are the issuer's rate limits of anonymous callers (device
+	// codes, the verification page, sign-in attempts; see issuer.Limits).
+	Limits issuer.Limits
+	// AnonLogPerSecond bounds the log lines of requests without
+	// credentials (and refused ones) per second, with bursts of ten times
+	// that (default DefaultAnonLogPerSecond; negative: no bound); the
+	// lines left out are counted in a summary line.
+	AnonLogPerSecond float64
 	// LogJSON asks the command for JSON logs; the server uses Logger as given.
 	LogJSON bool
 	// Logger is the server's logger (default slog.Default()). Records
@@ -196,6 +225,21 @@ const (
 	DefaultMintBurst   = 10
 )
 
+// Defaults of the connection bounds and timeouts of Config.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = time.Minute
+	DefaultWriteTimeout      = time.Minute
+	DefaultS3ReadTimeout     = 30 * time.Minute
+	DefaultS3WriteTimeout    = 30 * time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+	// DefaultMaxConnsPerClient leaves room for several devices behind one
+	// address (an agent holds a few API connections and up to a dozen S3
+	// ones during a pass).
+	DefaultMaxConnsPerClient = 256
+	DefaultAnonLogPerSecond  = 20
+)
+
 // Defaults of Config.
 const (
 	DefaultAddr            = "127.0.0.1:8787"
@@ -240,6 +284,8 @@ type Server struct {
 	apiURL   string
 	s3URL    string
 	metrics  *ops.Metrics
+	conns    *limit.Conns    // the connection bounds of both listeners
+	anonLog  *ops.LogLimiter // bounds the log lines of anonymous requests
 	// closing is closed when Serve starts shutting down; event streams
 	// end then instead of holding the shutdown to its deadline.
 	closing chan struct{}
@@ -279,18 +325,36 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: unknown auth mode %q (want builtin or oidc)", cfg.AuthMode)
 	}
 	cfg.ShutdownTimeout = durDef(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	cfg.ReadHeaderTimeout = durDef(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	cfg.ReadTimeout = durDef(cfg.ReadTimeout, DefaultReadTimeout)
+	cfg.WriteTimeout = durDef(cfg.WriteTimeout, DefaultWriteTimeout)
+	cfg.S3ReadTimeout = durDef(cfg.S3ReadTimeout, DefaultS3ReadTimeout)
+	cfg.S3WriteTimeout = durDef(cfg.S3WriteTimeout, DefaultS3WriteTimeout)
+	cfg.IdleTimeout = durDef(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.MaxConns = intDef(cfg.MaxConns, limit.DefaultMaxConns())
+	cfg.MaxConnsPerClient = intDef(cfg.MaxConnsPerClient, DefaultMaxConnsPerClient)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if _, ok := cfg.Logger.Handler().(ops.ContextHandler); !ok {
 		cfg.Logger = slog.New(ops.ContextHandler{Handler: cfg.Logger.Handler()})
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: ops.NewMetrics(), closing: make(chan struct{})}
+	anonLog := ops.NewLogLimiter(floatDef(cfg.AnonLogPerSecond, DefaultAnonLogPerSecond))
+	cfg.Logger = slog.New(anonLog.Handler(cfg.Logger.Handler(), anonymousLine))
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: ops.NewMetrics(), closing: make(chan struct{}), anonLog: anonLog,
+		conns: limit.NewConns(cfg.MaxConns, cfg.MaxConnsPerClient)}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	s.metrics.Registry().MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bm_connections_open", Help: "Client connections held, API and S3."},
+			func() float64 { return float64(s.conns.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bm_connections_refused_total", Help: "Connections refused past --max-conns or --max-conns-per-client."},
+			func() float64 { return float64(s.conns.Refused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bm_log_lines_suppressed_total", Help: "Log lines of anonymous or refused requests left out past --anon-log-per-second."},
+			func() float64 { return float64(s.anonLog.Suppressed()) }))
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
@@ -478,6 +542,7 @@ func (s *Server) openAuth(ctx context.Context) error {
 		Accounts:     accounts{s.store},
 		GlobalSecret: oauthSecret,
 		Storage:      s.store, // codes and token sessions survive restarts, shared by replicas
+		Limits:       cfg.Limits,
 		Logger:       cfg.Logger.With("component", "issuer"),
 	})
 	if err != nil {
@@ -679,6 +744,13 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) endStreamsAtShutdown(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == tenantapi.PathTenantEvents {
+			// A stream outlives the read and write timeouts: the handler
+			// sets a deadline per write and sends heartbeats, which find
+			// a dead client. (A read deadline passing would cancel the
+			// request's context.)
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Time{})
+			_ = rc.SetWriteDeadline(time.Time{})
 			ctx, cancel := context.WithCancel(r.Context())
 			defer cancel()
 			go func() {
@@ -748,11 +820,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	})
 
-	servers := []*http.Server{{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
-	lns := []net.Listener{s.apiLn}
+	cfg := s.cfg
+	servers := []*http.Server{s.httpServer(h, cfg.ReadTimeout, cfg.WriteTimeout)}
+	lns := []net.Listener{s.conns.Listen(s.apiLn, apiRefusal)}
 	if s.s3 != nil {
-		servers = append(servers, &http.Server{Handler: s.s3.Handler(), ReadHeaderTimeout: 10 * time.Second})
-		lns = append(lns, s.s3Ln)
+		servers = append(servers, s.httpServer(s.s3.Handler(), cfg.S3ReadTimeout, cfg.S3WriteTimeout))
+		lns = append(lns, s.conns.Listen(s.s3Ln, s3Refusal))
 	}
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
@@ -789,6 +862,47 @@ func (s *Server) Serve(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// anonymousLines are the messages, besides the request lines of
+// anonymous requests, that every unauthenticated or refused request
+// writes: what a guessing run multiplies (see Config.AnonLogPerSecond).
+var anonymousLines = map[string]bool{
+	"unauthenticated request":                                true, // api
+	"s3embed: request refused":                               true,
+	"s3embed: access denied":                                 true,
+	"login failed":                                           true, // issuer
+	"login refused: bad or missing CSRF token":               true,
+	"authorize request refused":                              true,
+	"device authorization refused":                           true,
+	"device approval: login failed":                          true,
+	"device approval refused: bad or missing CSRF token":     true,
+	"device decision refused: bad or expired sign-in ticket": true,
+}
+
+// anonymousLine reports whether r is a line an anonymous request writes.
+func anonymousLine(r slog.Record) bool { return anonymousLines[r.Message] || ops.IsAnonymous(r) }
+
+// Refusals of a connection past the bounds (see limit.Conns): the API's
+// error shape, S3's SlowDown (which S3 clients retry after a pause).
+var (
+	apiRefusal = limit.HTTPRefusal(5*time.Second, "application/json", `{"detail":"too many connections; retry later"}`)
+	s3Refusal  = limit.HTTPRefusal(5*time.Second, "application/xml",
+		`<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Error><Code>SlowDown</Code><Message>Too many connections; reduce your request rate.</Message></Error>`)
+)
+
+// httpServer is an http.Server of h with the configured timeouts (read
+// and write given: the API's or the S3 endpoint's; negative is none).
+func (s *Server) httpServer(h http.Handler, read, write time.Duration) *http.Server {
+	pos := func(d time.Duration) time.Duration { return max(d, 0) }
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: pos(s.cfg.ReadHeaderTimeout),
+		ReadTimeout:       pos(read),
+		WriteTimeout:      pos(write),
+		IdleTimeout:       pos(s.cfg.IdleTimeout),
+		ErrorLog:          slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelWarn),
+	}
 }
 
 // Close releases the listeners and the store.

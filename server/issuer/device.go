@@ -22,6 +22,7 @@ package issuer
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -33,6 +34,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +42,7 @@ import (
 	hoauth2 "github.com/ory/fosite/handler/oauth2"
 	"golang.org/x/oauth2"
 
+	"github.com/basicmachines-co/bm-agent/server/limit"
 	"github.com/basicmachines-co/bm-agent/server/store"
 )
 
@@ -54,11 +57,18 @@ const (
 const (
 	DefaultDeviceCodeTTL  = 10 * time.Minute
 	DefaultDeviceInterval = 5 * time.Second
-	// maxPendingDevices bounds the device codes kept at once.
-	maxPendingDevices = 10000
-	// userCodeAlphabet has no vowels (no words) and no look-alikes (RFC 8628 6.1).
-	userCodeAlphabet = "BCDFGHJKLMNPQRSTVWXZ"
+	// userCodeAlphabet has no vowels (no words) and no look-alikes (RFC
+	// 8628 6.1: no 0, 1 or 5 beside O, I, L and S): 27 symbols, so the 8
+	// of a code carry 38 bits (RFC 8628's example alphabet of 20 letters,
+	// 34.5 bits). With the verification page's rate limits (per client,
+	// per code) and at most MaxPendingDevices codes pending, a guess hits
+	// a pending code with odds of 10,000 in 2.8e11.
+	userCodeAlphabet = "BCDFGHJKLMNPQRSTVWXZ2346789"
+	userCodeLen      = 8
 	deviceCSRFCookie = "bm_issuer_device_csrf"
+	// confirmTTL bounds the time between signing in at the verification
+	// page and confirming (or denying) the device.
+	confirmTTL = 5 * time.Minute
 )
 
 // RFC 8628 section 3.5 error codes.
@@ -104,13 +114,14 @@ type deviceGrant struct {
 // compare-and-swap on the row's data.
 type deviceStore struct {
 	ttl, interval time.Duration
+	maxPending    int // device codes pending at once, in all
 	now           func() time.Time
 	db            Storage
 	sweeper       *oauthStore
 }
 
 func newDeviceStore(db Storage, sweeper *oauthStore, ttl, interval time.Duration) *deviceStore {
-	return &deviceStore{ttl: ttl, interval: interval, now: time.Now, db: db, sweeper: sweeper}
+	return &deviceStore{ttl: ttl, interval: interval, maxPending: DefaultMaxPendingDevices, now: time.Now, db: db, sweeper: sweeper}
 }
 
 func hashCode(code string) string {
@@ -118,13 +129,17 @@ func hashCode(code string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// normalizeUserCode uppercases and drops everything but letters, so
-// "bcdf-ghjk" and "BCDFGHJK" are the same code.
+// normalizeUserCode uppercases and drops everything but letters and
+// digits, so "bcdf-gh2k" and "BCDFGH2K" are the same code. It keeps at most
+// 64 of them: a longer input is no code.
 func normalizeUserCode(s string) string {
 	var b strings.Builder
 	for _, r := range strings.ToUpper(s) {
-		if r >= 'A' && r <= 'Z' {
+		if (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
 			b.WriteRune(r)
+			if b.Len() >= 64 {
+				break
+			}
 		}
 	}
 	return b.String()
@@ -132,20 +147,22 @@ func normalizeUserCode(s string) string {
 
 // formatUserCode is the display form, XXXX-XXXX.
 func formatUserCode(c string) string {
-	if len(c) != 8 {
+	if len(c) != userCodeLen {
 		return c
 	}
 	return c[:4] + "-" + c[4:]
 }
 
 func randomUserCode() string {
-	b := make([]byte, 8)
-	rand.Read(b) // never fails (crypto/rand)
-	out := make([]byte, 8)
-	for i, v := range b {
-		// 256 % 20 = 16: a negligible bias for a code that lives 10 minutes
-		// and is rate limited by its own expiry.
-		out[i] = userCodeAlphabet[int(v)%len(userCodeAlphabet)]
+	out := make([]byte, userCodeLen)
+	b := make([]byte, 1)
+	// Rejection sampling: no symbol more likely than another.
+	for i := 0; i < len(out); {
+		rand.Read(b) // never fails (crypto/rand)
+		if v := int(b[0]); v < 256-256%len(userCodeAlphabet) {
+			out[i] = userCodeAlphabet[v%len(userCodeAlphabet)]
+			i++
+		}
 	}
 	return string(out)
 }
@@ -159,13 +176,6 @@ func (s *deviceStore) create(ctx context.Context, clientID string, scopes []stri
 	rand.Read(idb)
 	now := s.now()
 	s.sweeper.sweep(ctx)
-	n, err := s.db.CountOAuthSessions(ctx, kindDeviceCode, now)
-	if err != nil {
-		return "", nil, fosite.ErrServerError.WithWrap(err)
-	}
-	if n >= maxPendingDevices {
-		return "", nil, fosite.ErrTemporarilyUnavailable.WithHint("Too many device authorizations in progress; try again later.")
-	}
 	g = &deviceGrant{
 		ID:        hex.EncodeToString(idb),
 		ClientID:  clientID,
@@ -175,12 +185,18 @@ func (s *deviceStore) create(ctx context.Context, clientID string, scopes []stri
 		Interval:  s.interval,
 	}
 	key := hashCode(deviceCode)
+	// The user code rows are the pending grants (a grant's goes once
+	// it is polled to tokens, denied or expired): their count and the
+	// insert are one step, so concurrent callers never pass the bound.
 	for attempt := 0; ; attempt++ {
 		g.UserCode = randomUserCode()
-		err = s.db.CreateOAuthSession(ctx, store.OAuthSession{Kind: kindUserCode, Signature: g.UserCode,
-			RequestID: key, ClientID: clientID, Active: true, ExpiresAt: g.Expires})
+		err = s.db.CreateOAuthSessionCapped(ctx, store.OAuthSession{Kind: kindUserCode, Signature: g.UserCode,
+			RequestID: key, ClientID: clientID, Active: true, ExpiresAt: g.Expires}, s.maxPending, now)
 		if err == nil {
 			break
+		}
+		if errors.Is(err, store.ErrFull) {
+			return "", nil, fosite.ErrTemporarilyUnavailable.WithHint("Too many device authorizations in progress; try again later.").WithWrap(err)
 		}
 		if !errors.Is(err, store.ErrConflict) || attempt >= 10 {
 			return "", nil, fosite.ErrServerError.WithWrap(err)
@@ -192,6 +208,7 @@ func (s *deviceStore) create(ctx context.Context, clientID string, scopes []stri
 	}
 	if err := s.db.CreateOAuthSession(ctx, store.OAuthSession{Kind: kindDeviceCode, Signature: key,
 		RequestID: g.ID, ClientID: clientID, Active: true, Data: string(data), ExpiresAt: g.Expires}); err != nil {
+		_ = s.db.DeleteOAuthSession(ctx, kindUserCode, g.UserCode)
 		return "", nil, fosite.ErrServerError.WithWrap(err)
 	}
 	return deviceCode, g, nil
@@ -346,6 +363,10 @@ type deviceAuthResponse struct {
 // (RFC 8628 section 3.1): client_id, scope, and a PKCE S256 challenge.
 func (i *Issuer) serveDeviceAuthorization(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if ok, wait := i.lim.deviceAuth.Allow(limit.RequestKey(r)); !ok {
+		i.writeDeviceLimited(w, wait)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		i.writeDeviceError(w, r, fosite.ErrInvalidRequest.WithHint("The request body is not a form."))
@@ -392,6 +413,18 @@ func (i *Issuer) serveDeviceAuthorization(w http.ResponseWriter, r *http.Request
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
+// writeDeviceLimited answers a device authorization over its client's
+// limit: 429, Retry-After, an RFC 6749 error body. It logs nothing (the
+// request line says it; a flood must not become one line each).
+func (i *Issuer) writeDeviceLimited(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Retry-After", limit.RetryAfter(wait))
+	w.WriteHeader(http.StatusTooManyRequests)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": "slow_down",
+		"error_description": "Too many device authorizations from this address; retry after " + limit.RetryAfter(wait) + " s."})
+}
+
 func (i *Issuer) writeDeviceError(w http.ResponseWriter, r *http.Request, err error) {
 	e := fosite.ErrorToRFC6749Error(err)
 	i.log.InfoContext(r.Context(), "device authorization refused", "error", e.ErrorField, "description", e.GetDescription())
@@ -401,7 +434,10 @@ func (i *Issuer) writeDeviceError(w http.ResponseWriter, r *http.Request, err er
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": e.ErrorField, "error_description": e.GetDescription()})
 }
 
-// devicePage is the verification page. The ids "bm-device", "bm-login-error"
+// devicePage is the verification page, in two steps: the code and a
+// sign-in, then (Confirm set) the device to connect to that account, to
+// connect or deny. Nothing is decided before the person signed in and
+// confirmed. The ids "bm-device", "bm-device-confirm", "bm-login-error"
 // and "bm-device-done" are what issuertest.DeviceApprove looks for.
 var devicePage = template.Must(template.New("device").Parse(`<!doctype html>
 <html lang="en">
@@ -416,20 +452,31 @@ button{margin-top:1rem;padding:.5rem 1.2rem}.error{color:#b00020}.code{font-fami
 </style>
 </head>
 <body>
-{{if .Done}}<h1 id="bm-device-done">{{.Done}}</h1><p>{{.Message}}</p>{{else}}
+{{if .Done}}<h1 id="bm-device-done">{{.Done}}</h1><p>{{.Message}}</p>{{else if .Confirm}}
+<h1>Connect this device?</h1>
+<p>A device asked to sign in to <strong>{{.Email}}</strong> {{.Age}} with the code</p>
+<p class="code">{{.Display}}</p>
+<p>Connect it only if you started this sign-in yourself, on a device of yours that shows this very code. Anyone you let in can read and change your notes.</p>
+{{if .Error}}<p class="error" id="bm-login-error" role="alert">{{.Error}}</p>{{end}}
+<form id="bm-device-confirm" method="post" action="{{.Action}}">
+<input type="hidden" name="csrf_token" value="{{.CSRF}}">
+<input type="hidden" name="user_code" value="{{.UserCode}}">
+<input type="hidden" name="ticket" value="{{.Ticket}}">
+<button type="submit" name="action" value="approve">Connect</button>
+<button type="submit" name="action" value="deny">Deny</button>
+</form>{{else}}
 <h1>Connect a device</h1>
-<p>Check that this code is the one your device shows, then sign in to connect it.</p>
+<p>Check that this code is the one your device shows, then sign in.</p>
 {{if .Error}}<p class="error" id="bm-login-error" role="alert">{{.Error}}</p>{{end}}
 <form id="bm-device" method="post" action="{{.Action}}">
 <input type="hidden" name="csrf_token" value="{{.CSRF}}">
 <label for="user_code">Code</label>
 <input id="user_code" name="user_code" type="text" class="code" autocomplete="off" required value="{{.UserCode}}">
 <label for="email">Email</label>
-<input id="email" name="email" type="email" autocomplete="username" value="{{.Email}}">
+<input id="email" name="email" type="email" autocomplete="username" required value="{{.Email}}">
 <label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password">
-<button type="submit" name="action" value="approve">Sign in and connect</button>
-<button type="submit" name="action" value="deny" formnovalidate>Deny</button>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit" name="action" value="signin">Sign in</button>
 </form>{{end}}
 </body>
 </html>
@@ -438,24 +485,45 @@ button{margin-top:1rem;padding:.5rem 1.2rem}.error{color:#b00020}.code{font-fami
 type devicePageData struct {
 	Action, CSRF, UserCode, Email, Error string
 	Done, Message                        string
+	// Confirm shows the second step: Ticket proves the sign-in, Display
+	// is the code as the device shows it, Age how long ago it asked.
+	Confirm              bool
+	Ticket, Display, Age string
 }
 
 // deviceCSRFForm is what the verification form's CSRF token is bound to
 // (besides the cookie): the page, not a code the person may still type.
 var deviceCSRFForm = url.Values{"page": {"device"}}
 
-// serveDeviceForm answers GET /oauth2/device[?user_code=...].
+// Messages of the verification page.
+const (
+	msgBadCode     = "That code is not valid or has expired. Start again on your device."
+	msgBadLogin    = "Wrong email or password."
+	msgPageExpired = "Your page expired. Please try again."
+)
+
+// serveDeviceForm answers GET /oauth2/device[?user_code=...]. Looking a
+// code up counts against the client's verification limit.
 func (i *Issuer) serveDeviceForm(w http.ResponseWriter, r *http.Request) {
 	code := r.URL.Query().Get("user_code")
-	msg := ""
-	if code != "" && i.devices.lookupUser(r.Context(), code) == nil {
-		msg = "That code is not valid or has expired. Start again on your device."
+	data := devicePageData{UserCode: code}
+	if code != "" {
+		if ok, wait := i.lim.verify.Allow(limit.RequestKey(r)); !ok {
+			i.renderDeviceLimited(w, r, wait, data)
+			return
+		}
+		if i.devices.lookupUser(r.Context(), code) == nil {
+			data.Error = msgBadCode
+		}
 	}
-	i.renderDevice(w, r, http.StatusOK, devicePageData{UserCode: code, Error: msg})
+	i.renderDevice(w, r, http.StatusOK, data)
 }
 
-// serveDeviceSubmit answers POST /oauth2/device: deny, or sign in and
-// approve the device code.
+// serveDeviceSubmit answers POST /oauth2/device: action signin checks the
+// code and the person's password and shows the confirmation step;
+// approve or deny, from that step (its ticket), decides. Every submission
+// counts against the client's verification limit and the code's own; a
+// sign-in also against the sign-in limits (see signIn).
 func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
@@ -466,29 +534,44 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	code, email, password := f.Get("user_code"), f.Get(fieldEmail), f.Get(fieldPassword)
 	data := devicePageData{UserCode: code, Email: email}
+	if ok, wait := i.lim.verify.Allow(limit.RequestKey(r)); !ok {
+		i.renderDeviceLimited(w, r, wait, data)
+		return
+	}
 	if !i.checkDeviceCSRF(r, f.Get(fieldCSRF)) {
 		i.log.InfoContext(ctx, "device approval refused: bad or missing CSRF token")
-		data.Error = "Your page expired. Please try again."
+		data.Error = msgPageExpired
 		i.renderDevice(w, r, http.StatusForbidden, data)
 		return
 	}
-	if i.devices.lookupUser(r.Context(), code) == nil {
-		data.Error = "That code is not valid or has expired. Start again on your device."
+	norm := normalizeUserCode(code)
+	if ok, wait := i.lim.code.Allow(norm); !ok {
+		i.renderDeviceLimited(w, r, wait, data)
+		return
+	}
+	g := i.devices.lookupUser(ctx, norm)
+	if g == nil {
+		data.Error = msgBadCode
 		i.renderDevice(w, r, http.StatusOK, data)
 		return
 	}
-	if f.Get("action") == "deny" {
-		i.devices.decide(ctx, code, nil)
-		i.log.InfoContext(ctx, "device authorization denied")
+	action := f.Get("action")
+	if action != "approve" && action != "deny" {
+		i.deviceSignIn(w, r, g, data, password)
+		return
+	}
+	subject, ok := i.checkTicket(r, f.Get("ticket"), norm)
+	if !ok {
+		i.log.InfoContext(ctx, "device decision refused: bad or expired sign-in ticket")
+		data.Error = msgPageExpired
+		i.renderDevice(w, r, http.StatusForbidden, data)
+		return
+	}
+	if action == "deny" {
+		i.devices.decide(ctx, norm, nil)
+		i.log.InfoContext(ctx, "device authorization denied", "subject", subject)
 		i.renderDevice(w, r, http.StatusOK, devicePageData{Done: "Device not connected",
 			Message: "You denied the request. You can close this page."})
-		return
-	}
-	subject, err := i.accounts.Authenticate(ctx, email, password)
-	if err != nil || subject == "" {
-		i.log.InfoContext(ctx, "device approval: login failed", "error", err)
-		data.Error = "Wrong email or password."
-		i.renderDevice(w, r, http.StatusOK, data)
 		return
 	}
 	claims, err := i.accounts.Claims(ctx, subject)
@@ -498,14 +581,47 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 		i.renderDevice(w, r, http.StatusInternalServerError, data)
 		return
 	}
-	if !i.devices.decide(ctx, code, i.newSession(subject, claims, time.Now().UTC())) {
-		data.Error = "That code is not valid or has expired. Start again on your device."
+	if !i.devices.decide(ctx, norm, i.newSession(subject, claims, time.Now().UTC())) {
+		data.Error = msgBadCode
 		i.renderDevice(w, r, http.StatusOK, data)
 		return
 	}
 	i.log.InfoContext(ctx, "device approved", "subject", subject)
 	i.renderDevice(w, r, http.StatusOK, devicePageData{Done: "Device connected",
 		Message: "Your device is now signed in to Basic Memory. You can close this page."})
+}
+
+// deviceSignIn is the first step's submission: sign in, then show the
+// confirmation step for grant g.
+func (i *Issuer) deviceSignIn(w http.ResponseWriter, r *http.Request, g *deviceGrant, data devicePageData, password string) {
+	ctx := r.Context()
+	subject, err := i.signIn(ctx, r, data.Email, password)
+	var lim *LimitedError
+	switch {
+	case errors.As(err, &lim):
+		i.renderDeviceLimited(w, r, lim.Wait, data)
+		return
+	case err != nil:
+		i.log.InfoContext(ctx, "device approval: login failed", "error", err)
+		data.Error = msgBadLogin
+		i.renderDevice(w, r, http.StatusOK, data)
+		return
+	}
+	age := max(i.devices.now().Sub(g.Expires.Add(-i.devices.ttl)), 0).Round(time.Second)
+	data.Confirm = true
+	data.UserCode = g.UserCode
+	data.Display = formatUserCode(g.UserCode)
+	data.Age = age.String() + " ago"
+	data.Ticket = i.ticket(w, r, g.UserCode, subject, time.Now().Add(confirmTTL))
+	i.renderDevice(w, r, http.StatusOK, data)
+}
+
+// renderDeviceLimited shows the page again with 429 and Retry-After.
+func (i *Issuer) renderDeviceLimited(w http.ResponseWriter, r *http.Request, wait time.Duration, data devicePageData) {
+	w.Header().Set("Retry-After", limit.RetryAfter(wait))
+	data.Error = retryMessage(wait)
+	data.Confirm = false
+	i.renderDevice(w, r, http.StatusTooManyRequests, data)
 }
 
 func (i *Issuer) renderDevice(w http.ResponseWriter, r *http.Request, status int, data devicePageData) {
@@ -518,6 +634,44 @@ func (i *Issuer) renderDevice(w http.ResponseWriter, r *http.Request, status int
 
 func (i *Issuer) checkDeviceCSRF(r *http.Request, token string) bool {
 	return i.checkCSRFCookie(r, deviceCSRFCookie, token, deviceCSRFForm)
+}
+
+// ticket proves, in the confirmation step, that subject signed in for
+// userCode in this browser (the CSRF cookie's nonce) until exp:
+// base64url(subject).exp.HMAC(nonce, code, subject, exp).
+func (i *Issuer) ticket(w http.ResponseWriter, r *http.Request, userCode, subject string, exp time.Time) string {
+	nonce := i.csrfNonce(w, r, deviceCSRFCookie, PathDevice)
+	e := strconv.FormatInt(exp.Unix(), 10)
+	return base64.RawURLEncoding.EncodeToString([]byte(subject)) + "." + e + "." + i.ticketMAC(nonce, userCode, subject, e)
+}
+
+func (i *Issuer) ticketMAC(nonce, userCode, subject, exp string) string {
+	return i.csrfToken(nonce, url.Values{"page": {"device-confirm"}, "code": {userCode}, "sub": {subject}, "exp": {exp}})
+}
+
+// checkTicket returns the subject of a valid, unexpired ticket for
+// userCode and this browser.
+func (i *Issuer) checkTicket(r *http.Request, ticket, userCode string) (string, bool) {
+	c, err := r.Cookie(deviceCSRFCookie)
+	if err != nil || len(c.Value) < 32 {
+		return "", false
+	}
+	parts := strings.Split(ticket, ".")
+	if len(parts) != 3 {
+		return "", false
+	}
+	sub, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil || len(sub) == 0 {
+		return "", false
+	}
+	exp, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || time.Now().Unix() > exp {
+		return "", false
+	}
+	if !hmac.Equal([]byte(parts[2]), []byte(i.ticketMAC(c.Value, userCode, string(sub), parts[1]))) {
+		return "", false
+	}
+	return string(sub), true
 }
 
 // deviceGrantHandler is the token endpoint's device_code grant, as a fosite

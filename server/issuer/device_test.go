@@ -173,12 +173,18 @@ func TestDevicePolling(t *testing.T) {
 	t.Run("denied", func(t *testing.T) {
 		dc, uc, v := start(t)
 		page := e.srv.URL + PathDevice + "?user_code=" + url.QueryEscape(uc)
+		// Without signing in, a deny (the old one-step form) decides nothing.
 		form, jar := openDeviceForm(t, page)
 		form.Set("action", "deny")
 		resp := postDevice(t, e, jar, form)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("deny: %d", resp.StatusCode)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("anonymous deny: %d, want 403", resp.StatusCode)
+		}
+		expect(t, pollForm(dc, v), "authorization_pending")
+		now = now.Add(2 * time.Second)
+		if err := issuertest.DeviceDecide(t.Context(), page, "", "ada@example.com", "correct horse", "deny"); err != nil {
+			t.Fatalf("deny: %v", err)
 		}
 		expect(t, pollForm(dc, v), "access_denied")
 	})
@@ -284,7 +290,7 @@ func TestDeviceDiscovery(t *testing.T) {
 func TestUserCodes(t *testing.T) {
 	for range 100 {
 		c := randomUserCode()
-		if len(c) != 8 || strings.Trim(c, userCodeAlphabet) != "" {
+		if len(c) != userCodeLen || strings.Trim(c, userCodeAlphabet) != "" {
 			t.Fatalf("user code %q", c)
 		}
 		if normalizeUserCode(strings.ToLower(formatUserCode(c))) != c {

@@ -108,6 +108,9 @@ type Config struct {
 	// 10 minutes); DeviceInterval the polling interval it asks for (default
 	// 5 s, at least 1 s).
 	DeviceCodeTTL, DeviceInterval time.Duration
+	// Limits bounds what anonymous callers may ask (device codes, the
+	// verification page, sign-in attempts); zero fields take defaults.
+	Limits Limits
 }
 
 // Issuer is the built-in OAuth 2.0 / OIDC issuer. Create it with New and
@@ -124,6 +127,7 @@ type Issuer struct {
 	signer   jwt.Signer
 	store    *oauthStore
 	devices  *deviceStore
+	lim      *limiters
 }
 
 // New builds an Issuer from cfg.
@@ -209,7 +213,9 @@ func New(cfg Config) (*Issuer, error) {
 		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fcfg),
 		Signer:                     signer,
 	}
+	lim := newLimiters(cfg.Limits)
 	devices := newDeviceStore(db, store, cfg.DeviceCodeTTL, cfg.DeviceInterval)
+	devices.maxPending = lim.maxPending
 	provider := compose.Compose(fcfg, store, strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
 		deviceGrantFactory(devices, fcfg),
@@ -234,6 +240,7 @@ func New(cfg Config) (*Issuer, error) {
 		signer:   signer,
 		store:    store,
 		devices:  devices,
+		lim:      lim,
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
+
+	"github.com/basicmachines-co/bm-agent/server/limit"
 )
 
 // Names of the login form's own fields; every other field is a parameter of
@@ -84,7 +87,9 @@ func (i *Issuer) serveLoginForm(w http.ResponseWriter, r *http.Request) {
 // serveLoginSubmit answers POST /oauth2/authorize: it checks the CSRF token
 // and the credentials, and on success completes the authorize response (a
 // redirect to the loopback callback with code and state). On bad
-// credentials it shows the form again with an error and issues no code.
+// credentials it shows the form again with an error and issues no code;
+// past the sign-in limits of the client or the account (see signIn) it
+// shows it with 429 and Retry-After, without checking the password.
 func (i *Issuer) serveLoginSubmit(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
@@ -113,8 +118,14 @@ func (i *Issuer) serveLoginSubmit(w http.ResponseWriter, r *http.Request) {
 		i.renderLogin(w, r, http.StatusForbidden, form, email, "Your sign-in page expired. Please try again.")
 		return
 	}
-	subject, err := i.accounts.Authenticate(ctx, email, password)
-	if err != nil || subject == "" {
+	subject, err := i.signIn(ctx, r, email, password)
+	var lim *LimitedError
+	switch {
+	case errors.As(err, &lim):
+		w.Header().Set("Retry-After", limit.RetryAfter(lim.Wait))
+		i.renderLogin(w, r, http.StatusTooManyRequests, form, email, retryMessage(lim.Wait))
+		return
+	case err != nil:
 		i.log.InfoContext(ctx, "login failed", "error", err)
 		i.renderLogin(w, r, http.StatusOK, form, email, "Wrong email or password.")
 		return

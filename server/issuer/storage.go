@@ -40,6 +40,9 @@ type Storage interface {
 	DeleteOAuthSessionsByRequest(ctx context.Context, kind, requestID string) error
 	SwapOAuthSessionData(ctx context.Context, kind, signature, oldData, newData string, active bool) (bool, error)
 	CountOAuthSessions(ctx context.Context, kind string, t time.Time) (int, error)
+	// CreateOAuthSessionCapped is CreateOAuthSession unless maxRows rows
+	// of the kind are unexpired at now (store.ErrFull then), atomically.
+	CreateOAuthSessionCapped(ctx context.Context, sess store.OAuthSession, maxRows int, now time.Time) error
 	DeleteExpiredOAuthSessions(ctx context.Context, t time.Time) (int64, error)
 }
 
@@ -369,6 +372,29 @@ func (m *memoryStorage) CreateOAuthSession(_ context.Context, sess store.OAuthSe
 	}
 	if sess.CreatedAt.IsZero() {
 		sess.CreatedAt = time.Now().UTC()
+	}
+	m.rows[k] = sess
+	return nil
+}
+
+func (m *memoryStorage) CreateOAuthSessionCapped(_ context.Context, sess store.OAuthSession, maxRows int, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, r := range m.rows {
+		if r.Kind == sess.Kind && !r.ExpiresAt.Before(now) {
+			n++
+		}
+	}
+	if n >= maxRows {
+		return fmt.Errorf("create oauth session: %d %s rows: %w", n, sess.Kind, store.ErrFull)
+	}
+	k := [2]string{sess.Kind, sess.Signature}
+	if _, ok := m.rows[k]; ok {
+		return fmt.Errorf("create oauth session: %w", store.ErrConflict)
+	}
+	if sess.CreatedAt.IsZero() {
+		sess.CreatedAt = now
 	}
 	m.rows[k] = sess
 	return nil

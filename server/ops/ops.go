@@ -138,7 +138,9 @@ func newRequestID() string {
 // Middleware gives every request a request id (the caller's X-Request-Id
 // when it is sane, else a new one; echoed in the response), logs one line
 // per request with log (method, route pattern, path without the query,
-// status, bytes, duration, request id) and records metrics (nil skips them).
+// status, bytes, duration, request id; "anonymous" for a request without
+// credentials or refused them, which a LogLimiter may then thin out) and
+// records metrics (nil skips them).
 // The route pattern is what http.ServeMux matched; unmatched requests are
 // "unmatched", so metrics stay bounded. onDone, when set, is told the route
 // pattern and status of each request.
@@ -166,7 +168,7 @@ func Middleware(log *slog.Logger, m *Metrics, onDone func(route string, code int
 			level = slog.LevelError
 		}
 		remote, _, _ := net.SplitHostPort(r.RemoteAddr)
-		log.LogAttrs(r.Context(), level, "request",
+		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("route", route),
 			slog.String("path", r.URL.Path),
@@ -174,7 +176,11 @@ func Middleware(log *slog.Logger, m *Metrics, onDone func(route string, code int
 			slog.Int64("bytes", met.Written),
 			slog.Float64("duration_ms", float64(met.Duration.Microseconds())/1000),
 			slog.String("remote", remote),
-		)
+		}
+		if r.Header.Get("Authorization") == "" || met.Code == http.StatusUnauthorized {
+			attrs = append(attrs, slog.Bool(AnonymousAttr, true))
+		}
+		log.LogAttrs(r.Context(), level, "request", attrs...)
 	})
 }
 

@@ -44,6 +44,49 @@ func (s *Store) CreateOAuthSession(ctx context.Context, sess OAuthSession) error
 	return nil
 }
 
+// CreateOAuthSessionCapped inserts sess as CreateOAuthSession does unless
+// maxRows rows of its kind are unexpired at now: then it is ErrFull. The
+// count and the insert are one transaction under a lock of the kind (a
+// SQLite write transaction; a PostgreSQL advisory lock), so concurrent
+// callers, at one replica or several, never pass the bound together.
+func (s *Store) CreateOAuthSessionCapped(ctx context.Context, sess OAuthSession, maxRows int, now time.Time) error {
+	if sess.Kind == "" || sess.Signature == "" {
+		return errors.New("create oauth session: kind and signature are required")
+	}
+	if sess.CreatedAt.IsZero() {
+		sess.CreatedAt = now
+	}
+	tx, err := s.db.BeginTx(ctx, nil) // SQLite: BEGIN IMMEDIATE (see Open), the write lock
+	if err != nil {
+		return fmt.Errorf("create oauth session: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if s.dialect == DialectPostgres {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "oauth_sessions:"+sess.Kind); err != nil {
+			return fmt.Errorf("create oauth session: lock: %w", err)
+		}
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, s.rebind(`SELECT COUNT(*) FROM oauth_sessions WHERE kind = ? AND expires_at >= ?`),
+		sess.Kind, ts(now)).Scan(&n); err != nil {
+		return fmt.Errorf("create oauth session: count: %w", err)
+	}
+	if n >= maxRows {
+		return fmt.Errorf("create oauth session: %d %s rows: %w", n, sess.Kind, ErrFull)
+	}
+	if _, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO oauth_sessions
+		(kind, signature, request_id, client_id, subject, active, data, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		sess.Kind, sess.Signature, sess.RequestID, sess.ClientID, sess.Subject, sess.Active, sess.Data,
+		ts(sess.ExpiresAt), ts(sess.CreatedAt)); err != nil {
+		return fmt.Errorf("create oauth session: %w", classify(err))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create oauth session: commit: %w", classify(err))
+	}
+	return nil
+}
+
 // OAuthSession returns the row of kind and signature, or ErrNotFound.
 // Expired rows not yet swept are returned as they are: the caller checks
 // ExpiresAt.

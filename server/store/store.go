@@ -37,6 +37,9 @@ var (
 	// ErrConflict is returned when a write violates a unique constraint
 	// (an email, an access key, a bucket name or an id already taken).
 	ErrConflict = errors.New("store: conflict")
+	// ErrFull is returned when a write would pass a bound on the rows
+	// of a kind (see CreateOAuthSessionCapped).
+	ErrFull = errors.New("store: full")
 )
 
 // Dialect names the SQL database behind a Store.

@@ -23,10 +23,11 @@ import (
 // device.go render them; the issuer's tests drive those pages through this
 // package and compare the field names, so a change on one side fails there).
 const (
-	FormLogin     = "bm-login"       // id of the login form
-	FormDevice    = "bm-device"      // id of the device approval form
-	LoginErrorID  = "bm-login-error" // id of the error message on either page
-	DeviceDoneID  = "bm-device-done" // id of the device page's confirmation
+	FormLogin     = "bm-login"          // id of the login form
+	FormDevice    = "bm-device"         // id of the device page's sign-in form
+	FormConfirm   = "bm-device-confirm" // id of the device page's connect-or-deny form
+	LoginErrorID  = "bm-login-error"    // id of the error message on either page
+	DeviceDoneID  = "bm-device-done"    // id of the device page's confirmation
 	FieldEmail    = "email"
 	FieldPassword = "password"
 )
@@ -197,11 +198,18 @@ func redactURL(u *url.URL) string {
 // DeviceApprove plays the person approving a device login, for the demo and
 // end-to-end tests: it opens verificationURL (the verification_uri_complete
 // of a device authorization, or its verification_uri with code set) with a
-// cookie jar, signs in with email and password, and approves userCode (empty:
-// keep the code the page was opened with). It fails with ErrLoginRejected
-// when the page comes back with an error (wrong password, unknown or expired
-// code), and when the confirmation page does not follow.
+// cookie jar, signs in with email and password for userCode (empty: keep
+// the code the page was opened with), and connects the device on the
+// confirmation step. It fails with ErrLoginRejected when the page comes
+// back with an error (wrong password, unknown or expired code, too many
+// attempts), and when the confirmation does not follow.
 func DeviceApprove(ctx context.Context, verificationURL, userCode, email, password string) error {
+	return DeviceDecide(ctx, verificationURL, userCode, email, password, "approve")
+}
+
+// DeviceDecide is DeviceApprove with the decision of the confirmation
+// step: "approve" or "deny".
+func DeviceDecide(ctx context.Context, verificationURL, userCode, email, password, decision string) error {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		return fmt.Errorf("device approve: %w", err)
@@ -232,19 +240,24 @@ func DeviceApprove(ctx context.Context, verificationURL, userCode, email, passwo
 	}
 	form.Values.Set(FieldEmail, email)
 	form.Values.Set(FieldPassword, password)
-	form.Values.Set("action", "approve")
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.Values.Encode()))
+	form.Values.Set("action", "signin")
+	page, err = post(ctx, client, action.String(), form.Values)
 	if err != nil {
-		return fmt.Errorf("device approve: %w", err)
+		return fmt.Errorf("device approve: sign in: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err = client.Do(req)
-	if err != nil {
-		return fmt.Errorf("device approve: submit: %w", err)
+	if msg, ok := page.LoginError(); ok {
+		return fmt.Errorf("device approve: %w: %s", ErrLoginRejected, msg)
 	}
-	page, err = ReadPage(resp)
-	if err != nil {
-		return fmt.Errorf("device approve: submit: %w", err)
+	confirm, ok := page.Form(FormConfirm)
+	if !ok {
+		return fmt.Errorf("device approve: no confirmation step (HTTP %d at %s)", page.Status, redactURL(page.URL))
+	}
+	if action, err = page.URL.Parse(confirm.Action); err != nil {
+		return fmt.Errorf("device approve: form action: %w", err)
+	}
+	confirm.Values.Set("action", decision)
+	if page, err = post(ctx, client, action.String(), confirm.Values); err != nil {
+		return fmt.Errorf("device approve: %s: %w", decision, err)
 	}
 	if msg, ok := page.LoginError(); ok {
 		return fmt.Errorf("device approve: %w: %s", ErrLoginRejected, msg)
@@ -253,4 +266,18 @@ func DeviceApprove(ctx context.Context, verificationURL, userCode, email, passwo
 		return fmt.Errorf("device approve: no confirmation (HTTP %d at %s)", page.Status, redactURL(page.URL))
 	}
 	return nil
+}
+
+// post submits a form and reads the page that comes back.
+func post(ctx context.Context, client *http.Client, action string, values url.Values) (Page, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, action, strings.NewReader(values.Encode()))
+	if err != nil {
+		return Page{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := client.Do(req)
+	if err != nil {
+		return Page{}, err
+	}
+	return ReadPage(resp)
 }
