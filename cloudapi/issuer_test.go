@@ -8,11 +8,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -151,23 +149,17 @@ func TestLoginFlowsAgainstBuiltInIssuer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		page := r.srv.URL + issuer.PathDevice
-		// Deny through the page as a person would: open it, press Deny.
+		// Deny through the page as a person would: sign in, then press
+		// Deny on the confirmation step (an anonymous deny decides nothing).
+		errc := make(chan error, 1)
 		go func() {
-			jarClient := newJarClient()
-			resp, err := jarClient.Get(page + "?user_code=" + url.QueryEscape(d.UserCode()))
-			if err != nil {
-				return
-			}
-			resp.Body.Close()
-			form := url.Values{"user_code": {d.UserCode()}, "action": {"deny"}, "csrf_token": {csrfFrom(t, jarClient, page)}}
-			resp, err = jarClient.PostForm(page, form)
-			if err == nil {
-				resp.Body.Close()
-			}
+			errc <- issuertest.DeviceDecide(ctx, d.VerificationURIComplete(), "", "ada@example.com", "correct horse", "deny")
 		}()
 		if _, err := d.Wait(ctx); !errors.Is(err, ErrAccessDenied) {
 			t.Fatalf("Wait after deny = %v, want ErrAccessDenied", err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("DeviceDecide deny: %v", err)
 		}
 	})
 }
@@ -294,25 +286,4 @@ func TestRefreshAgainstBuiltInIssuer(t *testing.T) {
 			t.Errorf("TenantStatus = %v, want ErrLoginRequired", err)
 		}
 	})
-}
-
-func newJarClient() *http.Client {
-	jar, _ := cookiejar.New(nil)
-	return &http.Client{Jar: jar}
-}
-
-// csrfFrom reads the CSRF token of the device page with c's cookies.
-func csrfFrom(t *testing.T, c *http.Client, page string) string {
-	resp, err := c.Get(page)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	_, rest, ok := strings.Cut(string(b), `name="csrf_token" value="`)
-	if !ok {
-		return ""
-	}
-	tok, _, _ := strings.Cut(rest, `"`)
-	return tok
 }
