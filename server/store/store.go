@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,6 +115,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Set("_time_format", "sqlite")
 		q.Set("_txlock", "immediate")
+		if err := private(target); err != nil {
+			return nil, fmt.Errorf("store open: %w", err)
+		}
 		if db, err = sql.Open("sqlite", "file:"+target+"?"+q.Encode()); err != nil {
 			return nil, fmt.Errorf("store open: %w", err)
 		}
@@ -124,6 +128,33 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// private makes the SQLite database at path readable by its owner alone:
+// it creates the file 0600 when it is missing (SQLite gives its -wal and
+// -shm files the database's mode) and takes group and other bits off the
+// files of an existing one. In-memory databases (":memory:") are left be.
+func private(path string) error {
+	if strings.HasPrefix(path, ":") {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(p, fi.Mode().Perm()&0o700); err != nil {
+			return fmt.Errorf("make %s private: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // ParseDSN tells which database dsn names (see Open) and returns what the

@@ -483,3 +483,41 @@ func TestHashPasswordRejects(t *testing.T) {
 		t.Errorf("CheckPassword(empty hash) = %v, want a malformed-hash error", err)
 	}
 }
+
+// The SQLite files hold password hashes and OAuth sessions: the owner
+// alone may read them, whether the store made the file or an older
+// version left it readable by everyone.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	ctx := context.Background()
+	check := func(t *testing.T, path string) {
+		t.Helper()
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.CreateTenant(ctx, Tenant{ID: NewID(), Status: TenantActive, SubscriptionStatus: "active", SubscriptionTier: "pro"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			if m := fi.Mode().Perm(); m&0o077 != 0 {
+				t.Errorf("%s has mode %v, want none for group and others", filepath.Base(p), m)
+			}
+		}
+	}
+	t.Run("new", func(t *testing.T) { check(t, filepath.Join(t.TempDir(), "new.db")) })
+	t.Run("left open by an older version", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "old.db")
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		check(t, path)
+	})
+}
