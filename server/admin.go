@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +22,7 @@ import (
 const (
 	AuditTenantCreated   = "tenant.created"
 	AuditTenantStatus    = "tenant.status"
+	AuditSubscription    = "tenant.subscription"
 	AuditAccountCreated  = "account.created"
 	AuditPasswordChanged = "account.password_changed"
 	AuditKeyRevoked      = "credential.revoked"
@@ -111,6 +114,33 @@ func SetTenantStatus(ctx context.Context, st *store.Store, tenantID, status stri
 		return fmt.Errorf("set tenant status: %w", err)
 	}
 	_ = st.AddAudit(ctx, tenantID, AuditTenantStatus, "status "+status)
+	return nil
+}
+
+// SubscriptionStatuses are the subscription states an operator may set
+// (Stripe's): the tenant API serves "active" and "trialing" ones alone.
+var SubscriptionStatuses = []string{"active", "trialing", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused"}
+
+// SetSubscription sets tenantID's subscription status and, when tier is
+// not empty, its tier. It takes effect at once at every route that needs
+// a subscription (the store is asked on each request), whatever the
+// claims of the tenant's access tokens say.
+func SetSubscription(ctx context.Context, st *store.Store, tenantID, status, tier string) error {
+	const op = "set subscription"
+	if !slices.Contains(SubscriptionStatuses, status) {
+		return fmt.Errorf("%s: unknown status %q (want one of %s)", op, status, strings.Join(SubscriptionStatuses, ", "))
+	}
+	t, err := st.TenantByID(ctx, tenantID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if tier == "" {
+		tier = t.SubscriptionTier
+	}
+	if err := st.SetSubscription(ctx, tenantID, status, tier); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	_ = st.AddAudit(ctx, tenantID, AuditSubscription, "status "+status+" tier "+tier)
 	return nil
 }
 

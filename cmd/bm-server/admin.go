@@ -211,6 +211,25 @@ func (a *app) tenantCmd() *cobra.Command {
 			},
 		}
 	}
+	var subTier string
+	subscription := &cobra.Command{
+		Use:   "subscription TENANT-ID STATUS",
+		Short: "Set a tenant's subscription: " + strings.Join(server.SubscriptionStatuses, ", ") + " (only active and trialing sync)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withStore(cmd.Context(), func(st *store.Store) error {
+				if err := server.SetSubscription(cmd.Context(), st, args[0], args[1], subTier); err != nil {
+					return err
+				}
+				t, err := st.TenantByID(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.printTenants(cmd.OutOrStdout(), []store.Tenant{t})
+			})
+		},
+	}
+	subscription.Flags().StringVar(&subTier, "tier", "", "subscription tier (default: keep the tenant's)")
 	del := &cobra.Command{
 		Use:   "delete TENANT-ID",
 		Short: "Mark a tenant deleted and revoke its keys (its bucket and notes are kept)",
@@ -229,7 +248,7 @@ func (a *app) tenantCmd() *cobra.Command {
 	g.AddCommand(list, create,
 		status("suspend", "Suspend a tenant: the API refuses it until activated", store.TenantSuspended),
 		status("activate", "Reactivate a suspended tenant", store.TenantActive),
-		del)
+		subscription, del)
 	return g
 }
 

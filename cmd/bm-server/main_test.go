@@ -158,6 +158,20 @@ func TestAdminCommands(t *testing.T) {
 	}
 	c.must("key", "list", "--all", "--tenant", pro)
 
+	c.must("tenant", "subscription", pro, "canceled")
+	if tn, _ := st.TenantByID(ctx, pro); tn.SubscriptionStatus != "canceled" || tn.SubscriptionTier != "pro" {
+		t.Errorf("subscription after canceled = %q %q, want canceled pro", tn.SubscriptionStatus, tn.SubscriptionTier)
+	}
+	c.must("tenant", "subscription", pro, "active", "--tier", "team")
+	if tn, _ := st.TenantByID(ctx, pro); tn.SubscriptionStatus != "active" || tn.SubscriptionTier != "team" {
+		t.Errorf("subscription after active --tier team = %q %q", tn.SubscriptionStatus, tn.SubscriptionTier)
+	}
+	if _, err := c.run("tenant", "subscription", pro, "lapsed"); err == nil {
+		t.Error("an unknown subscription status was taken")
+	}
+	if _, err := c.run("tenant", "subscription", "no-such-tenant", "active"); err == nil {
+		t.Error("the subscription of an unknown tenant was set")
+	}
 	c.must("tenant", "suspend", pro)
 	if tn, _ := st.TenantByID(ctx, pro); tn.Status != store.TenantSuspended {
 		t.Errorf("status after suspend = %q", tn.Status)
