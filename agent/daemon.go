@@ -268,6 +268,8 @@ func stateFor(err error) (state ipc.State, code ipc.Code, ok bool) {
 		return ipc.StateLoginRequired, ipc.CodeLoginRequired, true
 	case errors.As(err, &sub):
 		return ipc.StateSubscriptionRequired, ipc.CodeSubscriptionRequired, true
+	case errors.Is(err, cloudapi.ErrTenantSuspended):
+		return ipc.StateError, ipc.CodeTenantSuspended, true
 	case errors.Is(err, errNotConfigured):
 		return ipc.StateError, ipc.CodeNotConfigured, true
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,6 +209,7 @@ func TestRefusalCodes(t *testing.T) {
 		{"no subscription", func(d *Daemon) {
 			d.sessionFailed(context.Background(), fmt.Errorf("mount info: %w", &cloudapi.SubscriptionRequiredError{}))
 		}, ipc.ErrSubscriptionRequired, cli.ExitSubscriptionRequired},
+		{"tenant suspended", func(d *Daemon) { d.sessionFailed(context.Background(), errSuspended) }, ipc.ErrNoSession, cli.ExitError},
 		{"server down", func(d *Daemon) {
 			d.sessionFailed(context.Background(), fmt.Errorf("discover: %w", &net.OpError{Op: "dial", Err: errors.New("connection refused")}))
 		}, ipc.ErrOffline, cli.ExitOffline},
@@ -243,6 +245,21 @@ func TestRefusalCodes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// errSuspended is what cloudapi returns for a 403 tenant_suspended.
+var errSuspended = fmt.Errorf("mount info: %w", &cloudapi.APIError{Op: "mount info", Status: 403,
+	Detail: "Suspended by the admin.", Kind: cloudapi.ErrTenantSuspended})
+
+// A suspended tenant's state says so, with the server's message, and
+// never asks for a login or a subscription that would not help.
+func TestTenantSuspendedState(t *testing.T) {
+	d := testDaemon(t, t.TempDir())
+	d.sessionFailed(context.Background(), errSuspended)
+	st := d.store.Get()
+	if st.State != ipc.StateError || st.Code != ipc.CodeTenantSuspended || !strings.Contains(st.Error, "Suspended by the admin.") {
+		t.Errorf("status = %s %s %q, want error tenant_suspended with the server's message", st.State, st.Code, st.Error)
 	}
 }
 

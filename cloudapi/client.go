@@ -302,14 +302,21 @@ func (c *Client) decodeError(cl call, resp *http.Response, data []byte) error {
 	case http.StatusUnauthorized:
 		return &APIError{Op: cl.op, Status: resp.StatusCode, Detail: detail, Kind: ErrUnauthorized}
 	case http.StatusForbidden:
-		var sub tenantapi.SubscriptionError
-		if generic.Error == tenantapi.ErrSubscriptionRequired {
+		var sub tenantapi.SubscriptionError // an error code at the top level or under detail
+		if generic.Error != "" {
 			sub = tenantapi.SubscriptionError{Error: generic.Error, Message: generic.Message, SubscribeURL: generic.SubscribeURL}
 		} else if len(generic.Detail) > 0 && generic.Detail[0] == '{' {
 			_ = json.Unmarshal(generic.Detail, &sub)
 		}
 		if sub.Error == tenantapi.ErrSubscriptionRequired {
 			return &SubscriptionRequiredError{Message: sub.Message, SubscribeURL: sub.SubscribeURL}
+		}
+		if sub.Error == tenantapi.ErrTenantSuspended {
+			msg := sub.Message
+			if msg == "" {
+				msg = "the account is suspended on this server"
+			}
+			return &APIError{Op: cl.op, Status: resp.StatusCode, Detail: msg, Kind: ErrTenantSuspended}
 		}
 	case http.StatusNotFound:
 		kind := cl.notFound

@@ -177,6 +177,17 @@ func TestClientTypedErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "403 tenant suspended", status: 403,
+			body: `{"detail": {"error": "tenant_suspended", "message": "Suspended by the admin."}}`,
+			check: func(t *testing.T, err error) {
+				var ae *APIError
+				var se *SubscriptionRequiredError
+				if errors.As(err, &se) || !errors.Is(err, ErrTenantSuspended) || !errors.As(err, &ae) || ae.Detail != "Suspended by the admin." {
+					t.Errorf("err = %v, want ErrTenantSuspended with the server's message", err)
+				}
+			},
+		},
+		{
 			name: "403 other", status: 403, body: `{"detail": "Forbidden"}`,
 			check: func(t *testing.T, err error) {
 				var ae *APIError

@@ -28,6 +28,11 @@ var (
 	// ErrStateMismatch is a login callback whose state is not the one this
 	// login sent: a stale tab or a forged request.
 	ErrStateMismatch = errors.New("oauth state mismatch")
+	// ErrTenantSuspended is a 403 tenant_suspended: the server's
+	// administrator suspended (or deleted) the account's tenant. The
+	// *APIError's Detail is the server's message, meant for the person.
+	// Nothing syncs until it is reactivated; no login helps.
+	ErrTenantSuspended = errors.New("tenant suspended")
 	// ErrNotFound is returned by Store loads when the item was never saved
 	// (or was cleared).
 	ErrNotFound = errors.New("not found")

@@ -58,6 +58,9 @@ const (
 	CodeLoginFailed Code = "login_failed"
 	// CodeSubscriptionRequired: the account has no active subscription.
 	CodeSubscriptionRequired Code = "subscription_required"
+	// CodeTenantSuspended: the server's administrator suspended (or
+	// deleted) the account's tenant; Status.Error has the server's message.
+	CodeTenantSuspended Code = "tenant_suspended"
 	// CodeKeyRejected: S3 refused the device's key, and a new one could
 	// not be had.
 	CodeKeyRejected Code = "key_rejected"

@@ -121,6 +121,23 @@ type SubscriptionErrorBody struct {
 // ErrSubscriptionRequired is the error code of SubscriptionError.
 const ErrSubscriptionRequired = "subscription_required"
 
+// TenantError is the detail of a 403 for a tenant its server's
+// administrator suspended or deleted:
+// {"detail": {"error": "tenant_suspended", "message": ...}}. Message is
+// meant to be shown as it is.
+type TenantError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// TenantErrorBody wraps TenantError under "detail".
+type TenantErrorBody struct {
+	Detail TenantError `json:"detail"`
+}
+
+// ErrTenantSuspended is the error code of TenantError.
+const ErrTenantSuspended = "tenant_suspended"
+
 // Claims are the claims of an access token issued for the tenant API.
 type Claims struct {
 	Subject            string `json:"sub"`

@@ -189,7 +189,7 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 			return
 		}
 		if p.active && t.Status != store.TenantActive {
-			writeJSON(w, http.StatusForbidden, tenantapi.ErrorBody{Detail: "tenant suspended"})
+			tenantSuspended(w, t.Status)
 			return
 		}
 		if p.subscription && !subscribed(t.SubscriptionStatus) {
@@ -206,6 +206,23 @@ func (h *Handler) subscriptionRequired(w http.ResponseWriter) {
 		Message:      SubscriptionMessage,
 		SubscribeURL: h.SubscribeURL,
 	}})
+}
+
+// Messages of a 403 tenant_suspended, by the tenant's status.
+const (
+	SuspendedMessage = "This account is suspended on this server: its notes are kept, but nothing syncs until the server's administrator reactivates it."
+	DeletedMessage   = "This account was deleted on this server: nothing syncs any more. Its notes are kept by the server's administrator."
+)
+
+// tenantSuspended answers 403 with the tenant_suspended body for a
+// tenant of status (suspended or deleted).
+func tenantSuspended(w http.ResponseWriter, status string) {
+	msg := SuspendedMessage
+	if status == store.TenantDeleted {
+		msg = DeletedMessage
+	}
+	writeJSON(w, http.StatusForbidden, tenantapi.TenantErrorBody{Detail: tenantapi.TenantError{
+		Error: tenantapi.ErrTenantSuspended, Message: msg}})
 }
 
 // internal logs err (which never carries a secret here) and answers 500

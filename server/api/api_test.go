@@ -429,6 +429,8 @@ func TestTenantIsolation(t *testing.T) {
 
 func TestForbidden(t *testing.T) {
 	subBody := `{"detail":{"error":"subscription_required","message":"Active subscription required","subscribe_url":"` + subscribeURL + `"}}` + "\n"
+	suspended := `{"detail":{"error":"tenant_suspended","message":"` + SuspendedMessage + `"}}` + "\n"
+	deleted := `{"detail":{"error":"tenant_suspended","message":"` + DeletedMessage + `"}}` + "\n"
 	tests := []struct {
 		name, token, method, path string
 		code                      int
@@ -440,10 +442,10 @@ func TestForbidden(t *testing.T) {
 		{"claims lapsed: sync", "tok-lapsed-claims", "POST", tenantapi.PathSync, 403, subBody},
 		{"store lapsed: mint", "tok-L", "POST", tenantapi.PathMountCredentials, 403, subBody},
 		{"store lapsed: health", "tok-L", "GET", tenantapi.PathProxyHealth, 403, subBody},
-		{"suspended: mint", "tok-S", "POST", tenantapi.PathMountCredentials, 403, `{"detail":"tenant suspended"}` + "\n"},
-		{"suspended: health", "tok-S", "GET", tenantapi.PathProxyHealth, 403, `{"detail":"tenant suspended"}` + "\n"},
-		{"suspended: list", "tok-S", "GET", tenantapi.PathMountCredentials, 403, `{"detail":"tenant suspended"}` + "\n"},
-		{"deleted: mint", "tok-D", "POST", tenantapi.PathMountCredentials, 403, `{"detail":"tenant suspended"}` + "\n"},
+		{"suspended: mint", "tok-S", "POST", tenantapi.PathMountCredentials, 403, suspended},
+		{"suspended: health", "tok-S", "GET", tenantapi.PathProxyHealth, 403, suspended},
+		{"suspended: list", "tok-S", "GET", tenantapi.PathMountCredentials, 403, suspended},
+		{"deleted: mint", "tok-D", "POST", tenantapi.PathMountCredentials, 403, deleted},
 		{"unknown tenant", "tok-ghost", "GET", tenantapi.PathProxyHealth, 403, `{"detail":"tenant not found"}` + "\n"},
 		{"no tenant claim", "tok-notenant", "GET", tenantapi.PathTenantStatus, 403, `{"detail":"no tenant for this account"}` + "\n"},
 		{"no bucket: mint", "tok-N", "POST", tenantapi.PathMountCredentials, 409, `{"detail":"tenant has no bucket yet"}` + "\n"},
