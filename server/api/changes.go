@@ -102,7 +102,22 @@ func (h *Handler) tenantEvents(w http.ResponseWriter, r *http.Request, c caller)
 	}
 	sub := h.Events.Subscribe(c.tenant.ID)
 	h.logger().DebugContext(r.Context(), "events subscriber", "tenant", c.tenant.ID)
-	if err := events.ServeSSE(w, r, sub, h.Heartbeat); err != nil {
+	// A tenant suspended, deleted or no longer subscribed while its
+	// devices listen is heard at the next heartbeat: the stream ends,
+	// and the reconnect gets the 403 that says why.
+	allowed := func(ctx context.Context) error {
+		t, err := h.Store.TenantByID(ctx, c.tenant.ID)
+		switch {
+		case err != nil:
+			return fmt.Errorf("tenant: %w", err)
+		case t.Status != store.TenantActive:
+			return fmt.Errorf("tenant is %s", t.Status)
+		case !subscribed(t.SubscriptionStatus):
+			return fmt.Errorf("subscription is %s", t.SubscriptionStatus)
+		}
+		return nil
+	}
+	if err := events.ServeSSE(w, r, sub, h.Heartbeat, allowed); err != nil {
 		h.logger().DebugContext(r.Context(), "events stream ended", "tenant", c.tenant.ID, "err", err)
 	}
 }

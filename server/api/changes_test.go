@@ -16,6 +16,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/hooks"
+	"github.com/basicmachines-co/bm-agent/server/store"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -396,4 +397,52 @@ func (e *env) post(path, body string, hdr map[string]string) (int, http.Header, 
 		req.Header.Set(k, v)
 	}
 	return e.send(req)
+}
+
+// A stream outlives nothing that would refuse its reconnect: a tenant
+// suspended, or a subscription ended, while its devices listen ends their
+// streams at the next heartbeat (the reconnect then gets the 403).
+func TestEventStreamEndsWhenRefused(t *testing.T) {
+	hub := events.NewHub(0)
+	e := newEnv(t, func(h *Handler) { h.Events = hub; h.Heartbeat = 20 * time.Millisecond })
+	open := func(token string) <-chan struct{} {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", e.srv.URL+PathTenantEvents, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := e.srv.Client().Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /tenant/events: %v %v", resp, err)
+		}
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			defer resp.Body.Close()
+			_, _ = io.Copy(io.Discard, resp.Body)
+		}()
+		return ended
+	}
+	a, b := open("tok-A"), open("tok-B")
+	select {
+	case <-a:
+		t.Fatal("an active tenant's stream ended")
+	case <-b:
+		t.Fatal("a trialing tenant's stream ended")
+	case <-time.After(200 * time.Millisecond): // ten heartbeats
+	}
+	ctx := t.Context()
+	if err := e.st.SetTenantStatus(ctx, "A", store.TenantSuspended); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.SetSubscription(ctx, "B", "canceled", "pro"); err != nil {
+		t.Fatal(err)
+	}
+	for name, ended := range map[string]<-chan struct{}{"suspended": a, "canceled": b} {
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Errorf("the %s tenant's stream is still open", name)
+		}
+	}
+	if code, _, body := e.do("GET", PathTenantEvents, "tok-A", ""); code != http.StatusForbidden {
+		t.Errorf("reconnect of the suspended tenant = %d %s, want 403", code, body)
+	}
 }

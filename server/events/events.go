@@ -10,7 +10,9 @@
 package events
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -178,6 +180,10 @@ func (h *Hub) Subscribers(tenantID string) int {
 // Dropped is the number of subscribers dropped for being slow.
 func (h *Hub) Dropped() int64 { return h.dropped.Load() }
 
+// ErrStreamEnded is ServeSSE's error when its allowed check ended the
+// stream.
+var ErrStreamEnded = errors.New("event stream ended: the caller may no longer listen")
+
 // DefaultHeartbeat is how often ServeSSE writes a comment to keep proxies
 // and clients from timing the connection out.
 const DefaultHeartbeat = 15 * time.Second
@@ -188,9 +194,11 @@ const writeTimeout = 30 * time.Second
 
 // ServeSSE streams sub to w as server-sent events (`event: bucket-changed`,
 // JSON data) with a comment every heartbeat (<= 0 means DefaultHeartbeat),
-// until the request's context ends, the subscription is dropped or a write
-// fails. It closes sub. Cancellation is not an error.
-func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbeat time.Duration) error {
+// until the request's context ends, the subscription is dropped, a write
+// fails or allowed, asked before each heartbeat when not nil, says the
+// caller may no longer listen (its error is returned, wrapped in
+// ErrStreamEnded). It closes sub. Cancellation is not an error.
+func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbeat time.Duration, allowed func(context.Context) error) error {
 	defer sub.Close()
 	if heartbeat <= 0 {
 		heartbeat = DefaultHeartbeat
@@ -234,6 +242,11 @@ func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbe
 				return err
 			}
 		case <-t.C:
+			if allowed != nil {
+				if err := allowed(r.Context()); err != nil {
+					return fmt.Errorf("%w: %w", ErrStreamEnded, err)
+				}
+			}
 			if err := write(": heartbeat\n\n"); err != nil {
 				return err
 			}

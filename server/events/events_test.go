@@ -90,7 +90,7 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 func TestServeSSE(t *testing.T) {
 	h := NewHub(4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = ServeSSE(w, r, h.Subscribe("A"), 50*time.Millisecond)
+		_ = ServeSSE(w, r, h.Subscribe("A"), 50*time.Millisecond, nil)
 	}))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
