@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -517,6 +518,53 @@ func TestDefaultSocketPath(t *testing.T) {
 			if got := DefaultSocketPath(); got != tt.want {
 				t.Errorf("DefaultSocketPath() = %q, want %q", got, tt.want)
 			}
+		})
+	}
+}
+
+// A socket dir others may write to is refused, with advice that works
+// when followed; one with the sticky bit (as /tmp) is not.
+func TestListenRefusesWritableDir(t *testing.T) {
+	for _, tt := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o700, true},
+		{0o755, true},
+		{0o777, false},
+		{0o770, false},
+		{0o777 | os.ModeSticky, true},
+	} {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			dir := shortDir(t)
+			if err := os.Chmod(dir, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, SocketName)
+			ln, err := Listen(path)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("Listen in a %v dir: %v", tt.mode, err)
+				}
+				ln.Close()
+				return
+			}
+			if err == nil {
+				ln.Close()
+				t.Fatalf("Listen in a %v dir succeeded", tt.mode)
+			}
+			if !strings.Contains(err.Error(), "chmod go-w "+dir) {
+				t.Errorf("err = %v, want the chmod advice", err)
+			}
+			// The advice, followed, works.
+			if out, err := exec.Command("chmod", "go-w", dir).CombinedOutput(); err != nil {
+				t.Fatalf("chmod: %v %s", err, out)
+			}
+			ln, err = Listen(path)
+			if err != nil {
+				t.Fatalf("Listen after the advice: %v", err)
+			}
+			ln.Close()
 		})
 	}
 }

@@ -73,8 +73,10 @@ func removeStale(path string) error {
 	return nil
 }
 
-// checkDirOwner refuses a socket directory owned by another user: whoever
-// owns it could swap the socket for their own.
+// checkDirOwner refuses a socket directory owned by another user (root
+// aside), and one that others may write to without the sticky bit:
+// whoever owns it, or may write to it, could swap the socket for their
+// own. The error says how to make it safe.
 func checkDirOwner(dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -89,6 +91,9 @@ func checkDirOwner(dir string) error {
 	}
 	if uid := os.Getuid(); int(st.Uid) != uid && st.Uid != 0 {
 		return fmt.Errorf("socket dir %s is owned by uid %d, not by this user (uid %d)", dir, st.Uid, uid)
+	}
+	if m := fi.Mode(); m.Perm()&0o022 != 0 && m&fs.ModeSticky == 0 {
+		return fmt.Errorf("socket dir %s may be written by other users (mode %04o), who could put their own socket in the daemon's place: run chmod go-w %s (or set BM_AGENT_HOME to a directory of yours)", dir, m.Perm(), dir)
 	}
 	return nil
 }
