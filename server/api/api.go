@@ -26,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/limit"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
@@ -79,8 +80,8 @@ type Handler struct {
 	// A claim that is present is still checked.
 	SubscriptionClaimOptional bool
 
-	limMu    sync.Mutex
-	limiters map[string]*rate.Limiter // tenant -> mint limiter
+	mintOnce sync.Once
+	minting  *limit.Keyed // the mint limit per tenant
 }
 
 // Hook is the refresh hook runner; *hooks.Runner implements it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/hooks"
+	"github.com/basicmachines-co/bm-agent/server/limit"
 	"github.com/basicmachines-co/bm-agent/server/store"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
@@ -65,33 +66,17 @@ func (h *Handler) allowMint(tenantID string) (bool, time.Duration) {
 	if h.MintLimit < 0 {
 		return true, 0
 	}
-	limit, burst := h.MintLimit, h.MintBurst
-	if limit == 0 {
-		limit = DefaultMintLimit
-	}
-	if burst <= 0 {
-		burst = DefaultMintBurst
-	}
-	h.limMu.Lock()
-	if h.limiters == nil {
-		h.limiters = map[string]*rate.Limiter{}
-	}
-	l := h.limiters[tenantID]
-	if l == nil {
-		l = rate.NewLimiter(limit, burst)
-		h.limiters[tenantID] = l
-	}
-	h.limMu.Unlock()
-	now := h.now()
-	r := l.ReserveN(now, 1)
-	if !r.OK() {
-		return false, time.Hour
-	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
+	h.mintOnce.Do(func() {
+		perSecond, burst := h.MintLimit, h.MintBurst
+		if perSecond == 0 {
+			perSecond = DefaultMintLimit
+		}
+		if burst <= 0 {
+			burst = DefaultMintBurst
+		}
+		h.minting = limit.NewKeyedRate(perSecond, burst, h.now)
+	})
+	return h.minting.Allow(tenantID)
 }
 
 // GET /tenant/events

@@ -95,6 +95,18 @@ func NewKeyed(perMinute float64, burst int) *Keyed {
 	return &Keyed{limit: rate.Limit(perMinute / 60), burst: max(burst, 1), now: time.Now, m: map[string]*keyedEntry{}}
 }
 
+// NewKeyedRate is NewKeyed with the rate as rate.Limit (per second) and
+// now as the clock (nil: time.Now); limit < 0 allows everything.
+func NewKeyedRate(limit rate.Limit, burst int, now func() time.Time) *Keyed {
+	if limit < 0 {
+		return nil
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Keyed{limit: limit, burst: max(burst, 1), now: now, m: map[string]*keyedEntry{}}
+}
+
 // Allow takes a token of key's bucket; when there is none it reports how
 // long until there is.
 func (k *Keyed) Allow(key string) (bool, time.Duration) {
