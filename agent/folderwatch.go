@@ -48,6 +48,13 @@ func (fw *folderWatcher) Suppress() {
 	}
 }
 
+// SuppressKeepingPending brackets a quick pass (see watch.Watcher).
+func (fw *folderWatcher) SuppressKeepingPending() {
+	if w := fw.current(); w != nil {
+		w.SuppressKeepingPending()
+	}
+}
+
 // Resume returns what was dropped while suppressed.
 func (fw *folderWatcher) Resume() watch.Batch {
 	if w := fw.current(); w != nil {

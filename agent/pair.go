@@ -257,7 +257,13 @@ func (p *pair) Serve(ctx context.Context) error {
 			timer.Reset(interval)
 			continue
 		}
-		w.Suppress()
+		if quick.Local != nil || quick.Remote != nil {
+			// a quick pass lists neither side: changes pending now are
+			// not in it, and must keep their batch
+			w.SuppressKeepingPending()
+		} else {
+			w.Suppress()
+		}
 		epoch := p.pushEpoch()
 		sum, res, err := p.pass(sctx, trigger, req, quick)
 		if err != nil && sctx.Err() == nil && errors.Is(err, syncer.ErrKeyRejected) {

@@ -207,10 +207,21 @@ func (w *Watcher) Close() error {
 // the folder. Calls nest: each needs its [Watcher.Resume]. Events already
 // pending are dropped too, since the pass about to run lists the folder
 // after they happened. New directories still get their watches.
-func (w *Watcher) Suppress() {
+func (w *Watcher) Suppress() { w.suppress(true) }
+
+// SuppressKeepingPending is Suppress for a pass that does not list the
+// folder (a quick pass over a few paths or keys): the changes already
+// pending are kept, and their batch is delivered as it would have been
+// (once due), so the pass cannot swallow them.
+func (w *Watcher) SuppressKeepingPending() { w.suppress(false) }
+
+func (w *Watcher) suppress(dropPending bool) {
 	w.mu.Lock()
 	w.holds++
 	w.mu.Unlock()
+	if !dropPending {
+		return
+	}
 	select {
 	case w.drop <- struct{}{}:
 	default:
