@@ -26,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/hooks"
 	"github.com/basicmachines-co/bm-agent/server/limit"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
@@ -63,6 +64,10 @@ type Handler struct {
 	// WebhookSecret authenticates POST /webhooks/storage/{tenant} and
 	// POST /webhooks/storage; empty disables the routes (404).
 	WebhookSecret string
+	// WebhookReplays remembers the signed storage notifications received
+	// within hooks.MaxSkew, refusing a replay; nil means a default
+	// hooks.NewReplayCache(0), made on first use.
+	WebhookReplays *hooks.ReplayCache
 	// StorageChanges, if set, takes the changes the storage webhooks
 	// report and announces them (publish, hook, audit) coalesced per
 	// tenant; nil announces each notification at once.
@@ -80,8 +85,9 @@ type Handler struct {
 	// A claim that is present is still checked.
 	SubscriptionClaimOptional bool
 
-	mintOnce sync.Once
-	minting  *limit.Keyed // the mint limit per tenant
+	replayOnce sync.Once
+	mintOnce   sync.Once
+	minting    *limit.Keyed // the mint limit per tenant
 }
 
 // Hook is the refresh hook runner; *hooks.Runner implements it.

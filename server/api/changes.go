@@ -163,9 +163,21 @@ type WebhookResponse struct {
 //
 // Authenticated with the shared secret, not a token: "Authorization:
 // Bearer <secret>" (Tigris token auth, MinIO auth_token), Basic auth with
-// the secret as password (Tigris basic auth), or an HMAC-SHA256 of the body
-// in hooks.SignatureHeader. Any 2xx makes the sender stop retrying, so a
-// body with no change of this tenant's bucket is still 200.
+// the secret as password (Tigris basic auth), or an HMAC-SHA256 in
+// hooks.SignatureHeader of the Unix-seconds timestamp in
+// hooks.TimestampHeader, ".", and the body (hooks.SignTimestamped).
+//
+// The bearer and basic modes send the secret itself on every delivery and
+// rely on TLS: anyone who sees one delivery can send more, forever. They
+// stay because MinIO's webhook target can only send a static token. The
+// HMAC mode is the replay-safe one: a timestamp more than hooks.MaxSkew
+// (5 minutes) from the server's clock either way is refused, and so is a
+// signature already received within that window (a bounded in-memory
+// cache; a server restart forgets it). A signature without the timestamp
+// header (the old body-only HMAC) is refused with a 401 that says so.
+//
+// Any 2xx makes the sender stop retrying, so a body with no change of this
+// tenant's bucket is still 200.
 func (h *Handler) storageWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	n, ok := h.readNotification(w, r)
@@ -304,10 +316,15 @@ func (h *Handler) readNotification(w http.ResponseWriter, r *http.Request) (stor
 		badRequest(w, "unreadable body")
 		return n, false
 	}
-	if !h.webhookAuthorized(r, body) {
-		h.logger().InfoContext(r.Context(), "storage webhook: bad credentials", "path", r.URL.Path)
+	if err := h.webhookAuthorized(r, body); err != nil {
+		h.logger().InfoContext(r.Context(), "storage webhook: refused", "path", r.URL.Path, "err", err)
+		if errors.Is(err, hooks.ErrReplayCacheFull) {
+			w.Header().Set("Retry-After", "60")
+			writeJSON(w, http.StatusServiceUnavailable, tenantapi.ErrorBody{Detail: err.Error()})
+			return n, false
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer`)
-		writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: "invalid webhook credentials"})
+		writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: err.Error()})
 		return n, false
 	}
 	if err := json.Unmarshal(body, &n); err != nil {
@@ -338,24 +355,54 @@ func (h *Handler) storageChanged(ctx context.Context, t store.Tenant, n int, fir
 	return nil
 }
 
-// webhookAuthorized checks the shared secret in constant time.
-func (h *Handler) webhookAuthorized(r *http.Request, body []byte) bool {
+// errWebhookCredentials: no valid bearer token, basic-auth password or
+// signature.
+var errWebhookCredentials = errors.New("invalid webhook credentials")
+
+// webhookAuthorized checks the shared secret in constant time. A signed
+// delivery must carry hooks.TimestampHeader, be within hooks.MaxSkew of
+// now and not have been received before (h's replay cache). It returns nil
+// or an error whose text is a safe 401 detail (never the secret).
+func (h *Handler) webhookAuthorized(r *http.Request, body []byte) error {
 	secret := []byte(h.WebhookSecret)
 	if sig := r.Header.Get(hooks.SignatureHeader); sig != "" {
-		return hooks.VerifySignature(secret, body, sig)
+		now := h.now()
+		if err := hooks.VerifyTimestamped(secret, body, r.Header.Get(hooks.TimestampHeader), sig, now); err != nil {
+			return err
+		}
+		// Keyed by the canonical form: hex decoding ignores case, so
+		// "sha256=AB.." must count as the same delivery as "sha256=ab..".
+		return h.replays().Check(strings.ToLower(strings.TrimSpace(sig)), now)
 	}
 	if _, pass, ok := r.BasicAuth(); ok {
-		return equalSecret(pass, h.WebhookSecret)
+		if equalSecret(pass, h.WebhookSecret) {
+			return nil
+		}
+		return errWebhookCredentials
 	}
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
-		return false
+		return errWebhookCredentials
 	}
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok {
 		tok = auth // MinIO sends a bare auth_token as it was configured
 	}
-	return equalSecret(strings.TrimSpace(tok), h.WebhookSecret)
+	if equalSecret(strings.TrimSpace(tok), h.WebhookSecret) {
+		return nil
+	}
+	return errWebhookCredentials
+}
+
+// replays returns the replay cache of signed storage notifications,
+// creating it on first use.
+func (h *Handler) replays() *hooks.ReplayCache {
+	h.replayOnce.Do(func() {
+		if h.WebhookReplays == nil {
+			h.WebhookReplays = hooks.NewReplayCache(0)
+		}
+	})
+	return h.WebhookReplays
 }
 
 // equalSecret compares digests so that neither content nor length leaks

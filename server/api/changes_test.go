@@ -201,6 +201,15 @@ const tigrisBody = `{"events":[{"eventVersion":"1","eventSource":"tigris","event
 func TestStorageWebhook(t *testing.T) {
 	type hdrs map[string]string
 	bearer := hdrs{"Authorization": "Bearer " + webhookSecret}
+	signed := func(secret string, at time.Time, body string) hdrs {
+		return hdrs{
+			hooks.SignatureHeader: hooks.SignTimestamped([]byte(secret), at.Unix(), []byte(body)),
+			hooks.TimestampHeader: strconv.FormatInt(at.Unix(), 10),
+		}
+	}
+	// A genuine signature of one time, sent with a later timestamp.
+	tampered := signed(webhookSecret, fixedNow.Add(-time.Minute), tigrisBody)
+	tampered[hooks.TimestampHeader] = strconv.FormatInt(fixedNow.Unix(), 10)
 	tests := []struct {
 		name       string
 		noSecret   bool
@@ -211,16 +220,24 @@ func TestStorageWebhook(t *testing.T) {
 		code       int
 		resp       string
 		wantReason string // "" means no event
+		detail     string // in the error body
 	}{
 		{name: "disabled", noSecret: true, tenant: "A", headers: bearer, body: minioBody, code: 404},
 		{name: "no credentials", tenant: "A", body: minioBody, code: 401},
 		{name: "wrong bearer", tenant: "A", headers: hdrs{"Authorization": "Bearer nope"}, body: minioBody, code: 401},
-		{name: "bad signature", tenant: "A", headers: hdrs{hooks.SignatureHeader: hooks.Sign([]byte("other"), []byte(minioBody))}, body: minioBody, code: 401},
+		{name: "bad signature", tenant: "A", headers: signed("other", fixedNow, minioBody), body: minioBody, code: 401, detail: "invalid signature"},
+		{name: "body-only signature", tenant: "A", headers: hdrs{hooks.SignatureHeader: hooks.Sign([]byte(webhookSecret), []byte(tigrisBody))}, body: tigrisBody, code: 401, detail: hooks.TimestampHeader + " header is required"},
+		{name: "timestamp 6 minutes old", tenant: "A", headers: signed(webhookSecret, fixedNow.Add(-6*time.Minute), tigrisBody), body: tigrisBody, code: 401, detail: "outside the allowed window"},
+		{name: "timestamp 6 minutes ahead", tenant: "A", headers: signed(webhookSecret, fixedNow.Add(6*time.Minute), tigrisBody), body: tigrisBody, code: 401, detail: "outside the allowed window"},
+		{name: "tampered timestamp", tenant: "A", headers: tampered, body: tigrisBody, code: 401, detail: "invalid signature"},
+		{name: "malformed timestamp", tenant: "A", headers: hdrs{hooks.SignatureHeader: hooks.Sign([]byte(webhookSecret), []byte(tigrisBody)), hooks.TimestampHeader: "soon"}, body: tigrisBody, code: 401, detail: "malformed"},
 		{name: "wrong basic password", tenant: "A", basic: [2]string{"tigris", "nope"}, body: tigrisBody, code: 401},
 		{name: "minio bearer", tenant: "A", headers: bearer, body: minioBody, code: 200, resp: `{"accepted":1,"ignored":0}`, wantReason: "storage:s3:ObjectCreated:Put"},
 		{name: "minio bare token", tenant: "A", headers: hdrs{"Authorization": webhookSecret}, body: minioBody, code: 200, resp: `{"accepted":1,"ignored":0}`, wantReason: "storage:s3:ObjectCreated:Put"},
 		{name: "tigris basic", tenant: "A", basic: [2]string{"tigris", webhookSecret}, body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
-		{name: "tigris hmac", tenant: "A", headers: hdrs{hooks.SignatureHeader: hooks.Sign([]byte(webhookSecret), []byte(tigrisBody))}, body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
+		{name: "tigris hmac", tenant: "A", headers: signed(webhookSecret, fixedNow, tigrisBody), body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
+		{name: "hmac 4 minutes old", tenant: "A", headers: signed(webhookSecret, fixedNow.Add(-4*time.Minute), tigrisBody), body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
+		{name: "hmac 4 minutes ahead", tenant: "A", headers: signed(webhookSecret, fixedNow.Add(4*time.Minute), tigrisBody), body: tigrisBody, code: 200, resp: `{"accepted":2,"ignored":0}`, wantReason: "storage:OBJECT_CREATED_PUT"},
 		{name: "another tenant's bucket", tenant: "B", headers: bearer, body: tigrisBody, code: 200, resp: `{"accepted":0,"ignored":2}`},
 		{name: "suspended tenant", tenant: "S", headers: bearer, body: strings.ReplaceAll(minioBody, "bucket-a", "bucket-s"), code: 200, resp: `{"accepted":1,"ignored":0}`},
 		{name: "unknown tenant", tenant: "ghost", headers: bearer, body: minioBody, code: 404},
@@ -256,6 +273,9 @@ func TestStorageWebhook(t *testing.T) {
 			}
 			if tc.resp != "" && strings.TrimSpace(string(b)) != tc.resp {
 				t.Errorf("body = %s, want %s", b, tc.resp)
+			}
+			if tc.detail != "" && !strings.Contains(string(b), tc.detail) {
+				t.Errorf("body = %s, want a detail with %q", b, tc.detail)
 			}
 			if strings.Contains(e.logs.String(), webhookSecret) {
 				t.Error("the webhook secret reached the log")
@@ -444,5 +464,53 @@ func TestEventStreamEndsWhenRefused(t *testing.T) {
 	}
 	if code, _, body := e.do("GET", PathTenantEvents, "tok-A", ""); code != http.StatusForbidden {
 		t.Errorf("reconnect of the suspended tenant = %d %s, want 403", code, body)
+	}
+}
+
+// TestStorageWebhookReplay: a signed delivery is accepted once; the same
+// delivery again, within the window, is refused 401, on either route,
+// while a new delivery of the same body (another timestamp) is accepted.
+func TestStorageWebhookReplay(t *testing.T) {
+	e := newEnv(t, func(h *Handler) { h.WebhookSecret = webhookSecret })
+	post := func(path string, at time.Time, upper bool) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(tigrisBody))
+		sig := hooks.SignTimestamped([]byte(webhookSecret), at.Unix(), []byte(tigrisBody))
+		if upper {
+			sig = "sha256=" + strings.ToUpper(strings.TrimPrefix(sig, "sha256="))
+		}
+		req.Header.Set(hooks.SignatureHeader, " "+sig)
+		req.Header.Set(hooks.TimestampHeader, strconv.FormatInt(at.Unix(), 10))
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	steps := []struct {
+		name   string
+		path   string
+		at     time.Time
+		upper  bool
+		code   int
+		detail string
+	}{
+		{"fresh", PathStorageWebhook + "A", fixedNow, false, 200, ""},
+		{"replayed", PathStorageWebhook + "A", fixedNow, false, 401, "already received"},
+		{"replayed in upper-case hex", PathStorageWebhook + "A", fixedNow, true, 401, "already received"},
+		{"replayed to the deployment route", PathStorageNotifications, fixedNow, false, 401, "already received"},
+		{"new delivery of the same body", PathStorageWebhook + "A", fixedNow.Add(-time.Second), false, 200, ""},
+		{"that one replayed", PathStorageNotifications, fixedNow.Add(-time.Second), false, 401, "already received"},
+	}
+	for _, st := range steps {
+		code, body := post(st.path, st.at, st.upper)
+		if code != st.code || !strings.Contains(body, st.detail) {
+			t.Errorf("%s: = %d %s, want %d %q", st.name, code, body, st.code, st.detail)
+		}
+	}
+	if strings.Contains(e.logs.String(), webhookSecret) {
+		t.Error("the webhook secret reached the log")
 	}
 }

@@ -29,8 +29,10 @@ import (
 	"github.com/basicmachines-co/bm-agent/server/events"
 )
 
-// SignatureHeader carries the HMAC-SHA256 of a webhook body, as
-// "sha256=<hex>" (the form GitHub uses), keyed with the shared secret.
+// SignatureHeader carries an HMAC-SHA256 keyed with the shared secret, as
+// "sha256=<hex>" (the form GitHub uses): of the body in the refresh hook's
+// webhook (Sign), of TimestampHeader, ".", and the body in a storage
+// notification to bm-server (SignTimestamped).
 const SignatureHeader = "X-BM-Signature-256"
 
 // Environment variables a hook command receives.
@@ -296,7 +298,8 @@ func Sign(secret, body []byte) string {
 }
 
 // VerifySignature reports, in constant time, whether header is Sign(secret,
-// body). An empty secret never verifies.
+// body). An empty secret never verifies. A body-only signature can be
+// replayed; bm-server's storage webhooks use VerifyTimestamped instead.
 func VerifySignature(secret, body []byte, header string) bool {
 	if len(secret) == 0 {
 		return false

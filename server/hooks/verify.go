@@ -1,0 +1,163 @@
+package hooks
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// TimestampHeader carries the Unix time (seconds) at which a storage
+// notification was signed. With it, SignatureHeader is SignTimestamped of
+// the timestamp and the body, so a captured delivery goes stale after
+// MaxSkew and cannot be replayed within it (see ReplayCache).
+const TimestampHeader = "X-BM-Timestamp"
+
+// MaxSkew is how far a delivery's timestamp may be from the receiver's
+// clock, either way.
+const MaxSkew = 5 * time.Minute
+
+// Errors of VerifyTimestamped and ReplayCache.Check. None carries the
+// secret or the signature.
+var (
+	// ErrTimestampRequired: a signature came without TimestampHeader
+	// (the old body-only HMAC, which is refused).
+	ErrTimestampRequired = errors.New("webhook: " + TimestampHeader + " header is required with " + SignatureHeader)
+	// ErrBadTimestamp: TimestampHeader is not Unix seconds.
+	ErrBadTimestamp = errors.New("webhook: malformed " + TimestampHeader)
+	// ErrStale: the timestamp is more than MaxSkew from now.
+	ErrStale = errors.New("webhook: timestamp outside the allowed window")
+	// ErrBadSignature: the signature does not match.
+	ErrBadSignature = errors.New("webhook: invalid signature")
+	// ErrReplay: the same delivery was already accepted within the window.
+	ErrReplay = errors.New("webhook: delivery already received")
+	// ErrReplayCacheFull: too many deliveries within the window to
+	// remember them all; the delivery is refused rather than risk a replay.
+	ErrReplayCacheFull = errors.New("webhook: too many deliveries, retry later")
+)
+
+// SignTimestamped returns the SignatureHeader value of a delivery signed at
+// ts (Unix seconds): "sha256=" and the hex HMAC-SHA256, keyed with secret,
+// of the decimal ts, ".", and body (Stripe's scheme).
+func SignTimestamped(secret []byte, ts int64, body []byte) string {
+	return "sha256=" + hex.EncodeToString(timestampedMAC(secret, strconv.FormatInt(ts, 10), body))
+}
+
+func timestampedMAC(secret []byte, ts string, body []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// VerifyTimestamped checks a delivery's signature header sig against its
+// timestamp header ts and body, in constant time, and that ts is within
+// MaxSkew of now. It returns nil or one of ErrTimestampRequired,
+// ErrBadTimestamp, ErrStale, ErrBadSignature. An empty secret never
+// verifies.
+func VerifyTimestamped(secret, body []byte, ts, sig string, now time.Time) error {
+	ts = strings.TrimSpace(ts)
+	if ts == "" {
+		return ErrTimestampRequired
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return ErrBadTimestamp
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > MaxSkew || d < -MaxSkew {
+		return ErrStale
+	}
+	if len(secret) == 0 {
+		return ErrBadSignature
+	}
+	hexSum, ok := strings.CutPrefix(strings.TrimSpace(sig), "sha256=")
+	if !ok {
+		return ErrBadSignature
+	}
+	sum, err := hex.DecodeString(hexSum)
+	if err != nil {
+		return ErrBadSignature
+	}
+	if !hmac.Equal(sum, timestampedMAC(secret, ts, body)) {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// DefaultReplayEntries bounds a ReplayCache made with a size <= 0.
+const DefaultReplayEntries = 100_000
+
+// ReplayCache remembers the signatures of accepted deliveries for a window
+// (MaxSkew on either side of their signing, so 2*MaxSkew), so that a
+// delivery is accepted once. It holds at most a fixed number of entries:
+// when full of unexpired ones it refuses new deliveries (ErrReplayCacheFull)
+// instead of forgetting one that could then be replayed. Safe for
+// concurrent use; the zero value is not usable, use NewReplayCache.
+type ReplayCache struct {
+	ttl time.Duration
+	max int
+
+	mu    sync.Mutex
+	seen  map[string]time.Time // signature -> expiry
+	order []replayEntry        // in insertion order, expiries nondecreasing
+}
+
+type replayEntry struct {
+	sig    string
+	expiry time.Time
+}
+
+// NewReplayCache returns a cache that remembers a delivery for 2*MaxSkew
+// and holds at most size entries (DefaultReplayEntries when size <= 0).
+func NewReplayCache(size int) *ReplayCache {
+	if size <= 0 {
+		size = DefaultReplayEntries
+	}
+	return &ReplayCache{ttl: 2 * MaxSkew, max: size, seen: map[string]time.Time{}}
+}
+
+// Check records sig as received at now and returns nil, or ErrReplay if it
+// was received within the window, or ErrReplayCacheFull. Call it only for
+// a delivery whose signature verified.
+func (c *ReplayCache) Check(sig string, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prune(now)
+	if exp, ok := c.seen[sig]; ok && now.Before(exp) {
+		return ErrReplay
+	}
+	if len(c.seen) >= c.max {
+		return ErrReplayCacheFull
+	}
+	exp := now.Add(c.ttl)
+	if n := len(c.order); n > 0 && exp.Before(c.order[n-1].expiry) {
+		exp = c.order[n-1].expiry // a clock step back keeps the order
+	}
+	c.seen[sig] = exp
+	c.order = append(c.order, replayEntry{sig, exp})
+	return nil
+}
+
+// Len returns the number of entries held.
+func (c *ReplayCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}
+
+// prune drops expired entries; c.mu is held.
+func (c *ReplayCache) prune(now time.Time) {
+	i := 0
+	for i < len(c.order) && !now.Before(c.order[i].expiry) {
+		delete(c.seen, c.order[i].sig)
+		i++
+	}
+	if i > 0 {
+		c.order = append(c.order[:0:0], c.order[i:]...)
+	}
+}
