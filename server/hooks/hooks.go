@@ -301,6 +301,14 @@ func Sign(secret, body []byte) string {
 // body). An empty secret never verifies. A body-only signature can be
 // replayed; bm-server's storage webhooks use VerifyTimestamped instead.
 func VerifySignature(secret, body []byte, header string) bool {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return signatureIs(secret, header, m.Sum(nil))
+}
+
+// signatureIs reports, in constant time, whether header ("sha256=<hex>")
+// holds mac; an empty secret never verifies.
+func signatureIs(secret []byte, header string, mac []byte) bool {
 	if len(secret) == 0 {
 		return false
 	}
@@ -309,12 +317,7 @@ func VerifySignature(secret, body []byte, header string) bool {
 		return false
 	}
 	sum, err := hex.DecodeString(got)
-	if err != nil {
-		return false
-	}
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return hmac.Equal(sum, m.Sum(nil))
+	return err == nil && hmac.Equal(sum, mac)
 }
 
 func clip(s string, n int) string {

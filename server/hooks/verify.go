@@ -72,18 +72,7 @@ func VerifyTimestamped(secret, body []byte, ts, sig string, now time.Time) error
 	if d := now.Sub(time.Unix(sec, 0)); d > MaxSkew || d < -MaxSkew {
 		return ErrStale
 	}
-	if len(secret) == 0 {
-		return ErrBadSignature
-	}
-	hexSum, ok := strings.CutPrefix(strings.TrimSpace(sig), "sha256=")
-	if !ok {
-		return ErrBadSignature
-	}
-	sum, err := hex.DecodeString(hexSum)
-	if err != nil {
-		return ErrBadSignature
-	}
-	if !hmac.Equal(sum, timestampedMAC(secret, ts, body)) {
+	if !signatureIs(secret, sig, timestampedMAC(secret, ts, body)) {
 		return ErrBadSignature
 	}
 	return nil
