@@ -26,6 +26,23 @@ const MaxKeys = 100_000
 // overflowKey is the entry keys share once MaxKeys are tracked.
 const overflowKey = "\x00overflow"
 
+// entry returns key's entry of m, making it with mk when there is none;
+// once MaxKeys are tracked, a new key gets the shared overflow entry.
+func entry[T any](m map[string]*T, key string, mk func() *T) *T {
+	if e := m[key]; e != nil {
+		return e
+	}
+	if len(m) >= MaxKeys {
+		key = overflowKey
+		if e := m[key]; e != nil {
+			return e
+		}
+	}
+	e := mk()
+	m[key] = e
+	return e
+}
+
 // ClientKey is the key of a client address (a host:port, as
 // http.Request.RemoteAddr, or a bare IP): the IPv4 address, or the /64 of
 // an IPv6 address (one host gets a /64; counting its addresses one by one
@@ -89,10 +106,7 @@ type keyedEntry struct {
 // NewKeyed returns a limiter of perMinute requests a minute per key with
 // bursts of burst (at least 1); perMinute < 0 allows everything.
 func NewKeyed(perMinute float64, burst int) *Keyed {
-	if perMinute < 0 {
-		return nil
-	}
-	return &Keyed{limit: rate.Limit(perMinute / 60), burst: max(burst, 1), now: time.Now, m: map[string]*keyedEntry{}}
+	return NewKeyedRate(rate.Limit(perMinute/60), burst, nil)
 }
 
 // NewKeyedRate is NewKeyed with the rate as rate.Limit (per second) and
@@ -116,17 +130,7 @@ func (k *Keyed) Allow(key string) (bool, time.Duration) {
 	now := k.now()
 	k.mu.Lock()
 	k.sweep(now)
-	e := k.m[key]
-	if e == nil {
-		if len(k.m) >= MaxKeys {
-			key = overflowKey
-			e = k.m[key]
-		}
-		if e == nil {
-			e = &keyedEntry{lim: rate.NewLimiter(k.limit, k.burst)}
-			k.m[key] = e
-		}
-	}
+	e := entry(k.m, key, func() *keyedEntry { return &keyedEntry{lim: rate.NewLimiter(k.limit, k.burst)} })
 	e.seen = now
 	k.mu.Unlock()
 	r := e.lim.ReserveN(now, 1)
@@ -235,17 +239,7 @@ func (b *Backoff) Fail(key string) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.sweep(now)
-	f := b.m[key]
-	if f == nil {
-		if len(b.m) >= MaxKeys {
-			key = overflowKey
-			f = b.m[key]
-		}
-		if f == nil {
-			f = &failures{}
-			b.m[key] = f
-		}
-	}
+	f := entry(b.m, key, func() *failures { return &failures{} })
 	if now.Sub(f.last) >= b.forget {
 		f.n = 0
 	}
