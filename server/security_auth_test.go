@@ -154,17 +154,9 @@ func devicePage(t *testing.T, r *running, ip, query string) (url.Values, *http.C
 	t.Helper()
 	c := clientFrom(ip)
 	c.Jar, _ = cookiejar.New(nil)
-	resp, err := c.Get(r.URL() + issuer.PathDevice + query)
+	_, f, err := issuertest.OpenDeviceForm(t.Context(), c, r.URL()+issuer.PathDevice+query)
 	if err != nil {
 		t.Fatal(err)
-	}
-	p, err := issuertest.ReadPage(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, ok := p.Form(issuertest.FormDevice)
-	if !ok {
-		t.Fatalf("no device form (HTTP %d)", p.Status)
 	}
 	return f.Values, c
 }

@@ -217,18 +217,9 @@ func TestDevicePolling(t *testing.T) {
 func openDeviceForm(t *testing.T, page string) (url.Values, http.CookieJar) {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar}
-	resp, err := c.Get(page)
+	_, f, err := issuertest.OpenDeviceForm(t.Context(), &http.Client{Jar: jar}, page)
 	if err != nil {
 		t.Fatal(err)
-	}
-	p, err := issuertest.ReadPage(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, ok := p.Form(issuertest.FormDevice)
-	if !ok {
-		t.Fatal("no device form")
 	}
 	return f.Values, jar
 }

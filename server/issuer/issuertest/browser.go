@@ -215,21 +215,9 @@ func DeviceDecide(ctx context.Context, verificationURL, userCode, email, passwor
 		return fmt.Errorf("device approve: %w", err)
 	}
 	client := &http.Client{Jar: jar}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, verificationURL, nil)
+	page, form, err := OpenDeviceForm(ctx, client, verificationURL)
 	if err != nil {
 		return fmt.Errorf("device approve: %w", err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("device approve: open page: %w", err)
-	}
-	page, err := ReadPage(resp)
-	if err != nil {
-		return fmt.Errorf("device approve: open page: %w", err)
-	}
-	form, ok := page.Form(FormDevice)
-	if !ok {
-		return fmt.Errorf("device approve: open page: no device form (HTTP %d at %s)", page.Status, redactURL(page.URL))
 	}
 	action, err := page.URL.Parse(form.Action)
 	if err != nil {
@@ -266,6 +254,29 @@ func DeviceDecide(ctx context.Context, verificationURL, userCode, email, passwor
 		return fmt.Errorf("device approve: no confirmation (HTTP %d at %s)", page.Status, redactURL(page.URL))
 	}
 	return nil
+}
+
+// OpenDeviceForm opens the verification page at pageURL with client (whose
+// cookie jar then holds the page's CSRF cookie) and returns the page and
+// its first step's form.
+func OpenDeviceForm(ctx context.Context, client *http.Client, pageURL string) (Page, Form, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pageURL, nil)
+	if err != nil {
+		return Page{}, Form{}, fmt.Errorf("open device page: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return Page{}, Form{}, fmt.Errorf("open device page: %w", err)
+	}
+	page, err := ReadPage(resp)
+	if err != nil {
+		return Page{}, Form{}, fmt.Errorf("open device page: %w", err)
+	}
+	form, ok := page.Form(FormDevice)
+	if !ok {
+		return page, Form{}, fmt.Errorf("open device page: no device form (HTTP %d at %s)", page.Status, redactURL(page.URL))
+	}
+	return page, form, nil
 }
 
 // post submits a form and reads the page that comes back.
