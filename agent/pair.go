@@ -174,6 +174,9 @@ func (p *pair) Serve(ctx context.Context) error {
 	// (remoteDirty false), under the change events' epoch fullEpoch
 	var quick passHint
 	remoteDirty, fullEpoch := true, int64(-1)
+	// followOwed: a follow-up pass is due (see followUp below); a quick
+	// pass that runs first, woken by a change event, leaves it due
+	followOwed := false
 	for {
 		var calls []syncCall
 		quick = passHint{}
@@ -293,6 +296,7 @@ func (p *pair) Serve(ctx context.Context) error {
 		if sctx.Err() != nil {
 			return nil
 		}
+		followOwed = followUp || (followOwed && res.Quick && err == nil)
 
 		next := interval
 		at := time.Now().Add(next)
@@ -317,7 +321,7 @@ func (p *pair) Serve(ctx context.Context) error {
 			}
 		}
 		restable = next == interval
-		if len(p.syncReq) > 0 || len(pending) > 0 || owed || followUp {
+		if len(p.syncReq) > 0 || len(pending) > 0 || owed || followOwed {
 			next, restable = 0, false
 			at = time.Now()
 		}
