@@ -293,6 +293,9 @@ func (w *Worker) CheckBuckets(ctx context.Context) (int, error) {
 		}
 		at := w.cfg.Now()
 		v, err := fp.BucketFingerprint(ctx, t.BucketName)
+		if errors.Is(err, storage.ErrBusy) {
+			continue // a write in flight: its own event is coming; the next pass compares with the last value recorded
+		}
 		if err != nil {
 			w.log.Warn("bucket fingerprint", "tenant", t.ID, "err", err)
 			continue

@@ -57,6 +57,9 @@ func (p fingerprinting) BucketFingerprint(_ context.Context, bucket string) (str
 	if !ok {
 		return "", errors.New("no such bucket")
 	}
+	if v == "busy" {
+		return "", storage.ErrBusy
+	}
 	return v, nil
 }
 
@@ -312,6 +315,29 @@ func TestCheckBuckets(t *testing.T) {
 	}
 	if got := kinds(t, st, "A"); got != "bucket.changed" {
 		t.Errorf("audit A = %s", got)
+	}
+	// Busy (a write in flight): nothing, and the last value stays the one
+	// compared, so a change made meanwhile that nobody announced is
+	// announced by the next pass.
+	fp.set(func(p *fakeProvider) { p.prints["bucket-a"] = "busy" })
+	clk.add(time.Minute)
+	if n, err := w.CheckBuckets(ctx); n != 0 || err != nil {
+		t.Errorf("busy pass = %d, %v; want 0, nil", n, err)
+	}
+	select {
+	case ev := <-subA.C():
+		t.Errorf("busy pass published %+v", ev)
+	default:
+	}
+	fp.set(func(p *fakeProvider) { p.prints["bucket-a"] = "a3" })
+	clk.add(time.Minute)
+	if n, err := w.CheckBuckets(ctx); n != 1 || err != nil {
+		t.Errorf("pass after busy over an unannounced change = %d, %v; want 1", n, err)
+	}
+	select {
+	case <-subA.C():
+	default:
+		t.Error("no fallback event after the busy pass")
 	}
 	// A provider without fingerprints: no-op.
 	w2, _ := New(Config{Store: st, Storage: &fakeProvider{}})

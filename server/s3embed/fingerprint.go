@@ -20,10 +20,14 @@ func nextGen() uint64 { return generation.Add(1) }
 // is loaded again from disk), in constant time: the bucket's change
 // generation and its object count. It is meaningful only within one process;
 // compare it with an earlier value of the same Server. A missing bucket is
-// ErrNoSuchBucket.
+// ErrNoSuchBucket; while a write to bucket is in flight it is
+// ErrBucketBusy (the write may have landed before OnChange announces it).
 func (s *Server) BucketFingerprint(ctx context.Context, bucket string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("s3embed: fingerprint %q: %w", bucket, err)
+	}
+	if s.writingTo(bucket) {
+		return "", fmt.Errorf("s3embed: fingerprint %q: %w", bucket, ErrBucketBusy)
 	}
 	idx, err := s.backend.index(bucket)
 	if err != nil {

@@ -3,6 +3,7 @@ package s3embed_test
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -55,5 +56,40 @@ func TestBucketFingerprint(t *testing.T) {
 	}
 	if _, err := e.srv.BucketFingerprint(ctx, "no-such-bucket"); !errors.Is(err, s3embed.ErrNoSuchBucket) {
 		t.Errorf("missing bucket: err = %v, want ErrNoSuchBucket", err)
+	}
+}
+
+// TestBucketFingerprintBusy: between a write landing and OnChange
+// returning, the bucket's fingerprint is ErrBucketBusy (a fallback pass
+// then would announce what OnChange is about to announce); other buckets
+// and the bucket afterwards answer as usual.
+func TestBucketFingerprintBusy(t *testing.T) {
+	ctx := context.Background()
+	keys := &keyring{keys: map[string][2]string{"AKA": {"secret-a", bucketA}}}
+	srv, err := s3embed.New(t.TempDir(), keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{bucketA, bucketB} {
+		if err := srv.CreateBucket(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var during, other error
+	srv.OnChange = func(s3embed.Change) {
+		_, during = srv.BucketFingerprint(ctx, bucketA)
+		_, other = srv.BucketFingerprint(ctx, bucketB)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	put(t, newClient(hs.URL, "AKA", "secret-a"), bucketA, "a.md", []byte("a"))
+	if !errors.Is(during, s3embed.ErrBucketBusy) {
+		t.Errorf("fingerprint while the write is announced: err = %v, want ErrBucketBusy", during)
+	}
+	if other != nil {
+		t.Errorf("another bucket's fingerprint meanwhile: %v", other)
+	}
+	if _, err := srv.BucketFingerprint(ctx, bucketA); err != nil {
+		t.Errorf("fingerprint after the write: %v", err)
 	}
 }

@@ -42,6 +42,9 @@ type KeyResolver interface {
 var (
 	ErrNoSuchBucket   = errors.New("s3embed: no such bucket")
 	ErrBucketNotEmpty = errors.New("s3embed: bucket not empty")
+	// ErrBucketBusy is BucketFingerprint's answer while a write to the
+	// bucket is in flight (from before it lands until OnChange returns).
+	ErrBucketBusy = errors.New("s3embed: a write to the bucket is in flight")
 )
 
 // Server is the embedded S3 endpoint. Serve Handler on a listener.
@@ -64,6 +67,9 @@ type Server struct {
 
 	statsMu sync.Mutex
 	stats   map[string]int64
+
+	writingMu sync.Mutex
+	writing   map[string]int // bucket → mutating requests in flight
 }
 
 // New serves the buckets under root (created if missing). keys decides
@@ -371,6 +377,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.s3.ServeHTTP(w, r.WithContext(ctx))
 		return
 	}
+	s.beginWrite(keyBucket)
+	defer s.endWrite(keyBucket)
 	rec := &statusRecorder{ResponseWriter: w}
 	s.s3.ServeHTTP(rec, r.WithContext(ctx))
 	if rec.succeeded() {
@@ -462,4 +470,30 @@ func redact(accessKey string) string {
 		return accessKey[:8] + "…"
 	}
 	return accessKey
+}
+
+// beginWrite and endWrite bracket a mutating request to bucket, so that
+// BucketFingerprint does not report a change OnChange is about to announce.
+func (s *Server) beginWrite(bucket string) {
+	s.writingMu.Lock()
+	defer s.writingMu.Unlock()
+	if s.writing == nil {
+		s.writing = map[string]int{}
+	}
+	s.writing[bucket]++
+}
+
+func (s *Server) endWrite(bucket string) {
+	s.writingMu.Lock()
+	defer s.writingMu.Unlock()
+	if s.writing[bucket]--; s.writing[bucket] <= 0 {
+		delete(s.writing, bucket)
+	}
+}
+
+// writingTo reports whether a mutating request to bucket is in flight.
+func (s *Server) writingTo(bucket string) bool {
+	s.writingMu.Lock()
+	defer s.writingMu.Unlock()
+	return s.writing[bucket] > 0
 }

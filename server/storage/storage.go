@@ -73,6 +73,11 @@ type KeyRecord struct {
 // ErrNotFound is returned for a bucket or key the provider does not know.
 var ErrNotFound = errors.New("storage: not found")
 
+// ErrBusy is a provider's answer while it cannot give a stable value yet
+// (a bucket's fingerprint while a write to it is in flight): ask again
+// later.
+var ErrBusy = errors.New("storage: busy")
+
 // BucketPolicy is the policy of a key for bucket, in the IAM policy language
 // MinIO and S3 + IAM share: object read, write, delete and multipart on the
 // bucket's objects, listing of the bucket, and nothing else (the multipart
