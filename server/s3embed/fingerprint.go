@@ -26,9 +26,6 @@ func (s *Server) BucketFingerprint(ctx context.Context, bucket string) (string, 
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("s3embed: fingerprint %q: %w", bucket, err)
 	}
-	if s.writingTo(bucket) {
-		return "", fmt.Errorf("s3embed: fingerprint %q: %w", bucket, ErrBucketBusy)
-	}
 	idx, err := s.backend.index(bucket)
 	if err != nil {
 		if gofakes3.HasErrorCode(err, gofakes3.ErrNoSuchBucket) {
@@ -37,6 +34,12 @@ func (s *Server) BucketFingerprint(ctx context.Context, bucket string) (string, 
 		return "", fmt.Errorf("s3embed: fingerprint %q: %w", bucket, err)
 	}
 	idx.mu.RLock()
-	defer idx.mu.RUnlock()
-	return fmt.Sprintf("g%d-n%d", idx.gen, len(idx.keys)), nil
+	v := fmt.Sprintf("g%d-n%d", idx.gen, len(idx.keys))
+	idx.mu.RUnlock()
+	// Asked after the value is read: a write the value holds either is
+	// still in flight now or has already been announced by OnChange.
+	if s.writingTo(bucket) {
+		return "", fmt.Errorf("s3embed: fingerprint %q: %w", bucket, ErrBucketBusy)
+	}
+	return v, nil
 }
