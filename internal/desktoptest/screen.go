@@ -74,17 +74,27 @@ func Grab(t testing.TB) *image.NRGBA {
 // saying the screen never showed what.
 func GrabStable(t testing.TB, what string, ok func(*image.NRGBA) bool) *image.NRGBA {
 	t.Helper()
+	img, shown := GrabStableWithin(t, 20*time.Second, ok)
+	if !shown {
+		t.Fatalf("the screen never showed %s", what)
+	}
+	return img
+}
+
+// GrabStableWithin is GrabStable that waits d and says whether the
+// screen showed it (false: the last grab), for a step worth retrying.
+func GrabStableWithin(t testing.TB, d time.Duration, ok func(*image.NRGBA) bool) (*image.NRGBA, bool) {
+	t.Helper()
 	prev := Grab(t)
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
 		time.Sleep(150 * time.Millisecond)
 		img := Grab(t)
 		if DiffCount(img, prev, img.Bounds()) == 0 && ok(img) {
-			return img
+			return img, true
 		}
 		prev = img
 	}
-	t.Fatalf("the screen never showed %s", what)
-	return nil
+	return prev, false
 }
 
 // DiffCount counts the pixels of r where a and b differ.

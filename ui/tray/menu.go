@@ -119,6 +119,9 @@ type ConflictEntry struct {
 	Original, Path string
 }
 
+// Title is the tray item's title (what a panel lists it as).
+const Title = "Basic Memory"
+
 // Labels of the menu's fixed items.
 const (
 	LoginLabel         = "Log in…"

@@ -93,6 +93,10 @@ func Run(ctx context.Context, c *ipc.Client, logger *slog.Logger, opts ...Option
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	t := &tray{c: c, log: logger, o: o, cancel: cancel}
+	t.view = View{Err: fmt.Errorf("connecting: %w", ipc.ErrNoDaemon), NoBrowser: !browser.CanOpen()}
+	if m := BuildModel(t.view, o.now()); primeItem(Title, m) {
+		t.icon, t.tooltip = m.Icon, m.Tooltip
+	}
 	systray.Run(func() { t.onReady(ctx) }, cancel)
 }
 
@@ -172,7 +176,7 @@ type tray struct {
 }
 
 func (t *tray) onReady(ctx context.Context) {
-	systray.SetTitle("Basic Memory")
+	systray.SetTitle(Title)
 	t.shownItems = map[*systray.MenuItem]Item{}
 	t.clicks = make(chan click, 32)
 	t.kick = make(chan struct{}, 1)
@@ -222,7 +226,6 @@ func (t *tray) onReady(ctx context.Context) {
 		<-ctx.Done()
 		systray.Quit()
 	}()
-	t.view = View{Err: fmt.Errorf("connecting: %w", ipc.ErrNoDaemon), NoBrowser: !browser.CanOpen()}
 	t.render()
 	if t.o.ready != nil {
 		t.o.ready()
@@ -318,11 +321,18 @@ func (t *tray) watch(ctx context.Context, events chan<- ipc.Event, downs chan<- 
 // loop owns the view and the menu: it takes in events, disconnections and
 // clicks, one at a time.
 func (t *tray) loop(ctx context.Context, events <-chan ipc.Event, downs <-chan error) {
-	var startTimer <-chan time.Time
+	var startTimer, reassert <-chan time.Time
+	if itemReassert > 0 {
+		reassert = time.After(itemReassert)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-reassert:
+			reassert = nil
+			setIcon(t.icon)
+			systray.SetTooltip(t.tooltip)
 		case ev := <-events:
 			old := t.view
 			t.view = t.view.Apply(ev)
