@@ -29,10 +29,18 @@ test-faults: ## the fault suite in full (10,000 operations, 20 kills, a 30 s out
 	@grep -q '^ok' $(BIN)/faults.log
 
 .PHONY: test-security
-test-security: ## issue 13's security suite against a real bm-server (make test runs it too), with its figures
+test-security: ## issue 13's security suite against a real bm-server (make test runs it too), with its figures, then a short fuzz
 	@mkdir -p $(BIN)
 	$(GO) test -count=1 -v -timeout 20m -run 'Security' ./server/... 2>&1 | tee $(BIN)/security.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|FIGURE'
 	@! grep -q -E '^(FAIL|--- FAIL)' $(BIN)/security.log
+	$(MAKE) fuzz FUZZTIME=$(SECURITY_FUZZTIME)
+
+FUZZTIME ?= 30s
+SECURITY_FUZZTIME ?= 15s
+.PHONY: fuzz
+fuzz: ## explore the S3 and API request parsers for FUZZTIME each (go test -fuzz; make test runs their committed seed corpora)
+	$(GO) test -run '^$$' -fuzz '^FuzzS3Request$$' -fuzztime $(FUZZTIME) ./server/s3embed/
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(FUZZTIME) ./server/api/
 
 test-short: ## the tests without the slow end-to-end ones
 	$(GO) test -short $(PKGS)

@@ -91,7 +91,7 @@ type syncCall struct {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	st    *store.Store
 	prov  *fakeProvider
@@ -107,7 +107,7 @@ var fixedNow = time.Date(2026, 2, 3, 4, 5, 6, 789000000, time.UTC)
 // newEnv starts the API on 127.0.0.1 over a real SQLite store with tenants:
 // A and B (active, subscribed, with a bucket), S (suspended), D (deleted),
 // L (subscription lapsed in the store), N (no bucket yet).
-func newEnv(t *testing.T, opts ...func(*Handler)) *env {
+func newEnv(t testing.TB, opts ...func(*Handler)) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), prov: &fakeProvider{}, logs: &bytes.Buffer{}}
 	st, err := store.Open(context.Background(), filepath.Join(e.dir, "bm.db"))
@@ -204,7 +204,7 @@ func (e *env) send(req *http.Request) (int, http.Header, []byte) {
 	return resp.StatusCode, resp.Header, b
 }
 
-func decode[T any](t *testing.T, b []byte) T {
+func decode[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T
 	dec := json.NewDecoder(bytes.NewReader(b))
