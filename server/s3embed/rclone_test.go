@@ -10,6 +10,8 @@ import (
 	_ "github.com/rclone/rclone/backend/s3" // registers the "s3" backend
 	"github.com/rclone/rclone/fs"
 	"github.com/rclone/rclone/fs/config/configmap"
+	"github.com/rclone/rclone/fs/hash"
+	"github.com/rclone/rclone/fs/object"
 	"github.com/rclone/rclone/fs/operations"
 )
 
@@ -110,5 +112,56 @@ func TestRclone(t *testing.T) {
 	}
 	if _, err := f.NewObject(ctx, "notes/rclone.md"); err == nil {
 		t.Error("object still there after delete")
+	}
+}
+
+// TestRcloneMultipartETag uploads a file of known size in parts with
+// rclone's s3 backend set to provider Other (the agent's) and to provider
+// Minio, which checks the multipart ETag against the parts it sent (as do
+// rclone's AWS, Ceph, Wasabi, GCS and most other providers): both uploads
+// succeed and verify, and the object reads back. Before, the server's
+// whole-file MD5 ETag made the Minio upload fail as corrupted.
+func TestRcloneMultipartETag(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	info, err := fs.Find("s3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef"), (11<<20)/16) // 11 MiB: 3 parts of 5 MiB
+	for _, provider := range []string{"Other", "Minio"} {
+		t.Run(provider, func(t *testing.T) {
+			f, err := info.NewFs(ctx, "embedded-"+provider, bucketA, fs.ConfigMap(info.Prefix, info.Options, "", configmap.Simple{
+				"provider":          provider,
+				"env_auth":          "false",
+				"access_key_id":     "AKA",
+				"secret_access_key": "secret-a",
+				"endpoint":          e.url,
+				"region":            "us-east-1",
+				"force_path_style":  "true",
+				"no_check_bucket":   "true",
+				"upload_cutoff":     "5Mi",
+				"chunk_size":        "5Mi",
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.srv.ResetStats()
+			name := "mp-" + provider + ".bin"
+			src := object.NewStaticObjectInfo(name, time.Now(), int64(len(body)), true, map[hash.Type]string{hash.MD5: md5hex(body)}, nil)
+			obj, err := f.Put(ctx, bytes.NewReader(body), src)
+			if err != nil {
+				t.Fatalf("multipart put: %v", err)
+			}
+			if st := e.srv.Stats(); st["CompleteMultipartUpload"] != 1 || st["UploadPart"] != 3 {
+				t.Errorf("requests %v, want a multipart upload of 3 parts", st)
+			}
+			if got, err := obj.Hash(ctx, hash.MD5); err != nil || got != md5hex(body) {
+				t.Errorf("rclone's md5 of the object = %q, %v", got, err)
+			}
+			if got := get(t, e.a, bucketA, name); !bytes.Equal(got, body) {
+				t.Error("content differs")
+			}
+		})
 	}
 }
