@@ -293,7 +293,10 @@ func TestRequestIDs(t *testing.T) {
 		req  *http.Request
 		want int
 	}{
-		{"anonymous", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, e.url+"/"+bucketA+"/note.md", nil); return r }(), http.StatusForbidden},
+		{"anonymous", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, e.url+"/"+bucketA+"/note.md", nil)
+			return r
+		}(), http.StatusForbidden},
 		{"bad signature", badSig, http.StatusForbidden},
 		{"other bucket", signed(http.MethodGet, "/"+bucketB+"/note.md"), http.StatusForbidden},
 		{"no such key", signed(http.MethodGet, "/"+bucketA+"/missing.md"), http.StatusNotFound},
