@@ -116,8 +116,9 @@ func TestRclone(t *testing.T) {
 }
 
 // TestRcloneMultipartETag uploads a file of known size in parts with
-// rclone's s3 backend set to provider Other (the agent's) and to provider
-// Minio, which checks the multipart ETag against the parts it sent (as do
+// rclone's s3 backend set as the agent sets it (provider Other, no_head,
+// ListObjectsV2; see agent/syncer.NewRemoteFs), to plain provider Other,
+// and to provider Minio, which checks the multipart ETag against the parts it sent (as do
 // rclone's AWS, Ceph, Wasabi, GCS and most other providers): both uploads
 // succeed and verify, and the object reads back. Before, the server's
 // whole-file MD5 ETag made the Minio upload fail as corrupted.
@@ -129,10 +130,17 @@ func TestRcloneMultipartETag(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := bytes.Repeat([]byte("0123456789abcdef"), (11<<20)/16) // 11 MiB: 3 parts of 5 MiB
-	for _, provider := range []string{"Other", "Minio"} {
-		t.Run(provider, func(t *testing.T) {
-			f, err := info.NewFs(ctx, "embedded-"+provider, bucketA, fs.ConfigMap(info.Prefix, info.Options, "", configmap.Simple{
-				"provider":          provider,
+	for _, tc := range []struct {
+		name, provider string
+		extra          configmap.Simple
+	}{
+		{"agent", "Other", configmap.Simple{"no_head": "true", "list_version": "2"}},
+		{"Other", "Other", nil},
+		{"Minio", "Minio", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := configmap.Simple{
+				"provider":          tc.provider,
 				"env_auth":          "false",
 				"access_key_id":     "AKA",
 				"secret_access_key": "secret-a",
@@ -142,12 +150,16 @@ func TestRcloneMultipartETag(t *testing.T) {
 				"no_check_bucket":   "true",
 				"upload_cutoff":     "5Mi",
 				"chunk_size":        "5Mi",
-			}))
+			}
+			for k, v := range tc.extra {
+				m[k] = v
+			}
+			f, err := info.NewFs(ctx, "embedded-"+tc.name, bucketA, fs.ConfigMap(info.Prefix, info.Options, "", m))
 			if err != nil {
 				t.Fatal(err)
 			}
 			e.srv.ResetStats()
-			name := "mp-" + provider + ".bin"
+			name := "mp-" + tc.name + ".bin"
 			src := object.NewStaticObjectInfo(name, time.Now(), int64(len(body)), true, map[hash.Type]string{hash.MD5: md5hex(body)}, nil)
 			obj, err := f.Put(ctx, bytes.NewReader(body), src)
 			if err != nil {
