@@ -1,7 +1,8 @@
 // Package s3embed is bm-server's embedded S3 endpoint: an S3-compatible
-// HTTP API over a local directory, enough for rclone's s3 backend and
-// aws-sdk-go-v2 (listing v1/v2, get with range, put, head, copy, delete,
-// multi-delete, multipart upload, MD5 ETags, user metadata).
+// HTTP API over a local directory, enough for rclone's s3 backend,
+// aws-sdk-go-v2 and minio-go (listing v1/v2, get with range, put, head,
+// copy, delete, multi-delete, multipart upload, S3's ETags, user
+// metadata).
 //
 // The S3 protocol is gofakes3's; this package supplies its storage (each
 // bucket a directory, each object a file under its key, metadata in a
@@ -11,6 +12,26 @@
 // may only touch objects of its own bucket, addressed path-style. Each
 // successful request that changes a bucket's objects is reported to
 // Server.OnChange (bm-server turns those into change events).
+//
+// Where gofakes3 falls short of S3, this package does the rest:
+//
+//   - The credential scope must be the request's: its date the day of
+//     X-Amz-Date (or Date), its region the endpoint's (WithRegion), service
+//     s3, terminator aws4_request; else 400 AuthorizationHeaderMalformed
+//     (header) or AuthorizationQueryParametersError (presigned), as AWS.
+//   - A STREAMING-AWS4-HMAC-SHA256-PAYLOAD body is decoded here, every
+//     chunk's signature checked along the chain from the seed signature
+//     before the chunk's last byte is passed on; a bad one is 403
+//     SignatureDoesNotMatch and nothing is stored.
+//   - An object made by a multipart upload has S3's ETag, md5(part
+//     md5s)-N, everywhere (complete, HEAD, GET, listings, conditions).
+//   - ListBuckets with a bucket-scoped key lists that bucket only.
+//   - A write to a key with a segment over 255 bytes (a name no file
+//     system here holds) is 400 XMinioInvalidObjectName, as MinIO answers,
+//     and a key over 1024 bytes 400 KeyTooLongError, before the body is
+//     read; a body shorter than its Content-Length is 400 IncompleteBody.
+//   - Every answer has an x-amz-request-id, and every error body the same
+//     RequestId.
 package s3embed
 
 import (
