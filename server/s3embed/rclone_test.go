@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"testing"
 	"time"
 
@@ -15,19 +16,16 @@ import (
 	"github.com/rclone/rclone/fs/operations"
 )
 
-// TestRclone drives rclone's s3 backend, configured in code as the agent
-// does (path style, no_check_bucket, a bucket-scoped key), against the
-// endpoint: put with a modtime, list, read back, modtime preserved, and no
-// per-object HEAD while listing.
-func TestRclone(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
+// rcloneFs is rclone's s3 backend on bucket-a of e with its key, path
+// style, never checking the bucket (as the agent configures it), plus
+// settings.
+func rcloneFs(t *testing.T, e *env, name string, settings configmap.Simple) fs.Fs {
+	t.Helper()
 	info, err := fs.Find("s3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := info.NewFs(ctx, "embedded", bucketA, fs.ConfigMap(info.Prefix, info.Options, "", configmap.Simple{
-		"provider":          "Other",
+	m := configmap.Simple{
 		"env_auth":          "false",
 		"access_key_id":     "AKA",
 		"secret_access_key": "secret-a",
@@ -35,11 +33,23 @@ func TestRclone(t *testing.T) {
 		"region":            "us-east-1",
 		"force_path_style":  "true",
 		"no_check_bucket":   "true",
-		"list_version":      "2",
-	}))
+	}
+	maps.Copy(m, settings)
+	f, err := info.NewFs(context.Background(), name, bucketA, fs.ConfigMap(info.Prefix, info.Options, "", m))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// TestRclone drives rclone's s3 backend, configured in code as the agent
+// does (path style, no_check_bucket, a bucket-scoped key), against the
+// endpoint: put with a modtime, list, read back, modtime preserved, and no
+// per-object HEAD while listing.
+func TestRclone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	f := rcloneFs(t, e, "embedded", configmap.Simple{"provider": "Other", "list_version": "2"})
 
 	mtime := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
 	body := []byte("# from rclone\n")
@@ -125,10 +135,6 @@ func TestRclone(t *testing.T) {
 func TestRcloneMultipartETag(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	info, err := fs.Find("s3")
-	if err != nil {
-		t.Fatal(err)
-	}
 	body := bytes.Repeat([]byte("0123456789abcdef"), (11<<20)/16) // 11 MiB: 3 parts of 5 MiB
 	for _, tc := range []struct {
 		name, provider string
@@ -139,25 +145,9 @@ func TestRcloneMultipartETag(t *testing.T) {
 		{"Minio", "Minio", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := configmap.Simple{
-				"provider":          tc.provider,
-				"env_auth":          "false",
-				"access_key_id":     "AKA",
-				"secret_access_key": "secret-a",
-				"endpoint":          e.url,
-				"region":            "us-east-1",
-				"force_path_style":  "true",
-				"no_check_bucket":   "true",
-				"upload_cutoff":     "5Mi",
-				"chunk_size":        "5Mi",
-			}
-			for k, v := range tc.extra {
-				m[k] = v
-			}
-			f, err := info.NewFs(ctx, "embedded-"+tc.name, bucketA, fs.ConfigMap(info.Prefix, info.Options, "", m))
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := configmap.Simple{"provider": tc.provider, "upload_cutoff": "5Mi", "chunk_size": "5Mi"}
+			maps.Copy(m, tc.extra)
+			f := rcloneFs(t, e, "embedded-"+tc.name, m)
 			e.srv.ResetStats()
 			name := "mp-" + tc.name + ".bin"
 			src := object.NewStaticObjectInfo(name, time.Now(), int64(len(body)), true, map[hash.Type]string{hash.MD5: md5hex(body)}, nil)

@@ -97,8 +97,12 @@ func newEnvAt(t *testing.T, root string) *env {
 }
 
 func newClient(url, access, secret string) *s3.Client {
+	return newClientRegion(url, access, secret, "us-east-1")
+}
+
+func newClientRegion(url, access, secret, region string) *s3.Client {
 	return s3.New(s3.Options{
-		Region:       "us-east-1",
+		Region:       region,
 		BaseEndpoint: aws.String(url),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/minio/minio-go/v7"
 	miniocreds "github.com/minio/minio-go/v7/pkg/credentials"
@@ -275,16 +274,6 @@ func TestSecuritySigV4ChunkSignatures(t *testing.T) {
 type sha256Hasher struct{ hash.Hash }
 
 func (sha256Hasher) Close() {}
-
-func newClientRegion(url, access, secret, region string) *s3.Client {
-	return s3.New(s3.Options{
-		Region:       region,
-		BaseEndpoint: aws.String(url),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),
-		Retryer:      aws.NopRetryer{},
-	})
-}
 
 // newServerAt serves a fresh endpoint answering to region with keys, and
 // creates the buckets of the keys; it returns its URL.
