@@ -263,6 +263,20 @@ func TestSecuritySigV4ChunkSignatures(t *testing.T) {
 			}
 		})
 	}
+	// An empty upload is only its final chunk, which must verify too.
+	empty := captureStreaming(t, url, "AKA", "secret-a", nil, now)
+	put(t, e.a, bucketA, "streamed.bin", before)
+	ef := splitFrames(t, empty.framed)
+	ef[0].sig = frames[3].sig
+	if code, got := empty.send(t, url, joinFrames(ef)); code != http.StatusForbidden || got.Code != "SignatureDoesNotMatch" {
+		t.Errorf("empty upload with another final signature: %d %s, want 403 SignatureDoesNotMatch", code, got.Code)
+	}
+	if stored := get(t, e.a, bucketA, "streamed.bin"); !bytes.Equal(stored, before) {
+		t.Errorf("the refused empty upload replaced the object (%d bytes stored)", len(stored))
+	}
+	if code, got := empty.send(t, url, empty.framed); code != http.StatusOK {
+		t.Errorf("intact empty upload: %d %s", code, got.Code)
+	}
 	t.Logf("FIGURE sigv4_tampered_chunked_uploads_accepted=%d of %d", accepted, len(tests))
 	if ents := tmpEntries(t, e.root); ents != 0 {
 		t.Errorf("%d temp files left behind", ents)

@@ -578,7 +578,20 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// The body handed on is the verified data; gofakes3 must not
 		// decode it again.
-		r.Body = newChunkReader(r.Body, auth, secret, decoded, aw.fault)
+		cr := newChunkReader(r.Body, auth, secret, decoded, aw.fault)
+		r.Body = cr
+		if decoded == 0 {
+			// gofakes3 reads nothing of an empty body: check its final
+			// chunk here.
+			if _, err := io.Copy(io.Discard, cr); err != nil {
+				e := errIncompleteBody
+				if aw.fault.err != nil {
+					e = *aw.fault.err
+				}
+				writeAPIError(w, r, e, rid)
+				return
+			}
+		}
 		r.ContentLength = decoded
 		r.Header.Set("Content-Length", strconv.FormatInt(decoded, 10))
 		r.Header.Del("X-Amz-Content-Sha256")

@@ -238,8 +238,8 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		if err := c.header(); err != nil {
 			return 0, err
 		}
-		if c.remain == 0 {
-			return 0, c.fail(errChunkFraming, errChunkFormat) // an empty chunk before the end
+		if c.done {
+			return 0, io.EOF // an empty body: the final chunk came first
 		}
 	}
 	if len(p) == 0 {
