@@ -551,13 +551,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(errAccessDenied, "s3embed: access denied", "access_key", redact(accessKey), "path", r.URL.Path)
 		return
 	}
-	if e := checkKeyName(r); e != nil {
-		refuse(*e, "s3embed: request refused", "access_key", redact(accessKey))
-		return
-	}
 	s.count(op, false)
 	if s.OnKeyUsed != nil {
 		s.OnKeyUsed(accessKey)
+	}
+	if e := checkKeyName(r); e != nil {
+		writeAPIError(w, r, *e, rid)
+		return
 	}
 
 	aw := &answerWriter{ResponseWriter: w, op: op, rid: rid, note: &objectNote{}, fault: &requestFault{}, req: r}
