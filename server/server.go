@@ -467,7 +467,7 @@ func (s *Server) openStorage() error {
 	// The provider checks the endpoint's keys and the endpoint holds the
 	// provider's buckets: build one, then the other, then join them.
 	prov := embedded.New(nil, master, s.store, s.s3URL, region, s.log)
-	s.s3, err = s3embed.New(filepath.Join(cfg.DataDir, "buckets"), prov, cfg.Logger.With("component", "s3"))
+	s.s3, err = s3embed.New(filepath.Join(cfg.DataDir, "buckets"), prov, cfg.Logger.With("component", "s3"), s3embed.WithRegion(region))
 	if err != nil {
 		return fmt.Errorf("server: embedded s3: %w", err)
 	}

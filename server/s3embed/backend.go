@@ -36,9 +36,31 @@ type objMeta struct {
 	Modified  time.Time         `json:"modified"`
 	Meta      map[string]string `json:"meta,omitempty"`
 	PartSizes []int64           `json:"part_sizes,omitempty"`
+	// ETag is the object's S3 ETag (unquoted) where it is not MD5: for an
+	// object made by a multipart upload, S3's md5(part MD5s)-parts.
+	ETag string `json:"etag,omitempty"`
 }
 
-func (m *objMeta) etag() string { return `"` + m.MD5 + `"` }
+// etag is the object's quoted S3 ETag: the MD5 of its content for a
+// single PUT or copy, the multipart form for a multipart upload.
+func (m *objMeta) etag() string {
+	if m.ETag != "" {
+		return `"` + m.ETag + `"`
+	}
+	return `"` + m.MD5 + `"`
+}
+
+// hashHex is the hash gofakes3 is given as the object's and derives the
+// ETags it sends and compares from: the MD5, or for a multipart object
+// the hash part of its ETag (the server puts the part count back in its
+// answers and takes it out of the conditions it is sent; see
+// answerWriter and matchPartETags).
+func (m *objMeta) hashHex() string {
+	if x, ok := multipartHash(m.ETag); ok {
+		return x
+	}
+	return m.MD5
+}
 
 // object builds the gofakes3 view of m; contents may be nil (HEAD).
 func (m *objMeta) object(contents io.ReadCloser, rng *gofakes3.ObjectRange) *gofakes3.Object {
@@ -47,7 +69,7 @@ func (m *objMeta) object(contents io.ReadCloser, rng *gofakes3.ObjectRange) *gof
 		meta[k] = v
 	}
 	meta["Last-Modified"] = m.Modified.UTC().Format(http.TimeFormat)
-	sum, _ := hex.DecodeString(m.MD5)
+	sum, _ := hex.DecodeString(m.hashHex())
 	if contents == nil {
 		contents = io.NopCloser(bytes.NewReader(nil))
 	}
@@ -363,6 +385,10 @@ func (b *backend) spool(r io.Reader, dir, pattern string) (path string, n int64,
 		if e := s3Error(err); e != nil {
 			return "", 0, "", e
 		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// The client stopped sending before Content-Length bytes.
+			return "", 0, "", gofakes3.ErrIncompleteBody
+		}
 		return "", 0, "", fmt.Errorf("s3embed: write body: %w", err)
 	}
 	return f.Name(), n, hex.EncodeToString(h.Sum(nil)), nil
@@ -408,7 +434,7 @@ func (b *backend) commitLocked(ctx context.Context, idx *bucketIndex, p, tmp str
 		cur := idx.objs[m.Key]
 		etag := ""
 		if cur != nil {
-			etag = cur.MD5
+			etag = cur.hashHex()
 		}
 		if err := gofakes3.CheckWriteConditions(ctx, cur != nil, etag); err != nil {
 			return err
@@ -457,15 +483,18 @@ func cleanMeta(meta map[string]string) map[string]string {
 	return out
 }
 
-// ListBuckets implements gofakes3.Backend.
+// ListBuckets implements gofakes3.Backend. For an S3 request (whose
+// context carries the key's bucket) it lists that bucket only, never the
+// names of other tenants' buckets; the admin Server.ListBuckets lists all.
 func (b *backend) ListBuckets(ctx context.Context) ([]gofakes3.BucketInfo, error) {
 	entries, err := os.ReadDir(b.root)
 	if err != nil {
 		return nil, fmt.Errorf("s3embed: list buckets: %w", err)
 	}
+	only, scoped := ctx.Value(bucketCtxKey{}).(string)
 	var out []gofakes3.BucketInfo
 	for _, e := range entries {
-		if !e.IsDir() || !validBucket(e.Name()) {
+		if !e.IsDir() || !validBucket(e.Name()) || scoped && e.Name() != only {
 			continue
 		}
 		info, err := e.Info()
@@ -649,6 +678,7 @@ func (b *backend) GetObject(ctx context.Context, bucket, key string, rangeReques
 		idx.mu.RUnlock()
 		return nil, err
 	}
+	noteObject(ctx, m)
 	if m.Size == 0 || isDirMarker(key) {
 		idx.mu.RUnlock()
 		return m.object(nil, rng), nil
@@ -686,6 +716,7 @@ func (b *backend) HeadObject(ctx context.Context, bucket, key string) (*gofakes3
 	if err != nil {
 		return nil, err
 	}
+	noteObject(ctx, m)
 	return m.object(nil, nil), nil
 }
 

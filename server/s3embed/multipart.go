@@ -2,6 +2,7 @@ package s3embed
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -102,8 +103,9 @@ func (b *backend) UploadPart(ctx context.Context, bucket, key string, id gofakes
 }
 
 // CompleteMultipartUpload implements gofakes3.MultipartBackend. The object's
-// ETag is the MD5 of its whole content (not S3's MD5-of-part-MD5s form), so
-// ETag == MD5 holds for every object on this server.
+// ETag is S3's: the MD5 of the concatenated binary MD5s of its parts, a
+// dash and the number of parts (clients such as rclone check it against
+// the parts they sent); its MD5 is still kept (objMeta.MD5).
 func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key string, id gofakes3.UploadID, input *gofakes3.CompleteMultipartUploadRequest) (gofakes3.VersionID, string, error) {
 	u, err := b.getUpload(bucket, key, id)
 	if err != nil {
@@ -120,6 +122,7 @@ func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key strin
 	}
 	files := make([]string, 0, len(input.Parts))
 	sizes := make([]int64, 0, len(input.Parts))
+	partSums := md5.New()
 	prev := 0
 	for i, in := range input.Parts {
 		if in.PartNumber <= prev {
@@ -135,6 +138,11 @@ func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key strin
 		}
 		files = append(files, filepath.Join(u.dir, strconv.Itoa(in.PartNumber)))
 		sizes = append(sizes, p.size)
+		raw, err := hex.DecodeString(p.md5)
+		if err != nil {
+			return "", "", fmt.Errorf("s3embed: part %d md5: %w", in.PartNumber, err)
+		}
+		partSums.Write(raw)
 	}
 	r, closeAll, err := openAll(files)
 	if err != nil {
@@ -145,7 +153,8 @@ func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key strin
 	if err != nil {
 		return "", "", err
 	}
-	m := &objMeta{Key: key, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: u.meta, PartSizes: sizes}
+	m := &objMeta{Key: key, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: u.meta, PartSizes: sizes,
+		ETag: fmt.Sprintf("%x-%d", partSums.Sum(nil), len(input.Parts))}
 	if err := b.commit(ctx, bucket, idx, tmp, m); err != nil {
 		return "", "", err
 	}

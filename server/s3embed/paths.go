@@ -33,7 +33,7 @@ func validBucket(name string) bool {
 
 // errInvalidKey is the S3 error for a key that cannot be stored on disk.
 func errInvalidKey(key string) error {
-	return gofakes3.ErrorInvalidArgument("key", key, "object key is not allowed by this server (empty, absolute, '.' or '..' segment, empty segment or NUL)")
+	return gofakes3.ErrorInvalidArgument("key", key, "object key is not allowed by this server (empty, absolute, '.' or '..' segment, empty segment, segment over 255 bytes or NUL)")
 }
 
 // isDirMarker reports whether key is a "directory marker" (ends in "/").
@@ -52,7 +52,7 @@ func keyPath(bucketDir, key string) (string, error) {
 		return "", errInvalidKey(key)
 	}
 	for seg := range strings.SplitSeq(rel, "/") {
-		if seg == "" || seg == "." || seg == ".." {
+		if seg == "" || seg == "." || seg == ".." || len(seg) > maxSegmentLen {
 			return "", errInvalidKey(key)
 		}
 	}

@@ -97,8 +97,12 @@ func newEnvAt(t *testing.T, root string) *env {
 }
 
 func newClient(url, access, secret string) *s3.Client {
+	return newClientRegion(url, access, secret, "us-east-1")
+}
+
+func newClientRegion(url, access, secret, region string) *s3.Client {
 	return s3.New(s3.Options{
-		Region:       "us-east-1",
+		Region:       region,
 		BaseEndpoint: aws.String(url),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),
@@ -432,8 +436,8 @@ func TestMultipart(t *testing.T) {
 		t.Fatal(err)
 	}
 	whole := append(slices.Clone(part1), part2...)
-	if aws.ToString(done.ETag) != `"`+md5hex(whole)+`"` {
-		t.Errorf("complete ETag = %s", aws.ToString(done.ETag))
+	if got, want := aws.ToString(done.ETag), multipartETag(part1, part2); got != want {
+		t.Errorf("complete ETag = %s, want S3's %s", got, want)
 	}
 	if got := get(t, e.a, bucketA, *key); !bytes.Equal(got, whole) {
 		t.Errorf("multipart content differs (%d bytes, want %d)", len(got), len(whole))
@@ -523,7 +527,6 @@ func TestScopeAndAuth(t *testing.T) {
 			_, err := e.a.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucketA), Key: aws.String("stolen"), CopySource: aws.String(bucketB + "/secret.md")})
 			return err
 		}, "AccessDenied"},
-		{"list buckets", func() error { _, err := e.a.ListBuckets(ctx, &s3.ListBucketsInput{}); return err }, "AccessDenied"},
 		{"create bucket", func() error {
 			_, err := e.a.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("new-bucket")})
 			return err

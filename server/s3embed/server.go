@@ -1,7 +1,8 @@
 // Package s3embed is bm-server's embedded S3 endpoint: an S3-compatible
-// HTTP API over a local directory, enough for rclone's s3 backend and
-// aws-sdk-go-v2 (listing v1/v2, get with range, put, head, copy, delete,
-// multi-delete, multipart upload, MD5 ETags, user metadata).
+// HTTP API over a local directory, enough for rclone's s3 backend,
+// aws-sdk-go-v2 and minio-go (listing v1/v2, get with range, put, head,
+// copy, delete, multi-delete, multipart upload, S3's ETags, user
+// metadata).
 //
 // The S3 protocol is gofakes3's; this package supplies its storage (each
 // bucket a directory, each object a file under its key, metadata in a
@@ -11,11 +12,33 @@
 // may only touch objects of its own bucket, addressed path-style. Each
 // successful request that changes a bucket's objects is reported to
 // Server.OnChange (bm-server turns those into change events).
+//
+// Where gofakes3 falls short of S3, this package does the rest:
+//
+//   - The credential scope must be the request's: its date the day of
+//     X-Amz-Date (or Date), its region the endpoint's (WithRegion), service
+//     s3, terminator aws4_request; else 400 AuthorizationHeaderMalformed
+//     (header) or AuthorizationQueryParametersError (presigned), as AWS.
+//   - A STREAMING-AWS4-HMAC-SHA256-PAYLOAD body is decoded here, every
+//     chunk's signature checked along the chain from the seed signature
+//     before the chunk's last byte is passed on; a bad one is 403
+//     SignatureDoesNotMatch and nothing is stored.
+//   - An object made by a multipart upload has S3's ETag, md5(part
+//     md5s)-N, everywhere (complete, HEAD, GET, listings, conditions).
+//   - ListBuckets with a bucket-scoped key lists that bucket only.
+//   - A write to a key with a segment over 255 bytes (a name no file
+//     system here holds) is 400 XMinioInvalidObjectName, as MinIO answers,
+//     and a key over 1024 bytes 400 KeyTooLongError, before the body is
+//     read; a body shorter than its Content-Length is 400 IncompleteBody.
+//   - Every answer has an x-amz-request-id, and every error body the same
+//     RequestId.
 package s3embed
 
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -25,6 +48,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -64,6 +88,7 @@ type Server struct {
 	s3      http.Handler
 	keys    KeyResolver
 	log     *slog.Logger
+	region  string
 
 	statsMu sync.Mutex
 	stats   map[string]int64
@@ -72,9 +97,26 @@ type Server struct {
 	writing   map[string]int // bucket → mutating requests in flight
 }
 
+// DefaultRegion is the region the endpoint answers to unless WithRegion
+// says otherwise.
+const DefaultRegion = "us-east-1"
+
+// An Option configures New.
+type Option func(*Server)
+
+// WithRegion sets the region requests must be signed for (the region in
+// their credential scope); "" means DefaultRegion.
+func WithRegion(region string) Option {
+	return func(s *Server) {
+		if region != "" {
+			s.region = region
+		}
+	}
+}
+
 // New serves the buckets under root (created if missing). keys decides
 // who may do what; logger may be nil.
-func New(root string, keys KeyResolver, logger *slog.Logger) (*Server, error) {
+func New(root string, keys KeyResolver, logger *slog.Logger, opts ...Option) (*Server, error) {
 	if keys == nil {
 		return nil, errors.New("s3embed: new: nil KeyResolver")
 	}
@@ -94,13 +136,18 @@ func New(root string, keys KeyResolver, logger *slog.Logger) (*Server, error) {
 			return b
 		}),
 	)
-	return &Server{
+	s := &Server{
 		backend: be,
 		s3:      fake.Server(),
 		keys:    keys,
 		log:     logger,
+		region:  DefaultRegion,
 		stats:   map[string]int64{},
-	}, nil
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 type bucketCtxKey struct{}
@@ -126,31 +173,140 @@ var mutating = map[string]bool{
 	"CompleteMultipartUpload": true,
 }
 
-// statusRecorder remembers the status a handler answered with.
-type statusRecorder struct {
+// answerWriter is the ResponseWriter gofakes3 answers through. It
+// remembers the status; answers a body refusal recorded by the request's
+// body reader (requestFault) in place of what gofakes3 made of the failed
+// read; and gives a GET or HEAD of a multipart object its S3 ETag (see
+// objMeta.ETag), which gofakes3 cannot express.
+type answerWriter struct {
 	http.ResponseWriter
-	code int
+	req     *http.Request
+	op      string
+	rid     string
+	note    *objectNote
+	fault   *requestFault
+	code    int
+	swallow bool // the fault was answered: drop what gofakes3 writes
 }
 
-func (w *statusRecorder) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
+func (w *answerWriter) WriteHeader(code int) {
+	if w.code != 0 {
+		if !w.swallow {
+			w.ResponseWriter.WriteHeader(code)
+		}
+		return
+	}
+	if f := w.fault.err; f != nil {
+		w.code, w.swallow = f.HTTPStatusCode, true
+		h := w.Header()
+		for _, k := range []string{"ETag", "Content-Length", "Last-Modified", "X-Amz-Version-Id"} {
+			h.Del(k)
+		}
+		rid := h.Get("x-amz-request-id")
+		if rid == "" {
+			rid = w.rid
+		}
+		writeAPIError(w.ResponseWriter, w.req, *f, rid)
+		return
+	}
+	w.code = code
+	if w.note.etag != "" && (w.op == "GetObject" || w.op == "HeadObject") && w.Header().Get("ETag") != "" {
+		w.Header().Set("ETag", w.note.etag)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusRecorder) Write(b []byte) (int, error) {
+func (w *answerWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
-		w.code = http.StatusOK
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.swallow {
+		return len(b), nil
 	}
 	return w.ResponseWriter.Write(b)
 }
 
+// finish sends the status line if gofakes3 wrote nothing (a HEAD), so
+// that what WriteHeader adds is in that answer too.
+func (w *answerWriter) finish() {
+	if w.code == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
 // Unwrap lets http.ResponseController reach the connection.
-func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // succeeded reports a 2xx answer (nothing written means 200).
-func (w *statusRecorder) succeeded() bool { return w.code == 0 || w.code/100 == 2 }
+func (w *answerWriter) succeeded() bool { return w.code == 0 || w.code/100 == 2 }
+
+// objectNote carries, from the backend's GetObject or HeadObject to the
+// answer, the S3 ETag of a multipart object.
+type objectNote struct{ etag string }
+
+type objectNoteKey struct{}
+
+// noteObject records m's ETag for the answer if it is not the one
+// gofakes3 derives from the object's hash.
+func noteObject(ctx context.Context, m *objMeta) {
+	if n, ok := ctx.Value(objectNoteKey{}).(*objectNote); ok && m.ETag != "" {
+		n.etag = m.etag()
+	}
+}
+
+// conditionHeaders name ETags that gofakes3 compares with the hex of an
+// object's hash.
+var conditionHeaders = []string{"If-Match", "If-None-Match", "X-Amz-Copy-Source-If-Match", "X-Amz-Copy-Source-If-None-Match"}
+
+// matchPartETags rewrites multipart ETags ("<32 hex>-<parts>") in the
+// conditional headers to the hash gofakes3 compares them with (the hex
+// before the dash; see objMeta.hashHex). The mapping is one to one: no
+// single-part object's MD5 is the MD5 of a list of MD5s.
+func matchPartETags(h http.Header) {
+	for _, name := range conditionHeaders {
+		v := h.Get(name)
+		if !strings.Contains(v, "-") {
+			continue
+		}
+		tags := strings.Split(v, ",")
+		for i, t := range tags {
+			t = strings.TrimSpace(t)
+			weak, bare := "", t
+			if rest, ok := strings.CutPrefix(t, "W/"); ok {
+				weak, bare = "W/", rest
+			}
+			if x, ok := multipartHash(strings.Trim(bare, `"`)); ok {
+				t = weak + `"` + x + `"`
+			}
+			tags[i] = t
+		}
+		h.Set(name, strings.Join(tags, ", "))
+	}
+}
+
+// multipartHash returns the hash part of a multipart ETag (unquoted).
+func multipartHash(etag string) (string, bool) {
+	x, n, ok := strings.Cut(etag, "-")
+	if !ok || len(x) != 2*md5.Size || n == "" || len(n) > 5 {
+		return "", false
+	}
+	if _, err := hex.DecodeString(x); err != nil {
+		return "", false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	return strings.ToLower(x), true
+}
+
+// newRequestID returns a fresh x-amz-request-id.
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToUpper(hex.EncodeToString(b[:]))
+}
 
 // Handler is the S3 API. Nothing reaches gofakes3 without passing the
 // signature and scope checks.
@@ -306,12 +462,48 @@ var (
 	errSHAMismatch  = signature.APIError{Code: "XAmzContentSHA256Mismatch", Description: "The provided 'x-amz-content-sha256' header does not match what was computed.", HTTPStatusCode: http.StatusBadRequest}
 )
 
-func writeAPIError(w http.ResponseWriter, r *http.Request, e signature.APIError) {
+// writeAPIError answers e with the request's ID in the body, as S3 does.
+func writeAPIError(w http.ResponseWriter, r *http.Request, e signature.APIError, requestID string) {
 	w.Header().Set("Content-Type", "application/xml")
 	w.WriteHeader(e.HTTPStatusCode)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(signature.EncodeAPIErrorToResponse(e))
+		_, _ = w.Write(signature.EncodeAPIErrorToResponseWithRequestID(e, requestID))
 	}
+}
+
+// Names longer than the file system takes are refused before the body is
+// read (a key segment is a file or directory name here). S3's limit on a
+// whole key is 1024 bytes (KeyTooLongError); a segment over 255 bytes is
+// refused as MinIO refuses it (XMinioInvalidObjectName, 400).
+const (
+	maxKeyLen     = gofakes3.KeySizeLimit
+	maxSegmentLen = 255
+)
+
+var (
+	errKeyTooLong     = signature.APIError{Code: "KeyTooLongError", Description: "Your key is too long.", HTTPStatusCode: http.StatusBadRequest}
+	errSegmentTooLong = signature.APIError{Code: "XMinioInvalidObjectName", Description: "Object name contains a path segment longer than 255 bytes.", HTTPStatusCode: http.StatusBadRequest}
+)
+
+// checkKeyName refuses a write (PUT or POST) of an object whose key this
+// server cannot store because of its length.
+func checkKeyName(r *http.Request) *signature.APIError {
+	if r.Method != http.MethodPut && r.Method != http.MethodPost {
+		return nil
+	}
+	_, key := splitPath(r.URL.Path)
+	if key == "" {
+		return nil
+	}
+	if len(key) > maxKeyLen {
+		return &errKeyTooLong
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if len(seg) > maxSegmentLen {
+			return &errSegmentTooLong
+		}
+	}
+	return nil
 }
 
 // unsupportedPayloads are x-amz-content-sha256 values whose bodies gofakes3
@@ -326,62 +518,111 @@ const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b785
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	op := operation(r)
-	var keyBucket, accessKey string
-	code := signature.V4SignVerifyWithLookup(r, func(ak string) (string, bool) {
-		secret, bucket, ok := s.keys.ResolveKey(r.Context(), ak)
-		if ok {
-			keyBucket, accessKey = bucket, ak
+	rid := newRequestID()
+	// Every answer carries a request ID; gofakes3 sets its own on the
+	// answers it makes, these are for the refusals made here.
+	w.Header().Set("x-amz-request-id", rid)
+	refuse := func(e signature.APIError, msg string, args ...any) {
+		s.count(op, true)
+		s.log.Info(msg, append([]any{"op", op, "code", e.Code, "request_id", rid, "remote", r.RemoteAddr}, args...)...)
+		writeAPIError(w, r, e, rid)
+	}
+
+	auth, parsed := parseSigV4(r)
+	if parsed {
+		if e := checkScope(auth, s.region); e != nil {
+			refuse(*e, "s3embed: request refused")
+			return
 		}
-		return secret, ok
+	}
+	var keyBucket, accessKey, secret string
+	code := signature.V4SignVerifyWithLookup(r, func(ak string) (string, bool) {
+		sec, bucket, ok := s.keys.ResolveKey(r.Context(), ak)
+		if ok {
+			keyBucket, accessKey, secret = bucket, ak, sec
+		}
+		return sec, ok
 	})
 	if code != signature.ErrNone {
-		s.count(op, true)
-		e := signature.GetAPIError(code)
-		s.log.Info("s3embed: request refused", "op", op, "code", e.Code, "remote", r.RemoteAddr)
-		writeAPIError(w, r, e)
+		refuse(signature.GetAPIError(code), "s3embed: request refused")
 		return
 	}
 	if !allowed(r, keyBucket) {
-		s.count(op, true)
-		s.log.Info("s3embed: access denied", "op", op, "access_key", redact(accessKey), "path", r.URL.Path, "remote", r.RemoteAddr)
-		writeAPIError(w, r, errAccessDenied)
+		refuse(errAccessDenied, "s3embed: access denied", "access_key", redact(accessKey), "path", r.URL.Path)
 		return
 	}
 	s.count(op, false)
 	if s.OnKeyUsed != nil {
 		s.OnKeyUsed(accessKey)
 	}
-
-	payload := r.Header.Get("X-Amz-Content-Sha256")
-	if unsupportedPayloads[payload] {
-		writeAPIError(w, r, errUnsupported)
+	if e := checkKeyName(r); e != nil {
+		writeAPIError(w, r, *e, rid)
 		return
 	}
-	if len(payload) == sha256.Size*2 && r.URL.Query().Get("X-Amz-Signature") == "" {
+
+	aw := &answerWriter{ResponseWriter: w, op: op, rid: rid, note: &objectNote{}, fault: &requestFault{}, req: r}
+	payload := r.Header.Get("X-Amz-Content-Sha256")
+	switch {
+	case unsupportedPayloads[payload]:
+		writeAPIError(w, r, errUnsupported, rid)
+		return
+	case payload == streamingPayload:
+		if !parsed || auth.presigned || auth.signedAt.IsZero() {
+			writeAPIError(w, r, errChunkFraming, rid)
+			return
+		}
+		decoded, err := strconv.ParseInt(r.Header.Get("X-Amz-Decoded-Content-Length"), 10, 64)
+		if err != nil || decoded < 0 {
+			writeAPIError(w, r, errNoDecodedLen, rid)
+			return
+		}
+		// The body handed on is the verified data; gofakes3 must not
+		// decode it again.
+		cr := newChunkReader(r.Body, auth, secret, decoded, aw.fault)
+		r.Body = cr
+		if decoded == 0 {
+			// gofakes3 reads nothing of an empty body: check its final
+			// chunk here.
+			if _, err := io.Copy(io.Discard, cr); err != nil {
+				e := errIncompleteBody
+				if aw.fault.err != nil {
+					e = *aw.fault.err
+				}
+				writeAPIError(w, r, e, rid)
+				return
+			}
+		}
+		r.ContentLength = decoded
+		r.Header.Set("Content-Length", strconv.FormatInt(decoded, 10))
+		r.Header.Del("X-Amz-Content-Sha256")
+	case len(payload) == sha256.Size*2 && r.URL.Query().Get("X-Amz-Signature") == "":
 		want, err := hex.DecodeString(payload)
 		if err != nil {
-			writeAPIError(w, r, errSHAMismatch)
+			writeAPIError(w, r, errSHAMismatch, rid)
 			return
 		}
 		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 			if payload != emptySHA256 {
-				writeAPIError(w, r, errSHAMismatch)
+				writeAPIError(w, r, errSHAMismatch, rid)
 				return
 			}
 		} else {
 			r.Body = &shaVerifier{rc: r.Body, want: want, h: sha256.New(), remaining: r.ContentLength}
 		}
 	}
+	matchPartETags(r.Header)
 	ctx := context.WithValue(r.Context(), bucketCtxKey{}, keyBucket)
+	ctx = context.WithValue(ctx, objectNoteKey{}, aw.note)
 	if s.OnChange == nil || !mutating[op] {
-		s.s3.ServeHTTP(w, r.WithContext(ctx))
+		s.s3.ServeHTTP(aw, r.WithContext(ctx))
+		aw.finish()
 		return
 	}
 	s.beginWrite(keyBucket)
 	defer s.endWrite(keyBucket)
-	rec := &statusRecorder{ResponseWriter: w}
-	s.s3.ServeHTTP(rec, r.WithContext(ctx))
-	if rec.succeeded() {
+	s.s3.ServeHTTP(aw, r.WithContext(ctx))
+	aw.finish()
+	if aw.succeeded() {
 		_, key := splitPath(r.URL.Path)
 		s.OnChange(Change{Bucket: keyBucket, AccessKey: accessKey, Op: op, Key: key})
 	}
@@ -389,11 +630,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // allowed reports whether a key scoped to keyBucket may make request r:
 // only path-style requests on its own bucket, never bucket creation,
-// deletion or configuration, nor bucket listing, and copies only from
-// its own bucket.
+// deletion or configuration, and copies only from its own bucket. It may
+// list the buckets, which answers its own bucket only (see
+// backend.ListBuckets), as MinIO lists the buckets a key's policy allows.
 func allowed(r *http.Request, keyBucket string) bool {
 	bucket, object := splitPath(r.URL.Path)
-	if keyBucket == "" || bucket != keyBucket {
+	if keyBucket == "" {
+		return false
+	}
+	if bucket == "" {
+		return r.Method == http.MethodGet && r.Header.Get("X-Amz-Copy-Source") == ""
+	}
+	if bucket != keyBucket {
 		return false
 	}
 	if object == "" {
