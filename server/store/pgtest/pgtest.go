@@ -16,14 +16,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -81,7 +79,7 @@ func Start(ctx context.Context) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := runAs()
+	as, err := runAs()
 	if err != nil {
 		return nil, err
 	}
@@ -95,16 +93,14 @@ func Start(ctx context.Context) (_ *Server, err error) {
 			s.Stop()
 		}
 	}()
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("pgtest: chown temp dir: %w", err)
-		}
+	if err := as.own(dir); err != nil {
+		return nil, fmt.Errorf("pgtest: chown temp dir: %w", err)
 	}
 	data := filepath.Join(dir, "data")
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
 		"-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
 	initdb.Dir = dir
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	as.apply(initdb, false)
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pgtest: initdb: %w: %s", err, lastLines(string(out), 5))
 	}
@@ -121,8 +117,7 @@ func Start(ctx context.Context) (_ *Server, err error) {
 		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	// Pdeathsig: a test binary that dies does not leave postgres behind.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+	as.apply(s.cmd, true)
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
 	}
@@ -131,24 +126,6 @@ func Start(ctx context.Context) (_ *Server, err error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// runAs returns the credential postgres runs with: nil when not root, else
-// the postgres user's (or nobody's).
-func runAs() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	for _, name := range []string{"postgres", "nobody"} {
-		u, err := user.Lookup(name)
-		if err != nil {
-			continue
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
-	}
-	return nil, errors.New("pgtest: running as root and neither the postgres nor the nobody user exists")
 }
 
 func freePort() (int, error) {
@@ -233,7 +210,7 @@ func (s *Server) NewDatabase(tb testing.TB) string {
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		if s.cmd != nil && s.cmd.Process != nil {
-			_ = s.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
+			_ = s.cmd.Process.Signal(os.Interrupt) // fast shutdown
 			select {
 			case <-s.done:
 			case <-time.After(15 * time.Second):
