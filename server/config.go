@@ -121,7 +121,10 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	// auth
 	fs.StringVar(&cfg.AuthMode, "auth-mode", def(cfg.AuthMode, AuthBuiltin), "token verification: builtin (the built-in OAuth issuer) or oidc (an external issuer; the built-in one is not served)")
 	fs.StringVar(&cfg.OIDCIssuer, "oidc-issuer", cfg.OIDCIssuer, "external OIDC issuer URL, exactly as in the tokens' iss claim")
-	fs.StringVar(&cfg.OIDCAudience, "oidc-audience", cfg.OIDCAudience, "audience the tokens must carry (default: the client id)")
+	fs.StringVar(&cfg.OIDCAudience, "oidc-audience", cfg.OIDCAudience, "audience the access tokens' aud claim must contain (default: the client id, --oidc-client-id); set it to what the issuer puts in aud for this API (e.g. bm-server, or a WorkOS resource indicator), which also keeps ID tokens out")
+	fs.StringVar(&cfg.OIDCTokenType, "oidc-token-type", def(cfg.OIDCTokenType, auth.TokenTypeAuto), "how ID tokens are told from access tokens and refused: auto (ID-token claims, a typ other than at+jwt, or the client as audience without scope/scp/client_id), at+jwt (only RFC 9068 tokens) or jwt (only ID-token claims: for issuers whose access tokens look like ID tokens)")
+	fs.DurationVar(&cfg.OIDCJWKSTTL, "oidc-jwks-ttl", durDef(cfg.OIDCJWKSTTL, auth.DefaultJWKSTTL), "how long the issuer's keys are used before they are fetched again, when its JWKS answer has no Cache-Control max-age")
+	fs.DurationVar(&cfg.OIDCJWKSMaxTTL, "oidc-jwks-max-ttl", durDef(cfg.OIDCJWKSMaxTTL, auth.DefaultJWKSMaxTTL), "longest the issuer's max-age may keep its keys: how long a key it withdrew may still be accepted")
 	fs.StringVar(&cfg.OIDCClientID, "oidc-client-id", cfg.OIDCClientID, "OAuth client id of the agents (default "+tenantapi.DefaultClientID+")")
 	fs.StringVar(&cfg.OIDCTenantClaim, "oidc-tenant-claim", def(cfg.OIDCTenantClaim, auth.DefaultTenantClaim), "claim holding the tenant id (org_id for WorkOS organisations; dotted for nested)")
 	fs.StringVar(&cfg.OIDCSubscriptionStatusClaim, "oidc-subscription-status-claim", def(cfg.OIDCSubscriptionStatusClaim, auth.DefaultSubscriptionStatusClaim), `claim holding the subscription status ("-": none, the store decides)`)

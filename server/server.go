@@ -140,6 +140,12 @@ type Config struct {
 	// OIDCAudience is what the tokens' aud claim must contain (default
 	// OIDCClientID, which defaults to tenantapi.DefaultClientID).
 	OIDCAudience, OIDCClientID string
+	// OIDCTokenType is how ID tokens are told from access tokens (see
+	// auth.Config.TokenType; default auth.TokenTypeAuto).
+	OIDCTokenType string
+	// OIDCJWKSTTL and OIDCJWKSMaxTTL: how long the issuer's keys are used
+	// without a Cache-Control max-age, and at most (see auth.Config).
+	OIDCJWKSTTL, OIDCJWKSMaxTTL time.Duration
 	// OIDCTenantClaim, OIDCSubscriptionStatusClaim and
 	// OIDCSubscriptionTierClaim name the claims (defaults: auth's). A status
 	// claim of "-" means the tokens carry none and the store decides.
@@ -511,6 +517,9 @@ func (s *Server) openAuth(ctx context.Context) error {
 			IssuerURL:               cfg.OIDCIssuer,
 			Audience:                cfg.OIDCAudience,
 			ClientID:                firstOf(cfg.OIDCClientID, tenantapi.DefaultClientID),
+			TokenType:               cfg.OIDCTokenType,
+			JWKSTTL:                 cfg.OIDCJWKSTTL,
+			JWKSMaxTTL:              cfg.OIDCJWKSMaxTTL,
 			TenantClaim:             cfg.OIDCTenantClaim,
 			SubscriptionStatusClaim: cfg.OIDCSubscriptionStatusClaim,
 			SubscriptionTierClaim:   cfg.OIDCSubscriptionTierClaim,

@@ -14,9 +14,9 @@ package auth
 //     after it arrived (one at a time, shared by all the requests that wait),
 //     so a key the issuer has just published is accepted at once, whenever
 //     the last fetch was. A kid such a fetch did not find is refused without
-//     a fetch for MinRefreshInterval, and fetches are at least MinFetchGap
-//     apart: tokens with made-up kids cost the issuer at most one fetch per
-//     gap.
+//     a fetch for MinRefreshInterval, and these fetches are at least
+//     MinFetchGap apart: tokens with made-up kids cost the issuer at most
+//     one fetch per gap (and the TTL's, once per TTL).
 
 import (
 	"context"
@@ -47,15 +47,17 @@ type jwksCache struct {
 	absentFor time.Duration // how long a kid a fetch lacked is refused without one
 	gap       time.Duration // between two fetches
 
-	mu        sync.Mutex
-	keys      []jose.JSONWebKey
-	expires   time.Time  // by now: when the keys must be fetched again
-	inflight  *jwksFetch // the fetch under way or waiting for the gap
-	started   uint64     // fetches begun so far; a fetch's number
-	done      uint64     // the number of the last fetch completed
-	lastErr   error      // and its error
-	lastBegun time.Time  // wall clock, when the last fetch began (for gap)
-	absent    map[string]time.Time
+	mu       sync.Mutex
+	keys     []jose.JSONWebKey
+	expires  time.Time  // by now: when the keys must be fetched again
+	inflight *jwksFetch // the fetch under way or waiting for the gap
+	started  uint64     // fetches begun so far; a fetch's number
+	done     uint64     // the number of the last fetch completed
+	lastErr  error      // and its error
+	// lastKidFetch is when (wall clock) the last fetch for an unknown kid
+	// began or will begin, for the gap.
+	lastKidFetch time.Time
+	absent       map[string]time.Time
 }
 
 // jwksFetch is one fetch; done is closed when it completed, with err.
@@ -114,7 +116,7 @@ func (c *jwksCache) refreshStale(ctx context.Context) error {
 		c.mu.Unlock()
 		return nil
 	}
-	f := c.join()
+	f := c.join(false)
 	c.mu.Unlock()
 	select {
 	case <-f.done:
@@ -136,7 +138,7 @@ func (c *jwksCache) fetchSince(ctx context.Context, need uint64) error {
 			c.mu.Unlock()
 			return err
 		}
-		f := c.join()
+		f := c.join(true)
 		c.mu.Unlock()
 		select {
 		case <-f.done:
@@ -147,15 +149,21 @@ func (c *jwksCache) fetchSince(ctx context.Context, need uint64) error {
 	}
 }
 
-// join returns the fetch under way or waiting, or starts one (after the
-// gap since the last began). c.mu is held.
-func (c *jwksCache) join() *jwksFetch {
+// join returns the fetch under way or waiting, or starts one: for an
+// unknown kid (forKid) after the gap since the last such fetch began, for
+// the TTL at once (it comes once per TTL). c.mu is held.
+func (c *jwksCache) join(forKid bool) *jwksFetch {
 	if c.inflight != nil {
 		return c.inflight
 	}
 	f := &jwksFetch{done: make(chan struct{})}
 	c.inflight = f
-	go c.run(f, time.Until(c.lastBegun.Add(c.gap)))
+	var delay time.Duration
+	if forKid {
+		delay = time.Until(c.lastKidFetch.Add(c.gap))
+		c.lastKidFetch = time.Now().Add(max(delay, 0))
+	}
+	go c.run(f, delay)
 	return f
 }
 
@@ -170,7 +178,6 @@ func (c *jwksCache) run(f *jwksFetch, delay time.Duration) {
 	c.mu.Lock()
 	c.started++
 	n := c.started
-	c.lastBegun = time.Now()
 	begun := c.now()
 	c.mu.Unlock()
 
