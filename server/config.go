@@ -94,6 +94,8 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.S3Addr, "s3-addr", def(cfg.S3Addr, DefaultS3Addr), "embedded S3 endpoint listen address")
 	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "API base URL as clients see it (default http://ADDR)")
 	fs.StringVar(&cfg.S3PublicURL, "s3-public-url", cfg.S3PublicURL, "S3 endpoint URL as clients see it (default http://S3-ADDR)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "listen address serving GET /metrics alone, e.g. 127.0.0.1:9787 (default: none; keep it on loopback or a private network)")
+	fs.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", cfg.MetricsTokenFile, "file holding a bearer token GET /metrics requires; without it /metrics is not served on the API listener (404)")
 	fs.StringVar(&cfg.SubscribeURL, "subscribe-url", def(cfg.SubscribeURL, DefaultSubscribeURL), "URL shown to tenants without an active subscription")
 	fs.StringVar(&cfg.DemoEmail, "demo-email", cfg.DemoEmail, "create this account at start if missing (password from BM_SERVER_DEMO_PASSWORD)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", durDef(cfg.ShutdownTimeout, DefaultShutdownTimeout), "how long in-flight requests may take to finish at shutdown")
