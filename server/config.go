@@ -140,7 +140,7 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.IntVar(&cfg.EventsBuffer, "events-buffer", intDef(cfg.EventsBuffer, events.DefaultBuffer), "change events a /tenant/events client may lag before it is dropped")
 	fs.DurationVar(&cfg.EventsHeartbeat, "events-heartbeat", durDef(cfg.EventsHeartbeat, events.DefaultHeartbeat), "keep-alive interval of the /tenant/events stream")
 	fs.StringVar(&cfg.HookCommand, "hook-command", cfg.HookCommand, "refresh hook command, split on spaces; gets BM_TENANT_ID, BM_DEVICE, BM_REASON, BM_EVENT_AT")
-	fs.StringVar(&cfg.HookWebhookURL, "hook-webhook-url", cfg.HookWebhookURL, "refresh hook URL, POSTed a JSON event signed with "+EnvHookWebhookSecret)
+	fs.StringVar(&cfg.HookWebhookURL, "hook-webhook-url", cfg.HookWebhookURL, "refresh hook URL, POSTed a JSON event signed with "+EnvHookWebhookSecret+": X-BM-Timestamp (Unix seconds) and X-BM-Signature-256: sha256=HEX, the HMAC-SHA256 of the timestamp, '.', and the body; refuse one 5 min off your clock or seen before")
 	fs.DurationVar(&cfg.HookTimeout, "hook-timeout", durDef(cfg.HookTimeout, 30*time.Second), "time limit of one run of the refresh hook")
 	fs.IntVar(&cfg.HookAttempts, "hook-attempts", intDef(cfg.HookAttempts, 3), "tries of the refresh hook per change")
 	fs.DurationVar(&cfg.HookBackoff, "hook-backoff", durDef(cfg.HookBackoff, time.Second), "wait after the hook's first failure, doubled after each further one")
