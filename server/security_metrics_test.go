@@ -14,11 +14,8 @@ import (
 // listener (--metrics-addr) it is served, with the token if one is set.
 // Before, anyone could read it on the API listener.
 func TestSecurityMetrics(t *testing.T) {
-	tokenFile := filepath.Join(t.TempDir(), "metrics.token")
 	const token = "m-7f0c2b9e41d8"
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tokenFile := metricsTokenFile(t, token)
 	tests := []struct {
 		name       string
 		cfg        func(*Config)
@@ -60,6 +57,17 @@ func TestSecurityMetrics(t *testing.T) {
 		})
 	}
 	t.Logf("FIGURE metrics: %d of %d anonymous GET /metrics on the API listener answered with metrics (defaults: 404; with --metrics-token-file: 401 without the token)", open, anonymous)
+}
+
+// metricsTokenFile writes token, as --metrics-token-file reads it, to a
+// file of its own and returns its path.
+func metricsTokenFile(t *testing.T, token string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "metrics.token")
+	if err := os.WriteFile(p, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func apiBase(r *running) string     { return r.URL() }

@@ -17,10 +17,7 @@ import (
 )
 
 func TestHealthReadyMetricsAndRequestLog(t *testing.T) {
-	tokenFile := filepath.Join(t.TempDir(), "metrics.token")
-	if err := os.WriteFile(tokenFile, []byte("metrics-token-1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tokenFile := metricsTokenFile(t, "metrics-token-1")
 	r := serve(t, func(c *Config) { c.MetricsTokenFile = tokenFile })
 	if resp, body := get(t, r.URL()+"/healthz", "", nil); resp.StatusCode != 200 || !strings.Contains(body, `"ok"`) {
 		t.Errorf("healthz = %d %s", resp.StatusCode, body)

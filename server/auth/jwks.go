@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -118,9 +117,17 @@ func (c *jwksCache) refreshStale(ctx context.Context) error {
 	}
 	f := c.join(false)
 	c.mu.Unlock()
+	if err := f.wait(ctx); err != nil {
+		return err
+	}
+	return f.err
+}
+
+// wait returns nil once f completed, or ctx's error.
+func (f *jwksFetch) wait(ctx context.Context) error {
 	select {
 	case <-f.done:
-		return f.err
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("fetch jwks: %w", ctx.Err())
 	}
@@ -140,10 +147,8 @@ func (c *jwksCache) fetchSince(ctx context.Context, need uint64) error {
 		}
 		f := c.join(true)
 		c.mu.Unlock()
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return fmt.Errorf("fetch jwks: %w", ctx.Err())
+		if err := f.wait(ctx); err != nil {
+			return err
 		}
 		c.mu.Lock()
 	}
@@ -255,7 +260,8 @@ func (c *jwksCache) fetch() ([]jose.JSONWebKey, time.Duration, error) {
 		return nil, 0, fmt.Errorf("fetch jwks: status %d", resp.StatusCode)
 	}
 	var set jose.JSONWebKeySet
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+	// A set past 1 MiB is an error, not cut short (no ResponseWriter to tell).
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&set); err != nil {
 		return nil, 0, fmt.Errorf("fetch jwks: decode: %w", err)
 	}
 	var out []jose.JSONWebKey

@@ -58,8 +58,8 @@ const (
 	// is an access token for every issuer that sets the header.
 	TokenTypeAuto = "auto"
 	// TokenTypeATJWT accepts only tokens whose typ header is at+jwt (or
-	// application/at+jwt): the strict RFC 9068 check, for issuers that set
-	// it (Auth0, Keycloak with RFC 9068 tokens, ...).
+	// application/at+jwt) and that carry no ID-token claim: the strict
+	// RFC 9068 check, for issuers that type their access tokens.
 	TokenTypeATJWT = "at+jwt"
 	// TokenTypeJWT refuses only tokens with an ID-token claim, for an
 	// issuer whose access tokens name the client as their audience and

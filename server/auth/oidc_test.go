@@ -393,19 +393,9 @@ func TestJWKSTTL(t *testing.T) {
 			}
 			ti.serve(k1.jwk) // k2 withdrawn
 			clk.add(tc.stillCached)
-			if _, err := v.Authenticate(request(tok)); err != nil {
-				t.Errorf("k2 within the TTL (cached): %v", err)
-			}
-			if n := ti.jwksFetchs.Load(); n != 1 {
-				t.Errorf("JWKS fetched %d times within the TTL, want 1", n)
-			}
+			ti.expect(t, v, "withdrawn k2 within the TTL (cached)", tok, true, 1)
 			clk.add(tc.refreshed - tc.stillCached)
-			if _, err := v.Authenticate(request(tok)); !errors.Is(err, ErrInvalidToken) {
-				t.Errorf("withdrawn k2 after the TTL: %v, want refused", err)
-			}
-			if n := ti.jwksFetchs.Load(); n != 2 {
-				t.Errorf("JWKS fetched %d times after the TTL, want 2", n)
-			}
+			ti.expect(t, v, "withdrawn k2 after the TTL", tok, false, 2)
 		})
 	}
 }
@@ -426,20 +416,25 @@ func TestJWKSFetchFailure(t *testing.T) {
 	ti.serve() // an empty set: no usable key, the fetch fails
 	clk.add(DefaultJWKSTTL)
 	for range 5 {
-		if _, err := v.Authenticate(request(tok)); err != nil {
-			t.Errorf("k1 while the JWKS fails: %v", err)
-		}
-	}
-	if n := ti.jwksFetchs.Load(); n != 2 {
-		t.Errorf("JWKS fetched %d times, want 2 (one failed try)", n)
+		ti.expect(t, v, "k1 while the JWKS fails (one failed try)", tok, true, 2)
 	}
 	ti.serve(k1.jwk)
 	clk.add(DefaultJWKSMinTTL)
-	if _, err := v.Authenticate(request(tok)); err != nil {
-		t.Errorf("k1: %v", err)
+	ti.expect(t, v, "k1 once the JWKS answers (tried again after the minimum TTL)", tok, true, 3)
+}
+
+// expect checks that v accepts tok (or refuses it, !ok) and that the JWKS
+// has then been fetched fetches times in all.
+func (ti *testIssuer) expect(t *testing.T, v *OIDCVerifier, what, tok string, ok bool, fetches int32) {
+	t.Helper()
+	_, err := v.Authenticate(request(tok))
+	if ok && err != nil {
+		t.Errorf("%s: refused: %v", what, err)
+	} else if !ok && !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("%s: = %v, want refused", what, err)
 	}
-	if n := ti.jwksFetchs.Load(); n != 3 {
-		t.Errorf("JWKS fetched %d times, want 3 (tried again after the minimum TTL)", n)
+	if n := ti.jwksFetchs.Load(); n != fetches {
+		t.Errorf("%s: JWKS fetched %d times, want %d", what, n, fetches)
 	}
 }
 
