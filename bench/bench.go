@@ -138,7 +138,9 @@ type sizeRun struct {
 	agent2Keys map[string]bool
 	agentDev   *harness.Device // an S3 client on the agent's bucket, past the proxy
 	agentPw    string
-	res        SizeResult
+	// metricsToken is the bearer token bm-server's /metrics asks for.
+	metricsToken string
+	res          SizeResult
 }
 
 func (r *sizeRun) logf(format string, args ...any) {
@@ -206,10 +208,16 @@ func (r *sizeRun) start(ctx context.Context) error {
 	}
 	r.s3Direct = "http://" + s3Addr
 	go func() { _ = r.proxy.Serve(r.s3Direct) }()
+	// /metrics on the API listener needs a token.
+	r.metricsToken = harness.RandomPassword()
+	tokenFile := filepath.Join(r.dir, "metrics.token")
+	if err := os.WriteFile(tokenFile, []byte(r.metricsToken), 0o600); err != nil {
+		return fmt.Errorf("metrics token: %w", err)
+	}
 	r.h = &harness.Harness{Bin: r.cfg.Bin, Dir: r.dir,
 		// The last --s3-addr wins: the endpoint on a port known here, and
 		// the proxy as the endpoint clients are given.
-		ServerArgs: []string{"--s3-addr", s3Addr, "--s3-public-url", r.proxy.URL()}}
+		ServerArgs: []string{"--s3-addr", s3Addr, "--s3-public-url", r.proxy.URL(), "--metrics-token-file", tokenFile}}
 	seedPw, agentPw := harness.RandomPassword(), harness.RandomPassword()
 	if err := r.h.AddUser(ctx, seedEmail, seedPw); err != nil {
 		return err
@@ -906,6 +914,7 @@ func (r *sizeRun) serverMetrics(ctx context.Context) (requests int64, cpuSeconds
 	if err != nil {
 		return 0, 0, err
 	}
+	req.Header.Set("Authorization", "Bearer "+r.metricsToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, 0, err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,10 +20,14 @@ import (
 )
 
 // oidcIssuer is an external OIDC issuer on 127.0.0.1: discovery and a
-// JWKS with one RSA key, and a way to sign tokens with it.
+// JWKS with one RSA key ("k1") to begin with, keys the test can publish
+// and withdraw, and a way to sign tokens.
 type oidcIssuer struct {
 	srv *httptest.Server
-	key *rsa.PrivateKey
+	key *rsa.PrivateKey // k1
+
+	mu     sync.Mutex
+	served map[string]*rsa.PrivateKey // kid -> key published in the JWKS
 }
 
 func newOIDCIssuer(t *testing.T) *oidcIssuer {
@@ -31,7 +36,7 @@ func newOIDCIssuer(t *testing.T) *oidcIssuer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oi := &oidcIssuer{key: k}
+	oi := &oidcIssuer{key: k, served: map[string]*rsa.PrivateKey{"k1": k}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{
@@ -43,33 +48,61 @@ func newOIDCIssuer(t *testing.T) *oidcIssuer {
 		})
 	})
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-			{Key: &oi.key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"},
-		}})
+		oi.mu.Lock()
+		defer oi.mu.Unlock()
+		var set jose.JSONWebKeySet
+		for kid, k := range oi.served {
+			set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: "RS256", Use: "sig"})
+		}
+		_ = json.NewEncoder(w).Encode(set)
 	})
 	oi.srv = httptest.NewServer(mux)
 	t.Cleanup(oi.srv.Close)
 	return oi
 }
 
-// token signs claims for tenant with key (the issuer's own if nil).
+// publish adds key to the JWKS as kid; withdraw removes kid.
+func (oi *oidcIssuer) publish(kid string, key *rsa.PrivateKey) {
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	oi.served[kid] = key
+}
+
+func (oi *oidcIssuer) withdraw(kid string) {
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	delete(oi.served, kid)
+}
+
+// token signs claims for tenant with key (the issuer's own if nil) as k1.
 func (oi *oidcIssuer) token(t *testing.T, key *rsa.PrivateKey, aud, tenant string, ttl time.Duration) string {
+	t.Helper()
+	return oi.signed(t, key, "k1", "JWT", aud, tenant, ttl, nil)
+}
+
+// signed signs a token with key (k1's if nil) naming kid and typ, for aud
+// and tenant, with extra claims.
+func (oi *oidcIssuer) signed(t *testing.T, key *rsa.PrivateKey, kid, typ, aud, tenant string, ttl time.Duration, extra map[string]any) string {
 	t.Helper()
 	if key == nil {
 		key = oi.key
 	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
+	claims := map[string]any{
+		"org_id": tenant, "email": "dev@example.com",
+		"subscription_status": "active", "subscription_tier": "pro",
+	}
+	for k, v := range extra {
+		claims[k] = v
+	}
 	tok, err := jwt.Signed(s).Claims(jwt.Claims{
 		Issuer: oi.srv.URL, Subject: "user-1", Audience: jwt.Audience{aud},
 		IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(ttl)),
-	}).Claims(map[string]any{
-		"org_id": tenant, "email": "dev@example.com",
-		"subscription_status": "active", "subscription_tier": "pro",
-	}).Serialize()
+	}).Claims(claims).Serialize()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 
@@ -65,11 +66,57 @@ func (s *Server) registerOps(mux *http.ServeMux) {
 		ops.Check{Name: "store", Probe: func(ctx context.Context) error { return s.store.Ping(ctx) }},
 		ops.Check{Name: "storage", Probe: s.probeStorage},
 	))
-	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /metrics", s.apiMetrics())
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
 	})
+}
+
+// openMetrics reads the metrics token and opens the metrics listener, as
+// configured.
+func (s *Server) openMetrics() error {
+	if s.cfg.MetricsTokenFile != "" {
+		tok, err := ops.ReadTokenFile(s.cfg.MetricsTokenFile)
+		if err != nil {
+			return fmt.Errorf("server: metrics token: %w", err)
+		}
+		s.metricsToken = tok
+	}
+	if s.cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("server: listen metrics: %w", err)
+		}
+		s.metricsLn, s.metricsURL = ln, "http://"+ln.Addr().String()
+	}
+	return nil
+}
+
+// apiMetrics is GET /metrics on the API listener: with a metrics token,
+// for requests that bear it; without one, not served (404), since the API
+// listener faces the clients.
+func (s *Server) apiMetrics() http.Handler {
+	if s.metricsToken != "" {
+		return ops.RequireBearer(s.metricsToken, s.metrics.Handler())
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"detail":"metrics are served on --metrics-addr, or here with --metrics-token-file"}`))
+	})
+}
+
+// metricsHandler serves the metrics listener: GET /metrics alone (with
+// the token if one is set).
+func (s *Server) metricsHandler() http.Handler {
+	var h http.Handler = s.metrics.Handler()
+	if s.metricsToken != "" {
+		h = ops.RequireBearer(s.metricsToken, h)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return mux
 }
 
 // probeStorage checks that the storage provider answers a bucket listing.

@@ -1,13 +1,18 @@
 package server
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/server/hooks"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // TestSecurityWebhookReplay: a captured signed storage notification cannot
@@ -52,4 +57,63 @@ func TestSecurityWebhookReplay(t *testing.T) {
 			t.Errorf("%s: the answer carries the secret", tt.name)
 		}
 	}
+}
+
+// TestSecurityRefreshHookReplay: the refresh hook's webhook, sent by a
+// real server after POST /sync, passes a receiver that makes the
+// documented check (hooks.VerifyRequest with a replay cache); the same
+// delivery captured and sent again is refused. Before, the webhook was
+// signed over its body alone, without X-BM-Timestamp: the check refused
+// it, and a receiver that checked the body alone took every replay.
+func TestSecurityRefreshHookReplay(t *testing.T) {
+	const secret = "refresh-hook-secret-1"
+	replays := hooks.NewReplayCache(0)
+	type result struct {
+		hdr  http.Header
+		body []byte
+		err  error
+	}
+	got := make(chan result, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		err := hooks.VerifyRequest([]byte(secret), body, r.Header, time.Now(), replays)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+		}
+		got <- result{r.Header.Clone(), body, err}
+	}))
+	defer recv.Close()
+	r := serve(t, func(c *Config) {
+		c.HookWebhookURL = recv.URL
+		c.HookWebhookSecret = secret
+		c.HookAttempts = 1
+	})
+	token := login(t, r.Server, demoEmail, demoPassword)
+	if code, body := do(t, http.MethodPost, r.URL()+tenantapi.PathSync, token, `{"device":"laptop"}`, nil); code != http.StatusAccepted {
+		t.Fatalf("POST /sync = %d %s", code, body)
+	}
+	var first result
+	select {
+	case first = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no refresh hook delivery 30 s after POST /sync")
+	}
+	if first.err != nil {
+		t.Fatalf("the server's delivery failed the documented check: %v", first.err)
+	}
+	req, err := http.NewRequest(http.MethodPost, recv.URL, bytes.NewReader(first.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = first.hdr
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	replay := <-got
+	if resp.StatusCode != http.StatusUnauthorized || !errors.Is(replay.err, hooks.ErrReplay) {
+		t.Errorf("the delivery sent again = %d (%v), want 401 ErrReplay", resp.StatusCode, replay.err)
+	}
+	t.Logf("FIGURE webhook: the refresh hook's delivery accepted once by the documented check, sent again answered %d (%v)", resp.StatusCode, replay.err)
 }

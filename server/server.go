@@ -50,6 +50,14 @@ type Config struct {
 	PublicURL string
 	// S3PublicURL is the S3 endpoint as clients see it (default http://S3Addr).
 	S3PublicURL string
+	// MetricsAddr, when set, is a listen address that serves GET /metrics
+	// alone (bind it to loopback or a private network). Off by default.
+	MetricsAddr string
+	// MetricsTokenFile, when set, names a file holding a bearer token that
+	// GET /metrics requires, on the API listener and on MetricsAddr. On
+	// the API listener, /metrics is 404 without it: it is never open to
+	// anyone there.
+	MetricsTokenFile string
 	// DataDir holds the SQLite file, the embedded buckets and the keys.
 	DataDir string
 	// Region is what the embedded endpoint reports (default us-east-1).
@@ -140,6 +148,12 @@ type Config struct {
 	// OIDCAudience is what the tokens' aud claim must contain (default
 	// OIDCClientID, which defaults to tenantapi.DefaultClientID).
 	OIDCAudience, OIDCClientID string
+	// OIDCTokenType is how ID tokens are told from access tokens (see
+	// auth.Config.TokenType; default auth.TokenTypeAuto).
+	OIDCTokenType string
+	// OIDCJWKSTTL and OIDCJWKSMaxTTL: how long the issuer's keys are used
+	// without a Cache-Control max-age, and at most (see auth.Config).
+	OIDCJWKSTTL, OIDCJWKSMaxTTL time.Duration
 	// OIDCTenantClaim, OIDCSubscriptionStatusClaim and
 	// OIDCSubscriptionTierClaim name the claims (defaults: auth's). A status
 	// claim of "-" means the tokens carry none and the store decides.
@@ -284,8 +298,13 @@ type Server struct {
 	apiURL   string
 	s3URL    string
 	metrics  *ops.Metrics
-	conns    *limit.Conns    // the connection bounds of both listeners
-	anonLog  *ops.LogLimiter // bounds the log lines of anonymous requests
+	// metricsLn serves /metrics alone (nil unless MetricsAddr is set);
+	// metricsToken, if set, is the bearer token /metrics requires.
+	metricsLn    net.Listener
+	metricsURL   string
+	metricsToken string
+	conns        *limit.Conns    // the connection bounds of both listeners
+	anonLog      *ops.LogLimiter // bounds the log lines of anonymous requests
 	// closing is closed when Serve starts shutting down; event streams
 	// end then instead of holding the shutdown to its deadline.
 	closing chan struct{}
@@ -362,6 +381,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: listen api: %w", err)
 	}
 	s.apiURL = publicURL(cfg.PublicURL, s.apiLn)
+	if err := s.openMetrics(); err != nil {
+		return nil, err
+	}
 
 	if s.store, err = store.Open(ctx, cfg.StoreDSN()); err != nil {
 		return nil, fmt.Errorf("server: open store: %w", err)
@@ -511,6 +533,9 @@ func (s *Server) openAuth(ctx context.Context) error {
 			IssuerURL:               cfg.OIDCIssuer,
 			Audience:                cfg.OIDCAudience,
 			ClientID:                firstOf(cfg.OIDCClientID, tenantapi.DefaultClientID),
+			TokenType:               cfg.OIDCTokenType,
+			JWKSTTL:                 cfg.OIDCJWKSTTL,
+			JWKSMaxTTL:              cfg.OIDCJWKSMaxTTL,
 			TenantClaim:             cfg.OIDCTenantClaim,
 			SubscriptionStatusClaim: cfg.OIDCSubscriptionStatusClaim,
 			SubscriptionTierClaim:   cfg.OIDCSubscriptionTierClaim,
@@ -680,6 +705,10 @@ func publicURL(configured string, ln net.Listener) string {
 // URL is the API's base URL (also the OAuth issuer).
 func (s *Server) URL() string { return s.apiURL }
 
+// MetricsURL is the base URL of the metrics listener ("" unless
+// MetricsAddr is set).
+func (s *Server) MetricsURL() string { return s.metricsURL }
+
 // S3URL is the S3 endpoint clients use: the embedded one's URL, or the
 // configured provider's public endpoint.
 func (s *Server) S3URL() string { return s.s3URL }
@@ -827,6 +856,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		servers = append(servers, s.httpServer(s.s3.Handler(), cfg.S3ReadTimeout, cfg.S3WriteTimeout))
 		lns = append(lns, s.conns.Listen(s.s3Ln, s3Refusal))
 	}
+	if s.metricsLn != nil {
+		servers = append(servers, s.httpServer(s.metricsHandler(), cfg.ReadTimeout, cfg.WriteTimeout))
+		lns = append(lns, s.conns.Listen(s.metricsLn, apiRefusal))
+	}
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(lns[i]) }()
@@ -912,6 +945,9 @@ func (s *Server) Close() {
 	}
 	if s.s3Ln != nil {
 		s.s3Ln.Close()
+	}
+	if s.metricsLn != nil {
+		s.metricsLn.Close()
 	}
 	if s.store != nil {
 		s.store.Close()

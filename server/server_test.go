@@ -17,7 +17,8 @@ import (
 )
 
 func TestHealthReadyMetricsAndRequestLog(t *testing.T) {
-	r := serve(t, nil)
+	tokenFile := metricsTokenFile(t, "metrics-token-1")
+	r := serve(t, func(c *Config) { c.MetricsTokenFile = tokenFile })
 	if resp, body := get(t, r.URL()+"/healthz", "", nil); resp.StatusCode != 200 || !strings.Contains(body, `"ok"`) {
 		t.Errorf("healthz = %d %s", resp.StatusCode, body)
 	}
@@ -59,7 +60,7 @@ func TestHealthReadyMetricsAndRequestLog(t *testing.T) {
 	get(t, r.URL()+"/no/such/route", "", nil)
 	get(t, r.S3URL()+"/", "", nil) // unsigned: refused and counted
 
-	_, metrics := get(t, r.URL()+"/metrics", "", nil)
+	_, metrics := get(t, r.URL()+"/metrics", "metrics-token-1", nil)
 	for _, want := range []string{
 		`bm_http_requests_total{code="200",route="GET /tenant/mount/info"} 1`,
 		`bm_http_requests_total{code="404",route="unmatched"} 1`,

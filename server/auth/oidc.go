@@ -4,19 +4,19 @@
 //
 // NewOIDCVerifier reads the issuer's discovery document (go-oidc checks that
 // it names the configured issuer), then verifies each bearer token with
-// go-jose: signature by a key of the issuer's JWKS (cached; fetched again
-// when a token names an unknown kid, at most once per MinRefreshInterval),
-// an algorithm from an allow-list (never "none" nor HS*), the issuer, the
-// audience, and exp/nbf/iat with a small leeway. The tenant and the
+// go-jose: signature by a key of the issuer's JWKS (cached for the TTL the
+// issuer's Cache-Control max-age gives, within bounds, and fetched again at
+// once when a token names a kid the cache lacks; see jwks.go), an
+// algorithm from an allow-list (never "none" nor HS*), the issuer, the
+// audience, exp/nbf/iat with a small leeway, and that the token is an
+// access token, not an ID token (see TokenType). The tenant and the
 // subscription are read from configurable claims (tenant_id or org_id, ...).
 package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -37,6 +37,36 @@ const (
 	DefaultSubscriptionTierClaim   = "subscription_tier"
 	DefaultLeeway                  = 60 * time.Second
 	DefaultMinRefreshInterval      = 30 * time.Second
+	DefaultJWKSTTL                 = 10 * time.Minute
+	DefaultJWKSMinTTL              = time.Minute
+	DefaultJWKSMaxTTL              = time.Hour
+	DefaultMinFetchGap             = time.Second
+)
+
+// Token types of Config.TokenType: how an access token is told from an ID
+// token (both are JWTs the issuer signs with the same keys, and an ID token
+// of the agents' client carries the client id as its audience).
+const (
+	// TokenTypeAuto (the default) refuses a token whose typ header is not
+	// at+jwt (RFC 9068) when the header names another explicit type, a
+	// token that carries an ID-token claim (nonce, at_hash, c_hash,
+	// s_hash: OpenID Connect defines them for ID tokens alone), and a token
+	// whose audience includes the client id while it carries no scope,
+	// scp or client_id claim (an ID token's audience is always the client
+	// id, and it has none of those; an access token for the client names
+	// its scopes or, under RFC 9068, its client_id). A token typed at+jwt
+	// is an access token for every issuer that sets the header.
+	TokenTypeAuto = "auto"
+	// TokenTypeATJWT accepts only tokens whose typ header is at+jwt (or
+	// application/at+jwt) and that carry no ID-token claim: the strict
+	// RFC 9068 check, for issuers that type their access tokens.
+	TokenTypeATJWT = "at+jwt"
+	// TokenTypeJWT refuses only tokens with an ID-token claim, for an
+	// issuer whose access tokens name the client as their audience and
+	// carry neither scopes nor client_id. An ID token without a nonce is
+	// then indistinguishable from an access token: give the access tokens
+	// an audience of their own (Audience) instead where the issuer can.
+	TokenTypeJWT = "jwt"
 )
 
 // DefaultAllowedAlgs are the signature algorithms accepted by default.
@@ -46,6 +76,9 @@ var DefaultAllowedAlgs = []string{"RS256", "ES256"}
 var (
 	ErrNoToken      = errors.New("auth: no bearer token")
 	ErrInvalidToken = errors.New("auth: invalid token")
+	// ErrIDToken: the token is an ID token (or another kind of JWT), not
+	// an access token. It wraps ErrInvalidToken.
+	ErrIDToken = fmt.Errorf("%w: not an access token", ErrInvalidToken)
 )
 
 // Config configures an OIDCVerifier.
@@ -56,8 +89,12 @@ type Config struct {
 	// Audience is what the aud claim must contain; empty means ClientID.
 	Audience string
 	// ClientID is the OAuth client of the agents (the audience if Audience
-	// is empty). One of the two is required.
+	// is empty). One of the two is required. TokenTypeAuto also uses it to
+	// tell ID tokens from access tokens.
 	ClientID string
+	// TokenType is how ID tokens are told from access tokens and refused:
+	// TokenTypeAuto (the default), TokenTypeATJWT or TokenTypeJWT.
+	TokenType string
 	// TenantClaim names the claim with the tenant id (default "tenant_id";
 	// "org_id" for WorkOS organisations). A dotted name reads a nested
 	// object ("org.id").
@@ -73,9 +110,24 @@ type Config struct {
 	AllowedAlgs []string
 	// Leeway is the clock skew tolerated on exp, nbf and iat (default 60s).
 	Leeway time.Duration
-	// MinRefreshInterval bounds how often an unknown kid makes the JWKS be
-	// fetched again (default 30s).
+	// JWKSTTL is how long the fetched JWKS is used before it is fetched
+	// again when the issuer's answer has no Cache-Control max-age (default
+	// 10 min). A max-age is honoured within JWKSMinTTL (default 1 min, or
+	// JWKSTTL if shorter) and JWKSMaxTTL (default 1 h, or JWKSTTL if
+	// longer): JWKSMaxTTL bounds how long a key the issuer withdrew is
+	// still accepted. A failed fetch keeps the keys and is tried again
+	// after JWKSMinTTL.
+	JWKSTTL, JWKSMinTTL, JWKSMaxTTL time.Duration
+	// MinRefreshInterval is how long a kid that a fetch of the JWKS did not
+	// contain is refused without asking the issuer again (default 30s). A
+	// kid the cache lacks and no fetch since its arrival looked for makes
+	// the JWKS be fetched at once.
 	MinRefreshInterval time.Duration
+	// MinFetchGap bounds how often the JWKS is fetched at all (default
+	// 1s): fetches for unknown kids are shared (one at a time, every
+	// waiting request served by it) and spaced by at least this, so that
+	// tokens naming made-up kids cannot make the server hammer the issuer.
+	MinFetchGap time.Duration
 	// HTTPClient fetches discovery and JWKS (default: 10s timeout).
 	HTTPClient *http.Client
 	// AutoProvision, if set, is called the first time (per process) a
@@ -94,13 +146,8 @@ type OIDCVerifier struct {
 	cfg      Config
 	audience string
 	algs     []jose.SignatureAlgorithm
-	jwksURL  string
 	log      *slog.Logger
-
-	mu          sync.Mutex
-	keys        []jose.JSONWebKey
-	lastRefresh time.Time
-	refreshing  chan struct{} // non-nil while a fetch is under way
+	jwks     *jwksCache
 
 	provisioned sync.Map // tenant id -> struct{}
 }
@@ -119,6 +166,13 @@ func NewOIDCVerifier(ctx context.Context, cfg Config) (*OIDCVerifier, error) {
 	if aud == "" {
 		return nil, fmt.Errorf("%s: an audience or client id is required", op)
 	}
+	switch cfg.TokenType {
+	case "":
+		cfg.TokenType = TokenTypeAuto
+	case TokenTypeAuto, TokenTypeATJWT, TokenTypeJWT:
+	default:
+		return nil, fmt.Errorf("%s: token type %q unknown (want %s, %s or %s)", op, cfg.TokenType, TokenTypeAuto, TokenTypeATJWT, TokenTypeJWT)
+	}
 	if cfg.TenantClaim == "" {
 		cfg.TenantClaim = DefaultTenantClaim
 	}
@@ -134,8 +188,23 @@ func NewOIDCVerifier(ctx context.Context, cfg Config) (*OIDCVerifier, error) {
 	if cfg.Leeway <= 0 {
 		cfg.Leeway = DefaultLeeway
 	}
+	if cfg.JWKSTTL <= 0 {
+		cfg.JWKSTTL = DefaultJWKSTTL
+	}
+	if cfg.JWKSMinTTL <= 0 {
+		cfg.JWKSMinTTL = min(DefaultJWKSMinTTL, cfg.JWKSTTL)
+	}
+	if cfg.JWKSMaxTTL <= 0 {
+		cfg.JWKSMaxTTL = max(DefaultJWKSMaxTTL, cfg.JWKSTTL)
+	}
+	if cfg.JWKSMinTTL > cfg.JWKSMaxTTL {
+		return nil, fmt.Errorf("%s: JWKS min TTL %s above max TTL %s", op, cfg.JWKSMinTTL, cfg.JWKSMaxTTL)
+	}
 	if cfg.MinRefreshInterval <= 0 {
 		cfg.MinRefreshInterval = DefaultMinRefreshInterval
+	}
+	if cfg.MinFetchGap <= 0 {
+		cfg.MinFetchGap = DefaultMinFetchGap
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -160,8 +229,8 @@ func NewOIDCVerifier(ctx context.Context, cfg Config) (*OIDCVerifier, error) {
 	if err := p.Claims(&doc); err != nil || doc.JWKSURI == "" {
 		return nil, fmt.Errorf("%s: discovery: no jwks_uri", op)
 	}
-	v := &OIDCVerifier{cfg: cfg, audience: aud, algs: algs, jwksURL: doc.JWKSURI, log: cfg.Logger}
-	if err := v.refresh(ctx); err != nil {
+	v := &OIDCVerifier{cfg: cfg, audience: aud, algs: algs, log: cfg.Logger, jwks: newJWKSCache(doc.JWKSURI, cfg)}
+	if err := v.jwks.fetchSince(ctx, 1); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return v, nil
@@ -225,13 +294,9 @@ func (v *OIDCVerifier) Verify(ctx context.Context, raw string) (tenantapi.Claims
 	kid := tok.Headers[0].KeyID
 	var std jwt.Claims
 	var custom map[string]any
-	keys := v.candidates(kid)
-	if len(keys) == 0 && kid != "" {
-		// A rotated key: fetch the JWKS again (rate-limited) and retry.
-		if err := v.refreshForKid(ctx); err != nil {
-			v.log.WarnContext(ctx, "refresh jwks", "err", err)
-		}
-		keys = v.candidates(kid)
+	keys, err := v.jwks.keysFor(ctx, kid)
+	if err != nil {
+		v.log.WarnContext(ctx, "refresh jwks", "err", err)
 	}
 	if len(keys) == 0 {
 		return tenantapi.Claims{}, fmt.Errorf("%w: unknown signing key", ErrInvalidToken)
@@ -254,6 +319,9 @@ func (v *OIDCVerifier) Verify(ctx context.Context, raw string) (tenantapi.Claims
 		Time:        v.cfg.Now(),
 	}, v.cfg.Leeway); err != nil {
 		return tenantapi.Claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	if err := v.accessToken(tok.Headers[0], std, custom); err != nil {
+		return tenantapi.Claims{}, err
 	}
 	c := tenantapi.Claims{
 		Subject:  std.Subject,
@@ -289,100 +357,45 @@ func str(m map[string]any, name string) string {
 	return ""
 }
 
-// candidates returns the cached keys that may have signed a token with kid
-// (all signing keys when kid is empty).
-func (v *OIDCVerifier) candidates(kid string) []jose.JSONWebKey {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	var out []jose.JSONWebKey
-	for _, k := range v.keys {
-		if k.Use != "" && k.Use != "sig" {
-			continue
-		}
-		if kid == "" || k.KeyID == kid {
-			out = append(out, k)
-		}
-	}
-	return out
-}
+// idTokenClaims are claims OpenID Connect defines for ID tokens alone
+// (Core 1.0 §2, §3.3.2.11; FAPI's s_hash): no access token profile uses
+// them.
+var idTokenClaims = []string{"nonce", "at_hash", "c_hash", "s_hash"}
 
-// refreshForKid fetches the JWKS again unless it was fetched less than
-// MinRefreshInterval ago, so that tokens naming made-up kids cannot make
-// the server hammer the issuer.
-func (v *OIDCVerifier) refreshForKid(ctx context.Context) error { return v.refreshIf(ctx, false) }
+// accessTokenClaims are claims an access token for the client carries and
+// an ID token does not: its scopes (RFC 9068 §2.2.3, or Okta's and Entra
+// ID's scp) or the client it was issued to (RFC 9068 §2.2).
+var accessTokenClaims = []string{"scope", "scp", "client_id"}
 
-// refresh fetches the JWKS now.
-func (v *OIDCVerifier) refresh(ctx context.Context) error { return v.refreshIf(ctx, true) }
-
-// refreshIf fetches the JWKS and replaces the cached keys; unless force, not
-// within MinRefreshInterval of the last fetch. Concurrent callers share one
-// fetch. A failed fetch keeps the cached keys.
-func (v *OIDCVerifier) refreshIf(ctx context.Context, force bool) error {
-	v.mu.Lock()
-	if ch := v.refreshing; ch != nil {
-		v.mu.Unlock()
-		select {
-		case <-ch:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("refresh jwks: %w", ctx.Err())
+// accessToken returns nil if the verified token is an access token by
+// v's TokenType, or an error wrapping ErrIDToken.
+func (v *OIDCVerifier) accessToken(h jose.Header, std jwt.Claims, custom map[string]any) error {
+	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
+	typ = strings.TrimPrefix(strings.ToLower(strings.TrimSpace(typ)), "application/")
+	for _, name := range idTokenClaims {
+		if _, ok := custom[name]; ok {
+			return fmt.Errorf("%w: it carries the ID-token claim %s", ErrIDToken, name)
 		}
 	}
-	if !force && v.cfg.Now().Sub(v.lastRefresh) < v.cfg.MinRefreshInterval {
-		v.mu.Unlock()
+	switch {
+	case v.cfg.TokenType == TokenTypeATJWT && typ != "at+jwt":
+		return fmt.Errorf("%w: typ header is not at+jwt", ErrIDToken)
+	case v.cfg.TokenType == TokenTypeJWT || typ == "at+jwt":
 		return nil
 	}
-	ch := make(chan struct{})
-	v.refreshing = ch
-	v.lastRefresh = v.cfg.Now()
-	v.mu.Unlock()
-	keys, err := v.fetchJWKS(context.WithoutCancel(ctx))
-	v.mu.Lock()
-	if err == nil {
-		v.keys = keys
+	if typ != "" && typ != "jwt" {
+		return fmt.Errorf("%w: typ header names another kind of JWT", ErrIDToken)
 	}
-	v.refreshing = nil
-	v.mu.Unlock()
-	close(ch)
-	return err
-}
-
-func (v *OIDCVerifier) fetchJWKS(ctx context.Context) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.jwksURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks: %w", err)
+	if v.cfg.ClientID == "" || !std.Audience.Contains(v.cfg.ClientID) {
+		return nil
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := v.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch jwks: status %d", resp.StatusCode)
-	}
-	var set jose.JSONWebKeySet
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return nil, fmt.Errorf("fetch jwks: decode: %w", err)
-	}
-	var out []jose.JSONWebKey
-	for _, k := range set.Keys {
-		if !k.IsPublic() || !k.Valid() {
-			continue // never accept a symmetric or private key from a JWKS
+	for _, name := range accessTokenClaims {
+		if _, ok := custom[name]; ok {
+			return nil
 		}
-		out = append(out, k)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("fetch jwks: no usable public key")
-	}
-	return out, nil
+	return fmt.Errorf("%w: its audience is the client and it names no scope nor client_id, as an ID token", ErrIDToken)
 }
 
 // KeyCount is the number of cached keys (for tests and /readyz).
-func (v *OIDCVerifier) KeyCount() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return len(v.keys)
-}
+func (v *OIDCVerifier) KeyCount() int { return v.jwks.count() }

@@ -3,6 +3,16 @@
 // service that indexes the notes is told, by running a command or by
 // POSTing a signed JSON body to a webhook.
 //
+// A webhook delivery with a secret carries X-BM-Timestamp, the Unix time
+// (seconds) it was signed at, and X-BM-Signature-256, "sha256=" and the hex
+// HMAC-SHA256, keyed with the secret, of the timestamp's decimal digits, a
+// ".", and the body as sent. A receiver recomputes it (in constant time),
+// refuses a timestamp more than MaxSkew (5 min) from its clock, and
+// remembers the signatures it accepted for 2*MaxSkew to refuse a replay:
+// VerifyRequest with a ReplayCache does all of it. Each attempt is signed
+// anew. The storage notifications bm-server receives are signed the same
+// way (SignRequest and VerifyRequest serve both directions).
+//
 // Trigger never blocks: events go into a bounded queue, a pending event of
 // a tenant absorbs later ones until it runs, and a few workers run the hook
 // with a per-attempt timeout and retries with exponential backoff.
@@ -30,9 +40,9 @@ import (
 )
 
 // SignatureHeader carries an HMAC-SHA256 keyed with the shared secret, as
-// "sha256=<hex>" (the form GitHub uses): of the body in the refresh hook's
-// webhook (Sign), of TimestampHeader, ".", and the body in a storage
-// notification to bm-server (SignTimestamped).
+// "sha256=<hex>" (the form GitHub uses), of TimestampHeader, ".", and the
+// body (SignTimestamped): in the refresh hook's webhook and in a storage
+// notification to bm-server alike.
 const SignatureHeader = "X-BM-Signature-256"
 
 // Environment variables a hook command receives.
@@ -62,9 +72,12 @@ type Config struct {
 	// server's environment.
 	Command []string
 	// WebhookURL receives a POST with the event as JSON and, when
-	// WebhookSecret is set, its signature in SignatureHeader.
+	// WebhookSecret is set, TimestampHeader and SignatureHeader (see
+	// SignRequest and the package doc).
 	WebhookURL    string
 	WebhookSecret []byte
+	// Now is the clock deliveries are signed with (default time.Now).
+	Now func() time.Time
 	// Timeout bounds one attempt (default 30s).
 	Timeout time.Duration
 	// Attempts is the number of tries of one event (default 3).
@@ -115,6 +128,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -275,7 +291,7 @@ func (r *Runner) webhook(ctx context.Context, ev events.Event) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "bm-server-hook")
 	if len(r.cfg.WebhookSecret) > 0 {
-		req.Header.Set(SignatureHeader, Sign(r.cfg.WebhookSecret, body))
+		SignRequest(req.Header, r.cfg.WebhookSecret, body, r.cfg.Now())
 	}
 	resp, err := r.cfg.HTTPClient.Do(req)
 	if err != nil {
@@ -289,21 +305,14 @@ func (r *Runner) webhook(ctx context.Context, ev events.Event) error {
 	return nil
 }
 
-// Sign returns the SignatureHeader value of body: "sha256=" and the hex
-// HMAC-SHA256 of body keyed with secret.
+// Sign returns the body-only signature of older versions: "sha256=" and
+// the hex HMAC-SHA256 of body keyed with secret. It can be replayed
+// forever: bm-server neither sends nor accepts it (tests use it to show
+// that it is refused).
 func Sign(secret, body []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
-
-// VerifySignature reports, in constant time, whether header is Sign(secret,
-// body). An empty secret never verifies. A body-only signature can be
-// replayed; bm-server's storage webhooks use VerifyTimestamped instead.
-func VerifySignature(secret, body []byte, header string) bool {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return signatureIs(secret, header, m.Sum(nil))
 }
 
 // signatureIs reports, in constant time, whether header ("sha256=<hex>")

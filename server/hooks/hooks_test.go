@@ -1,13 +1,19 @@
 package hooks
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,8 +81,8 @@ func TestWebhook(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				n := calls.Add(1)
 				body, _ := io.ReadAll(r.Body)
-				if !VerifySignature(secret, body, r.Header.Get(SignatureHeader)) {
-					t.Errorf("bad signature %q", r.Header.Get(SignatureHeader))
+				if err := VerifyRequest(secret, body, r.Header, time.Now(), nil); err != nil {
+					t.Errorf("signature %q: %v", r.Header.Get(SignatureHeader), err)
 				}
 				var ev events.Event
 				if err := json.Unmarshal(body, &ev); err != nil || ev.TenantID != "T1" || !ev.At.Equal(at) {
@@ -112,26 +118,145 @@ func TestWebhook(t *testing.T) {
 	}
 }
 
-func TestVerifySignature(t *testing.T) {
-	body := []byte(`{"a":1}`)
-	good := Sign([]byte("k"), body)
+// delivery is a webhook delivery as a receiver got it.
+type delivery struct {
+	header http.Header
+	body   []byte
+}
+
+// documentedCheck is the check the package doc (and the README) tell a
+// receiver to make, written from that text alone: the HMAC-SHA256 of the
+// timestamp, ".", and the body, a timestamp within 5 minutes, and a
+// signature not seen before.
+func documentedCheck(secret []byte) func(d delivery, now time.Time) error {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	return func(d delivery, now time.Time) error {
+		ts := d.header.Get("X-BM-Timestamp")
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil {
+			return errors.New("no timestamp")
+		}
+		if age := now.Sub(time.Unix(sec, 0)); age > 5*time.Minute || age < -5*time.Minute {
+			return errors.New("old timestamp")
+		}
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte(ts + "."))
+		m.Write(d.body)
+		want := "sha256=" + hex.EncodeToString(m.Sum(nil))
+		got := d.header.Get("X-BM-Signature-256")
+		if !hmac.Equal([]byte(got), []byte(want)) {
+			return errors.New("bad signature")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[got] {
+			return errors.New("replay")
+		}
+		seen[got] = true
+		return nil
+	}
+}
+
+// TestWebhookReceiverRefusesReplays: a receiver of the refresh hook that
+// makes the documented check (by hand, or with VerifyRequest and a
+// ReplayCache) accepts a fresh delivery, and refuses the same delivery
+// sent again, one signed 6 minutes ago and one whose timestamp was
+// changed. Before, the webhook was signed over its body alone: with no
+// timestamp, the documented check refused every delivery, and a receiver
+// checking the body alone accepted every replay.
+func TestWebhookReceiverRefusesReplays(t *testing.T) {
+	secret := []byte("hook-s3cret")
+	replays := NewReplayCache(0)
+	checks := map[string]func(d delivery, now time.Time) error{
+		"documented check": documentedCheck(secret),
+		"VerifyRequest": func(d delivery, now time.Time) error {
+			return VerifyRequest(secret, d.body, d.header, now, replays)
+		},
+	}
+	for name, check := range checks {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []delivery
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				d := delivery{r.Header.Clone(), body}
+				mu.Lock()
+				got = append(got, d)
+				mu.Unlock()
+				if err := check(d, time.Now()); err != nil {
+					http.Error(w, err.Error(), http.StatusUnauthorized)
+				}
+			}))
+			defer srv.Close()
+			resend := func(d delivery) int {
+				req, err := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(d.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header = d.header.Clone()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			run := func(now func() time.Time) error {
+				r, err := New(Config{WebhookURL: srv.URL, WebhookSecret: secret, Attempts: 1, Now: now})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r.Run(context.Background(), events.Event{TenantID: "T1", Reason: "sync", At: at})
+			}
+			if err := run(time.Now); err != nil {
+				t.Fatalf("fresh delivery refused: %v", err)
+			}
+			mu.Lock()
+			fresh := got[0]
+			mu.Unlock()
+			if code := resend(fresh); code != http.StatusUnauthorized {
+				t.Errorf("the same delivery sent again = %d, want 401", code)
+			}
+			if err := run(func() time.Time { return time.Now().Add(-6 * time.Minute) }); err == nil {
+				t.Error("a delivery signed 6 minutes ago was accepted")
+			}
+			tampered := delivery{fresh.header.Clone(), fresh.body}
+			ts, _ := strconv.ParseInt(fresh.header.Get(TimestampHeader), 10, 64)
+			tampered.header.Set(TimestampHeader, strconv.FormatInt(ts+1, 10))
+			if code := resend(tampered); code != http.StatusUnauthorized {
+				t.Errorf("the delivery with its timestamp changed = %d, want 401", code)
+			}
+		})
+	}
+}
+
+func TestSignRequest(t *testing.T) {
+	secret, body := []byte("k"), []byte(`{"a":1}`)
+	h := http.Header{}
+	SignRequest(h, secret, body, at)
+	if got := h.Get(TimestampHeader); got != strconv.FormatInt(at.Unix(), 10) {
+		t.Errorf("%s = %q", TimestampHeader, got)
+	}
+	if got, want := h.Get(SignatureHeader), SignTimestamped(secret, at.Unix(), body); got != want {
+		t.Errorf("%s = %q, want %q", SignatureHeader, got, want)
+	}
+	c := NewReplayCache(0)
+	upper := h.Clone()
+	upper.Set(SignatureHeader, "sha256="+strings.ToUpper(strings.TrimPrefix(h.Get(SignatureHeader), "sha256=")))
 	tests := []struct {
-		name   string
-		secret string
-		body   []byte
-		header string
-		want   bool
+		name string
+		h    http.Header
+		want error
 	}{
-		{"good", "k", body, good, true},
-		{"other body", "k", []byte(`{"a":2}`), good, false},
-		{"other key", "x", body, good, false},
-		{"no prefix", "k", body, strings.TrimPrefix(good, "sha256="), false},
-		{"not hex", "k", body, "sha256=zz", false},
-		{"empty secret", "", body, Sign(nil, body), false},
+		{"first", h, nil},
+		{"again", h, ErrReplay},
+		{"again in upper case", upper, ErrReplay},
+		{"no timestamp", http.Header{SignatureHeader: {Sign(secret, body)}}, ErrTimestampRequired},
 	}
 	for _, tc := range tests {
-		if got := VerifySignature([]byte(tc.secret), tc.body, tc.header); got != tc.want {
-			t.Errorf("%s: = %v, want %v", tc.name, got, tc.want)
+		if err := VerifyRequest(secret, body, tc.h, at.Add(time.Second), c); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: = %v, want %v", tc.name, err, tc.want)
 		}
 	}
 }

@@ -5,16 +5,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// TimestampHeader carries the Unix time (seconds) at which a storage
-// notification was signed. With it, SignatureHeader is SignTimestamped of
-// the timestamp and the body, so a captured delivery goes stale after
-// MaxSkew and cannot be replayed within it (see ReplayCache).
+// TimestampHeader carries the Unix time (seconds, decimal) at which a
+// delivery was signed: a refresh-hook webhook from bm-server, or a storage
+// notification to it. With it, SignatureHeader is SignTimestamped of the
+// timestamp and the body, so a captured delivery goes stale after MaxSkew
+// and cannot be replayed within it (see ReplayCache). SignRequest signs,
+// VerifyRequest checks, in both directions.
 const TimestampHeader = "X-BM-Timestamp"
 
 // MaxSkew is how far a delivery's timestamp may be from the receiver's
@@ -76,6 +79,36 @@ func VerifyTimestamped(secret, body []byte, ts, sig string, now time.Time) error
 		return ErrBadSignature
 	}
 	return nil
+}
+
+// SignRequest signs a delivery of body at now: h's TimestampHeader gets
+// now in Unix seconds and its SignatureHeader SignTimestamped of that and
+// body. bm-server's refresh hook signs its webhooks with it; a storage
+// service's notifications to bm-server carry the same headers.
+func SignRequest(h http.Header, secret, body []byte, now time.Time) {
+	ts := now.Unix()
+	h.Set(TimestampHeader, strconv.FormatInt(ts, 10))
+	h.Set(SignatureHeader, SignTimestamped(secret, ts, body))
+}
+
+// VerifyRequest checks a delivery of body with headers h at now: its
+// signature and timestamp (VerifyTimestamped) and, when replays is not
+// nil, that it was not received before (the signature, in canonical form,
+// is remembered in replays). It returns nil or one of VerifyTimestamped's
+// errors, ErrReplay or ErrReplayCacheFull. bm-server checks storage
+// notifications with it; a receiver of the refresh hook written in Go can
+// use it as is.
+func VerifyRequest(secret, body []byte, h http.Header, now time.Time, replays *ReplayCache) error {
+	sig := h.Get(SignatureHeader)
+	if err := VerifyTimestamped(secret, body, h.Get(TimestampHeader), sig, now); err != nil {
+		return err
+	}
+	if replays == nil {
+		return nil
+	}
+	// Hex decoding ignores case: "sha256=AB.." is the same delivery as
+	// "sha256=ab..".
+	return replays.Check(strings.ToLower(strings.TrimSpace(sig)), now)
 }
 
 // DefaultReplayEntries bounds a ReplayCache made with a size <= 0.
