@@ -22,9 +22,9 @@ type Credential struct {
 	// SessionID is the built-in issuer's session that minted the key
 	// ("" for an external issuer's token): the key is revoked with it.
 	SessionID  string
-	CreatedAt      time.Time
-	LastUsedAt     *time.Time
-	RevokedAt      *time.Time
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
 }
 
 // Active reports whether the credential has not been revoked.
