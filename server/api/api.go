@@ -47,6 +47,11 @@ type Sessions interface {
 	SessionLive(ctx context.Context, c tenantapi.Claims) (bool, error)
 }
 
+// sessionEnder is implemented by the errors of Authenticate that mean the
+// token's session was ended (issuer.ErrSessionEnded): the 401 then says
+// DetailSessionEnded.
+type sessionEnder interface{ SessionEnded() bool }
+
 // Handler serves the tenant API. Store, Storage and Auth are required.
 type Handler struct {
 	Store   *store.Store
@@ -186,8 +191,12 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 		claims, err := h.Auth.Authenticate(r)
 		if err != nil {
 			detail := "Invalid or expired token"
-			if r.Header.Get("Authorization") == "" {
+			var ended sessionEnder
+			switch {
+			case r.Header.Get("Authorization") == "":
 				detail = "Not authenticated"
+			case errors.As(err, &ended) && ended.SessionEnded():
+				detail = tenantapi.DetailSessionEnded
 			}
 			// The error may quote the token: log only that it failed.
 			h.logger().InfoContext(r.Context(), "unauthenticated request", "method", r.Method, "path", r.URL.Path, "reason", detail)

@@ -134,8 +134,15 @@ const (
 )
 
 // ErrSessionEnded: the token's session was ended (or never recorded). It
-// comes wrapped with ErrInvalidToken from Verify.
-var ErrSessionEnded = errors.New("session ended")
+// comes wrapped with ErrInvalidToken from Verify and Authenticate; its
+// SessionEnded method lets the tenant API tell it apart without importing
+// this package.
+var ErrSessionEnded error = sessionEndedError{}
+
+type sessionEndedError struct{}
+
+func (sessionEndedError) Error() string      { return "session ended" }
+func (sessionEndedError) SessionEnded() bool { return true }
 
 // DefaultSessionCacheTTL is how long Verify trusts what the store said of
 // a session (Config.SessionCacheTTL).
