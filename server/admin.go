@@ -98,25 +98,15 @@ func (s *Server) SetPassword(ctx context.Context, email, password string) (int, 
 	if len(password) < 8 {
 		return 0, errors.New("set password: a password of at least 8 characters is required")
 	}
-	a, err := s.store.AccountByEmail(ctx, email)
-	if err != nil {
-		return 0, fmt.Errorf("set password: %w", err)
-	}
 	hash, err := store.HashPassword(password)
 	if err != nil {
 		return 0, fmt.Errorf("set password: %w", err)
 	}
 	// The new hash first: a sign-in between the two steps is ended too,
 	// never one with the old password kept.
-	if err := s.store.SetPasswordHash(ctx, a.ID, hash); err != nil {
-		return 0, fmt.Errorf("set password: %w", err)
-	}
-	n, err := s.endSessions(ctx, a, issuer.EndPasswordChanged)
-	_ = s.store.AddAudit(ctx, a.TenantID, AuditPasswordChanged, fmt.Sprintf("account %s sessions_ended=%d", a.ID, n))
-	if err != nil {
-		return n, fmt.Errorf("set password: %w", err)
-	}
-	return n, nil
+	return s.changeAccount(ctx, "set password", email, func(a store.Account) error {
+		return s.store.SetPasswordHash(ctx, a.ID, hash)
+	}, issuer.EndPasswordChanged, AuditPasswordChanged)
 }
 
 // DisableAccount stops the account with email from signing in and ends
@@ -124,33 +114,18 @@ func (s *Server) SetPassword(ctx context.Context, email, password string) (int, 
 // again (its ended sessions stay ended). It returns how many sessions it
 // ended.
 func (s *Server) DisableAccount(ctx context.Context, email string) (int, error) {
-	a, err := s.store.AccountByEmail(ctx, email)
-	if err != nil {
-		return 0, fmt.Errorf("disable account: %w", err)
-	}
-	at := time.Now()
-	if err := s.store.SetAccountDisabled(ctx, a.ID, &at); err != nil {
-		return 0, fmt.Errorf("disable account: %w", err)
-	}
-	n, err := s.endSessions(ctx, a, issuer.EndAccountDisabled)
-	_ = s.store.AddAudit(ctx, a.TenantID, AuditAccountDisabled, fmt.Sprintf("account %s sessions_ended=%d", a.ID, n))
-	if err != nil {
-		return n, fmt.Errorf("disable account: %w", err)
-	}
-	return n, nil
+	return s.changeAccount(ctx, "disable account", email, func(a store.Account) error {
+		at := time.Now()
+		return s.store.SetAccountDisabled(ctx, a.ID, &at)
+	}, issuer.EndAccountDisabled, AuditAccountDisabled)
 }
 
 // EnableAccount lets a disabled account sign in again.
 func (s *Server) EnableAccount(ctx context.Context, email string) error {
-	a, err := s.store.AccountByEmail(ctx, email)
-	if err != nil {
-		return fmt.Errorf("enable account: %w", err)
-	}
-	if err := s.store.SetAccountDisabled(ctx, a.ID, nil); err != nil {
-		return fmt.Errorf("enable account: %w", err)
-	}
-	_ = s.store.AddAudit(ctx, a.TenantID, AuditAccountEnabled, "account "+a.ID)
-	return nil
+	_, err := s.changeAccount(ctx, "enable account", email, func(a store.Account) error {
+		return s.store.SetAccountDisabled(ctx, a.ID, nil)
+	}, "", AuditAccountEnabled)
+	return err
 }
 
 // EndAccountSessions ends every session of the account with email (and
@@ -160,14 +135,30 @@ func (s *Server) EnableAccount(ctx context.Context, email string) error {
 // keys they minted are revoked at the store and the provider. It returns
 // how many sessions it ended.
 func (s *Server) EndAccountSessions(ctx context.Context, email string) (int, error) {
+	return s.changeAccount(ctx, "end account sessions", email, nil, issuer.EndByOperator, AuditSessionsEnded)
+}
+
+// changeAccount applies change (if any) to the account with email, then,
+// with a reason, ends its sessions (endSessions), and records audit; op
+// names the action in errors. It returns how many sessions it ended.
+func (s *Server) changeAccount(ctx context.Context, op, email string, change func(store.Account) error, reason, audit string) (int, error) {
 	a, err := s.store.AccountByEmail(ctx, email)
 	if err != nil {
-		return 0, fmt.Errorf("end account sessions: %w", err)
+		return 0, fmt.Errorf("%s: %w", op, err)
 	}
-	n, err := s.endSessions(ctx, a, issuer.EndByOperator)
-	_ = s.store.AddAudit(ctx, a.TenantID, AuditSessionsEnded, fmt.Sprintf("account %s sessions_ended=%d", a.ID, n))
+	if change != nil {
+		if err := change(a); err != nil {
+			return 0, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	if reason == "" {
+		_ = s.store.AddAudit(ctx, a.TenantID, audit, "account "+a.ID)
+		return 0, nil
+	}
+	n, err := s.endSessions(ctx, a, reason)
+	_ = s.store.AddAudit(ctx, a.TenantID, audit, fmt.Sprintf("account %s sessions_ended=%d", a.ID, n))
 	if err != nil {
-		return n, fmt.Errorf("end account sessions: %w", err)
+		return n, fmt.Errorf("%s: %w", op, err)
 	}
 	return n, nil
 }

@@ -319,50 +319,40 @@ func (a *app) userCmd() *cobra.Command {
 			})
 		},
 	}
-	disable := &cobra.Command{
-		Use:   "disable EMAIL",
-		Short: "Stop an account from signing in and end its sessions, revoking the keys they minted",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withServer(cmd.Context(), func(srv *server.Server) error {
-				n, err := srv.DisableAccount(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s disabled; %d sessions ended\n", store.NormalizeEmail(args[0]), n)
-				return nil
-			})
-		},
+	// account is a subcommand acting on the account named by its argument
+	// with a server (the keys of ended sessions are revoked at the
+	// provider); act returns what to print.
+	account := func(use, short string, act func(ctx context.Context, srv *server.Server, email string) (string, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " EMAIL",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return a.withServer(cmd.Context(), func(srv *server.Server) error {
+					out, err := act(cmd.Context(), srv, store.NormalizeEmail(args[0]))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), out)
+					return nil
+				})
+			},
+		}
 	}
-	enable := &cobra.Command{
-		Use:   "enable EMAIL",
-		Short: "Let a disabled account sign in again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withServer(cmd.Context(), func(srv *server.Server) error {
-				if err := srv.EnableAccount(cmd.Context(), args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s enabled\n", store.NormalizeEmail(args[0]))
-				return nil
-			})
-		},
-	}
-	logout := &cobra.Command{
-		Use:   "logout EMAIL",
-		Short: "End every session of an account (it signs in again), revoking the keys they minted",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withServer(cmd.Context(), func(srv *server.Server) error {
-				n, err := srv.EndAccountSessions(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%d sessions of %s ended\n", n, store.NormalizeEmail(args[0]))
-				return nil
-			})
-		},
-	}
+	disable := account("disable", "Stop an account from signing in and end its sessions, revoking the keys they minted",
+		func(ctx context.Context, srv *server.Server, email string) (string, error) {
+			n, err := srv.DisableAccount(ctx, email)
+			return fmt.Sprintf("%s disabled; %d sessions ended", email, n), err
+		})
+	enable := account("enable", "Let a disabled account sign in again",
+		func(ctx context.Context, srv *server.Server, email string) (string, error) {
+			return email + " enabled", srv.EnableAccount(ctx, email)
+		})
+	logout := account("logout", "End every session of an account (it signs in again), revoking the keys they minted",
+		func(ctx context.Context, srv *server.Server, email string) (string, error) {
+			n, err := srv.EndAccountSessions(ctx, email)
+			return fmt.Sprintf("%d sessions of %s ended", n, email), err
+		})
 	g.AddCommand(add, list, passwd, disable, enable, logout)
 	return g
 }

@@ -148,8 +148,8 @@ func (sessionEndedError) SessionEnded() bool { return true }
 // a session (Config.SessionCacheTTL).
 const DefaultSessionCacheTTL = 30 * time.Second
 
-// maxCachedSessions bounds the session cache; past it, expired entries are
-// dropped, and if that is not enough, all of them.
+// maxCachedSessions bounds the session cache; past it, the cache starts
+// over.
 const maxCachedSessions = 100_000
 
 type endReasonKey struct{}
@@ -326,14 +326,7 @@ func (b *sessionBook) remember(sid string, e cachedSession) {
 		return
 	}
 	if len(b.cache) >= maxCachedSessions {
-		for k, v := range b.cache {
-			if !now.Before(v.until) {
-				delete(b.cache, k)
-			}
-		}
-		if len(b.cache) >= maxCachedSessions {
-			clear(b.cache)
-		}
+		clear(b.cache) // what is dropped is asked of the store again
 	}
 	b.cache[sid] = e
 }

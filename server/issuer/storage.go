@@ -454,14 +454,20 @@ func (m *memoryStorage) SessionsNotBefore(_ context.Context, subject string) (ti
 func (m *memoryStorage) DeleteExpiredAuthSessions(_ context.Context, t time.Time) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return deleteWhere(m.sessions, func(s store.AuthSession) bool { return s.ExpiresAt.Before(t) }), nil
+}
+
+// deleteWhere deletes the entries of m that drop says to and returns how
+// many.
+func deleteWhere[K comparable, V any](m map[K]V, drop func(V) bool) int64 {
 	var n int64
-	for id, s := range m.sessions {
-		if s.ExpiresAt.Before(t) {
-			delete(m.sessions, id)
+	for k, v := range m {
+		if drop(v) {
+			delete(m, k)
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 func (m *memoryStorage) CreateOAuthSession(_ context.Context, sess store.OAuthSession) error {
@@ -582,12 +588,5 @@ func (m *memoryStorage) CountOAuthSessions(_ context.Context, kind string, t tim
 func (m *memoryStorage) DeleteExpiredOAuthSessions(_ context.Context, t time.Time) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var n int64
-	for k, r := range m.rows {
-		if r.ExpiresAt.Before(t) {
-			delete(m.rows, k)
-			n++
-		}
-	}
-	return n, nil
+	return deleteWhere(m.rows, func(r store.OAuthSession) bool { return r.ExpiresAt.Before(t) }), nil
 }

@@ -48,7 +48,7 @@ func (s *Store) OpenAuthSession(ctx context.Context, sess AuthSession) error {
 	if sess.CreatedAt.IsZero() {
 		sess.CreatedAt = now()
 	}
-	res, err := s.exec(ctx, `INSERT INTO auth_sessions (id, subject, created_at, expires_at, end_reason)
+	n, err := s.execAffected(ctx, op, `INSERT INTO auth_sessions (id, subject, created_at, expires_at, end_reason)
 		VALUES (?, ?, ?, ?, '')
 		ON CONFLICT (id) DO UPDATE SET expires_at = CASE
 			WHEN excluded.expires_at > auth_sessions.expires_at THEN excluded.expires_at
@@ -56,11 +56,9 @@ func (s *Store) OpenAuthSession(ctx context.Context, sess AuthSession) error {
 		WHERE auth_sessions.subject = excluded.subject`,
 		sess.ID, sess.Subject, ts(sess.CreatedAt), ts(sess.ExpiresAt))
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, classify(err))
+		return err
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	} else if n == 0 {
+	if n == 0 {
 		return fmt.Errorf("%s: id of another subject: %w", op, ErrConflict)
 	}
 	return nil
@@ -78,16 +76,9 @@ func (s *Store) AuthSession(ctx context.Context, id string) (AuthSession, error)
 // EndAuthSession ends session id at at for reason and reports whether it
 // did: false if it is unknown or was ended already.
 func (s *Store) EndAuthSession(ctx context.Context, id, reason string, at time.Time) (bool, error) {
-	res, err := s.exec(ctx, `UPDATE auth_sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL`,
-		ts(at), reason, id)
-	if err != nil {
-		return false, fmt.Errorf("end auth session: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("end auth session: %w", err)
-	}
-	return n > 0, nil
+	n, err := s.execAffected(ctx, "end auth session",
+		`UPDATE auth_sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL`, ts(at), reason, id)
+	return n > 0, err
 }
 
 // EndSubjectSessions ends, at at for reason, every session of subject
@@ -146,15 +137,7 @@ func (s *Store) SessionsNotBefore(ctx context.Context, subject string) (time.Tim
 // DeleteExpiredAuthSessions deletes the sessions that expired before t and
 // returns how many.
 func (s *Store) DeleteExpiredAuthSessions(ctx context.Context, t time.Time) (int64, error) {
-	res, err := s.exec(ctx, `DELETE FROM auth_sessions WHERE expires_at < ?`, ts(t))
-	if err != nil {
-		return 0, fmt.Errorf("delete expired auth sessions: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("delete expired auth sessions: %w", err)
-	}
-	return n, nil
+	return s.execAffected(ctx, "delete expired auth sessions", `DELETE FROM auth_sessions WHERE expires_at < ?`, ts(t))
 }
 
 // ListSessionCredentials returns the active credentials minted by session
