@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/basicmachines-co/bm-agent/server/issuer"
 	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/server/store"
 )
@@ -25,6 +26,9 @@ const (
 	AuditSubscription    = "tenant.subscription"
 	AuditAccountCreated  = "account.created"
 	AuditPasswordChanged = "account.password_changed"
+	AuditAccountDisabled = "account.disabled"
+	AuditAccountEnabled  = "account.enabled"
+	AuditSessionsEnded   = "account.sessions_ended"
 	AuditKeyRevoked      = "credential.revoked"
 )
 
@@ -86,24 +90,117 @@ func AddAccount(ctx context.Context, st *store.Store, tenantID, email, password 
 	return st.AccountByID(ctx, a.ID)
 }
 
-// SetPassword replaces the password of the account with email.
-func SetPassword(ctx context.Context, st *store.Store, email, password string) error {
+// SetPassword replaces the password of the account with email and then
+// ends every session of it (EndAccountSessions): sessions signed in with
+// the old password, and the keys they minted, stop working. It returns how
+// many sessions it ended.
+func (s *Server) SetPassword(ctx context.Context, email, password string) (int, error) {
 	if len(password) < 8 {
-		return errors.New("set password: a password of at least 8 characters is required")
-	}
-	a, err := st.AccountByEmail(ctx, email)
-	if err != nil {
-		return fmt.Errorf("set password: %w", err)
+		return 0, errors.New("set password: a password of at least 8 characters is required")
 	}
 	hash, err := store.HashPassword(password)
 	if err != nil {
-		return fmt.Errorf("set password: %w", err)
+		return 0, fmt.Errorf("set password: %w", err)
 	}
-	if err := st.SetPasswordHash(ctx, a.ID, hash); err != nil {
-		return fmt.Errorf("set password: %w", err)
+	// The new hash first: a sign-in between the two steps is ended too,
+	// never one with the old password kept.
+	return s.changeAccount(ctx, "set password", email, func(a store.Account) error {
+		return s.store.SetPasswordHash(ctx, a.ID, hash)
+	}, issuer.EndPasswordChanged, AuditPasswordChanged)
+}
+
+// DisableAccount stops the account with email from signing in and ends
+// its sessions (see EndAccountSessions); EnableAccount lets it sign in
+// again (its ended sessions stay ended). It returns how many sessions it
+// ended.
+func (s *Server) DisableAccount(ctx context.Context, email string) (int, error) {
+	return s.changeAccount(ctx, "disable account", email, func(a store.Account) error {
+		at := time.Now()
+		return s.store.SetAccountDisabled(ctx, a.ID, &at)
+	}, issuer.EndAccountDisabled, AuditAccountDisabled)
+}
+
+// EnableAccount lets a disabled account sign in again.
+func (s *Server) EnableAccount(ctx context.Context, email string) error {
+	_, err := s.changeAccount(ctx, "enable account", email, func(a store.Account) error {
+		return s.store.SetAccountDisabled(ctx, a.ID, nil)
+	}, "", AuditAccountEnabled)
+	return err
+}
+
+// EndAccountSessions ends every session of the account with email (and
+// any of its logins not yet exchanged for tokens): their refresh tokens
+// stop working at once, their access tokens can no longer mint or list
+// keys and stop working everywhere within the session cache TTL, and the
+// keys they minted are revoked at the store and the provider. It returns
+// how many sessions it ended.
+func (s *Server) EndAccountSessions(ctx context.Context, email string) (int, error) {
+	return s.changeAccount(ctx, "end account sessions", email, nil, issuer.EndByOperator, AuditSessionsEnded)
+}
+
+// changeAccount applies change (if any) to the account with email, then,
+// with a reason, ends its sessions (endSessions), and records audit; op
+// names the action in errors. It returns how many sessions it ended.
+func (s *Server) changeAccount(ctx context.Context, op, email string, change func(store.Account) error, reason, audit string) (int, error) {
+	a, err := s.store.AccountByEmail(ctx, email)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
 	}
-	_ = st.AddAudit(ctx, a.TenantID, AuditPasswordChanged, "account "+a.ID)
-	return nil
+	if change != nil {
+		if err := change(a); err != nil {
+			return 0, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	if reason == "" {
+		_ = s.store.AddAudit(ctx, a.TenantID, audit, "account "+a.ID)
+		return 0, nil
+	}
+	n, err := s.endSessions(ctx, a, reason)
+	_ = s.store.AddAudit(ctx, a.TenantID, audit, fmt.Sprintf("account %s sessions_ended=%d", a.ID, n))
+	if err != nil {
+		return n, fmt.Errorf("%s: %w", op, err)
+	}
+	return n, nil
+}
+
+// endSessions ends the sessions of account a for reason and revokes the
+// keys they minted.
+func (s *Server) endSessions(ctx context.Context, a store.Account, reason string) (int, error) {
+	if s.issuer != nil { // its OnSessionsEnded revokes the keys
+		sids, err := s.issuer.EndSubjectSessions(ctx, a.ID, reason)
+		return len(sids), err
+	}
+	sids, err := s.store.EndSubjectSessions(ctx, a.ID, reason, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	s.revokeSessionKeys(ctx, sids, reason)
+	return len(sids), nil
+}
+
+// revokeSessionKeys revokes, as RevokeKey does, the active keys that the
+// sessions sids minted; a failure is logged (a key the provider failed to
+// delete is retried by the lifecycle job).
+func (s *Server) revokeSessionKeys(ctx context.Context, sids []string, reason string) int {
+	n := 0
+	for _, sid := range sids {
+		creds, err := s.store.ListSessionCredentials(ctx, sid)
+		if err != nil {
+			s.log.ErrorContext(ctx, "revoke the keys of an ended session", "reason", reason, "err", err)
+			continue
+		}
+		for _, c := range creds {
+			if _, err := s.revokeKey(ctx, c.ID, "session_end reason="+reason); err != nil {
+				s.log.ErrorContext(ctx, "revoke a key of an ended session", "credential_id", c.ID, "reason", reason, "err", err)
+				continue
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.InfoContext(ctx, "revoked the keys of ended sessions", "sessions", len(sids), "keys", n, "reason", reason)
+	}
+	return n
 }
 
 // SetTenantStatus suspends, reactivates or marks deleted a tenant. The
@@ -172,6 +269,11 @@ func (s *Server) DeleteTenant(ctx context.Context, tenantID string) (int, error)
 // the provider, and records the deletion status. Revoking a revoked key
 // retries the provider unless its deletion completed.
 func (s *Server) RevokeKey(ctx context.Context, id string) (store.Credential, error) {
+	return s.revokeKey(ctx, id, "admin")
+}
+
+// revokeKey is RevokeKey, with by (who revoked it) in the audit event.
+func (s *Server) revokeKey(ctx context.Context, id, by string) (store.Credential, error) {
 	c, err := s.store.CredentialByAnyID(ctx, id)
 	if err != nil {
 		return store.Credential{}, fmt.Errorf("revoke key: %w", err)
@@ -193,7 +295,7 @@ func (s *Server) RevokeKey(ctx context.Context, id string) (store.Credential, er
 		return store.Credential{}, fmt.Errorf("revoke key: %w", err)
 	}
 	_ = s.store.AddAudit(ctx, c.TenantID, AuditKeyRevoked,
-		fmt.Sprintf("credential_id=%s access_key=%s deletion_status=%s by=admin", c.ID, c.AccessKey, status))
+		fmt.Sprintf("credential_id=%s access_key=%s deletion_status=%s by=%s", c.ID, c.AccessKey, status, by))
 	c.DeletionStatus = status
 	if perr != nil {
 		return c, fmt.Errorf("revoke key: at %s: %w", s.provider.Name(), perr)

@@ -118,6 +118,7 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.Float64Var(&cfg.Limits.LoginPerMinute, "login-per-minute", floatDef(cfg.Limits.LoginPerMinute, issuer.DefaultLoginPerMinute), "sign-in attempts one client address may make a minute")
 	fs.IntVar(&cfg.Limits.LoginFreeFailures, "login-free-failures", intDef(cfg.Limits.LoginFreeFailures, issuer.DefaultLoginFreeFailures), "wrong passwords for one account before each further one makes it wait (a client address gets twice as many)")
 	fs.DurationVar(&cfg.Limits.LoginBackoffMax, "login-backoff-max", durDef(cfg.Limits.LoginBackoffMax, issuer.DefaultLoginBackoffMax), "longest wait after wrong passwords (from 1 s, doubled per failure)")
+	fs.DurationVar(&cfg.SessionCacheTTL, "session-cache-ttl", durDef(cfg.SessionCacheTTL, issuer.DefaultSessionCacheTTL), "how long an access token's session is trusted as live without asking the store, except when minting or listing keys (bounds how long another replica accepts an ended session)")
 	fs.Float64Var(&cfg.AnonLogPerSecond, "anon-log-per-second", floatDef(cfg.AnonLogPerSecond, DefaultAnonLogPerSecond), "log lines a second of requests without credentials or refused (more are counted in a summary line)")
 
 	// auth

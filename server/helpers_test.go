@@ -99,6 +99,34 @@ func serveWrapped(t testing.TB, mod func(*Config), wrap func(http.Handler) http.
 // the person with email and password, and returns an access token.
 func login(t testing.TB, srv *Server, email, password string) string {
 	t.Helper()
+	return loginTokens(t, srv, email, password).AccessToken
+}
+
+// oauthConfig is the agent's OAuth client of srv's issuer, redirecting to
+// redirectURL.
+func oauthConfig(srv *Server, redirectURL string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID: tenantapi.DefaultClientID,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   srv.URL() + issuer.PathAuthorize,
+			TokenURL:  srv.URL() + issuer.PathToken,
+			AuthStyle: oauth2.AuthStyleInParams,
+		},
+		RedirectURL: redirectURL,
+		Scopes:      strings.Fields(tenantapi.DefaultScopes),
+	}
+}
+
+// refresh trades refreshToken at srv's token endpoint.
+func refresh(t testing.TB, srv *Server, refreshToken string) (*oauth2.Token, error) {
+	t.Helper()
+	return oauthConfig(srv, "").TokenSource(context.Background(),
+		&oauth2.Token{RefreshToken: refreshToken, Expiry: time.Now().Add(-time.Hour)}).Token()
+}
+
+// loginTokens is login returning the tokens (access and refresh).
+func loginTokens(t testing.TB, srv *Server, email, password string) *oauth2.Token {
+	t.Helper()
 	ctx := context.Background()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -114,16 +142,7 @@ func login(t testing.TB, srv *Server, email, password string) string {
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = cb.Serve(ln) }()
 	defer cb.Close()
-	conf := &oauth2.Config{
-		ClientID: tenantapi.DefaultClientID,
-		Endpoint: oauth2.Endpoint{
-			AuthURL:   srv.URL() + issuer.PathAuthorize,
-			TokenURL:  srv.URL() + issuer.PathToken,
-			AuthStyle: oauth2.AuthStyleInParams,
-		},
-		RedirectURL: "http://" + ln.Addr().String() + "/callback",
-		Scopes:      strings.Fields(tenantapi.DefaultScopes),
-	}
+	conf := oauthConfig(srv, "http://"+ln.Addr().String()+"/callback")
 	verifier := oauth2.GenerateVerifier()
 	authURL := conf.AuthCodeURL("state-1234567890", oauth2.S256ChallengeOption(verifier))
 	if err := issuertest.BrowserLogin(ctx, authURL, email, password); err != nil {
@@ -139,7 +158,7 @@ func login(t testing.TB, srv *Server, email, password string) string {
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
-	return tok.AccessToken
+	return tok
 }
 
 // get sends a GET with an optional bearer token and headers.

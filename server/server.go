@@ -95,6 +95,14 @@ type Config struct {
 	// Limits are the issuer's rate limits of anonymous callers (device
 	// codes, the verification page, sign-in attempts; see issuer.Limits).
 	Limits issuer.Limits
+	// SessionCacheTTL is how long the built-in issuer trusts what the
+	// store said of an access token's session, except on the routes that
+	// mint, list and revoke keys, which ask the store (default
+	// issuer.DefaultSessionCacheTTL; negative: ask it on every request).
+	// An ended session is refused at once by the process that ended it;
+	// the TTL bounds how long other replicas (or the server, when the
+	// admin command ended it) still accept its access tokens.
+	SessionCacheTTL time.Duration
 	// AnonLogPerSecond bounds the log lines of requests without
 	// credentials (and refused ones) per second, with bursts of ten times
 	// that (default DefaultAnonLogPerSecond; negative: no bound); the
@@ -569,6 +577,11 @@ func (s *Server) openAuth(ctx context.Context) error {
 		Storage:      s.store, // codes and token sessions survive restarts, shared by replicas
 		Limits:       cfg.Limits,
 		Logger:       cfg.Logger.With("component", "issuer"),
+		// The keys a session minted end with it.
+		SessionCacheTTL: cfg.SessionCacheTTL,
+		OnSessionsEnded: func(ctx context.Context, sids []string, reason string) {
+			s.revokeSessionKeys(ctx, sids, reason)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("server: issuer: %w", err)
@@ -821,6 +834,9 @@ func (s *Server) mux() *http.ServeMux {
 		Heartbeat:                 s.cfg.EventsHeartbeat,
 		SubscriptionClaimOptional: s.cfg.SubscriptionClaimOptional || s.cfg.OIDCSubscriptionStatusClaim == "-",
 	}
+	if s.issuer != nil { // an external issuer's tokens carry no session of ours
+		h.Sessions = s.issuer
+	}
 	h.Register(mux)
 	s.registerOps(mux)
 	return mux
@@ -968,6 +984,9 @@ func (a accounts) Authenticate(ctx context.Context, email, password string) (str
 	if err := store.CheckPassword(acc.PasswordHash, password); err != nil {
 		return "", errors.New("authenticate: invalid email or password")
 	}
+	if acc.DisabledAt != nil {
+		return "", errors.New("authenticate: account disabled")
+	}
 	return acc.ID, nil
 }
 
@@ -975,6 +994,9 @@ func (a accounts) Claims(ctx context.Context, subject string) (tenantapi.Claims,
 	acc, err := a.st.AccountByID(ctx, subject)
 	if err != nil {
 		return tenantapi.Claims{}, fmt.Errorf("claims: account: %w", err)
+	}
+	if acc.DisabledAt != nil {
+		return tenantapi.Claims{}, errors.New("claims: account disabled")
 	}
 	t, err := a.st.TenantByID(ctx, acc.TenantID)
 	if err != nil {

@@ -145,7 +145,15 @@ type Claims struct {
 	TenantID           string `json:"tenant_id"`
 	SubscriptionStatus string `json:"subscription_status"`
 	SubscriptionTier   string `json:"subscription_tier"`
+	// SessionID names the built-in issuer's session (login) the token
+	// belongs to; tokens of an external issuer have none.
+	SessionID string `json:"sid,omitempty"`
 }
+
+// DetailSessionEnded is the detail of a 401 for a token whose session was
+// ended (logout, password change, a disabled account, a reused refresh
+// token): the client must sign in again.
+const DetailSessionEnded = "Session ended; sign in again"
 
 // Scopes the clients ask for.
 const DefaultScopes = "openid profile email offline_access"

@@ -26,10 +26,11 @@ type (
 		CreatedAt          time.Time `json:"created_at"`
 	}
 	accountOut struct {
-		ID        string    `json:"id"`
-		Email     string    `json:"email"`
-		TenantID  string    `json:"tenant_id"`
-		CreatedAt time.Time `json:"created_at"`
+		ID         string     `json:"id"`
+		Email      string     `json:"email"`
+		TenantID   string     `json:"tenant_id"`
+		CreatedAt  time.Time  `json:"created_at"`
+		DisabledAt *time.Time `json:"disabled_at,omitempty"`
 	}
 	keyOut struct {
 		ID             string     `json:"id"`
@@ -55,7 +56,7 @@ func tenantView(t store.Tenant) tenantOut {
 }
 
 func accountView(a store.Account) accountOut { // never the password hash
-	return accountOut{a.ID, a.Email, a.TenantID, a.CreatedAt}
+	return accountOut{a.ID, a.Email, a.TenantID, a.CreatedAt, a.DisabledAt}
 }
 
 func keyView(c store.Credential) keyOut {
@@ -115,8 +116,8 @@ func (a *app) printTenants(w io.Writer, ts []store.Tenant) error {
 }
 
 func (a *app) printAccounts(w io.Writer, as []store.Account) error {
-	return printList(a, w, as, accountView, []string{"ID", "EMAIL", "TENANT", "CREATED"}, func(acc store.Account) []string {
-		return []string{acc.ID, acc.Email, acc.TenantID, when(acc.CreatedAt)}
+	return printList(a, w, as, accountView, []string{"ID", "EMAIL", "TENANT", "CREATED", "DISABLED"}, func(acc store.Account) []string {
+		return []string{acc.ID, acc.Email, acc.TenantID, when(acc.CreatedAt), whenPtr(acc.DisabledAt)}
 	})
 }
 
@@ -301,23 +302,58 @@ func (a *app) userCmd() *cobra.Command {
 	list.Flags().StringVar(&listTenant, "tenant", "", "only this tenant's accounts")
 	passwd := &cobra.Command{
 		Use:   "passwd EMAIL",
-		Short: "Set an account's password (from BM_SERVER_PASSWORD)",
+		Short: "Set an account's password (from BM_SERVER_PASSWORD) and end its sessions, revoking the keys they minted",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pw, err := a.password()
 			if err != nil {
 				return err
 			}
-			return a.withStore(cmd.Context(), func(st *store.Store) error {
-				if err := server.SetPassword(cmd.Context(), st, args[0], pw); err != nil {
+			return a.withServer(cmd.Context(), func(srv *server.Server) error {
+				n, err := srv.SetPassword(cmd.Context(), args[0], pw)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", store.NormalizeEmail(args[0]))
+				fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed; %d sessions ended\n", store.NormalizeEmail(args[0]), n)
 				return nil
 			})
 		},
 	}
-	g.AddCommand(add, list, passwd)
+	// account is a subcommand acting on the account named by its argument
+	// with a server (the keys of ended sessions are revoked at the
+	// provider); act returns what to print.
+	account := func(use, short string, act func(ctx context.Context, srv *server.Server, email string) (string, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " EMAIL",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return a.withServer(cmd.Context(), func(srv *server.Server) error {
+					out, err := act(cmd.Context(), srv, store.NormalizeEmail(args[0]))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), out)
+					return nil
+				})
+			},
+		}
+	}
+	disable := account("disable", "Stop an account from signing in and end its sessions, revoking the keys they minted",
+		func(ctx context.Context, srv *server.Server, email string) (string, error) {
+			n, err := srv.DisableAccount(ctx, email)
+			return fmt.Sprintf("%s disabled; %d sessions ended", email, n), err
+		})
+	enable := account("enable", "Let a disabled account sign in again",
+		func(ctx context.Context, srv *server.Server, email string) (string, error) {
+			return email + " enabled", srv.EnableAccount(ctx, email)
+		})
+	logout := account("logout", "End every session of an account (it signs in again), revoking the keys they minted",
+		func(ctx context.Context, srv *server.Server, email string) (string, error) {
+			n, err := srv.EndAccountSessions(ctx, email)
+			return fmt.Sprintf("%d sessions of %s ended", n, email), err
+		})
+	g.AddCommand(add, list, passwd, disable, enable, logout)
 	return g
 }
 

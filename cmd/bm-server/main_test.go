@@ -141,6 +141,24 @@ func TestAdminCommands(t *testing.T) {
 		t.Error("passwd without BM_SERVER_PASSWORD succeeded")
 	}
 
+	// disable stops sign-in and ends the sessions; enable undoes the first.
+	c.must("user", "disable", "bob@example.com")
+	if bob, _ := st.AccountByEmail(ctx, "bob@example.com"); bob.DisabledAt == nil {
+		t.Error("account not disabled")
+	}
+	if nb, err := st.SessionsNotBefore(ctx, bob.ID); err != nil || nb.IsZero() {
+		t.Errorf("no session cutoff after disable: %v, %v", nb, err)
+	}
+	c.must("user", "list", "--tenant", pro)
+	c.must("user", "enable", "bob@example.com")
+	if bob, _ := st.AccountByEmail(ctx, "bob@example.com"); bob.DisabledAt != nil {
+		t.Error("account still disabled")
+	}
+	c.must("user", "logout", "bob@example.com")
+	if _, err := c.run("user", "disable", "nobody@example.com"); err == nil {
+		t.Error("disabling an unknown account succeeded")
+	}
+
 	// Keys: two for the pro tenant; revoke one.
 	for i, ak := range []string{"AKTESTKEY001", "AKTESTKEY002"} {
 		cred := store.Credential{ID: fmt.Sprintf("00000000-0000-4000-8000-00000000000%d", i+1), TenantID: pro, AccessKey: ak, Description: "laptop"}

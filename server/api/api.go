@@ -40,12 +40,30 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (tenantapi.Claims, error)
 }
 
+// Sessions tells whether the built-in issuer's session behind verified
+// claims is still live, asking the store (no cache); *issuer.Issuer
+// implements it.
+type Sessions interface {
+	SessionLive(ctx context.Context, c tenantapi.Claims) (bool, error)
+}
+
+// sessionEnder is implemented by the errors of Authenticate that mean the
+// token's session was ended (issuer.ErrSessionEnded): the 401 then says
+// DetailSessionEnded.
+type sessionEnder interface{ SessionEnded() bool }
+
 // Handler serves the tenant API. Store, Storage and Auth are required.
 type Handler struct {
 	Store   *store.Store
 	Storage storage.Provider
 	Auth    Authenticator
-	Logger  *slog.Logger
+	// Sessions, if set, is asked on the routes that mint, list and revoke
+	// keys whether the token's session is live: a session ended a moment
+	// ago (logout, password change) is refused there at once, whatever
+	// Auth cached. Nil (an external OIDC issuer, whose tokens carry no
+	// session of ours) skips the check.
+	Sessions Sessions
+	Logger   *slog.Logger
 	// SubscribeURL goes into subscription_required errors.
 	SubscribeURL string
 	// Now is the clock; nil means time.Now.
@@ -109,25 +127,30 @@ const SubscriptionMessage = "Active subscription required"
 type policy struct {
 	subscription bool // subscription_status must be active or trialing
 	active       bool // tenant status must be active
+	session      bool // the token's session must be live in the store (see Handler.Sessions)
 }
 
 var (
-	// full: using the service (mount info, new keys, sync, health).
+	// full: using the service (mount info, sync, health).
 	full = policy{subscription: true, active: true}
-	// lenient: reading one's status and revoking one's keys stay possible
-	// without a subscription or when suspended.
+	// minting keys is full, with the session checked in the store.
+	minting = policy{subscription: true, active: true, session: true}
+	// lenient: reading one's status stays possible without a subscription
+	// or when suspended.
 	lenient = policy{}
+	// revoking one's keys too, with the session checked.
+	revoking = policy{session: true}
 	// listing keys needs an active tenant but no subscription, so that a
 	// lapsed tenant can see what to revoke.
-	listing = policy{active: true}
+	listing = policy{active: true, session: true}
 )
 
 // Register adds the tenant API routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("GET "+tenantapi.PathMountInfo, h.tenant(full, h.mountInfo))
-	mux.Handle("POST "+tenantapi.PathMountCredentials, h.tenant(full, h.createCredential))
+	mux.Handle("POST "+tenantapi.PathMountCredentials, h.tenant(minting, h.createCredential))
 	mux.Handle("GET "+tenantapi.PathMountCredentials, h.tenant(listing, h.listCredentials))
-	mux.Handle("DELETE "+tenantapi.PathMountCredentials+"/{id}", h.tenant(lenient, h.revokeCredential))
+	mux.Handle("DELETE "+tenantapi.PathMountCredentials+"/{id}", h.tenant(revoking, h.revokeCredential))
 	mux.Handle("POST "+tenantapi.PathSync, h.tenant(full, h.sync))
 	mux.Handle("GET "+tenantapi.PathTenantStatus, h.tenant(lenient, h.status))
 	mux.Handle("GET "+tenantapi.PathProxyHealth, h.tenant(full, h.health))
@@ -168,8 +191,12 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 		claims, err := h.Auth.Authenticate(r)
 		if err != nil {
 			detail := "Invalid or expired token"
-			if r.Header.Get("Authorization") == "" {
+			var ended sessionEnder
+			switch {
+			case r.Header.Get("Authorization") == "":
 				detail = "Not authenticated"
+			case errors.As(err, &ended) && ended.SessionEnded():
+				detail = tenantapi.DetailSessionEnded
 			}
 			// The error may quote the token: log only that it failed.
 			h.logger().InfoContext(r.Context(), "unauthenticated request", "method", r.Method, "path", r.URL.Path, "reason", detail)
@@ -179,6 +206,9 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 		}
 		if claims.TenantID == "" {
 			writeJSON(w, http.StatusForbidden, tenantapi.ErrorBody{Detail: "no tenant for this account"})
+			return
+		}
+		if p.session && !h.sessionLive(w, r, claims) {
 			return
 		}
 		claimAbsent := h.SubscriptionClaimOptional && claims.SubscriptionStatus == ""
@@ -205,6 +235,27 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 		}
 		next(w, r, caller{claims: claims, tenant: t})
 	})
+}
+
+// sessionLive asks Sessions (if set) whether the session of claims is
+// live; if not, it answers 401 with DetailSessionEnded (500 if the store
+// failed) and returns false.
+func (h *Handler) sessionLive(w http.ResponseWriter, r *http.Request, claims tenantapi.Claims) bool {
+	if h.Sessions == nil {
+		return true
+	}
+	live, err := h.Sessions.SessionLive(r.Context(), claims)
+	if err != nil {
+		h.internal(w, r, "session check", err)
+		return false
+	}
+	if !live {
+		h.logger().InfoContext(r.Context(), "request of an ended session refused", "method", r.Method, "path", r.URL.Path, "subject", claims.Subject)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: tenantapi.DetailSessionEnded})
+		return false
+	}
+	return true
 }
 
 func (h *Handler) subscriptionRequired(w http.ResponseWriter) {

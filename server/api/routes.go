@@ -83,6 +83,7 @@ func (h *Handler) createCredential(w http.ResponseWriter, r *http.Request, c cal
 		ProviderRef: key.Ref,
 		Description: req.Description,
 		CreatedAt:   h.now(),
+		SessionID:   c.claims.SessionID,
 	}
 	if err := h.Store.InsertCredential(ctx, cred); err != nil {
 		// A key nobody tracks must not stay usable.
@@ -95,6 +96,22 @@ func (h *Handler) createCredential(w http.ResponseWriter, r *http.Request, c cal
 	if err := h.Store.AddAudit(ctx, c.tenant.ID, AuditCredentialCreated,
 		fmt.Sprintf("credential_id=%s access_key=%s", cred.ID, cred.AccessKey)); err != nil {
 		h.logger().ErrorContext(ctx, "audit", "kind", AuditCredentialCreated, "tenant", c.tenant.ID, "err", err)
+	}
+	// A session that ended while the key was minted may have had its keys
+	// revoked before this one was recorded: ask again, and revoke it too.
+	if h.Sessions != nil {
+		if live, err := h.Sessions.SessionLive(ctx, c.claims); err != nil || !live {
+			if _, rerr := h.revoke(context.WithoutCancel(ctx), c.tenant.ID, cred.ID, "session_ended"); rerr != nil {
+				h.logger().ErrorContext(ctx, "revoke a key of an ended session", "tenant", c.tenant.ID, "credential_id", cred.ID, "err", rerr)
+			}
+			if err != nil {
+				h.internal(w, r, "session check", err)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			writeJSON(w, http.StatusUnauthorized, tenantapi.ErrorBody{Detail: tenantapi.DetailSessionEnded})
+			return
+		}
 	}
 	h.logger().InfoContext(ctx, "mount credential created", "tenant", c.tenant.ID, "credential_id", cred.ID, "access_key", cred.AccessKey)
 	endpoint, region := h.Storage.Endpoint()
@@ -158,25 +175,40 @@ func (h *Handler) revokeCredential(w http.ResponseWriter, r *http.Request, c cal
 		writeJSON(w, http.StatusOK, tenantapi.RevokeResponse{ID: cred.ID, Revoked: true, DeletionStatus: cred.DeletionStatus})
 		return
 	}
-	cred, err = h.Store.RevokeCredential(ctx, c.tenant.ID, id, h.now())
+	status, err := h.revoke(ctx, c.tenant.ID, id, "")
 	if err != nil {
 		h.internal(w, r, "revoke credential", err)
 		return
+	}
+	writeJSON(w, http.StatusOK, tenantapi.RevokeResponse{ID: id, Revoked: true, DeletionStatus: status})
+}
+
+// revoke revokes credential id of tenantID in the store, then at the
+// provider, records the deletion status and the audit event (by, when not
+// empty, says who) and returns the status. Only the store's revocation is
+// an error: a provider failure is status DeletionFailed, retried later.
+func (h *Handler) revoke(ctx context.Context, tenantID, id, by string) (string, error) {
+	cred, err := h.Store.RevokeCredential(ctx, tenantID, id, h.now())
+	if err != nil {
+		return "", err
 	}
 	status := store.DeletionCompleted
 	rerr := h.Storage.RevokeKey(context.WithoutCancel(ctx), storage.Key{AccessKey: cred.AccessKey, Ref: cred.ProviderRef})
 	if rerr != nil && !errors.Is(rerr, storage.ErrNotFound) {
 		status = store.DeletionFailed
-		h.logger().ErrorContext(ctx, "revoke key at provider", "tenant", c.tenant.ID, "credential_id", cred.ID, "err", rerr)
+		h.logger().ErrorContext(ctx, "revoke key at provider", "tenant", tenantID, "credential_id", cred.ID, "err", rerr)
 	}
 	if err := h.Store.SetDeletionStatus(context.WithoutCancel(ctx), cred.ID, status); err != nil {
-		h.logger().ErrorContext(ctx, "record deletion status", "tenant", c.tenant.ID, "credential_id", cred.ID, "err", err)
+		h.logger().ErrorContext(ctx, "record deletion status", "tenant", tenantID, "credential_id", cred.ID, "err", err)
 	}
-	if err := h.Store.AddAudit(ctx, c.tenant.ID, AuditCredentialRevoked,
-		fmt.Sprintf("credential_id=%s access_key=%s deletion_status=%s", cred.ID, cred.AccessKey, status)); err != nil {
-		h.logger().ErrorContext(ctx, "audit", "kind", AuditCredentialRevoked, "tenant", c.tenant.ID, "err", err)
+	detail := fmt.Sprintf("credential_id=%s access_key=%s deletion_status=%s", cred.ID, cred.AccessKey, status)
+	if by != "" {
+		detail += " by=" + by
 	}
-	writeJSON(w, http.StatusOK, tenantapi.RevokeResponse{ID: cred.ID, Revoked: true, DeletionStatus: status})
+	if err := h.Store.AddAudit(ctx, tenantID, AuditCredentialRevoked, detail); err != nil {
+		h.logger().ErrorContext(ctx, "audit", "kind", AuditCredentialRevoked, "tenant", tenantID, "err", err)
+	}
+	return status, nil
 }
 
 // POST /sync

@@ -8,10 +8,20 @@
 // why), the refresh token grant with
 // rotation, OpenID Connect id_tokens and token revocation. Access tokens are
 // RS256-signed JWTs whose tenant claims (tenant_id, subscription_status,
-// subscription_tier, email) sit at the top level of the payload; Verify
-// checks them without any storage, so a revoked access token stays valid
-// until it expires (AccessTokenTTL, one hour by default). Refresh tokens and
-// authorization codes are opaque HMAC tokens.
+// subscription_tier, email) sit at the top level of the payload, with sid,
+// the session (login) they belong to. Refresh tokens and authorization
+// codes are opaque HMAC tokens.
+//
+// Sessions can be ended: by a logout (POST /oauth2/revoke), by a used
+// refresh token or authorization code coming back (the whole family is
+// revoked), and by the operator for all of a person's sessions
+// (EndSubjectSessions: a password change, a disabled account). An ended
+// session's refresh tokens stop working at once; SessionLive, which the
+// routes minting and listing keys ask, refuses its access tokens at once;
+// Verify refuses them once its cache of session validity
+// (Config.SessionCacheTTL, 30 s by default) has expired, in this process
+// at once. Config.OnSessionsEnded is told, so that the keys a session
+// minted are revoked with it.
 //
 // There is one public client, tenantapi.DefaultClientID ("bm-agent"), with
 // no secret (token endpoint auth method "none") and the loopback redirect
@@ -111,6 +121,16 @@ type Config struct {
 	// Limits bounds what anonymous callers may ask (device codes, the
 	// verification page, sign-in attempts); zero fields take defaults.
 	Limits Limits
+	// SessionCacheTTL is how long Verify trusts what the store said of a
+	// token's session (default DefaultSessionCacheTTL; negative: ask the
+	// store on every Verify). It bounds how long another process or
+	// replica still accepts the access tokens of an ended session.
+	SessionCacheTTL time.Duration
+	// OnSessionsEnded, if set, is told the ids of sessions just ended and
+	// why (one of the End* reasons), with a context that outlives the
+	// request; bm-server revokes the keys they minted. It runs before the
+	// request that ended them is answered.
+	OnSessionsEnded func(ctx context.Context, sids []string, reason string)
 }
 
 // Issuer is the built-in OAuth 2.0 / OIDC issuer. Create it with New and
@@ -128,6 +148,7 @@ type Issuer struct {
 	store    *oauthStore
 	devices  *deviceStore
 	lim      *limiters
+	sessions *sessionBook
 }
 
 // New builds an Issuer from cfg.
@@ -189,7 +210,12 @@ func New(cfg Config) (*Issuer, error) {
 	if db == nil {
 		db = newMemoryStorage()
 	}
-	store := &oauthStore{db: db, log: log, ttl: map[fosite.TokenType]time.Duration{
+	if cfg.SessionCacheTTL == 0 {
+		cfg.SessionCacheTTL = DefaultSessionCacheTTL
+	}
+	sessions := &sessionBook{db: db, log: log, ttl: cfg.SessionCacheTTL, refreshTTL: cfg.RefreshTokenTTL,
+		onEnd: cfg.OnSessionsEnded, cache: map[string]cachedSession{}}
+	store := &oauthStore{db: db, log: log, sessions: sessions, ttl: map[fosite.TokenType]time.Duration{
 		fosite.AuthorizeCode: authorizeCodeTTL,
 		fosite.AccessToken:   cfg.AccessTokenTTL,
 		fosite.RefreshToken:  cfg.RefreshTokenTTL,
@@ -241,6 +267,7 @@ func New(cfg Config) (*Issuer, error) {
 		store:    store,
 		devices:  devices,
 		lim:      lim,
+		sessions: sessions,
 	}, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/basicmachines-co/bm-agent/server/issuer/issuertest"
+	"github.com/basicmachines-co/bm-agent/server/store"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -268,15 +269,26 @@ func TestAuthorizationCodeFlowWithPKCE(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
+			sid, _ := p["sid"].(string)
+			if sid == "" {
+				t.Error("no sid claim")
+			}
 			wantClaims := tenantapi.Claims{Subject: "user_ada", Email: "ada@example.com", TenantID: "tenant_1",
-				SubscriptionStatus: "active", SubscriptionTier: "pro"}
+				SubscriptionStatus: "active", SubscriptionTier: "pro", SessionID: sid}
 			if claims != wantClaims {
 				t.Errorf("Verify = %+v, want %+v", claims, wantClaims)
 			}
 
-			// The code is single-use.
+			// The code is single-use, and its reuse ends the session it
+			// made: its access token and refresh token stop working.
 			if _, err := conf.Exchange(t.Context(), code, oauth2.VerifierOption(verifier)); err == nil {
 				t.Error("second exchange of the same code succeeded")
+			}
+			if _, err := e.iss.Verify(t.Context(), tok.AccessToken); !errors.Is(err, ErrSessionEnded) {
+				t.Errorf("Verify after the code's reuse: %v, want ErrSessionEnded", err)
+			}
+			if _, err := conf.TokenSource(t.Context(), &oauth2.Token{RefreshToken: tok.RefreshToken, Expiry: time.Now().Add(-time.Hour)}).Token(); err == nil {
+				t.Error("refresh after the code's reuse succeeded")
 			}
 		})
 	}
@@ -573,11 +585,25 @@ func TestRefreshRotationAndFreshClaims(t *testing.T) {
 func TestVerify(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
+	db := e.iss.store.db
+	for _, sid := range []string{"sess-live", "sess-ended", "sess-expired"} {
+		exp := time.Now().Add(time.Hour)
+		if sid == "sess-expired" {
+			exp = time.Now().Add(-time.Second)
+		}
+		if err := db.OpenAuthSession(ctx, store.AuthSession{ID: sid, Subject: "user_ada", ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.EndAuthSession(ctx, "sess-ended", EndLogout, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	sign := func(key *rsa.PrivateKey, kid string, edit func(jwt.MapClaims)) string {
 		claims := jwt.MapClaims{
 			"iss": e.srv.URL, "sub": "user_ada", "aud": []string{Audience},
 			"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "jti": "j1",
 			"tenant_id": "tenant_1", "subscription_status": "active", "subscription_tier": "pro",
+			"sid": "sess-live",
 		}
 		if edit != nil {
 			edit(claims)
@@ -611,6 +637,11 @@ func TestVerify(t *testing.T) {
 		{"wrong issuer", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { c["iss"] = "https://evil.example" }), false},
 		{"id_token audience", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { c["aud"] = []string{tenantapi.DefaultClientID} }), false},
 		{"no subject", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { delete(c, "sub") }), false},
+		{"no session", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { delete(c, "sid") }), false},
+		{"unknown session", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { c["sid"] = "nope" }), false},
+		{"ended session", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { c["sid"] = "sess-ended" }), false},
+		{"expired session", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { c["sid"] = "sess-expired" }), false},
+		{"another subject's session", sign(testKey(), e.iss.KeyID(), func(c jwt.MapClaims) { c["sub"] = "user_bob" }), false},
 		{"garbage", "not.a.jwt", false},
 		{"empty", "", false},
 	}

@@ -44,6 +44,17 @@ type Storage interface {
 	// of the kind are unexpired at now (store.ErrFull then), atomically.
 	CreateOAuthSessionCapped(ctx context.Context, sess store.OAuthSession, maxRows int, now time.Time) error
 	DeleteExpiredOAuthSessions(ctx context.Context, t time.Time) (int64, error)
+
+	// The sessions (logins) behind the tokens, which can be ended; see
+	// store.AuthSession.
+	OpenAuthSession(ctx context.Context, sess store.AuthSession) error
+	AuthSession(ctx context.Context, id string) (store.AuthSession, error)
+	EndAuthSession(ctx context.Context, id, reason string, at time.Time) (bool, error)
+	// EndSubjectSessions ends the subject's live sessions and records at
+	// as its cutoff (SessionsNotBefore), atomically.
+	EndSubjectSessions(ctx context.Context, subject, reason string, at time.Time) ([]string, error)
+	SessionsNotBefore(ctx context.Context, subject string) (time.Time, error)
+	DeleteExpiredAuthSessions(ctx context.Context, t time.Time) (int64, error)
 }
 
 var _ Storage = (*store.Store)(nil)
@@ -76,6 +87,8 @@ type oauthStore struct {
 	// ttl by token type, for requests whose session has no expiry.
 	ttl       map[fosite.TokenType]time.Duration
 	lastSweep atomic.Int64 // unix nanoseconds
+	// sessions ends the session of a grant fosite revokes.
+	sessions *sessionBook
 }
 
 // storedRequest is the JSON of a fosite request.
@@ -108,8 +121,12 @@ func (s *oauthStore) sweep(ctx context.Context) {
 		s.log.WarnContext(ctx, "issuer: sweeping expired sessions", "error", err)
 		return
 	}
-	if n > 0 {
-		s.log.DebugContext(ctx, "issuer: swept expired sessions", "rows", n)
+	m, err := s.db.DeleteExpiredAuthSessions(ctx, now)
+	if err != nil {
+		s.log.WarnContext(ctx, "issuer: sweeping expired auth sessions", "error", err)
+	}
+	if n+m > 0 {
+		s.log.DebugContext(ctx, "issuer: swept expired sessions", "rows", n, "auth_sessions", m)
 	}
 }
 
@@ -317,7 +334,8 @@ func (s *oauthStore) DeleteRefreshTokenSession(ctx context.Context, sig string) 
 
 // RotateRefreshToken implements oauth2.RefreshTokenStorage: the refresh
 // token sig is used up (of two replicas rotating it at once, one fails),
-// and the grant's other refresh and access tokens are revoked.
+// and the grant's other refresh and access tokens are dropped. The
+// session goes on.
 func (s *oauthStore) RotateRefreshToken(ctx context.Context, requestID, sig string) error {
 	ok, err := s.db.DeactivateOAuthSession(ctx, kindRefreshToken, sig)
 	if err != nil {
@@ -326,27 +344,29 @@ func (s *oauthStore) RotateRefreshToken(ctx context.Context, requestID, sig stri
 	if !ok {
 		return fosite.ErrSerializationFailure
 	}
-	if err := s.RevokeRefreshToken(ctx, requestID); err != nil {
-		return err
+	if err := s.sessions.dropTokens(ctx, requestID); err != nil {
+		return fmt.Errorf("issuer: rotate refresh token: %w", err)
 	}
-	return s.RevokeAccessToken(ctx, requestID)
+	return nil
 }
 
-// RevokeRefreshToken implements oauth2.TokenRevocationStorage: the grant's
-// refresh tokens stay as inactive rows until they expire, so that reuse is
-// detected.
+// RevokeRefreshToken implements oauth2.TokenRevocationStorage: fosite
+// calls it on POST /oauth2/revoke and when a used refresh token or
+// authorization code comes back. It ends the grant's session (see
+// sessionBook.end); its refresh tokens stay as inactive rows until they
+// expire, so that reuse is detected.
 func (s *oauthStore) RevokeRefreshToken(ctx context.Context, requestID string) error {
-	if err := s.db.DeactivateOAuthSessionsByRequest(ctx, kindRefreshToken, requestID); err != nil {
+	if err := s.sessions.end(ctx, requestID, endReason(ctx)); err != nil {
 		return fmt.Errorf("issuer: revoke refresh token: %w", err)
 	}
 	return nil
 }
 
-// RevokeAccessToken implements oauth2.TokenRevocationStorage. Access
-// tokens are JWTs that Verify checks without storage: revoking only drops
-// their sessions.
+// RevokeAccessToken implements oauth2.TokenRevocationStorage, called with
+// RevokeRefreshToken: it ends the grant's session too, so that Verify
+// refuses its access tokens.
 func (s *oauthStore) RevokeAccessToken(ctx context.Context, requestID string) error {
-	if err := s.db.DeleteOAuthSessionsByRequest(ctx, kindAccessToken, requestID); err != nil {
+	if err := s.sessions.end(ctx, requestID, endReason(ctx)); err != nil {
 		return fmt.Errorf("issuer: revoke access token: %w", err)
 	}
 	return nil
@@ -355,12 +375,99 @@ func (s *oauthStore) RevokeAccessToken(ctx context.Context, requestID string) er
 // memoryStorage is Storage in memory: the default of Config.Storage, for
 // tests and single-process use. State is lost on restart.
 type memoryStorage struct {
-	mu   sync.Mutex
-	rows map[[2]string]store.OAuthSession
+	mu       sync.Mutex
+	rows     map[[2]string]store.OAuthSession
+	sessions map[string]store.AuthSession
+	cutoffs  map[string]time.Time
 }
 
 func newMemoryStorage() *memoryStorage {
-	return &memoryStorage{rows: map[[2]string]store.OAuthSession{}}
+	return &memoryStorage{rows: map[[2]string]store.OAuthSession{},
+		sessions: map[string]store.AuthSession{}, cutoffs: map[string]time.Time{}}
+}
+
+func (m *memoryStorage) OpenAuthSession(_ context.Context, sess store.AuthSession) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.sessions[sess.ID]
+	switch {
+	case !ok:
+		if sess.CreatedAt.IsZero() {
+			sess.CreatedAt = time.Now().UTC()
+		}
+		sess.EndedAt, sess.EndReason = nil, ""
+		m.sessions[sess.ID] = sess
+	case old.Subject != sess.Subject:
+		return fmt.Errorf("open auth session: %w", store.ErrConflict)
+	case sess.ExpiresAt.After(old.ExpiresAt):
+		old.ExpiresAt = sess.ExpiresAt
+		m.sessions[sess.ID] = old
+	}
+	return nil
+}
+
+func (m *memoryStorage) AuthSession(_ context.Context, id string) (store.AuthSession, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[id]
+	if !ok {
+		return store.AuthSession{}, fmt.Errorf("auth session: %w", store.ErrNotFound)
+	}
+	return s, nil
+}
+
+func (m *memoryStorage) EndAuthSession(_ context.Context, id, reason string, at time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[id]
+	if !ok || s.EndedAt != nil {
+		return false, nil
+	}
+	s.EndedAt, s.EndReason = &at, reason
+	m.sessions[id] = s
+	return true, nil
+}
+
+func (m *memoryStorage) EndSubjectSessions(_ context.Context, subject, reason string, at time.Time) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if at.After(m.cutoffs[subject]) {
+		m.cutoffs[subject] = at
+	}
+	var ids []string
+	for id, s := range m.sessions {
+		if s.Subject == subject && s.EndedAt == nil {
+			s.EndedAt, s.EndReason = &at, reason
+			m.sessions[id] = s
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+func (m *memoryStorage) SessionsNotBefore(_ context.Context, subject string) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cutoffs[subject], nil
+}
+
+func (m *memoryStorage) DeleteExpiredAuthSessions(_ context.Context, t time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return deleteWhere(m.sessions, func(s store.AuthSession) bool { return s.ExpiresAt.Before(t) }), nil
+}
+
+// deleteWhere deletes the entries of m that drop says to and returns how
+// many.
+func deleteWhere[K comparable, V any](m map[K]V, drop func(V) bool) int64 {
+	var n int64
+	for k, v := range m {
+		if drop(v) {
+			delete(m, k)
+			n++
+		}
+	}
+	return n
 }
 
 func (m *memoryStorage) CreateOAuthSession(_ context.Context, sess store.OAuthSession) error {
@@ -481,12 +588,5 @@ func (m *memoryStorage) CountOAuthSessions(_ context.Context, kind string, t tim
 func (m *memoryStorage) DeleteExpiredOAuthSessions(_ context.Context, t time.Time) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var n int64
-	for k, r := range m.rows {
-		if r.ExpiresAt.Before(t) {
-			delete(m.rows, k)
-			n++
-		}
-	}
-	return n, nil
+	return deleteWhere(m.rows, func(r store.OAuthSession) bool { return r.ExpiresAt.Before(t) }), nil
 }

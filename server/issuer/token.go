@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 // refresh token grant (refresh_token and client_id
 // only). Each access token carries the account's current claims from
 // Accounts.Claims, so a changed subscription shows up at the next refresh.
+//
+// Tokens are issued only for a live session authenticated after the
+// account's cutoff (see sessionBook.admit), and carry its id as sid.
 func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+	ctx := withEndReason(r.Context(), EndTokenReuse)
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	ar, err := i.provider.NewAccessRequest(ctx, r, emptySession())
 	if err != nil {
@@ -37,7 +41,18 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		i.provider.WriteAccessError(ctx, w, ar, fosite.ErrInvalidGrant.WithHint("The account is no longer available.").WithWrap(err))
 		return
 	}
+	sid := ar.GetID()
+	if err := i.sessions.admit(ctx, sid, s.Subject, s.authTime()); err != nil {
+		if errors.Is(err, ErrSessionEnded) {
+			i.log.InfoContext(ctx, "token request refused: session ended", "subject", s.Subject)
+			i.provider.WriteAccessError(ctx, w, ar, fosite.ErrInvalidGrant.WithHint("The session has ended; sign in again.").WithWrap(err))
+			return
+		}
+		i.provider.WriteAccessError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
+		return
+	}
 	s.setClaims(claims)
+	s.JWTClaims.Extra[claimSessionID] = sid
 	s.JWTClaims.JTI = ""               // a fresh jti per token
 	s.JWTClaims.IssuedAt = time.Time{} // iat is now
 	s.JWTClaims.Issuer = i.issuer
@@ -53,11 +68,10 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	i.provider.WriteAccessResponse(ctx, w, ar, resp)
 }
 
-// serveRevoke answers POST /oauth2/revoke (RFC 7009). Revoking a refresh
-// token ends its chain; access tokens are verified statelessly and stay
-// valid until they expire.
+// serveRevoke answers POST /oauth2/revoke (RFC 7009): revoking a refresh
+// or access token ends its session (a logout; see sessionBook.end).
 func (i *Issuer) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+	ctx := withEndReason(r.Context(), EndLogout)
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	err := i.provider.NewRevocationRequest(ctx, r)
 	if err != nil {
@@ -104,7 +118,7 @@ func (i *Issuer) Discovery() Discovery {
 		IDTokenSigningAlgValuesSupported:  []string{"RS256"},
 		TokenEndpointAuthMethodsSupported: []string{"none"},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "jti",
-			claimEmail, claimTenantID, claimSubscriptionStatus, claimSubscriptionTier},
+			claimEmail, claimTenantID, claimSubscriptionStatus, claimSubscriptionTier, claimSessionID},
 	}
 }
 

@@ -73,9 +73,12 @@ func keyID(pub *rsa.PublicKey) (string, error) {
 }
 
 // Verify checks an access token minted by this issuer: RS256 signature by
-// the key named in its kid header, iss, aud (Audience), exp (required) and
-// sub, and returns its claims. It consults no storage. Errors wrap
-// ErrInvalidToken.
+// the key named in its kid header, iss, aud (Audience), exp (required),
+// sub, and that its session (sid, required) is live, and returns its
+// claims. Whether a session is live comes from a cache of the store's
+// answers (Config.SessionCacheTTL), so a session ended by another process
+// is refused within the TTL. Errors wrap ErrInvalidToken, and also
+// ErrSessionEnded for an ended session.
 func (i *Issuer) Verify(ctx context.Context, rawAccessToken string) (tenantapi.Claims, error) {
 	tok, err := jwt.ParseWithClaims(rawAccessToken, jwt.MapClaims{}, func(t *jwt.Token) (any, error) {
 		if t.Method != "RS256" {
@@ -109,6 +112,16 @@ func (i *Issuer) Verify(ctx context.Context, rawAccessToken string) (tenantapi.C
 	}
 	if c.Subject == "" {
 		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w: no subject", ErrInvalidToken)
+	}
+	if c.SessionID = str(claimSessionID); c.SessionID == "" {
+		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w: %w: no session id", ErrInvalidToken, ErrSessionEnded)
+	}
+	live, err := i.sessions.live(ctx, c.SessionID, c.Subject, false)
+	if err != nil {
+		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w", err)
+	}
+	if !live {
+		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w: %w", ErrInvalidToken, ErrSessionEnded)
 	}
 	return c, nil
 }

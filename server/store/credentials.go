@@ -19,9 +19,12 @@ type Credential struct {
 	ProviderRef    string // what the storage provider needs to revoke the key
 	Description    string
 	DeletionStatus string // "" while active; DeletionPending, DeletionCompleted or DeletionFailed once revoked
-	CreatedAt      time.Time
-	LastUsedAt     *time.Time
-	RevokedAt      *time.Time
+	// SessionID is the built-in issuer's session that minted the key
+	// ("" for an external issuer's token): the key is revoked with it.
+	SessionID  string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
 }
 
 // Active reports whether the credential has not been revoked.
@@ -29,14 +32,14 @@ func (c Credential) Active() bool { return c.RevokedAt == nil }
 
 var _ storage.KeyIndex = (*Store)(nil)
 
-const credentialCols = `id, tenant_id, access_key, provider_ref, description, deletion_status, created_at, last_used_at, revoked_at`
+const credentialCols = `id, tenant_id, access_key, provider_ref, description, deletion_status, created_at, last_used_at, revoked_at, session_id`
 
 func scanCredential(row interface{ Scan(...any) error }) (Credential, error) {
 	var c Credential
 	var status sql.NullString
 	var lastUsed, revoked sql.NullTime
 	if err := row.Scan(&c.ID, &c.TenantID, &c.AccessKey, &c.ProviderRef, &c.Description, &status,
-		&c.CreatedAt, &lastUsed, &revoked); err != nil {
+		&c.CreatedAt, &lastUsed, &revoked, &c.SessionID); err != nil {
 		return Credential{}, classify(err)
 	}
 	c.DeletionStatus = status.String
@@ -58,10 +61,10 @@ func (s *Store) InsertCredential(ctx context.Context, c Credential) error {
 		c.CreatedAt = now()
 	}
 	_, err := s.exec(ctx, `INSERT INTO mount_credentials
-		(id, tenant_id, access_key, provider_ref, description, deletion_status, created_at, last_used_at, revoked_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(id, tenant_id, access_key, provider_ref, description, deletion_status, created_at, last_used_at, revoked_at, session_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.TenantID, c.AccessKey, c.ProviderRef, c.Description, nullString(c.DeletionStatus),
-		ts(c.CreatedAt), nullTime(c.LastUsedAt), nullTime(c.RevokedAt))
+		ts(c.CreatedAt), nullTime(c.LastUsedAt), nullTime(c.RevokedAt), c.SessionID)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, classify(err))
 	}

@@ -175,13 +175,5 @@ func (s *Store) CountOAuthSessions(ctx context.Context, kind string, t time.Time
 // DeleteExpiredOAuthSessions deletes the rows that expired before t and
 // returns how many.
 func (s *Store) DeleteExpiredOAuthSessions(ctx context.Context, t time.Time) (int64, error) {
-	res, err := s.exec(ctx, `DELETE FROM oauth_sessions WHERE expires_at < ?`, ts(t))
-	if err != nil {
-		return 0, fmt.Errorf("delete expired oauth sessions: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("delete expired oauth sessions: %w", err)
-	}
-	return n, nil
+	return s.execAffected(ctx, "delete expired oauth sessions", `DELETE FROM oauth_sessions WHERE expires_at < ?`, ts(t))
 }

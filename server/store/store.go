@@ -294,6 +294,20 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 	return s.db.ExecContext(ctx, s.rebind(query), args...)
 }
 
+// execAffected runs query and returns how many rows it touched; errors
+// are wrapped with op.
+func (s *Store) execAffected(ctx context.Context, op, query string, args ...any) (int64, error) {
+	res, err := s.exec(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, classify(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	return n, nil
+}
+
 func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	return s.db.QueryRowContext(ctx, s.rebind(query), args...)
 }

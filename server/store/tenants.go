@@ -27,6 +27,7 @@ type Account struct {
 	PasswordHash string // see HashPassword
 	TenantID     string
 	CreatedAt    time.Time
+	DisabledAt   *time.Time // set while the account may not sign in (see SetAccountDisabled)
 }
 
 // NormalizeEmail is how emails are stored and looked up.
@@ -151,14 +152,16 @@ func (s *Store) updateOne(ctx context.Context, op, query string, args ...any) er
 	return nil
 }
 
-const accountCols = `id, email, password_hash, tenant_id, created_at`
+const accountCols = `id, email, password_hash, tenant_id, created_at, disabled_at`
 
 func scanAccount(row interface{ Scan(...any) error }) (Account, error) {
 	var a Account
-	if err := row.Scan(&a.ID, &a.Email, &a.PasswordHash, &a.TenantID, &a.CreatedAt); err != nil {
+	var disabled sql.NullTime
+	if err := row.Scan(&a.ID, &a.Email, &a.PasswordHash, &a.TenantID, &a.CreatedAt, &disabled); err != nil {
 		return Account{}, classify(err)
 	}
 	a.CreatedAt = a.CreatedAt.UTC()
+	a.DisabledAt = timePtr(disabled)
 	return a, nil
 }
 
@@ -184,6 +187,16 @@ func (s *Store) AccountByID(ctx context.Context, id string) (Account, error) {
 // SetPasswordHash replaces the password hash of account id.
 func (s *Store) SetPasswordHash(ctx context.Context, id, hash string) error {
 	return s.updateOne(ctx, "set password hash", `UPDATE accounts SET password_hash = ? WHERE id = ?`, hash, id)
+}
+
+// SetAccountDisabled disables account id at at, or enables it when at is
+// nil. Disabling a disabled account keeps its first time.
+func (s *Store) SetAccountDisabled(ctx context.Context, id string, at *time.Time) error {
+	const op = "set account disabled"
+	if at == nil {
+		return s.updateOne(ctx, op, `UPDATE accounts SET disabled_at = NULL WHERE id = ?`, id)
+	}
+	return s.updateOne(ctx, op, `UPDATE accounts SET disabled_at = COALESCE(disabled_at, ?) WHERE id = ?`, nullTime(at), id)
 }
 
 // isNotFound reports whether err is ErrNotFound.
