@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rclone/gofakes3"
 	"github.com/rclone/gofakes3/signature"
@@ -61,6 +62,7 @@ type Server struct {
 	OnChange func(Change)
 
 	backend *backend
+	fake    *gofakes3.GoFakeS3
 	s3      http.Handler
 	keys    KeyResolver
 	log     *slog.Logger
@@ -96,6 +98,7 @@ func New(root string, keys KeyResolver, logger *slog.Logger) (*Server, error) {
 	)
 	return &Server{
 		backend: be,
+		fake:    fake,
 		s3:      fake.Server(),
 		keys:    keys,
 		log:     logger,
@@ -177,6 +180,28 @@ func (s *Server) DeleteBucket(ctx context.Context, name string) error {
 	default:
 		return fmt.Errorf("s3embed: delete bucket %q: %w", name, err)
 	}
+}
+
+// ExpireUploads aborts the multipart uploads begun before cutoff and not
+// completed since, deleting their parts (which frees their bytes in the
+// buckets' usage), and returns how many it aborted. Like S3's
+// AbortIncompleteMultipartUpload rule, an upload's age counts from its
+// creation, whatever parts came since.
+func (s *Server) ExpireUploads(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("s3embed: expire uploads: %w", err)
+	}
+	dropped := s.backend.expireUploads(cutoff)
+	for _, u := range dropped {
+		// gofakes3 keeps its own record of the upload (ListMultipartUploads),
+		// owned by the bucket (see New).
+		owner := context.WithValue(ctx, bucketCtxKey{}, u.bucket)
+		if err := s.fake.ForgetMultipartUpload(owner, u.bucket, u.key, u.id); err != nil && !errors.Is(err, gofakes3.ErrNoSuchUpload) {
+			s.log.Warn("s3embed: forget expired upload", "bucket", u.bucket, "upload", string(u.id), "err", err)
+		}
+		s.log.Info("s3embed: expired multipart upload", "bucket", u.bucket, "upload", string(u.id), "created", u.created.UTC().Format(time.RFC3339))
+	}
+	return len(dropped), nil
 }
 
 // ListBuckets returns the names of all buckets, sorted.
@@ -352,6 +377,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.OnKeyUsed(accessKey)
 	}
 
+	// From here on r is a copy: the net/http server must keep seeing its
+	// own body, so that a request answered before its body was read (a
+	// write refused by a quota, with Expect: 100-continue) closes the
+	// connection instead of leaving the unsent body to be read as the
+	// next request.
+	body := r.Body
+	r = r.WithContext(context.WithValue(r.Context(), bucketCtxKey{}, keyBucket))
 	payload := r.Header.Get("X-Amz-Content-Sha256")
 	if unsupportedPayloads[payload] {
 		writeAPIError(w, r, errUnsupported)
@@ -372,7 +404,19 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &shaVerifier{rc: r.Body, want: want, h: sha256.New(), remaining: r.ContentLength}
 		}
 	}
-	ctx := context.WithValue(r.Context(), bucketCtxKey{}, keyBucket)
+	ctx := r.Context()
+	if writes[op] && s.backend.quotas != nil {
+		sig := &quotaSignal{}
+		ctx = context.WithValue(ctx, quotaSignalKey{}, sig)
+		qw := &quotaWriter{ResponseWriter: w, sig: sig}
+		w = qw
+		r.Body = noClose{r.Body}
+		defer func() {
+			if sig.hit.Load() {
+				drainRefused(qw.ResponseWriter, body)
+			}
+		}()
+	}
 	if s.OnChange == nil || !mutating[op] {
 		s.s3.ServeHTTP(w, r.WithContext(ctx))
 		return
