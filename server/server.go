@@ -204,6 +204,16 @@ type Config struct {
 	// FallbackInterval is how often bucket fingerprints are compared to
 	// catch changes nobody announced (default 5 min; negative disables).
 	FallbackInterval time.Duration
+
+	// Quotas are the storage quotas of the subscription tiers, enforced
+	// by the embedded S3 endpoint and reported by GET /tenant/status
+	// (nil: storage.DefaultQuotas, Pro 10 GB, Team 100 GB, nothing on
+	// Free, no quota on other tiers). MinIO, S3 and Tigris enforce none.
+	Quotas *storage.Quotas
+	// UploadMaxAge is how long a multipart upload at the embedded
+	// endpoint may stay unfinished before it is aborted and its parts
+	// deleted (default lifecycle.DefaultUploadMaxAge; negative: never).
+	UploadMaxAge time.Duration
 }
 
 // Storage providers and auth modes of Config.
@@ -475,6 +485,9 @@ func (s *Server) openStorage() error {
 	if cfg.KeyCacheTTL != 0 {
 		prov.SetKeyCacheTTL(max(cfg.KeyCacheTTL, 0))
 	}
+	// A bucket's quota is its tenant's tier's, as the store has it now
+	// (cached for as long as a key is: see s3embed.SetQuota).
+	s.s3.SetQuota(s.bucketQuota, cfg.KeyCacheTTL)
 	s.s3.OnKeyUsed = func(accessKey string) {
 		if err := s.store.TouchAccessKey(context.Background(), accessKey, time.Now()); err != nil {
 			s.log.Warn("track key use", "err", err)
@@ -498,6 +511,28 @@ func (s *Server) openStorage() error {
 		return fmt.Errorf("server: metrics: %w", err)
 	}
 	return nil
+}
+
+// quotas are the tiers' storage quotas of the configuration.
+func (s *Server) quotas() storage.Quotas {
+	if s.cfg.Quotas != nil {
+		return *s.cfg.Quotas
+	}
+	return storage.DefaultQuotas()
+}
+
+// bucketQuota is the storage quota of bucket: that of its tenant's
+// subscription tier. A bucket no tenant has is not limited (the endpoint
+// only serves keys of tenants' buckets).
+func (s *Server) bucketQuota(ctx context.Context, bucket string) (int64, error) {
+	t, err := s.store.TenantByBucket(ctx, bucket)
+	if errors.Is(err, store.ErrNotFound) {
+		return storage.Unlimited, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bucket quota: %w", err)
+	}
+	return s.quotas().For(t.SubscriptionTier), nil
 }
 
 // openAuth builds the built-in issuer, or the external OIDC verifier.
@@ -584,6 +619,7 @@ func (s *Server) openJobs() error {
 		OrphanAfter:      cfg.OrphanAfter,
 		OrphanInterval:   cfg.OrphanInterval,
 		FallbackInterval: cfg.FallbackInterval,
+		UploadMaxAge:     cfg.UploadMaxAge,
 		Events:           s.hub,
 		Hook:             s.hook,
 		Logger:           cfg.Logger.With("component", "lifecycle"),
@@ -791,6 +827,9 @@ func (s *Server) mux() *http.ServeMux {
 		MintBurst:                 burst,
 		Heartbeat:                 s.cfg.EventsHeartbeat,
 		SubscriptionClaimOptional: s.cfg.SubscriptionClaimOptional || s.cfg.OIDCSubscriptionStatusClaim == "-",
+	}
+	if s.s3 != nil { // only the embedded endpoint enforces the quotas
+		h.Quota = s.quotas().For
 	}
 	h.Register(mux)
 	s.registerOps(mux)
