@@ -254,4 +254,3 @@ func TestSecurityQuotaFlags(t *testing.T) {
 		t.Error("--quota-free lots accepted")
 	}
 }
-
