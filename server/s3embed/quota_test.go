@@ -138,8 +138,7 @@ func TestQuota(t *testing.T) {
 		return e.a.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucketA), Key: key, UploadId: cr.UploadId,
 			PartNumber: aws.Int32(n), Body: bytes.NewReader(bytes.Repeat([]byte{byte('0' + n)}, size))})
 	}
-	p1, err := part(1, 5*mib)
-	if err != nil {
+	if _, err := part(1, 5*mib); err != nil {
 		t.Fatal(err)
 	}
 	wantUsage(t, e, 8*mib)
@@ -148,7 +147,10 @@ func TestQuota(t *testing.T) {
 	if _, err := part(1, 5*mib); err != nil { // replacing a part counts the difference
 		t.Fatalf("re-uploading part 1: %v", err)
 	}
-	p1, _ = part(1, 5*mib)
+	p1, err := part(1, 5*mib)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p2, err := part(2, 4*mib)
 	if err != nil {
 		t.Fatalf("last part into the remaining room: %v", err)

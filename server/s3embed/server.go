@@ -11,6 +11,10 @@
 // may only touch objects of its own bucket, addressed path-style. Each
 // successful request that changes a bucket's objects is reported to
 // Server.OnChange (bm-server turns those into change events).
+//
+// With SetQuota, each bucket has a storage quota that writes are refused
+// past (S3's 403 QuotaExceeded; see quota.go); ExpireUploads aborts the
+// multipart uploads left unfinished.
 package s3embed
 
 import (

@@ -20,6 +20,11 @@
 // With Config.NotifyARN, each bucket the provider creates sends its object
 // events to that MinIO notification target (bm-server's storage webhook,
 // see the server's POST /webhooks/storage).
+//
+// The provider sets no bucket quota and reports no usage (it is not a
+// storage.UsageReporter): bm-server's storage quotas are enforced by its
+// embedded S3 endpoint only. Set them at the MinIO server
+// (`mc quota set ALIAS/BUCKET --size 10GiB`).
 package minio
 
 import (
