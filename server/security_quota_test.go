@@ -254,3 +254,34 @@ func TestSecurityQuotaFlags(t *testing.T) {
 		t.Error("--quota-free lots accepted")
 	}
 }
+
+// TestSecurityQuotaMinIO: with --storage minio the tier's quota is set as
+// MinIO's hard bucket quota when the tenant's bucket is made, and MinIO
+// refuses a write past it.
+func TestSecurityQuotaMinIO(t *testing.T) {
+	ctx := context.Background()
+	url := startMinIO(t)
+	r := serve(t, func(c *Config) {
+		c.Storage = StorageMinIO
+		c.StorageEndpoint = url
+		c.StorageAccessKey, c.StorageSecretKey = minioRootUser, minioRootPassword
+		c.Quotas = &storage.Quotas{Tiers: map[string]int64{storage.TierPro: mib}, Other: storage.Unlimited}
+	})
+	pro, err := r.CreateTenant(ctx, storage.TierPro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := r.Provider().MintKey(ctx, pro.BucketName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Provider().RevokeKey(context.Background(), key) })
+	c := s3Client(tenantapi.MountCredentials{AccessKey: key.AccessKey, SecretKey: key.SecretKey, EndpointURL: url, Region: "us-east-1"})
+	if err := putBytes(c, pro.BucketName, "big.bin", 2*mib); err == nil {
+		t.Fatal("MinIO stored 2 MiB in a Pro bucket with a 1 MiB quota")
+	}
+	if err := putBytes(c, pro.BucketName, "small.md", 1000); err != nil {
+		t.Fatalf("a write within the quota: %v", err)
+	}
+	t.Logf("FIGURE quota minio: a 2 MiB write to a 1 MiB Pro bucket refused by MinIO's hard quota")
+}

@@ -535,6 +535,25 @@ func (s *Server) bucketQuota(ctx context.Context, bucket string) (int64, error) 
 	return s.quotas().For(t.SubscriptionTier), nil
 }
 
+// provisionQuota sets the quota of tier on bucket at a provider that holds
+// buckets to one itself (MinIO); with the others (the embedded endpoint
+// looks the tier up on each write) and for a tier without a quota it does
+// nothing.
+func (s *Server) provisionQuota(ctx context.Context, bucket, tier string) error {
+	qs, ok := s.provider.(storage.QuotaSetter)
+	if !ok {
+		return nil
+	}
+	q := s.quotas().For(tier)
+	if q < 0 {
+		return nil
+	}
+	if err := qs.SetBucketQuota(ctx, bucket, q); err != nil {
+		return fmt.Errorf("bucket quota: %w", err)
+	}
+	return nil
+}
+
 // openAuth builds the built-in issuer, or the external OIDC verifier.
 func (s *Server) openAuth(ctx context.Context) error {
 	cfg := s.cfg
@@ -554,7 +573,22 @@ func (s *Server) openAuth(ctx context.Context) error {
 			Logger:                  cfg.Logger.With("component", "oidc"),
 		}
 		if cfg.OIDCAutoProvision {
-			ac.AutoProvision = auth.StoreProvisioner(s.store, s.provider, nil)
+			provision := auth.StoreProvisioner(s.store, s.provider, nil)
+			// Once per tenant and process: the quota of the tier the
+			// store has then.
+			ac.AutoProvision = func(ctx context.Context, c tenantapi.Claims) error {
+				if err := provision(ctx, c); err != nil {
+					return err
+				}
+				t, err := s.store.TenantByID(ctx, c.TenantID)
+				if err != nil {
+					return fmt.Errorf("provision tenant: %w", err)
+				}
+				if err := s.provisionQuota(ctx, t.BucketName, t.SubscriptionTier); err != nil {
+					return fmt.Errorf("provision tenant: %w", err)
+				}
+				return nil
+			}
 		}
 		v, err := auth.NewOIDCVerifier(ctx, ac)
 		if err != nil {
@@ -759,6 +793,9 @@ func (s *Server) CreateAccount(ctx context.Context, email, password string) (sto
 	}
 	if err := s.provider.CreateBucket(ctx, t.BucketName); err != nil {
 		return store.Account{}, fmt.Errorf("create account: bucket: %w", err)
+	}
+	if err := s.provisionQuota(ctx, t.BucketName, t.SubscriptionTier); err != nil {
+		return store.Account{}, fmt.Errorf("create account: %w", err)
 	}
 	a := store.Account{ID: uuid.NewString(), Email: email, PasswordHash: hash, TenantID: tenantID, CreatedAt: t.CreatedAt}
 	if err := s.store.CreateTenantWithAccount(ctx, t, a); err != nil {

@@ -100,6 +100,13 @@ func FormatQuota(v int64) string {
 	return strconv.FormatInt(v, 10)
 }
 
+// QuotaSetter is an optional interface of a Provider whose service can
+// hold a bucket to a quota itself (MinIO's hard bucket quota):
+// SetBucketQuota sets bucket's to bytes, or removes it for Unlimited.
+type QuotaSetter interface {
+	SetBucketQuota(ctx context.Context, bucket string, bytes int64) error
+}
+
 // UsageReporter is an optional interface of a Provider that knows cheaply
 // how many bytes a bucket holds (its objects and the parts of its
 // unfinished multipart uploads).

@@ -1,6 +1,7 @@
 package minio_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -429,6 +430,47 @@ func TestMultipartWithKey(t *testing.T) {
 		if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b), Key: aws.String(k)}); err != nil {
 			t.Errorf("DeleteObject = %v", err)
 		}
+	}
+	if err := p.DeleteBucket(ctx, b); err != nil {
+		t.Errorf("DeleteBucket = %v", err)
+	}
+}
+
+// TestBucketQuota: a hard quota set through the provider holds a minted
+// key's writes to it; removing it lets them through.
+func TestBucketQuota(t *testing.T) {
+	ctx := context.Background()
+	p := newProvider(t)
+	b := uniq(t, "tenant-quota")
+	if err := p.CreateBucket(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	key, err := p.MintKey(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.RevokeKey(context.Background(), key) })
+	c := keyClient(minioURL, key)
+	put := func(n int) error {
+		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b), Key: aws.String("big.bin"), Body: bytes.NewReader(make([]byte, n))})
+		return err
+	}
+	if err := p.SetBucketQuota(ctx, b, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(2 << 20); err == nil {
+		t.Fatal("a 2 MiB object was stored in a bucket with a 1 MiB quota")
+	} else {
+		t.Logf("MinIO refused the write past its quota: %s", apiCode(err))
+	}
+	if err := p.SetBucketQuota(ctx, b, storage.Unlimited); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(2 << 20); err != nil {
+		t.Fatalf("put after the quota was removed: %v", err)
+	}
+	if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b), Key: aws.String("big.bin")}); err != nil {
+		t.Fatal(err)
 	}
 	if err := p.DeleteBucket(ctx, b); err != nil {
 		t.Errorf("DeleteBucket = %v", err)
