@@ -262,9 +262,7 @@ func TestSecurityQuotaMinIO(t *testing.T) {
 	ctx := context.Background()
 	url := startMinIO(t)
 	r := serve(t, func(c *Config) {
-		c.Storage = StorageMinIO
-		c.StorageEndpoint = url
-		c.StorageAccessKey, c.StorageSecretKey = minioRootUser, minioRootPassword
+		useMinIO(c, url)
 		c.Quotas = &storage.Quotas{Tiers: map[string]int64{storage.TierPro: mib}, Other: storage.Unlimited}
 	})
 	pro, err := r.CreateTenant(ctx, storage.TierPro)

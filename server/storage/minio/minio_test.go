@@ -374,10 +374,12 @@ func TestConformance(t *testing.T) {
 // TestMultipartWithKey checks the policy's multipart actions: a key can
 // start, list, complete and abort multipart uploads in its bucket, as
 // rclone does for large files.
-func TestMultipartWithKey(t *testing.T) {
+// keyedBucket makes a bucket named after name and a client with a key
+// minted for it (revoked when the test ends).
+func keyedBucket(t *testing.T, p *minio.Provider, name string) (string, *s3.Client) {
+	t.Helper()
 	ctx := context.Background()
-	p := newProvider(t)
-	b := uniq(t, "tenant-mp")
+	b := uniq(t, name)
 	if err := p.CreateBucket(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +388,13 @@ func TestMultipartWithKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.RevokeKey(context.Background(), key) })
-	c := keyClient(minioURL, key)
+	return b, keyClient(minioURL, key)
+}
+
+func TestMultipartWithKey(t *testing.T) {
+	ctx := context.Background()
+	p := newProvider(t)
+	b, c := keyedBucket(t, p, "tenant-mp")
 
 	up := func(name string) string {
 		t.Helper()
@@ -441,16 +449,7 @@ func TestMultipartWithKey(t *testing.T) {
 func TestBucketQuota(t *testing.T) {
 	ctx := context.Background()
 	p := newProvider(t)
-	b := uniq(t, "tenant-quota")
-	if err := p.CreateBucket(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	key, err := p.MintKey(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.RevokeKey(context.Background(), key) })
-	c := keyClient(minioURL, key)
+	b, c := keyedBucket(t, p, "tenant-quota")
 	put := func(n int) error {
 		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b), Key: aws.String("big.bin"), Body: bytes.NewReader(make([]byte, n))})
 		return err
