@@ -46,7 +46,8 @@ func OpenStore(ctx context.Context, cfg Config) (*store.Store, error) {
 }
 
 // CreateTenant creates a tenant with an active subscription of tier
-// (default "basic") and provisions its bucket.
+// (default "basic") and provisions its bucket, with the tier's quota at a
+// provider that enforces one itself (MinIO).
 func (s *Server) CreateTenant(ctx context.Context, tier string) (store.Tenant, error) {
 	if tier == "" {
 		tier = "basic"
@@ -62,6 +63,9 @@ func (s *Server) CreateTenant(ctx context.Context, tier string) (store.Tenant, e
 	}
 	if err := s.provider.CreateBucket(ctx, t.BucketName); err != nil {
 		return store.Tenant{}, fmt.Errorf("create tenant: bucket: %w", err)
+	}
+	if err := s.provisionQuota(ctx, t.BucketName, tier); err != nil {
+		return store.Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
 	if err := s.store.CreateTenant(ctx, t); err != nil {
 		return store.Tenant{}, fmt.Errorf("create tenant: %w", err)

@@ -14,6 +14,8 @@ import (
 	"github.com/basicmachines-co/bm-agent/server/auth"
 	"github.com/basicmachines-co/bm-agent/server/events"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/server/lifecycle"
+	"github.com/basicmachines-co/bm-agent/server/storage"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -154,7 +156,73 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.OrphanAfter, "orphan-after", cfg.OrphanAfter, "revoke keys unused this long (0: never; needs the embedded storage's last-used tracking)")
 	fs.DurationVar(&cfg.OrphanInterval, "orphan-interval", durDef(cfg.OrphanInterval, time.Hour), "how often unused keys are looked for")
 	fs.DurationVar(&cfg.FallbackInterval, "fallback-interval", durDef(cfg.FallbackInterval, 5*time.Minute), "how often buckets are checked for changes nobody announced (negative: never)")
+
+	// storage quotas (enforced by the embedded S3 endpoint)
+	if cfg.Quotas == nil {
+		q := storage.DefaultQuotas()
+		cfg.Quotas = &q
+	}
+	if cfg.Quotas.Tiers == nil {
+		cfg.Quotas.Tiers = map[string]int64{}
+	}
+	for _, tier := range []string{storage.TierFree, storage.TierPro, storage.TierTeam} {
+		usage := "storage quota of the " + tier + " tier: a size such as 10GB or 10GiB, 0 (nothing may be stored) or unlimited; enforced by the embedded S3 endpoint only"
+		if tier == storage.TierFree {
+			usage += " (default 0: Free has no cloud sync)"
+		}
+		fs.Var(tierQuota{cfg.Quotas, tier}, "quota-"+tier, usage)
+	}
+	fs.Var(otherQuota{cfg.Quotas}, "quota-other", "storage quota of every other tier (such as basic, the tier of the tenants bm-server creates)")
+	fs.DurationVar(&cfg.UploadMaxAge, "upload-max-age", durDef(cfg.UploadMaxAge, lifecycle.DefaultUploadMaxAge), "multipart uploads unfinished this long after they began are aborted and their parts deleted (negative: never)")
 }
+
+// tierQuota is the flag of one tier's quota in q.
+type tierQuota struct {
+	q    *storage.Quotas
+	tier string
+}
+
+func (v tierQuota) String() string {
+	if v.q == nil {
+		return ""
+	}
+	if n, ok := v.q.Tiers[v.tier]; ok {
+		return storage.FormatQuota(n)
+	}
+	return storage.FormatQuota(v.q.Other)
+}
+
+func (v tierQuota) Set(s string) error {
+	n, err := storage.ParseQuota(s)
+	if err != nil {
+		return err
+	}
+	v.q.Tiers[v.tier] = n
+	return nil
+}
+
+func (tierQuota) Type() string { return "size" }
+
+// otherQuota is the flag of q.Other.
+type otherQuota struct{ q *storage.Quotas }
+
+func (v otherQuota) String() string {
+	if v.q == nil {
+		return ""
+	}
+	return storage.FormatQuota(v.q.Other)
+}
+
+func (v otherQuota) Set(s string) error {
+	n, err := storage.ParseQuota(s)
+	if err != nil {
+		return err
+	}
+	v.q.Other = n
+	return nil
+}
+
+func (otherQuota) Type() string { return "size" }
 
 func intDef(v, d int) int {
 	if v != 0 {

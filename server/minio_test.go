@@ -27,6 +27,13 @@ const (
 // URL.
 func startMinIO(t *testing.T) string { return miniotest.Start(t).URL }
 
+// useMinIO points c at the MinIO at url with its root credentials.
+func useMinIO(c *Config, url string) {
+	c.Storage = StorageMinIO
+	c.StorageEndpoint = url
+	c.StorageAccessKey, c.StorageSecretKey = minioRootUser, minioRootPassword
+}
+
 // TestMinIOStorage runs the server with --storage minio against a real
 // MinIO: the demo tenant's bucket is made there, a key minted through the
 // API works on that bucket only, and DELETE through the API revokes it at
@@ -34,11 +41,7 @@ func startMinIO(t *testing.T) string { return miniotest.Start(t).URL }
 func TestMinIOStorage(t *testing.T) {
 	ctx := context.Background()
 	url := startMinIO(t)
-	r := serve(t, func(c *Config) {
-		c.Storage = StorageMinIO
-		c.StorageEndpoint = url
-		c.StorageAccessKey, c.StorageSecretKey = minioRootUser, minioRootPassword
-	})
+	r := serve(t, func(c *Config) { useMinIO(c, url) })
 	if r.S3() != nil || r.s3Ln != nil {
 		t.Error("the embedded S3 endpoint is open with storage minio")
 	}

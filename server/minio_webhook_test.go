@@ -32,9 +32,7 @@ func TestMinIOWebhook(t *testing.T) {
 	ctx := context.Background()
 	m := startMinIO(t)
 	r := serve(t, func(c *Config) {
-		c.Storage = StorageMinIO
-		c.StorageEndpoint = m
-		c.StorageAccessKey, c.StorageSecretKey = minioRootUser, minioRootPassword
+		useMinIO(c, m)
 		c.StorageWebhookSecret = webhookSecret
 		c.StorageNotifyARN = minioNotifyARN
 		c.DemoEmail = "" // its bucket would need the target, which needs the server

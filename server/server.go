@@ -226,6 +226,16 @@ type Config struct {
 	// FallbackInterval is how often bucket fingerprints are compared to
 	// catch changes nobody announced (default 5 min; negative disables).
 	FallbackInterval time.Duration
+
+	// Quotas are the storage quotas of the subscription tiers, enforced
+	// by the embedded S3 endpoint and reported by GET /tenant/status
+	// (nil: storage.DefaultQuotas, Pro 10 GB, Team 100 GB, nothing on
+	// Free, no quota on other tiers). MinIO, S3 and Tigris enforce none.
+	Quotas *storage.Quotas
+	// UploadMaxAge is how long a multipart upload at the embedded
+	// endpoint may stay unfinished before it is aborted and its parts
+	// deleted (default lifecycle.DefaultUploadMaxAge; negative: never).
+	UploadMaxAge time.Duration
 }
 
 // Storage providers and auth modes of Config.
@@ -505,6 +515,9 @@ func (s *Server) openStorage() error {
 	if cfg.KeyCacheTTL != 0 {
 		prov.SetKeyCacheTTL(max(cfg.KeyCacheTTL, 0))
 	}
+	// A bucket's quota is its tenant's tier's, as the store has it now
+	// (cached for as long as a key is: see s3embed.SetQuota).
+	s.s3.SetQuota(s.bucketQuota, cfg.KeyCacheTTL)
 	s.s3.OnKeyUsed = func(accessKey string) {
 		if err := s.store.TouchAccessKey(context.Background(), accessKey, time.Now()); err != nil {
 			s.log.Warn("track key use", "err", err)
@@ -526,6 +539,47 @@ func (s *Server) openStorage() error {
 	s.provider = prov
 	if err := s.metrics.RegisterS3Stats(s.s3.Stats); err != nil {
 		return fmt.Errorf("server: metrics: %w", err)
+	}
+	return nil
+}
+
+// quotas are the tiers' storage quotas of the configuration.
+func (s *Server) quotas() storage.Quotas {
+	if s.cfg.Quotas != nil {
+		return *s.cfg.Quotas
+	}
+	return storage.DefaultQuotas()
+}
+
+// bucketQuota is the storage quota of bucket: that of its tenant's
+// subscription tier. A bucket no tenant has is not limited (the endpoint
+// only serves keys of tenants' buckets).
+func (s *Server) bucketQuota(ctx context.Context, bucket string) (int64, error) {
+	t, err := s.store.TenantByBucket(ctx, bucket)
+	if errors.Is(err, store.ErrNotFound) {
+		return storage.Unlimited, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bucket quota: %w", err)
+	}
+	return s.quotas().For(t.SubscriptionTier), nil
+}
+
+// provisionQuota sets the quota of tier on bucket at a provider that holds
+// buckets to one itself (MinIO); with the others (the embedded endpoint
+// looks the tier up on each write) and for a tier without a quota it does
+// nothing.
+func (s *Server) provisionQuota(ctx context.Context, bucket, tier string) error {
+	qs, ok := s.provider.(storage.QuotaSetter)
+	if !ok {
+		return nil
+	}
+	q := s.quotas().For(tier)
+	if q < 0 {
+		return nil
+	}
+	if err := qs.SetBucketQuota(ctx, bucket, q); err != nil {
+		return fmt.Errorf("bucket quota: %w", err)
 	}
 	return nil
 }
@@ -552,7 +606,22 @@ func (s *Server) openAuth(ctx context.Context) error {
 			Logger:                  cfg.Logger.With("component", "oidc"),
 		}
 		if cfg.OIDCAutoProvision {
-			ac.AutoProvision = auth.StoreProvisioner(s.store, s.provider, nil)
+			provision := auth.StoreProvisioner(s.store, s.provider, nil)
+			// Once per tenant and process: the quota of the tier the
+			// store has then.
+			ac.AutoProvision = func(ctx context.Context, c tenantapi.Claims) error {
+				if err := provision(ctx, c); err != nil {
+					return err
+				}
+				t, err := s.store.TenantByID(ctx, c.TenantID)
+				if err != nil {
+					return fmt.Errorf("provision tenant: %w", err)
+				}
+				if err := s.provisionQuota(ctx, t.BucketName, t.SubscriptionTier); err != nil {
+					return fmt.Errorf("provision tenant: %w", err)
+				}
+				return nil
+			}
 		}
 		v, err := auth.NewOIDCVerifier(ctx, ac)
 		if err != nil {
@@ -622,6 +691,7 @@ func (s *Server) openJobs() error {
 		OrphanAfter:      cfg.OrphanAfter,
 		OrphanInterval:   cfg.OrphanInterval,
 		FallbackInterval: cfg.FallbackInterval,
+		UploadMaxAge:     cfg.UploadMaxAge,
 		Events:           s.hub,
 		Hook:             s.hook,
 		Logger:           cfg.Logger.With("component", "lifecycle"),
@@ -766,6 +836,9 @@ func (s *Server) CreateAccount(ctx context.Context, email, password string) (sto
 	if err := s.provider.CreateBucket(ctx, t.BucketName); err != nil {
 		return store.Account{}, fmt.Errorf("create account: bucket: %w", err)
 	}
+	if err := s.provisionQuota(ctx, t.BucketName, t.SubscriptionTier); err != nil {
+		return store.Account{}, fmt.Errorf("create account: %w", err)
+	}
 	a := store.Account{ID: uuid.NewString(), Email: email, PasswordHash: hash, TenantID: tenantID, CreatedAt: t.CreatedAt}
 	if err := s.store.CreateTenantWithAccount(ctx, t, a); err != nil {
 		return store.Account{}, fmt.Errorf("create account: %w", err)
@@ -836,6 +909,9 @@ func (s *Server) mux() *http.ServeMux {
 	}
 	if s.issuer != nil { // an external issuer's tokens carry no session of ours
 		h.Sessions = s.issuer
+	}
+	if s.s3 != nil { // only the embedded endpoint enforces the quotas
+		h.Quota = s.quotas().For
 	}
 	h.Register(mux)
 	s.registerOps(mux)

@@ -98,6 +98,15 @@ type TenantStatus struct {
 	SubscriptionTier   string `json:"subscription_tier"`
 	BucketName         string `json:"bucket_name"`
 	Devices            int    `json:"devices"`
+	// StorageUsedBytes is what the tenant's bucket holds, its objects and
+	// the parts of its unfinished multipart uploads; absent where the
+	// server's storage does not report it.
+	StorageUsedBytes *int64 `json:"storage_used_bytes,omitempty"`
+	// StorageQuotaBytes is the most the bucket may hold (0: nothing, as
+	// on a tier without cloud storage); absent where there is no quota
+	// or the server's storage does not enforce one. A write that would
+	// pass it is refused with S3's 403 QuotaExceeded.
+	StorageQuotaBytes *int64 `json:"storage_quota_bytes,omitempty"`
 }
 
 // ErrorBody is the generic error shape: {"detail": "..."}.

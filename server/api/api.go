@@ -98,6 +98,11 @@ type Handler struct {
 	MintBurst int
 	// Heartbeat is the comment interval of GET /tenant/events (default 15s).
 	Heartbeat time.Duration
+	// Quota, if set, is the storage quota of a subscription tier in bytes
+	// (negative: none) that the storage enforces, reported by GET
+	// /tenant/status with the bucket's usage (from a Storage that is a
+	// storage.UsageReporter); nil reports no quota.
+	Quota func(tier string) int64
 	// SubscriptionClaimOptional makes a token without a subscription status
 	// claim defer to the store (external issuers that do not carry one).
 	// A claim that is present is still checked.

@@ -582,3 +582,62 @@ func TestSync(t *testing.T) {
 		t.Errorf("audit = %+v", ev)
 	}
 }
+
+// usageProvider is a fakeProvider that reports bucket usage.
+type usageProvider struct {
+	*fakeProvider
+	used map[string]int64
+}
+
+func (p usageProvider) BucketUsage(_ context.Context, bucket string) (int64, error) {
+	n, ok := p.used[bucket]
+	if !ok {
+		return 0, storage.ErrNotFound
+	}
+	return n, nil
+}
+
+func TestStatusStorageFigures(t *testing.T) {
+	quotas := storage.Quotas{Tiers: map[string]int64{"pro": 1000}, Other: storage.Unlimited}
+	e := newEnv(t, func(h *Handler) {
+		h.Storage = usageProvider{h.Storage.(*fakeProvider), map[string]int64{"bucket-a": 250}}
+		h.Quota = quotas.For
+	})
+	tests := []struct {
+		name, token string
+		used, quota *int64
+	}{
+		{"pro tenant", "tok-A", ptr(int64(250)), ptr(int64(1000))},
+		{"usage unknown", "tok-B", nil, ptr(int64(1000))}, // the provider has no figure for bucket-b
+		{"tier without quota", "tok-S", nil, nil},         // tier "": Other, unlimited
+		{"no bucket yet", "tok-N", nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, b := e.do("GET", tenantapi.PathTenantStatus, tc.token, "")
+			if code != http.StatusOK {
+				t.Fatalf("status = %d %s", code, b)
+			}
+			got := decode[tenantapi.TenantStatus](t, b)
+			if !reflect.DeepEqual(got.StorageUsedBytes, tc.used) || !reflect.DeepEqual(got.StorageQuotaBytes, tc.quota) {
+				t.Errorf("used, quota = %v, %v; want %v, %v (%s)", deref(got.StorageUsedBytes), deref(got.StorageQuotaBytes), deref(tc.used), deref(tc.quota), b)
+			}
+		})
+	}
+	// Without Quota (and a provider that does not report usage) the
+	// figures are absent, as before.
+	plain := newEnv(t)
+	_, _, b := plain.do("GET", tenantapi.PathTenantStatus, "tok-A", "")
+	if strings.Contains(string(b), "storage_") {
+		t.Errorf("status without quotas = %s", b)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

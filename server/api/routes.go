@@ -259,14 +259,29 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, c caller) {
 	if tier == "" {
 		tier = c.claims.SubscriptionTier
 	}
-	writeJSON(w, http.StatusOK, tenantapi.TenantStatus{
+	st := tenantapi.TenantStatus{
 		TenantID:           c.tenant.ID,
 		Email:              c.claims.Email,
 		SubscriptionStatus: sub,
 		SubscriptionTier:   tier,
 		BucketName:         c.tenant.BucketName,
 		Devices:            n,
-	})
+	}
+	if ur, ok := h.Storage.(storage.UsageReporter); ok && c.tenant.BucketName != "" {
+		used, err := ur.BucketUsage(r.Context(), c.tenant.BucketName)
+		if err != nil {
+			// The status stays useful without the figure.
+			h.logger().WarnContext(r.Context(), "tenant status: bucket usage", "tenant", c.tenant.ID, "err", err)
+		} else {
+			st.StorageUsedBytes = &used
+		}
+	}
+	if h.Quota != nil {
+		if q := h.Quota(c.tenant.SubscriptionTier); q >= 0 {
+			st.StorageQuotaBytes = &q
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 // GET /proxy/health

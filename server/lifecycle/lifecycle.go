@@ -9,7 +9,11 @@
 //   - bucket fallback: for providers that can fingerprint a bucket
 //     cheaply, a bucket whose fingerprint changed while no change event was
 //     published for its tenant gets one (and the refresh hook runs), so
-//     that a lost storage notification delays a refresh, never loses it.
+//     that a lost storage notification delays a refresh, never loses it;
+//   - upload expiry: for providers that keep multipart uploads themselves
+//     (the embedded S3 endpoint), uploads begun more than UploadMaxAge ago
+//     and never completed are aborted and their parts deleted, which frees
+//     the room they held in the bucket's quota.
 //
 // The state of the fallback and of the backoff is in memory: after a
 // restart the first pass only records fingerprints, and failed deletions
@@ -42,6 +46,19 @@ type BucketFingerprinter interface {
 	BucketFingerprint(ctx context.Context, bucket string) (string, error)
 }
 
+// UploadExpirer is an optional interface of a storage.Provider that keeps
+// multipart uploads itself: ExpireUploads aborts those begun before cutoff,
+// deleting their parts, and returns how many.
+type UploadExpirer interface {
+	ExpireUploads(ctx context.Context, cutoff time.Time) (int, error)
+}
+
+// Defaults of the upload expiry.
+const (
+	DefaultUploadMaxAge         = 24 * time.Hour
+	DefaultUploadExpiryInterval = time.Hour
+)
+
 // Hook is the refresh hook runner; *hooks.Runner implements it.
 type Hook interface {
 	Trigger(ev events.Event) bool
@@ -73,6 +90,14 @@ type Config struct {
 	// Events and Hook receive the fallback's bucket changes.
 	Events *events.Hub
 	Hook   Hook
+
+	// UploadMaxAge is how long a multipart upload may stay unfinished
+	// before it is aborted (default DefaultUploadMaxAge; negative
+	// disables); UploadExpiryInterval is how often to look (default
+	// DefaultUploadExpiryInterval, or half UploadMaxAge if that is
+	// shorter, but not under a second).
+	// Only providers implementing UploadExpirer take part.
+	UploadMaxAge, UploadExpiryInterval time.Duration
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -118,6 +143,15 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.FallbackInterval == 0 {
 		cfg.FallbackInterval = 5 * time.Minute
+	}
+	if cfg.UploadMaxAge == 0 {
+		cfg.UploadMaxAge = DefaultUploadMaxAge
+	}
+	if cfg.UploadExpiryInterval <= 0 {
+		cfg.UploadExpiryInterval = DefaultUploadExpiryInterval
+		if cfg.UploadMaxAge > 0 { // look at least twice per age, at most once a second
+			cfg.UploadExpiryInterval = max(min(cfg.UploadExpiryInterval, cfg.UploadMaxAge/2), time.Second)
+		}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -167,8 +201,32 @@ func (w *Worker) Serve(ctx context.Context) error {
 			return err
 		})
 	}
+	if _, ok := w.cfg.Storage.(UploadExpirer); ok && w.cfg.UploadMaxAge > 0 {
+		loop("upload-expiry", w.cfg.UploadExpiryInterval, func(ctx context.Context) error {
+			_, err := w.ExpireUploads(ctx)
+			return err
+		})
+	}
 	wg.Wait()
 	return nil
+}
+
+// ExpireUploads aborts the multipart uploads begun more than UploadMaxAge
+// ago (by the worker's clock) and returns how many. A provider without
+// UploadExpirer, or a negative UploadMaxAge, makes it a no-op.
+func (w *Worker) ExpireUploads(ctx context.Context) (int, error) {
+	ex, ok := w.cfg.Storage.(UploadExpirer)
+	if !ok || w.cfg.UploadMaxAge <= 0 {
+		return 0, nil
+	}
+	n, err := ex.ExpireUploads(ctx, w.cfg.Now().Add(-w.cfg.UploadMaxAge))
+	if err != nil {
+		return n, fmt.Errorf("expire uploads: %w", err)
+	}
+	if n > 0 {
+		w.log.Info("expired unfinished multipart uploads", "uploads", n, "max_age", w.cfg.UploadMaxAge.String())
+	}
+	return n, nil
 }
 
 // RetryDeletions deletes at the provider the revoked keys whose deletion is

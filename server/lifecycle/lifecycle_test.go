@@ -369,3 +369,111 @@ func TestServeStops(t *testing.T) {
 		t.Error("New without store accepted")
 	}
 }
+
+// expiring is a provider that keeps multipart uploads: their start times.
+type expiring struct {
+	*fakeProvider
+	uploads map[string]time.Time
+	cutoffs []time.Time
+}
+
+func (p *expiring) ExpireUploads(_ context.Context, cutoff time.Time) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutoffs = append(p.cutoffs, cutoff)
+	n := 0
+	for id, began := range p.uploads {
+		if began.Before(cutoff) {
+			delete(p.uploads, id)
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (p *expiring) left() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ids []string
+	for id := range p.uploads {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func TestExpireUploads(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clk := &clock{t: t0}
+	prov := &expiring{fakeProvider: &fakeProvider{}, uploads: map[string]time.Time{
+		"abandoned": t0.Add(-25 * time.Hour),
+		"recent":    t0.Add(-23 * time.Hour),
+	}}
+	w, err := New(Config{Store: st, Storage: prov, Now: clk.now, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.ExpireUploads(ctx); err != nil || n != 1 {
+		t.Fatalf("ExpireUploads = %d, %v; want 1 (the upload older than the default 24 h)", n, err)
+	}
+	if left := prov.left(); !reflect.DeepEqual(left, []string{"recent"}) {
+		t.Errorf("uploads left = %v, want [recent]", left)
+	}
+	if got := prov.cutoffs[0]; !got.Equal(t0.Add(-24 * time.Hour)) {
+		t.Errorf("cutoff = %v, want now - 24h", got)
+	}
+	clk.add(2 * time.Hour)
+	if n, err := w.ExpireUploads(ctx); err != nil || n != 1 {
+		t.Fatalf("ExpireUploads two hours later = %d, %v; want 1", n, err)
+	}
+
+	// A configured age; a negative one turns the job off.
+	prov.uploads["x"] = clk.now().Add(-2 * time.Hour)
+	off, err := New(Config{Store: st, Storage: prov, Now: clk.now, Logger: quiet, UploadMaxAge: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := off.ExpireUploads(ctx); err != nil || n != 0 || len(prov.left()) != 1 {
+		t.Errorf("disabled ExpireUploads = %d, %v, %d left", n, err, len(prov.left()))
+	}
+	short, err := New(Config{Store: st, Storage: prov, Now: clk.now, Logger: quiet, UploadMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := short.ExpireUploads(ctx); err != nil || n != 1 {
+		t.Errorf("ExpireUploads with a 1 h age = %d, %v; want 1", n, err)
+	}
+
+	// A provider without uploads of its own: nothing to do.
+	plain, err := New(Config{Store: st, Storage: &fakeProvider{}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := plain.ExpireUploads(ctx); err != nil || n != 0 {
+		t.Errorf("ExpireUploads without an UploadExpirer = %d, %v", n, err)
+	}
+}
+
+func TestServeExpiresUploads(t *testing.T) {
+	st := openStore(t)
+	prov := &expiring{fakeProvider: &fakeProvider{}, uploads: map[string]time.Time{"old": time.Now().Add(-48 * time.Hour)}}
+	w, err := New(Config{Store: st, Storage: prov, Logger: quiet, UploadExpiryInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Serve(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(prov.left()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Serve did not expire the old upload within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+}

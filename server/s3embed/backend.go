@@ -94,26 +94,45 @@ type bucketIndex struct {
 	// gen changes (to a process-wide new value) whenever the index does;
 	// see Server.BucketFingerprint.
 	gen uint64
+	// objBytes is the size of the objects, partBytes that of the parts
+	// of the bucket's unfinished multipart uploads, reserved the room
+	// held by writes in flight (see quota.go).
+	objBytes, partBytes, reserved int64
 }
 
 func (x *bucketIndex) put(m *objMeta) {
-	if _, ok := x.objs[m.Key]; !ok {
+	if old, ok := x.objs[m.Key]; ok {
+		x.objBytes -= old.Size
+	} else {
 		i, _ := slices.BinarySearch(x.keys, m.Key)
 		x.keys = slices.Insert(x.keys, i, m.Key)
 	}
+	x.objBytes += m.Size
 	x.objs[m.Key] = m
 	x.gen = nextGen()
 }
 
 func (x *bucketIndex) remove(key string) {
-	if _, ok := x.objs[key]; !ok {
+	old, ok := x.objs[key]
+	if !ok {
 		return
 	}
+	x.objBytes -= old.Size
 	delete(x.objs, key)
 	if i, found := slices.BinarySearch(x.keys, key); found {
 		x.keys = slices.Delete(x.keys, i, i+1)
 	}
 	x.gen = nextGen()
+}
+
+// sizeOf returns the size of the object key (0 if there is none).
+func (x *bucketIndex) sizeOf(key string) int64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if m := x.objs[key]; m != nil {
+		return m.Size
+	}
+	return 0
 }
 
 // backend is a gofakes3.Backend and gofakes3.MultipartBackend storing
@@ -128,6 +147,8 @@ type backend struct {
 
 	upMu    sync.Mutex
 	uploads map[gofakes3.UploadID]*upload
+
+	quotas *quotas // nil: no quotas
 }
 
 var (
@@ -294,8 +315,10 @@ func (b *backend) load(name string, idx *bucketIndex) error {
 	}
 	idx.objs = objs
 	idx.keys = make([]string, 0, len(objs))
-	for k := range objs {
+	idx.objBytes = 0
+	for k, m := range objs {
 		idx.keys = append(idx.keys, k)
+		idx.objBytes += m.Size
 	}
 	slices.Sort(idx.keys)
 	idx.gen = nextGen()
@@ -401,8 +424,10 @@ var errConflict = gofakes3.ErrorMessage(gofakes3.ErrInvalidRequest,
 // a directory marker tmp must be empty and is discarded. The request's
 // If-Match and If-None-Match conditions (carried by ctx) are checked
 // against the object there now, under the bucket's lock, so a conditional
-// write never replaces a version its writer did not see.
-func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, tmp string, m *objMeta) error {
+// write never replaces a version its writer did not see. Under the same
+// lock the write's reservation becomes usage, and partsFreed bytes of
+// multipart parts (those of the upload it completes) leave the usage.
+func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, tmp string, m *objMeta, res *reservation, partsFreed int64) error {
 	defer func() { _ = os.Remove(tmp) }() // no-op after a successful rename
 	p, err := keyPath(b.bucketDir(bucket), m.Key)
 	if err != nil {
@@ -416,7 +441,7 @@ func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, t
 		return err
 	}
 	defer sidecar.Abort() // no-op after its commit
-	if err := b.commitLocked(ctx, idx, p, tmp, m, sidecar); err != nil {
+	if err := b.commitLocked(ctx, idx, p, tmp, m, sidecar, res, partsFreed); err != nil {
 		return err
 	}
 	atomicfile.SyncDir(p)
@@ -427,7 +452,7 @@ func (b *backend) commit(ctx context.Context, bucket string, idx *bucketIndex, t
 // commitLocked is commit's part under the bucket's lock: the write
 // conditions checked, the object and its sidecar renamed into place,
 // the index updated.
-func (b *backend) commitLocked(ctx context.Context, idx *bucketIndex, p, tmp string, m *objMeta, sidecar *atomicfile.Pending) error {
+func (b *backend) commitLocked(ctx context.Context, idx *bucketIndex, p, tmp string, m *objMeta, sidecar *atomicfile.Pending, res *reservation, partsFreed int64) error {
 	idx.mu.Lock()
 	defer idx.mu.Unlock()
 	if gofakes3.HasWriteConditions(ctx) {
@@ -468,6 +493,8 @@ func (b *backend) commitLocked(ctx context.Context, idx *bucketIndex, p, tmp str
 		return fmt.Errorf("s3embed: write sidecar: %w", err)
 	}
 	idx.put(m)
+	idx.partBytes -= partsFreed
+	res.releaseLocked()
 	return nil
 }
 
@@ -777,6 +804,16 @@ func (b *backend) PutObject(ctx context.Context, bucket, key string, meta map[st
 	if isDirMarker(key) && size > 0 {
 		return gofakes3.PutObjectResult{}, errInvalidKey(key)
 	}
+	// The room is reserved before a byte of the body is read: from its
+	// declared length, or as it arrives when there is none.
+	res, err := b.reserve(ctx, bucket, idx, idx.sizeOf(key), size)
+	if err != nil {
+		return gofakes3.PutObjectResult{}, err
+	}
+	defer res.release()
+	if res != nil {
+		input = &quotaReader{r: input, res: res}
+	}
 	tmp, n, sum, err := b.spool(input, b.tmpDir(), "put-*")
 	if err != nil {
 		return gofakes3.PutObjectResult{}, err
@@ -786,7 +823,7 @@ func (b *backend) PutObject(ctx context.Context, bucket, key string, meta map[st
 		return gofakes3.PutObjectResult{}, gofakes3.ErrIncompleteBody
 	}
 	m := &objMeta{Key: key, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: cleanMeta(meta)}
-	if err := b.commit(ctx, bucket, idx, tmp, m); err != nil {
+	if err := b.commit(ctx, bucket, idx, tmp, m, res, 0); err != nil {
 		return gofakes3.PutObjectResult{}, err
 	}
 	return gofakes3.PutObjectResult{ETag: m.etag()}, nil
@@ -833,12 +870,21 @@ func (b *backend) CopyObject(ctx context.Context, srcBucket, srcKey, dstBucket, 
 	if isDirMarker(dstKey) && src.Size > 0 {
 		return res, errInvalidKey(dstKey)
 	}
-	tmp, n, sum, err := b.spool(src.Contents, b.tmpDir(), "copy-*")
+	room, err := b.reserve(ctx, dstBucket, didx, didx.sizeOf(dstKey), src.Size)
+	if err != nil {
+		return res, err
+	}
+	defer room.release()
+	var contents io.Reader = src.Contents
+	if room != nil {
+		contents = &quotaReader{r: contents, res: room}
+	}
+	tmp, n, sum, err := b.spool(contents, b.tmpDir(), "copy-*")
 	if err != nil {
 		return res, err
 	}
 	m := &objMeta{Key: dstKey, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: cleanMeta(meta)}
-	if err := b.commit(ctx, dstBucket, didx, tmp, m); err != nil {
+	if err := b.commit(ctx, dstBucket, didx, tmp, m, room, 0); err != nil {
 		return res, err
 	}
 	res.ETag = m.etag()

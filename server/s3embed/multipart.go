@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rclone/gofakes3"
 )
@@ -25,12 +26,18 @@ const minPartSize = 5 << 20
 // Uploads live in memory (as gofakes3's own bookkeeping does): a restart
 // forgets them and New removes their parts.
 type upload struct {
+	id          gofakes3.UploadID
 	bucket, key string
 	meta        map[string]string
 	dir         string
+	created     time.Time
 
 	mu    sync.Mutex
 	parts map[int]partInfo
+	// bytes is the size of the parts, counted in the bucket's usage
+	// until the upload is completed, aborted or expired (done).
+	bytes int64
+	done  bool
 }
 
 type partInfo struct {
@@ -69,18 +76,32 @@ func (b *backend) CreateMultipartUpload(ctx context.Context, bucket, key string,
 		return "", fmt.Errorf("s3embed: create upload: %w", err)
 	}
 	b.upMu.Lock()
-	b.uploads[id] = &upload{bucket: bucket, key: key, meta: cleanMeta(meta), dir: dir, parts: map[int]partInfo{}}
+	b.uploads[id] = &upload{id: id, bucket: bucket, key: key, meta: cleanMeta(meta), dir: dir, created: b.now(), parts: map[int]partInfo{}}
 	b.upMu.Unlock()
 	return id, nil
 }
 
 // UploadPart implements gofakes3.MultipartBackend: the part is spooled to
-// a file of the upload; a short body fails with IncompleteBody.
+// a file of the upload; a short body fails with IncompleteBody. Parts
+// count against the bucket's quota (see quota.go): room for this one is
+// reserved before its body is read.
 func (b *backend) UploadPart(ctx context.Context, bucket, key string, id gofakes3.UploadID, partNumber int, contentLength int64, body io.Reader) (string, error) {
 	u, err := b.getUpload(bucket, key, id)
 	if err != nil {
 		return "", err
 	}
+	idx, err := b.index(bucket)
+	if err != nil {
+		return "", err
+	}
+	u.mu.Lock()
+	replaced := u.parts[partNumber].size
+	u.mu.Unlock()
+	res, err := b.reserve(ctx, bucket, idx, replaced, contentLength)
+	if err != nil {
+		return "", err
+	}
+	defer res.release()
 	tmp, n, sum, err := b.spool(body, u.dir, "part-*.tmp")
 	if err != nil {
 		return "", err
@@ -91,6 +112,10 @@ func (b *backend) UploadPart(ctx context.Context, bucket, key string, id gofakes
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.done {
+		_ = os.Remove(tmp)
+		return "", gofakes3.ErrNoSuchUpload
+	}
 	if err := os.Rename(tmp, filepath.Join(u.dir, strconv.Itoa(partNumber))); err != nil {
 		_ = os.Remove(tmp)
 		if errors.Is(err, fs.ErrNotExist) { // aborted meanwhile
@@ -98,7 +123,13 @@ func (b *backend) UploadPart(ctx context.Context, bucket, key string, id gofakes
 		}
 		return "", fmt.Errorf("s3embed: store part: %w", err)
 	}
+	delta := n - u.parts[partNumber].size
 	u.parts[partNumber] = partInfo{size: n, md5: sum}
+	u.bytes += delta
+	idx.mu.Lock()
+	idx.partBytes += delta
+	res.releaseLocked()
+	idx.mu.Unlock()
 	return `"` + sum + `"`, nil
 }
 
@@ -117,6 +148,9 @@ func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key strin
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.done {
+		return "", "", gofakes3.ErrNoSuchUpload
+	}
 	if len(input.Parts) == 0 {
 		return "", "", gofakes3.ErrorMessage(gofakes3.ErrMalformedXML, "you must specify at least one part")
 	}
@@ -155,10 +189,14 @@ func (b *backend) CompleteMultipartUpload(ctx context.Context, bucket, key strin
 	}
 	m := &objMeta{Key: key, Size: n, MD5: sum, Modified: b.now().UTC(), Meta: u.meta, PartSizes: sizes,
 		ETag: fmt.Sprintf("%x-%d", partSums.Sum(nil), len(input.Parts))}
-	if err := b.commit(ctx, bucket, idx, tmp, m); err != nil {
+	// The object's bytes were counted as parts: the commit moves them
+	// (and frees those of the parts left out), so completing never
+	// needs room.
+	if err := b.commit(ctx, bucket, idx, tmp, m, nil, u.bytes); err != nil {
 		return "", "", err
 	}
-	b.dropUpload(id, u)
+	u.bytes = 0
+	b.dropUpload(u)
 	return "", m.etag(), nil
 }
 
@@ -182,13 +220,47 @@ func openAll(paths []string) (io.Reader, func(), error) {
 	return io.MultiReader(readers...), closeAll, nil
 }
 
-func (b *backend) dropUpload(id gofakes3.UploadID, u *upload) {
+// dropUpload forgets u and deletes its parts, freeing the bytes they
+// held in the bucket's usage. The caller holds u.mu.
+func (b *backend) dropUpload(u *upload) {
+	u.done = true
 	b.upMu.Lock()
-	delete(b.uploads, id)
+	delete(b.uploads, u.id)
 	b.upMu.Unlock()
-	if err := os.RemoveAll(u.dir); err != nil {
-		b.log.Warn("s3embed: remove upload parts", "upload", string(id), "err", err)
+	if u.bytes != 0 {
+		if idx, err := b.index(u.bucket); err == nil {
+			idx.mu.Lock()
+			idx.partBytes -= u.bytes
+			idx.mu.Unlock()
+		}
+		u.bytes = 0
 	}
+	if err := os.RemoveAll(u.dir); err != nil {
+		b.log.Warn("s3embed: remove upload parts", "upload", string(u.id), "err", err)
+	}
+}
+
+// expireUploads drops the uploads begun before cutoff (see
+// Server.ExpireUploads) and returns them.
+func (b *backend) expireUploads(cutoff time.Time) []*upload {
+	b.upMu.Lock()
+	var old []*upload
+	for _, u := range b.uploads {
+		if u.created.Before(cutoff) {
+			old = append(old, u)
+		}
+	}
+	b.upMu.Unlock()
+	dropped := old[:0]
+	for _, u := range old {
+		u.mu.Lock()
+		if !u.done {
+			b.dropUpload(u)
+			dropped = append(dropped, u)
+		}
+		u.mu.Unlock()
+	}
+	return dropped
 }
 
 // AbortMultipartUpload implements gofakes3.MultipartBackend; aborting an
@@ -200,6 +272,8 @@ func (b *backend) AbortMultipartUpload(ctx context.Context, bucket, key string, 
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	b.dropUpload(id, u)
+	if !u.done {
+		b.dropUpload(u)
+	}
 	return nil
 }

@@ -32,6 +32,10 @@
 //     read; a body shorter than its Content-Length is 400 IncompleteBody.
 //   - Every answer has an x-amz-request-id, and every error body the same
 //     RequestId.
+//
+// With SetQuota, each bucket has a storage quota that writes are refused
+// past (S3's 403 QuotaExceeded; see quota.go); ExpireUploads aborts the
+// multipart uploads left unfinished.
 package s3embed
 
 import (
@@ -51,6 +55,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rclone/gofakes3"
 	"github.com/rclone/gofakes3/signature"
@@ -85,6 +90,7 @@ type Server struct {
 	OnChange func(Change)
 
 	backend *backend
+	fake    *gofakes3.GoFakeS3
 	s3      http.Handler
 	keys    KeyResolver
 	log     *slog.Logger
@@ -138,6 +144,7 @@ func New(root string, keys KeyResolver, logger *slog.Logger, opts ...Option) (*S
 	)
 	s := &Server{
 		backend: be,
+		fake:    fake,
 		s3:      fake.Server(),
 		keys:    keys,
 		log:     logger,
@@ -333,6 +340,28 @@ func (s *Server) DeleteBucket(ctx context.Context, name string) error {
 	default:
 		return fmt.Errorf("s3embed: delete bucket %q: %w", name, err)
 	}
+}
+
+// ExpireUploads aborts the multipart uploads begun before cutoff and not
+// completed since, deleting their parts (which frees their bytes in the
+// buckets' usage), and returns how many it aborted. Like S3's
+// AbortIncompleteMultipartUpload rule, an upload's age counts from its
+// creation, whatever parts came since.
+func (s *Server) ExpireUploads(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("s3embed: expire uploads: %w", err)
+	}
+	dropped := s.backend.expireUploads(cutoff)
+	for _, u := range dropped {
+		// gofakes3 keeps its own record of the upload (ListMultipartUploads),
+		// owned by the bucket (see New).
+		owner := context.WithValue(ctx, bucketCtxKey{}, u.bucket)
+		if err := s.fake.ForgetMultipartUpload(owner, u.bucket, u.key, u.id); err != nil && !errors.Is(err, gofakes3.ErrNoSuchUpload) {
+			s.log.Warn("s3embed: forget expired upload", "bucket", u.bucket, "upload", string(u.id), "err", err)
+		}
+		s.log.Info("s3embed: expired multipart upload", "bucket", u.bucket, "upload", string(u.id), "created", u.created.UTC().Format(time.RFC3339))
+	}
+	return len(dropped), nil
 }
 
 // ListBuckets returns the names of all buckets, sorted.
@@ -560,6 +589,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// From here on r is a copy: the net/http server must keep seeing its
+	// own body, so that a request answered before its body was read (a
+	// write refused by a quota, with Expect: 100-continue) closes the
+	// connection instead of leaving the unsent body to be read as the
+	// next request.
+	body := r.Body
+	r = r.WithContext(context.WithValue(r.Context(), bucketCtxKey{}, keyBucket))
 	aw := &answerWriter{ResponseWriter: w, op: op, rid: rid, note: &objectNote{}, fault: &requestFault{}, req: r}
 	payload := r.Header.Get("X-Amz-Content-Sha256")
 	switch {
@@ -611,8 +647,20 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	matchPartETags(r.Header)
-	ctx := context.WithValue(r.Context(), bucketCtxKey{}, keyBucket)
-	ctx = context.WithValue(ctx, objectNoteKey{}, aw.note)
+	ctx := context.WithValue(r.Context(), objectNoteKey{}, aw.note)
+	if writes[op] && s.backend.quotas != nil {
+		// under the answer's writer: a quota's refusal is a 403 there
+		sig := &quotaSignal{}
+		ctx = context.WithValue(ctx, quotaSignalKey{}, sig)
+		qw := &quotaWriter{ResponseWriter: aw.ResponseWriter, sig: sig}
+		aw.ResponseWriter = qw
+		r.Body = noClose{r.Body}
+		defer func() {
+			if sig.hit.Load() {
+				drainRefused(qw.ResponseWriter, body)
+			}
+		}()
+	}
 	if s.OnChange == nil || !mutating[op] {
 		s.s3.ServeHTTP(aw, r.WithContext(ctx))
 		aw.finish()

@@ -85,8 +85,9 @@ type cachedKey struct {
 }
 
 var (
-	_ storage.Provider    = (*Provider)(nil)
-	_ s3embed.KeyResolver = (*Provider)(nil)
+	_ storage.Provider      = (*Provider)(nil)
+	_ storage.UsageReporter = (*Provider)(nil)
+	_ s3embed.KeyResolver   = (*Provider)(nil)
 )
 
 // New returns the provider for srv. masterKey derives every secret and
@@ -170,6 +171,31 @@ func (p *Provider) DeleteBucket(ctx context.Context, bucket string) error {
 		return fmt.Errorf("embedded: delete bucket: %w", err)
 	}
 	return nil
+}
+
+// BucketUsage implements storage.UsageReporter: the bytes of bucket's
+// objects and of the parts of its unfinished multipart uploads, which the
+// endpoint's quota is compared with. A missing bucket is
+// storage.ErrNotFound.
+func (p *Provider) BucketUsage(ctx context.Context, bucket string) (int64, error) {
+	n, err := p.srv.BucketUsage(ctx, bucket)
+	if errors.Is(err, s3embed.ErrNoSuchBucket) {
+		return 0, fmt.Errorf("embedded: usage of %q: %w", bucket, storage.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("embedded: usage: %w", err)
+	}
+	return n, nil
+}
+
+// ExpireUploads aborts the endpoint's multipart uploads begun before
+// cutoff (see s3embed.Server.ExpireUploads); the lifecycle worker calls it.
+func (p *Provider) ExpireUploads(ctx context.Context, cutoff time.Time) (int, error) {
+	n, err := p.srv.ExpireUploads(ctx, cutoff)
+	if err != nil {
+		return n, fmt.Errorf("embedded: %w", err)
+	}
+	return n, nil
 }
 
 // ListBuckets implements storage.Provider.

@@ -362,3 +362,50 @@ func TestKeyCacheRevokeDuringLookup(t *testing.T) {
 	}
 	close(idx.asked)
 }
+
+// TestUsageAndUploadExpiry: the provider reports the endpoint's bucket
+// usage (storage.UsageReporter) and expires its multipart uploads for the
+// lifecycle worker.
+func TestUsageAndUploadExpiry(t *testing.T) {
+	ctx := context.Background()
+	p, idx, url := setup(t)
+	if err := p.CreateBucket(ctx, "tenant-a"); err != nil {
+		t.Fatal(err)
+	}
+	key, err := p.MintKey(ctx, "tenant-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.record(key.AccessKey, "tenant-a", true)
+	var ur storage.UsageReporter = p
+	for bucket, want := range map[string]error{"tenant-a": nil, "no-such-bucket": storage.ErrNotFound} {
+		if n, err := ur.BucketUsage(ctx, bucket); !errors.Is(err, want) || n != 0 {
+			t.Errorf("usage of %s before any write = %d, %v; want 0, %v", bucket, n, err, want)
+		}
+	}
+	c := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(url), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(key.AccessKey, key.SecretKey, ""), Retryer: aws.NopRetryer{}})
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("tenant-a"), Key: aws.String("a.md"), Body: strings.NewReader("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("tenant-a"), Key: aws.String("big")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("tenant-a"), Key: aws.String("big"), UploadId: cr.UploadId,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(make([]byte, 100))}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ur.BucketUsage(ctx, "tenant-a"); err != nil || n != 105 {
+		t.Errorf("usage = %d, %v; want 105 (an object of 5 bytes and a part of 100)", n, err)
+	}
+	if n, err := p.ExpireUploads(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Errorf("ExpireUploads an hour back = %d, %v; want 0", n, err)
+	}
+	if n, err := p.ExpireUploads(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Errorf("ExpireUploads = %d, %v; want 1", n, err)
+	}
+	if n, err := ur.BucketUsage(ctx, "tenant-a"); err != nil || n != 5 {
+		t.Errorf("usage after expiry = %d, %v; want 5", n, err)
+	}
+}

@@ -20,6 +20,12 @@
 // With Config.NotifyARN, each bucket the provider creates sends its object
 // events to that MinIO notification target (bm-server's storage webhook,
 // see the server's POST /webhooks/storage).
+//
+// SetBucketQuota (storage.QuotaSetter) sets a bucket's hard quota at the
+// MinIO server, which then refuses writes past it with its own error
+// (XMinioAdminBucketQuotaExceeded); bm-server sets the tier's quota when it
+// provisions a tenant's bucket. The provider reports no usage (it is not a
+// storage.UsageReporter: MinIO's figure comes from its scanner and lags).
 package minio
 
 import (
@@ -81,7 +87,10 @@ type Provider struct {
 	notify *notification.Arn // nil without NotifyARN
 }
 
-var _ storage.Provider = (*Provider)(nil)
+var (
+	_ storage.Provider    = (*Provider)(nil)
+	_ storage.QuotaSetter = (*Provider)(nil)
+)
 
 // New checks cfg and builds the S3 and admin clients. It sends no request.
 func New(cfg Config) (*Provider, error) {
@@ -153,6 +162,21 @@ func (p *Provider) CreateBucket(ctx context.Context, bucket string) error {
 	}
 	if err := p.notifyBucket(ctx, bucket); err != nil {
 		return fmt.Errorf("minio: create bucket %q: %w", bucket, err)
+	}
+	return nil
+}
+
+// SetBucketQuota implements storage.QuotaSetter: a hard quota of bytes on
+// bucket (storage.Unlimited removes it), as `mc quota set ALIAS/BUCKET
+// --size N` does.
+func (p *Provider) SetBucketQuota(ctx context.Context, bucket string, bytes int64) error {
+	q := &madmin.BucketQuota{}
+	if bytes >= 0 {
+		n := uint64(bytes)
+		q = &madmin.BucketQuota{Size: n, Quota: n, Type: madmin.HardQuota}
+	}
+	if err := p.admin.SetBucketQuota(ctx, bucket, q); err != nil {
+		return fmt.Errorf("minio: set quota of bucket %q: %w", bucket, err)
 	}
 	return nil
 }

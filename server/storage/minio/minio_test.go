@@ -1,6 +1,7 @@
 package minio_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -373,10 +374,12 @@ func TestConformance(t *testing.T) {
 // TestMultipartWithKey checks the policy's multipart actions: a key can
 // start, list, complete and abort multipart uploads in its bucket, as
 // rclone does for large files.
-func TestMultipartWithKey(t *testing.T) {
+// keyedBucket makes a bucket named after name and a client with a key
+// minted for it (revoked when the test ends).
+func keyedBucket(t *testing.T, p *minio.Provider, name string) (string, *s3.Client) {
+	t.Helper()
 	ctx := context.Background()
-	p := newProvider(t)
-	b := uniq(t, "tenant-mp")
+	b := uniq(t, name)
 	if err := p.CreateBucket(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +388,13 @@ func TestMultipartWithKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.RevokeKey(context.Background(), key) })
-	c := keyClient(minioURL, key)
+	return b, keyClient(minioURL, key)
+}
+
+func TestMultipartWithKey(t *testing.T) {
+	ctx := context.Background()
+	p := newProvider(t)
+	b, c := keyedBucket(t, p, "tenant-mp")
 
 	up := func(name string) string {
 		t.Helper()
@@ -429,6 +438,38 @@ func TestMultipartWithKey(t *testing.T) {
 		if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b), Key: aws.String(k)}); err != nil {
 			t.Errorf("DeleteObject = %v", err)
 		}
+	}
+	if err := p.DeleteBucket(ctx, b); err != nil {
+		t.Errorf("DeleteBucket = %v", err)
+	}
+}
+
+// TestBucketQuota: a hard quota set through the provider holds a minted
+// key's writes to it; removing it lets them through.
+func TestBucketQuota(t *testing.T) {
+	ctx := context.Background()
+	p := newProvider(t)
+	b, c := keyedBucket(t, p, "tenant-quota")
+	put := func(n int) error {
+		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b), Key: aws.String("big.bin"), Body: bytes.NewReader(make([]byte, n))})
+		return err
+	}
+	if err := p.SetBucketQuota(ctx, b, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(2 << 20); err == nil {
+		t.Fatal("a 2 MiB object was stored in a bucket with a 1 MiB quota")
+	} else {
+		t.Logf("MinIO refused the write past its quota: %s", apiCode(err))
+	}
+	if err := p.SetBucketQuota(ctx, b, storage.Unlimited); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(2 << 20); err != nil {
+		t.Fatalf("put after the quota was removed: %v", err)
+	}
+	if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b), Key: aws.String("big.bin")}); err != nil {
+		t.Fatal(err)
 	}
 	if err := p.DeleteBucket(ctx, b); err != nil {
 		t.Errorf("DeleteBucket = %v", err)

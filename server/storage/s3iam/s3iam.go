@@ -16,6 +16,9 @@
 // a Key whose Ref names the leftovers, for the caller to revoke later.
 //
 // Key.Ref is a URL query string: v=1&user=NAME&policy=ARN&key=ACCESSKEYID.
+//
+// S3 has no bucket quota: bm-server's storage quotas are enforced by its
+// embedded S3 endpoint only, and this provider reports no usage.
 package s3iam
 
 import (
