@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/tenantapi"
@@ -139,9 +138,7 @@ func (r *Rclone) Run(ctx context.Context, args ...string) (ProcRun, error) {
 	run := ProcRun{Wall: time.Since(start)}
 	if ps := cmd.ProcessState; ps != nil {
 		run.CPU = ps.UserTime() + ps.SystemTime()
-		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			run.PeakRSS = ru.Maxrss << 10 // kilobytes on Linux
-		}
+		run.PeakRSS = peakRSS(ps)
 	}
 	if err != nil {
 		return run, fmt.Errorf("rclone %s: %w (see %s)", strings.Join(args[:1], " "), err, logf.Name())
