@@ -629,6 +629,13 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	}
 	res.Failures = e.failures.list()
 	pc.fill(&res)
+	if cause := context.Cause(ctx); err == nil && outer.Err() == nil && errors.Is(cause, ErrOffline) {
+		// bisync can end a pass whose listing the cancel cut short
+		// without an error ("nothing to transfer"): the pass is still
+		// one the bucket stopped answering in (e2e TestServerOutage
+		// under load said idle for 30 s with the server down).
+		err = cause
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); outer.Err() == nil && errors.Is(cause, ErrOffline) {
 			// Stopped because the bucket stopped answering: offline, not
