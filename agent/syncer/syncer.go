@@ -38,6 +38,11 @@
 // in the work dir. bisync demands a resync when filters change; the
 // engine does that resync itself, safely, and says so in the Result.
 //
+// A full pass that finds both sides exactly as bisync's saved listings
+// say (listed as bisync lists them, compared line for line with what
+// bisync would write) does not run bisync, which would do nothing; any
+// doubt about the listings runs it (unchanged.go).
+//
 // A pass killed in the middle (SIGKILL, power loss) leaves bisync's lock
 // behind; the next pass removes a lock whose process is gone and goes on
 // from the listings it left.
@@ -608,13 +613,15 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		if round == 0 && reason == "" && len(retry) == 0 && !e.noUnchangedCheck {
 			// both sides as the last pass left them: bisync would do
 			// nothing (see unchanged.go)
+			checkStart := time.Now()
 			unchanged, why := e.unchangedSides(rctx, pc, ps)
 			if unchanged {
+				log.Debug("no-change check: both sides as the listings say, bisync not run", "took", time.Since(checkStart))
 				res.Unchanged = true
 				err = nil
 				break
 			}
-			log.Debug("no-change check: running bisync", "why", why)
+			log.Debug("no-change check: running bisync", "why", why, "took", time.Since(checkStart))
 		}
 		err = e.runPass(rctx, pc, ps, opt, reason, &res, log, localHas, remoteHas, max(prior1, prior2) < smallSet)
 		fails, global := pc.takeFailures()

@@ -86,9 +86,12 @@ func (e *Engine) unchangedSides(ctx context.Context, pc *passCounter, ps passSet
 	ctx, ci := engineConfig(ctx)
 	ci.DryRun = false
 	ci.MaxDelete = -1 // bisync takes it for its own check, and hides it from rclone
-	fctx, err := withFiltersFile(ctx, ps.filters)
-	if err != nil {
-		return false, err.Error()
+	fctx := ctx
+	var err error
+	if !rulesLead(ps.filters, ps.ignore) {
+		if fctx, err = withFiltersFile(ctx, ps.filters); err != nil {
+			return false, err.Error()
+		}
 	}
 	g := newGuardPass(e, pc.logger(), "")
 	g.ignore = ps.ignore
@@ -153,6 +156,36 @@ func filtersMatchHash(filtersFile string) string {
 		return "filters file changed"
 	}
 	return ""
+}
+
+// rulesLead reports whether the rules of the filters file are the first
+// rules of the ignore matcher, in the same order (they are: the engine
+// writes both from the same header, filters.go). A path the guarded file
+// systems keep (none of the matcher's rules excludes it first) is then
+// one that bisync's filter of the file keeps too, so listing without that
+// filter, which costs a regexp match per rule on every path, lists the
+// same entries: the first of the file's rules that matches a path decides
+// it in both. (The failed paths' exclusions come before either, in ctx.)
+func rulesLead(filtersFile string, ignore *ignoreMatcher) bool {
+	if ignore == nil {
+		return false
+	}
+	data, err := os.ReadFile(filtersFile)
+	if err != nil {
+		return false
+	}
+	i := 0
+	for line := range strings.SplitSeq(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue // rclone skips these lines of a filter file
+		}
+		if i >= len(ignore.rules) || ignore.rules[i] != line {
+			return false
+		}
+		i++
+	}
+	return true
 }
 
 // withFiltersFile returns ctx with filtersFile's rules first in its

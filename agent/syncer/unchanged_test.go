@@ -227,6 +227,18 @@ func TestUnchangedPassRunsOnChange(t *testing.T) {
 			want[to] = want[victim]
 			delete(want, victim)
 		}, false},
+		{"local file the filters file excludes, then a local create", func(t *testing.T, _ *embedS3, p *pair, want map[string]string) {
+			p.write(t, "d0/half-done.md"+PartialSuffix, "a download in progress")
+			runs := p.engine.bisyncRuns.Load()
+			if res := p.pass(t, PassOptions{}); !res.Unchanged || p.engine.bisyncRuns.Load() != runs {
+				t.Errorf("a file bisync's filters exclude made the pass run bisync")
+			}
+			if err := os.Remove(filepath.Join(p.local, "d0", "half-done.md"+PartialSuffix)); err != nil {
+				t.Fatal(err)
+			}
+			p.write(t, "d2/new.md", "made here")
+			want["d2/new.md"] = "made here"
+		}, false},
 		{"local touch, content the same", func(t *testing.T, _ *embedS3, p *pair, want map[string]string) {
 			setMtime(t, filepath.Join(p.local, filepath.FromSlash(victim)), time.Now().Add(time.Second))
 		}, false},
@@ -346,6 +358,41 @@ func TestUnchangedPassAccessCheck(t *testing.T) {
 	if accessCheckPasses([]string{"a.md"}, []string{"a.md"}) || accessCheckPasses([]string{AccessCheckFile}, []string{"a.md"}) ||
 		!accessCheckPasses([]string{AccessCheckFile, "x/" + AccessCheckFile}, []string{"x/" + AccessCheckFile, AccessCheckFile}) {
 		t.Errorf("accessCheckPasses is not bisync's check")
+	}
+}
+
+// TestRulesLead: the engine's own filters file leads its ignore rules
+// (so the no-change check may leave the file's filter to the guards);
+// a file with a rule of its own does not.
+func TestRulesLead(t *testing.T) {
+	dir := t.TempDir()
+	m, err := newIgnoreMatcher(filterRules(DefaultIgnore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		file []byte
+		want bool
+	}{
+		{"the engine's", bisyncFilters(DefaultIgnore), true},
+		{"with CRLF and blank lines", bytes.ReplaceAll(append([]byte("\n; a comment\n"), bisyncFilters(DefaultIgnore)...), []byte("\n"), []byte("\r\n")), true},
+		{"a rule more", append(bisyncFilters(DefaultIgnore), "- *.md\n"...), false},
+		{"a rule less", bytes.Replace(bisyncFilters(DefaultIgnore), []byte("- /"+IgnoreFile+"\n"), nil, 1), false},
+		{"another order", []byte(strings.Join([]string{filterHeader[2], filterHeader[1]}, "\n")), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "filters")
+			if err := os.WriteFile(path, tt.file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := rulesLead(path, m); got != tt.want {
+				t.Errorf("rulesLead = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if rulesLead(filepath.Join(dir, "missing"), m) || rulesLead(filepath.Join(dir, "filters"), nil) {
+		t.Errorf("rulesLead of a missing file or no matcher = true")
 	}
 }
 
