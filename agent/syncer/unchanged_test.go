@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/rclone/rclone/cmd/bisync"
 )
 
 // otherClient is another S3 client of the pair's bucket (not rclone, not
@@ -358,6 +359,22 @@ func TestUnchangedPassAccessCheck(t *testing.T) {
 	if accessCheckPasses([]string{"a.md"}, []string{"a.md"}) || accessCheckPasses([]string{AccessCheckFile}, []string{"a.md"}) ||
 		!accessCheckPasses([]string{AccessCheckFile, "x/" + AccessCheckFile}, []string{"x/" + AccessCheckFile, AccessCheckFile}) {
 		t.Errorf("accessCheckPasses is not bisync's check")
+	}
+}
+
+// TestListingLineIsBisyncs: the line the no-change check expects for a
+// file is the one bisync's fileList.save writes (its format, with no hash
+// and no ID), whatever the name and size.
+func TestListingLineIsBisyncs(t *testing.T) {
+	const bisyncLineFormat = "%s %8d %s %s %s %q\n" // cmd/bisync/listing.go
+	at := time.Date(2026, 12, 3, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	for _, name := range []string{"a.md", `dir/say "hi".md`, "ü/ß 日本.md", "tab\there.md", "line\nbreak.md", "bad\xffutf8.md", `back\slash.md`} {
+		for _, size := range []int64{0, 7, 12345678, 123456789012, -1} {
+			want := fmt.Sprintf(bisyncLineFormat, "-", size, "-", "-", at.In(bisync.TZ).Format(listingTimeFormat), name)
+			if got := listingLine1(name, size, at) + "\n"; got != want {
+				t.Errorf("listingLine1(%q, %d) = %q, want %q", name, size, got, want)
+			}
+		}
 	}
 }
 
