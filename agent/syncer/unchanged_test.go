@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -161,6 +162,25 @@ func TestUnchangedPassSkipsBisync(t *testing.T) {
 		if after := listings(); !bytes.Equal(after[0], before[0]) || !bytes.Equal(after[1], before[1]) {
 			t.Errorf("pass %d rewrote the listings", i)
 		}
+	}
+
+	// what the caller records of it (history, state, the last sync) is
+	// what it records of a pass in which bisync found no change
+	p.engine.noUnchangedCheck = true
+	withBisync, err := p.engine.Pass(ctx, PassOptions{Trigger: "interval"})
+	p.engine.noUnchangedCheck = false
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped, err := p.engine.Pass(ctx, PassOptions{Trigger: "interval"})
+	if err != nil || !skipped.Unchanged {
+		t.Fatalf("pass after bisync's: unchanged=%v, %v", skipped.Unchanged, err)
+	}
+	for _, r := range []*Result{&withBisync, &skipped} {
+		r.Start, r.Duration, r.Unchanged = time.Time{}, 0, false
+	}
+	if !reflect.DeepEqual(withBisync, skipped) {
+		t.Errorf("a pass that skipped bisync = %+v\nwant what bisync's no-change pass gives: %+v", skipped, withBisync)
 	}
 }
 
