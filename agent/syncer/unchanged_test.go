@@ -97,6 +97,34 @@ func assertSides(t *testing.T, s3 *embedS3, p *pair, want map[string]string, whe
 	}
 }
 
+// editSameSize writes body (of the file's size) over the file at path and
+// gives it the modtime at makes of its old one; it returns the old and
+// the new modtime as the file system keeps them.
+func editSameSize(t *testing.T, path, body string, at func(was time.Time) time.Time) (was, now time.Time) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != int64(len(body)) {
+		t.Fatalf("edit of %s: %d bytes over %d", path, len(body), st.Size())
+	}
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setMtime(t, path, at(st.ModTime()))
+	st2, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.ModTime(), st2.ModTime()
+}
+
+// sameSecond is another moment of the same second as was.
+func sameSecond(was time.Time) time.Time {
+	return was.Truncate(time.Second).Add(time.Duration((was.Nanosecond() + 500_000_000) % 1_000_000_000))
+}
+
 // setMtime sets a local file's modtime.
 func setMtime(t *testing.T, path string, at time.Time) {
 	t.Helper()
@@ -195,37 +223,18 @@ func TestUnchangedPassRunsOnChange(t *testing.T) {
 		resync bool // the change makes the pass a safe resync
 	}{
 		{"local edit, same size, same second", func(t *testing.T, _ *embedS3, p *pair, want map[string]string) {
-			path := filepath.Join(p.local, filepath.FromSlash(victim))
-			st, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
 			body := strings.Replace(want[victim], "first", "FIRST", 1)
-			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			// the same second, another part of it
-			was := st.ModTime()
-			at := was.Truncate(time.Second).Add(time.Duration((was.Nanosecond() + 500_000_000) % 1_000_000_000))
-			setMtime(t, path, at)
-			if st2, _ := os.Stat(path); st2.ModTime().Equal(was) {
+			was, now := editSameSize(t, filepath.Join(p.local, filepath.FromSlash(victim)), body, sameSecond)
+			if now.Equal(was) {
 				t.Skip("this file system keeps whole seconds: the edit cannot be told by its modtime")
 			}
 			want[victim] = body
 		}, false},
-		{"local edit, same size and modtime to the nanosecond but for one", func(t *testing.T, _ *embedS3, p *pair, want map[string]string) {
-			path := filepath.Join(p.local, filepath.FromSlash(victim))
-			st, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+		{"local edit, same size, modtime a microsecond later", func(t *testing.T, _ *embedS3, p *pair, want map[string]string) {
 			body := strings.Replace(want[victim], "first", "fIrst", 1)
-			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			at := st.ModTime().Add(time.Microsecond)
-			setMtime(t, path, at)
-			if st2, _ := os.Stat(path); !st2.ModTime().Equal(at) {
+			was, now := editSameSize(t, filepath.Join(p.local, filepath.FromSlash(victim)), body,
+				func(was time.Time) time.Time { return was.Add(time.Microsecond) })
+			if !now.Equal(was.Add(time.Microsecond)) {
 				t.Skip("this file system does not keep microseconds")
 			}
 			want[victim] = body
@@ -488,32 +497,26 @@ func TestUnchangedPassLedger(t *testing.T) {
 			ops = 1 + rng.IntN(3)
 		}
 		var did []string
+		create := func(side string, write func(name, body string)) {
+			n := fresh()
+			touched[n] = true
+			body := fmt.Sprintf("%s %d", side, step)
+			write(n, body)
+			want[n] = body
+			did = append(did, side+" create "+n)
+		}
 		for range ops {
 			switch rng.IntN(7) {
-			case 0: // local create
-				n := fresh()
-				touched[n] = true
-				body := fmt.Sprintf("local %d", step)
-				p.write(t, n, body)
-				want[n] = body
-				did = append(did, "local create "+n)
+			case 0:
+				create("local", func(n, body string) { p.write(t, n, body) })
 			case 1: // local edit, same size, same second
 				n, ok := pick()
 				if !ok {
 					continue
 				}
-				path := filepath.Join(p.local, filepath.FromSlash(n))
-				st, err := os.Stat(path)
-				if err != nil {
-					t.Fatal(err)
-				}
 				body := []byte(want[n])
 				body[0] ^= 0x20 // same size, another letter case
-				if err := os.WriteFile(path, body, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				was := st.ModTime()
-				setMtime(t, path, was.Truncate(time.Second).Add(time.Duration((was.Nanosecond()+300_000_000)%1_000_000_000)))
+				editSameSize(t, filepath.Join(p.local, filepath.FromSlash(n)), string(body), sameSecond)
 				want[n] = string(body)
 				did = append(did, "local same-size edit "+n)
 			case 2: // local delete
@@ -543,13 +546,8 @@ func TestUnchangedPassLedger(t *testing.T) {
 				want[to] = want[n]
 				delete(want, n)
 				did = append(did, "local rename "+n+" "+to)
-			case 4: // remote create
-				n := fresh()
-				touched[n] = true
-				body := fmt.Sprintf("remote %d", step)
-				other.put(t, n, body)
-				want[n] = body
-				did = append(did, "remote create "+n)
+			case 4:
+				create("remote", func(n, body string) { other.put(t, n, body) })
 			case 5: // remote edit, same size
 				n, ok := pick()
 				if !ok {
