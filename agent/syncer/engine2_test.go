@@ -303,11 +303,6 @@ func TestNoChangePassCost(t *testing.T) {
 		t.Fatalf("no-change pass after one with bisync: unchanged=%v, %v", res.Unchanged, err)
 	}
 	without := time.Since(start)
-	for _, l := range strings.Split(p.logs.String(), "\n") {
-		if strings.Contains(l, "no-change check") || strings.Contains(l, "sync pass done") {
-			t.Log(l)
-		}
-	}
 	t.Logf("FIGURE no-change pass at %d notes (engine and embedded S3 in one process): %s without bisync (the listings compared), %s with bisync run anyway: %.2f×",
 		n, without.Round(time.Millisecond), withBisync.Round(time.Millisecond), float64(without)/float64(withBisync))
 }
