@@ -285,6 +285,26 @@ func TestNoChangePassCost(t *testing.T) {
 	if st["HeadObject"] != 0 {
 		t.Errorf("no-change pass made %d HeadObject requests", st["HeadObject"])
 	}
+	if !res.Unchanged {
+		t.Errorf("the no-change pass ran bisync")
+	}
+
+	// the same pass with bisync run anyway, then without it again: one
+	// run each, printed, not asserted
+	p.engine.noUnchangedCheck = true
+	start = time.Now()
+	if _, err := p.engine.Pass(ctx, PassOptions{Trigger: "interval"}); err != nil {
+		t.Fatalf("no-change pass with bisync: %v", err)
+	}
+	withBisync := time.Since(start)
+	p.engine.noUnchangedCheck = false
+	start = time.Now()
+	if res, err = p.engine.Pass(ctx, PassOptions{Trigger: "interval"}); err != nil || !res.Unchanged {
+		t.Fatalf("no-change pass after one with bisync: unchanged=%v, %v", res.Unchanged, err)
+	}
+	without := time.Since(start)
+	t.Logf("FIGURE no-change pass at %d notes (engine and embedded S3 in one process): %s without bisync (the listings compared), %s with bisync run anyway: %.2f×",
+		n, without.Round(time.Millisecond), withBisync.Round(time.Millisecond), float64(without)/float64(withBisync))
 }
 
 func makeNotes(t testing.TB, root string, n int) {

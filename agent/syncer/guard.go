@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,6 +85,36 @@ type guardPass struct {
 	plan   []Change
 	fails  []Failure // paths this run could not sync
 	global error     // a failure of a whole side (a full disk)
+
+	// bucketPages, when set, keeps the raw pages of the pass's first
+	// listing of the whole bucket (the no-change check's, unchanged.go);
+	// prelisted, when set, answers the first such listing instead of the
+	// bucket (that check's pages, given to the bisync run that follows).
+	bucketPages *bucketListing
+	prelisted   *bucketListing
+}
+
+// bucketListing is a whole listing of the bucket as its ListR gave it.
+type bucketListing struct {
+	mu       sync.Mutex
+	pages    []rfs.DirEntries
+	complete bool // the listing ended without an error
+}
+
+func (b *bucketListing) add(page rfs.DirEntries) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pages = append(b.pages, slices.Clone(page))
+}
+
+// takePrelisted returns the listing that answers the first listing of
+// the whole bucket (nil: none, or already taken).
+func (g *guardPass) takePrelisted() *bucketListing {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.prelisted
+	g.prelisted = nil
+	return b
 }
 
 // The two sides, as guard indexes.
@@ -1007,6 +1038,28 @@ func (f *guardFs) ListR(ctx context.Context, dir string, callback rfs.ListRCallb
 	do := f.Fs.Features().ListR
 	if do == nil {
 		return rfs.ErrorNotImplemented
+	}
+	if f.side == sideC && dir == "" {
+		if pre := f.g.takePrelisted(); pre != nil {
+			// the same pages, listed a moment ago: each is filtered and
+			// recorded as if the bucket had just sent it
+			for _, page := range pre.pages {
+				if err := callback(f.wrapEntries(ctx, slices.Clone(page), true)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if keep := f.g.bucketPages; keep != nil {
+			err := do(ctx, dir, func(entries rfs.DirEntries) error {
+				keep.add(entries)
+				return callback(f.wrapEntries(ctx, entries, true))
+			})
+			keep.mu.Lock()
+			keep.complete = err == nil
+			keep.mu.Unlock()
+			return err
+		}
 	}
 	return do(ctx, dir, func(entries rfs.DirEntries) error { return callback(f.wrapEntries(ctx, entries, true)) })
 }

@@ -38,6 +38,11 @@
 // in the work dir. bisync demands a resync when filters change; the
 // engine does that resync itself, safely, and says so in the Result.
 //
+// A full pass that finds both sides exactly as bisync's saved listings
+// say (listed as bisync lists them, compared line for line with what
+// bisync would write) does not run bisync, which would do nothing; any
+// doubt about the listings runs it (unchanged.go).
+//
 // A pass killed in the middle (SIGKILL, power loss) leaves bisync's lock
 // behind; the next pass removes a lock whose process is gone and goes on
 // from the listings it left.
@@ -214,6 +219,10 @@ type Result struct {
 	// AllChanged: every file had changed since the last pass, for real;
 	// the pass synced them all (with every replaced version kept).
 	AllChanged bool
+	// Unchanged: both sides were exactly as the last pass left them (as
+	// bisync's listings say), so bisync did not run: a pass that found no
+	// change, recorded like one of bisync's (see unchanged.go).
+	Unchanged bool
 	// LocalWrites are the paths in the notes folder the pass itself wrote,
 	// renamed or deleted (sorted): a watcher's events for any other path
 	// during the pass were someone else's.
@@ -247,6 +256,14 @@ type Engine struct {
 	madeMu sync.Mutex
 	made   map[string]bool // conflict files this engine's passes made (othersConflict)
 	madeQ  []string        // the same, oldest first
+
+	// bisyncRuns counts the bisync runs of the engine's passes.
+	bisyncRuns atomic.Int64
+	// prelisted is the bucket listing the pass's no-change check made,
+	// for its first bisync run (passMu guards it).
+	prelisted *bucketListing
+	// noUnchangedCheck, set by a test, makes every full pass run bisync.
+	noUnchangedCheck bool
 
 	// beforeReplace, if set by a test, is called right before a pass
 	// replaces or deletes path on side (SideLocal, SideCloud): a write
@@ -494,7 +511,7 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		log.Info("sync pass done", "resync", res.Resync, "resync_reason", res.ResyncReason,
 			"uploaded", res.Uploaded, "downloaded", res.Downloaded, "deleted_local", res.DeletedLocal,
 			"deleted_remote", res.DeletedRemote, "conflicts", res.Conflicts,
-			"skipped", res.Skipped, "dry_run", opt.DryRun, "quick", res.Quick, "duration", res.Duration)
+			"skipped", res.Skipped, "dry_run", opt.DryRun, "quick", res.Quick, "unchanged", res.Unchanged, "duration", res.Duration)
 	}()
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("syncer: pass: %w", err)
@@ -559,6 +576,7 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 
 	pc = e.newPassCounter(log)
 	defer pc.close()
+	defer func() { e.prelisted = nil }()
 	if opt.Progress != nil {
 		stop := pc.reportProgress(ctx, opt.Progress)
 		defer stop() // before pc.close frees the stats group
@@ -591,6 +609,19 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 		if ferr != nil {
 			err = ferr
 			break
+		}
+		if round == 0 && reason == "" && len(retry) == 0 && !e.noUnchangedCheck {
+			// both sides as the last pass left them: bisync would do
+			// nothing (see unchanged.go)
+			checkStart := time.Now()
+			unchanged, why := e.unchangedSides(rctx, pc, ps)
+			if unchanged {
+				log.Debug("no-change check: both sides as the listings say, bisync not run", "took", time.Since(checkStart))
+				res.Unchanged = true
+				err = nil
+				break
+			}
+			log.Debug("no-change check: running bisync", "why", why, "took", time.Since(checkStart))
 		}
 		err = e.runPass(rctx, pc, ps, opt, reason, &res, log, localHas, remoteHas, max(prior1, prior2) < smallSet)
 		fails, global := pc.takeFailures()
@@ -787,6 +818,10 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	stamp := e.passStamp()
 	g := newGuardPass(e, pc.logger(), stamp)
 	g.ignore = ps.ignore
+	// the bucket as the pass's no-change check listed it a moment ago
+	// (a change since is found by the next pass, as one after bisync's
+	// own listing would be)
+	g.prelisted, e.prelisted = e.prelisted, nil
 	defer pc.addGuard(g)
 	path1, path2 := g.wrap(ctx)
 	opt := bisync.Options{
@@ -818,6 +853,7 @@ func (e *Engine) runBisync(ctx context.Context, pc *passCounter, resync bool, ps
 	if resync {
 		opt.ResyncMode = bisync.PreferPath1
 	}
+	e.bisyncRuns.Add(1)
 	err := bisync.Bisync(ctx, path1, path2, &opt)
 	if err == nil && !ps.dryRun {
 		e.clearJournal() // the listings say it all now
