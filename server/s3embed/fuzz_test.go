@@ -15,10 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/basicmachines-co/bm-agent/server/s3embed"
 )
@@ -168,10 +164,6 @@ func sign(t testing.TB, req *http.Request, access, secret string, body []byte) {
 	if hash == "" {
 		sum := sha256.Sum256(body)
 		hash = hex.EncodeToString(sum[:])
-		req.Header.Set("X-Amz-Content-Sha256", hash)
 	}
-	creds := aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hash, "s3", "us-east-1", time.Now()); err != nil {
-		t.Fatalf("sign: %v", err)
-	}
+	signV4(t, req, access, secret, hash)
 }

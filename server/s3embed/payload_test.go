@@ -8,10 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -104,11 +102,7 @@ func TestBodyMustMatchSignedHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-Amz-Content-Sha256", hash)
-	creds := aws.Credentials{AccessKeyID: "AKA", SecretAccessKey: "secret-a"}
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hash, "s3", "us-east-1", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	signV4(t, req, "AKA", "secret-a", hash)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -124,10 +118,7 @@ func TestBodyMustMatchSignedHash(t *testing.T) {
 
 	// The same request with the right body works.
 	req, _ = http.NewRequest(http.MethodPut, e.url+"/"+bucketA+"/swap.md", bytes.NewReader(good))
-	req.Header.Set("X-Amz-Content-Sha256", hash)
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hash, "s3", "us-east-1", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	signV4(t, req, "AKA", "secret-a", hash)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

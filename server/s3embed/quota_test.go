@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -209,11 +208,7 @@ func TestQuotaUnknownLength(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.ContentLength = -1 // chunked transfer encoding
-		req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
-		if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: "AKA", SecretAccessKey: "secret-a"},
-			req, "UNSIGNED-PAYLOAD", "s3", "us-east-1", time.Now()); err != nil {
-			t.Fatal(err)
-		}
+		signV4(t, req, "AKA", "secret-a", "UNSIGNED-PAYLOAD")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

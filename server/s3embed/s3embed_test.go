@@ -17,8 +17,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -108,6 +110,17 @@ func newClientRegion(url, access, secret, region string) *s3.Client {
 		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),
 		Retryer:      aws.NopRetryer{},
 	})
+}
+
+// signV4 signs req with SigV4 for access and secret in us-east-1 now,
+// with payload hash hash (also set as X-Amz-Content-Sha256).
+func signV4(t testing.TB, req *http.Request, access, secret, hash string) {
+	t.Helper()
+	req.Header.Set("X-Amz-Content-Sha256", hash)
+	creds := aws.Credentials{AccessKeyID: access, SecretAccessKey: secret}
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hash, "s3", "us-east-1", time.Now()); err != nil {
+		t.Fatalf("sign: %v", err)
+	}
 }
 
 func md5hex(b []byte) string {
