@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -234,7 +235,9 @@ func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 			tenantSuspended(w, t.Status)
 			return
 		}
-		if p.subscription && !subscribed(t.SubscriptionStatus) {
+		// The Free tier has no cloud sync: its tenants are told to
+		// subscribe, as a lapsed one is (its quota is 0 as well).
+		if p.subscription && (!subscribed(t.SubscriptionStatus) || strings.EqualFold(t.SubscriptionTier, storage.TierFree)) {
 			h.subscriptionRequired(w)
 			return
 		}

@@ -123,6 +123,7 @@ func newEnv(t testing.TB, opts ...func(*Handler)) *env {
 		{ID: "D", BucketName: "bucket-d", SubscriptionStatus: "active", Status: store.TenantDeleted},
 		{ID: "L", BucketName: "bucket-l", SubscriptionStatus: "canceled", SubscriptionTier: "pro"},
 		{ID: "N", SubscriptionStatus: "active"},
+		{ID: "F", BucketName: "bucket-f", SubscriptionStatus: "active", SubscriptionTier: "free"},
 	}
 	auth := fakeAuth{}
 	for _, tn := range tenants {
@@ -442,6 +443,9 @@ func TestForbidden(t *testing.T) {
 		{"claims lapsed: sync", "tok-lapsed-claims", "POST", tenantapi.PathSync, 403, subBody},
 		{"store lapsed: mint", "tok-L", "POST", tenantapi.PathMountCredentials, 403, subBody},
 		{"store lapsed: health", "tok-L", "GET", tenantapi.PathProxyHealth, 403, subBody},
+		{"free tier: mint", "tok-F", "POST", tenantapi.PathMountCredentials, 403, subBody},
+		{"free tier: info", "tok-F", "GET", tenantapi.PathMountInfo, 403, subBody},
+		{"free tier: sync", "tok-F", "POST", tenantapi.PathSync, 403, subBody},
 		{"suspended: mint", "tok-S", "POST", tenantapi.PathMountCredentials, 403, suspended},
 		{"suspended: health", "tok-S", "GET", tenantapi.PathProxyHealth, 403, suspended},
 		{"suspended: list", "tok-S", "GET", tenantapi.PathMountCredentials, 403, suspended},
@@ -454,6 +458,8 @@ func TestForbidden(t *testing.T) {
 		{"store lapsed: status", "tok-L", "GET", tenantapi.PathTenantStatus, 200,
 			`{"tenant_id":"L","email":"L@example.com","subscription_status":"canceled","subscription_tier":"pro","bucket_name":"bucket-l","devices":0}` + "\n"},
 		{"store lapsed: list", "tok-L", "GET", tenantapi.PathMountCredentials, 200, `{"credentials":[]}` + "\n"},
+		{"free tier: status", "tok-F", "GET", tenantapi.PathTenantStatus, 200,
+			`{"tenant_id":"F","email":"F@example.com","subscription_status":"active","subscription_tier":"free","bucket_name":"bucket-f","devices":0}` + "\n"},
 		{"trialing: health", "tok-B", "GET", tenantapi.PathProxyHealth, 200, `{"status":"ok"}` + "\n"},
 		{"active: health", "tok-A", "GET", tenantapi.PathProxyHealth, 200, `{"status":"ok"}` + "\n"},
 	}
