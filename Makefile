@@ -42,6 +42,18 @@ fuzz: ## explore the S3 and API request parsers for FUZZTIME each (go test -fuzz
 	$(GO) test -run '^$$' -fuzz '^FuzzS3Request$$' -fuzztime $(FUZZTIME) ./server/s3embed/
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(FUZZTIME) ./server/api/
 
+.PHONY: s3-conformance
+s3-conformance: ## rclone's own fstests against the embedded S3 and a real MinIO, providers Minio and Other; fails if the embedded one passes fewer
+	@mkdir -p $(BIN)
+	@set -e; for provider in Minio Other; do \
+	  for target in embedded minio; do \
+	    BM_FSTESTS_PROVIDER=$$provider BM_FSTESTS_TARGET=$$target $(GO) test -count=1 -tags fstests -run '^TestFstests$$' -v ./server/s3embed/ > $(BIN)/fstests-$$target-$$provider.log 2>&1 || true; \
+	    eval "pass_$$target=$$(grep -c -- '--- PASS' $(BIN)/fstests-$$target-$$provider.log || true)"; \
+	    echo "FIGURE fstests provider $$provider against $$target: $$(grep -c -- '--- PASS' $(BIN)/fstests-$$target-$$provider.log || true) pass, $$(grep -c -- '--- FAIL' $(BIN)/fstests-$$target-$$provider.log || true) fail, $$(grep -c -- '--- SKIP' $(BIN)/fstests-$$target-$$provider.log || true) skipped ($(BIN)/fstests-$$target-$$provider.log)"; \
+	  done; \
+	  if [ "$$pass_embedded" -lt "$$pass_minio" ] || [ "$$pass_minio" -eq 0 ]; then echo "provider $$provider: the embedded S3 passes $$pass_embedded, MinIO $$pass_minio"; exit 1; fi; \
+	done
+
 test-short: ## the tests without the slow end-to-end ones
 	$(GO) test -short $(PKGS)
 
