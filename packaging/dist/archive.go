@@ -164,7 +164,13 @@ func ChecksumsName(version string) string {
 func checksums(cfg Config, as []Artifact) (Artifact, error) {
 	var lines []string
 	for _, a := range as {
-		lines = append(lines, a.SHA256+"  "+filepath.Base(a.Path))
+		// named from the checksums file's folder, as sha256sum -c there
+		// reads them (the formula is in a folder of its own)
+		rel, err := filepath.Rel(cfg.Out, a.Path)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return Artifact{}, fmt.Errorf("dist: checksums: %s is outside %s", a.Path, cfg.Out)
+		}
+		lines = append(lines, a.SHA256+"  "+filepath.ToSlash(rel))
 	}
 	sort.Slice(lines, func(i, j int) bool { return lines[i][66:] < lines[j][66:] })
 	path := filepath.Join(cfg.Out, ChecksumsName(cfg.Version))

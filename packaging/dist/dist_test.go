@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -180,8 +181,17 @@ func TestArchivesAndChecksums(t *testing.T) {
 		t.Fatalf("checksums:\n%s", b)
 	}
 	for _, a := range append(as, *f) {
-		if !contains(lines, a.SHA256+"  "+filepath.Base(a.Path)) {
+		rel, _ := filepath.Rel(cfg.Out, a.Path)
+		if !contains(lines, a.SHA256+"  "+filepath.ToSlash(rel)) {
 			t.Errorf("checksums lack %s:\n%s", a.Path, b)
+		}
+	}
+	// The README's advice: sha256sum -c in the release's folder.
+	if _, err := exec.LookPath("sha256sum"); err == nil {
+		cmd := exec.Command("sha256sum", "-c", filepath.Base(sums.Path))
+		cmd.Dir = cfg.Out
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("sha256sum -c %s: %v:\n%s", filepath.Base(sums.Path), err, out)
 		}
 	}
 }
