@@ -97,6 +97,7 @@ const (
 	FailKindClash   Code = "file_folder_clash" // a folder on one side, a file on the other
 	FailNameTooLong Code = "name_too_long"     // a name longer than the file system allows
 	FailBadName     Code = "bad_name"          // a name the file system cannot hold
+	FailBucketFull  Code = "bucket_full"       // the bucket's quota refused its upload
 	FailOther       Code = "other"
 )
 

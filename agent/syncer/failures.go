@@ -44,6 +44,7 @@ const (
 	FailKindClash   = "file_folder_clash" // a folder on one side, a file on the other
 	FailNameTooLong = "name_too_long"     // a name longer than this file system allows
 	FailBadName     = "bad_name"          // a name this file system cannot hold
+	FailBucketFull  = "bucket_full"       // the bucket's quota refused its upload
 	FailOther       = "other"
 )
 
@@ -56,6 +57,11 @@ var errListedNotReadable = errors.New("listed, but not found when read")
 // ErrDiskFull: the disk holding the notes folder (or the agent's state)
 // is full. Nothing was lost; passes fail until there is room.
 var ErrDiskFull = errors.New("the disk is full")
+
+// quotaCodes are the S3 error codes of a write refused by the bucket's
+// quota: bm-server's embedded endpoint (and Ceph's gateway) answer
+// QuotaExceeded, MinIO XMinioAdminBucketQuotaExceeded.
+var quotaCodes = []string{"QuotaExceeded", "XMinioAdminBucketQuotaExceeded"}
 
 // Failure is a path a pass could not sync, and why.
 type Failure struct {
@@ -109,6 +115,11 @@ func classifyFailure(side, path string, err error) (f Failure, global error) {
 	switch {
 	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, rclonefile.ErrDiskFull):
 		return f, fmt.Errorf("%w: %w", ErrDiskFull, err)
+	case errors.As(err, &apiErr) && slices.Contains(quotaCodes, apiErr.ErrorCode()):
+		// the file's own upload: the rest of the pass (downloads, smaller
+		// changes that fit) goes on
+		f.Reason = FailBucketFull
+		f.Advice = "the cloud storage is full (the bucket refused it past its quota): delete notes you no longer need, or move to a plan with more room; bm-agent uploads it again by itself"
 	case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		f.Reason = FailPermission
 		f.Advice = "bm-agent may not read or write it " + where + ": check its permissions (and its folder's)"
@@ -120,6 +131,11 @@ func classifyFailure(side, path string, err error) (f Failure, global error) {
 	case errors.Is(err, syscall.ENAMETOOLONG) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "KeyTooLongError":
 		f.Reason = FailNameTooLong
 		f.Advice = "its name is too long for " + where + ": rename it where it was made"
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "XMinioInvalidObjectName":
+		// MinIO's answer (and bm-server's, for a part of the name over
+		// 255 bytes) to a name it cannot keep
+		f.Reason = FailBadName
+		f.Advice = "the bucket cannot keep its name (a part of it over 255 bytes, say): rename it where it was made"
 	case errors.Is(err, errListedNotReadable):
 		f.Reason = FailBadName
 		f.Advice = "it is listed " + where + " but cannot be read there (a name with bytes that are not text, say): rename it where it was made"
@@ -312,6 +328,9 @@ func pathTrouble(err error) (isPath, transient bool) {
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) && slices.Contains(transientCodes, apiErr.ErrorCode()) {
 		return true, true
+	}
+	if errors.As(err, &apiErr) && slices.Contains(quotaCodes, apiErr.ErrorCode()) {
+		return true, false // this upload's: it waits, the rest syncs
 	}
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) && re.Response != nil {

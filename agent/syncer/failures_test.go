@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/smithy-go"
 )
 
 func failedPaths(fs []Failure) map[string]Failure {
@@ -127,6 +129,10 @@ func TestClassifyFailure(t *testing.T) {
 		{&os.PathError{Op: "open", Path: "/n/l", Err: syscall.ENAMETOOLONG}, FailNameTooLong, false},
 		{&os.PathError{Op: "write", Path: "/n/b", Err: syscall.ENOSPC}, "", true},
 		{fmt.Errorf("copy: %w", &os.PathError{Op: "write", Path: "/n/b", Err: syscall.EDQUOT}), "", true},
+		{fmt.Errorf("put: %w", &smithy.GenericAPIError{Code: "XMinioInvalidObjectName"}), FailBadName, false},
+		{fmt.Errorf("put: %w", &smithy.GenericAPIError{Code: "KeyTooLongError"}), FailNameTooLong, false},
+		{fmt.Errorf("put: %w", &smithy.GenericAPIError{Code: "QuotaExceeded"}), FailBucketFull, false},
+		{fmt.Errorf("put: %w", &smithy.GenericAPIError{Code: "XMinioAdminBucketQuotaExceeded"}), FailBucketFull, false},
 		{errors.New("something else"), FailOther, false},
 	} {
 		f, global := classifyFailure(SideLocal, "p", tc.err)

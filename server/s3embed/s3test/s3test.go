@@ -42,7 +42,9 @@ type Endpoint struct {
 // Start serves the buckets under root (a fresh temp dir when root is "")
 // on a loopback port until the test ends, and creates key.Bucket. Objects
 // written under root/BUCKET before Start are served as the bucket's.
-func Start(t testing.TB, root string, key Key) *Endpoint {
+// Each of setup is called with the server before it serves (to set its
+// quotas, say).
+func Start(t testing.TB, root string, key Key, setup ...func(*s3embed.Server)) *Endpoint {
 	t.Helper()
 	if root == "" {
 		root = t.TempDir()
@@ -50,6 +52,9 @@ func Start(t testing.TB, root string, key Key) *Endpoint {
 	srv, err := s3embed.New(root, key, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(srv)
 	}
 	if err := srv.CreateBucket(context.Background(), key.Bucket); err != nil {
 		t.Fatal(err)
