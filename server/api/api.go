@@ -53,6 +53,15 @@ type Sessions interface {
 // DetailSessionEnded.
 type sessionEnder interface{ SessionEnded() bool }
 
+// authUnavailable is implemented by the errors of Authenticate that mean
+// the token could not be checked now (the issuer's store failed): the
+// answer is then 503 with Retry-After, not a 401 that would send the
+// client to sign in again.
+type authUnavailable interface{ AuthUnavailable() bool }
+
+// DetailAuthUnavailable is the detail of that 503.
+const DetailAuthUnavailable = "The server cannot check sign-ins right now; try again shortly"
+
 // Handler serves the tenant API. Store, Storage and Auth are required.
 type Handler struct {
 	Store   *store.Store
@@ -195,6 +204,13 @@ func subscribed(status string) bool { return status == "active" || status == "tr
 func (h *Handler) tenant(p policy, next tenantFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		claims, err := h.Auth.Authenticate(r)
+		var unavailable authUnavailable
+		if err != nil && errors.As(err, &unavailable) && unavailable.AuthUnavailable() {
+			h.logger().WarnContext(r.Context(), "tenant api: the token could not be checked", "method", r.Method, "path", r.URL.Path, "err", err)
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, tenantapi.ErrorBody{Detail: DetailAuthUnavailable})
+			return
+		}
 		if err != nil {
 			detail := "Invalid or expired token"
 			var ended sessionEnder

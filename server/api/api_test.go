@@ -30,12 +30,22 @@ func (f fakeAuth) Authenticate(r *http.Request) (tenantapi.Claims, error) {
 	if !ok {
 		return tenantapi.Claims{}, errors.New("no bearer token")
 	}
+	if tok == "tok-unavailable" {
+		return tenantapi.Claims{}, checkDown{}
+	}
 	c, ok := f[tok]
 	if !ok {
 		return tenantapi.Claims{}, errors.New("unknown token " + tok)
 	}
 	return c, nil
 }
+
+// checkDown is the error of an authenticator that could not check the
+// token (its store failed), as the issuer's is.
+type checkDown struct{}
+
+func (checkDown) Error() string         { return "session check unavailable: database is locked" }
+func (checkDown) AuthUnavailable() bool { return true }
 
 // fakeProvider is a storage.Provider that records its calls. The real
 // providers (embedded, MinIO, S3) are tested in their own packages; here only
@@ -451,6 +461,7 @@ func TestForbidden(t *testing.T) {
 		{"suspended: list", "tok-S", "GET", tenantapi.PathMountCredentials, 403, suspended},
 		{"deleted: mint", "tok-D", "POST", tenantapi.PathMountCredentials, 403, deleted},
 		{"unknown tenant", "tok-ghost", "GET", tenantapi.PathProxyHealth, 403, `{"detail":"tenant not found"}` + "\n"},
+		{"token cannot be checked now", "tok-unavailable", "GET", tenantapi.PathMountInfo, 503, `{"detail":"` + DetailAuthUnavailable + `"}` + "\n"},
 		{"no tenant claim", "tok-notenant", "GET", tenantapi.PathTenantStatus, 403, `{"detail":"no tenant for this account"}` + "\n"},
 		{"no bucket: mint", "tok-N", "POST", tenantapi.PathMountCredentials, 409, `{"detail":"tenant has no bucket yet"}` + "\n"},
 		{"no bucket: info", "tok-N", "GET", tenantapi.PathMountInfo, 409, `{"detail":"tenant has no bucket yet"}` + "\n"},
@@ -472,6 +483,9 @@ func TestForbidden(t *testing.T) {
 			}
 			if ct := hdr.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type = %q", ct)
+			}
+			if tc.code == http.StatusServiceUnavailable && hdr.Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
 			}
 		})
 	}

@@ -144,6 +144,16 @@ type sessionEndedError struct{}
 func (sessionEndedError) Error() string      { return "session ended" }
 func (sessionEndedError) SessionEnded() bool { return true }
 
+// checkUnavailable wraps a store failure met while checking a session:
+// the token may be good, the server cannot tell now. Its AuthUnavailable
+// method lets the tenant API answer 503 (try again) rather than 401
+// (sign in again) without importing this package.
+type checkUnavailable struct{ err error }
+
+func (e checkUnavailable) Error() string       { return "session check unavailable: " + e.err.Error() }
+func (e checkUnavailable) Unwrap() error       { return e.err }
+func (checkUnavailable) AuthUnavailable() bool { return true }
+
 // DefaultSessionCacheTTL is how long Verify trusts what the store said of
 // a session (Config.SessionCacheTTL).
 const DefaultSessionCacheTTL = 30 * time.Second
@@ -304,7 +314,7 @@ func (b *sessionBook) live(ctx context.Context, sid, subject string, fresh bool)
 			b.log.WarnContext(ctx, "issuer: session check: store failed; using the cached answer", "error", err)
 			return e.live && e.subject == subject, nil
 		}
-		return false, fmt.Errorf("issuer: session check: %w", err)
+		return false, fmt.Errorf("issuer: session check: %w", checkUnavailable{err})
 	}
 	got := v.(cachedSession)
 	b.remember(sid, got)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/basicmachines-co/bm-agent/server/store"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -222,5 +223,32 @@ func TestSessionCacheNoTTL(t *testing.T) {
 	}
 	if _, err := other.Verify(t.Context(), tok.AccessToken); !errors.Is(err, ErrSessionEnded) {
 		t.Errorf("replica Verify without a cache after the end: %v, want ErrSessionEnded", err)
+	}
+}
+
+// sessionsDown is a Storage whose session lookups fail (a database that
+// went away).
+type sessionsDown struct{ Storage }
+
+func (sessionsDown) AuthSession(context.Context, string) (store.AuthSession, error) {
+	return store.AuthSession{}, errors.New("database is locked")
+}
+
+// TestSessionCheckUnavailable: when the store cannot say whether a
+// session is live and nothing is cached, Verify's error says the check is
+// unavailable (AuthUnavailable, for the tenant API's 503), not that the
+// token is invalid or its session ended (a 401 would send the client to
+// sign in again); with an answer cached, that answer holds.
+func TestSessionCheckUnavailable(t *testing.T) {
+	e := newEnv(t)
+	tok, _ := e.signIn(t)
+	cold, _ := e.replica(t, sessionsDown{e.iss.store.db})
+	_, err := cold.Verify(t.Context(), tok.AccessToken)
+	var u interface{ AuthUnavailable() bool }
+	if !errors.As(err, &u) || !u.AuthUnavailable() || errors.Is(err, ErrInvalidToken) || errors.Is(err, ErrSessionEnded) {
+		t.Errorf("Verify with the session store down and nothing cached: %v, want AuthUnavailable and not ErrInvalidToken", err)
+	}
+	if _, err := e.iss.Verify(t.Context(), tok.AccessToken); err != nil {
+		t.Fatalf("Verify with the store up: %v", err)
 	}
 }
