@@ -647,6 +647,19 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 			"files", len(fails), "first", fails[0].Path, "why", fails[0].Error, "advice", fails[0].Advice)
 		pc.resetPlan()
 	}
+	// Stopped because the bucket stopped answering: offline, not
+	// cancelled (the next pass recovers what this one left). bisync can
+	// end a pass whose listing the cancel cut short without an error
+	// ("nothing to transfer"): it is still such a pass, and nothing in it
+	// synced again (e2e TestServerOutage under load said idle for 30 s
+	// with the server down).
+	if cause := context.Cause(ctx); outer.Err() == nil && errors.Is(cause, ErrOffline) {
+		if err == nil {
+			err = cause
+		} else {
+			err = fmt.Errorf("%w (the pass stopped there: %v)", cause, err)
+		}
+	}
 	if err == nil && len(retry) > 0 {
 		// tried again, and went through
 		done := make([]string, len(retry))
@@ -660,19 +673,7 @@ func (e *Engine) Pass(ctx context.Context, opt PassOptions) (res Result, err err
 	}
 	res.Failures = e.failures.list()
 	pc.fill(&res)
-	if cause := context.Cause(ctx); err == nil && outer.Err() == nil && errors.Is(cause, ErrOffline) {
-		// bisync can end a pass whose listing the cancel cut short
-		// without an error ("nothing to transfer"): the pass is still
-		// one the bucket stopped answering in (e2e TestServerOutage
-		// under load said idle for 30 s with the server down).
-		err = cause
-	}
 	if err != nil {
-		if cause := context.Cause(ctx); outer.Err() == nil && errors.Is(cause, ErrOffline) {
-			// Stopped because the bucket stopped answering: offline, not
-			// cancelled (the next pass recovers what this one left).
-			return res, fmt.Errorf("syncer: pass: %w (the pass stopped there: %v)", cause, err)
-		}
 		if ctxErr := outer.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
