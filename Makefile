@@ -81,6 +81,15 @@ dist: ## the release into dist/: archives for linux, darwin and windows on amd64
 bench: ## issue 12's benchmark: bm-agent against the seed's rclone bisync at 1k, 10k and 50k notes; writes docs/BENCHMARKS.md and $(BIN)/bench.json
 	$(GO) run ./cmd/bm-bench -bin $(BIN)
 
+.PHONY: bench-load bench-load-short
+bench-load: ## issue 14's load test: 3 bm-server replicas on one PostgreSQL and MinIO, 2,000 devices of 500 tenants for 60 s, one replica killed halfway
+	$(GO) build -o $(BIN)/ ./cmd/bm-server
+	$(GO) run ./cmd/bm-loadbench -bin $(BIN) -json $(BIN)/bench-load.json
+
+bench-load-short: ## the same with 200 devices of 50 tenants for 15 s (make test runs it as bench/load TestLoadShort)
+	$(GO) build -o $(BIN)/ ./cmd/bm-server
+	$(GO) run ./cmd/bm-loadbench -short -bin $(BIN)
+
 bench-short: ## the same at 1k and 10k notes with fewer samples (under 5 minutes); writes its section of docs/BENCHMARKS.md and $(BIN)/bench-short.json
 	$(GO) run ./cmd/bm-bench -short -bin $(BIN)
 

@@ -202,7 +202,7 @@ func (r *sizeRun) start(ctx context.Context) error {
 	if r.proxy, err = Listen(); err != nil {
 		return err
 	}
-	s3Addr, err := freeAddr()
+	s3Addr, err := FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -260,8 +260,8 @@ func (r *sizeRun) stop() {
 	}
 }
 
-// freeAddr is a loopback address no one listens on right now.
-func freeAddr() (string, error) {
+// FreeAddr is a loopback address no one listens on right now.
+func FreeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
