@@ -692,9 +692,11 @@ func (s *Server) openJobs() error {
 		OrphanInterval:   cfg.OrphanInterval,
 		FallbackInterval: cfg.FallbackInterval,
 		UploadMaxAge:     cfg.UploadMaxAge,
-		Events:           s.hub,
-		Hook:             s.hook,
-		Logger:           cfg.Logger.With("component", "lifecycle"),
+		// replicas on one database run each job on one of them
+		Holder: replicaName(),
+		Events: s.hub,
+		Hook:   s.hook,
+		Logger: cfg.Logger.With("component", "lifecycle"),
 	})
 	if err != nil {
 		return fmt.Errorf("server: lifecycle: %w", err)
@@ -1085,4 +1087,12 @@ func (a accounts) Claims(ctx context.Context, subject string) (tenantapi.Claims,
 		SubscriptionStatus: t.SubscriptionStatus,
 		SubscriptionTier:   t.SubscriptionTier,
 	}, nil
+}
+
+// replicaName names this process among the replicas sharing the database
+// (the holder of its job leases): the host, the process and a random part
+// so that a restart is another holder.
+func replicaName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
 }

@@ -99,6 +99,14 @@ type Config struct {
 	// Only providers implementing UploadExpirer take part.
 	UploadMaxAge, UploadExpiryInterval time.Duration
 
+	// Holder is this replica's name in the store's job leases: when set,
+	// each job's pass runs only while this replica holds the job's lease
+	// (store.TakeLease, for 1.5 of the job's intervals, renewed by each
+	// pass), so replicas on one database run each job on one of them at a
+	// time, and another takes it over when the holder stops. Empty: the
+	// jobs always run (one process).
+	Holder string
+
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -173,8 +181,9 @@ func (w *Worker) Serve(ctx context.Context) error {
 			defer wg.Done()
 			t := time.NewTicker(every)
 			defer t.Stop()
+			defer w.releaseLease(name)
 			for {
-				if err := pass(ctx); err != nil && ctx.Err() == nil {
+				if err := w.leased(ctx, name, every, pass); err != nil && ctx.Err() == nil {
 					w.log.Error("lifecycle pass failed", "job", name, "err", err)
 				}
 				select {
@@ -209,6 +218,35 @@ func (w *Worker) Serve(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// leased runs pass when this worker holds (or now takes) job's lease, or
+// when it has no Holder.
+func (w *Worker) leased(ctx context.Context, job string, every time.Duration, pass func(context.Context) error) error {
+	if w.cfg.Holder == "" {
+		return pass(ctx)
+	}
+	ok, err := w.cfg.Store.TakeLease(ctx, job, w.cfg.Holder, w.cfg.Now(), every+every/2)
+	if err != nil {
+		return fmt.Errorf("lease of %s: %w", job, err)
+	}
+	if !ok {
+		return nil // another replica runs it
+	}
+	return pass(ctx)
+}
+
+// releaseLease gives up job's lease as the worker stops, so another
+// replica takes the job on its next tick rather than after the lease.
+func (w *Worker) releaseLease(job string) {
+	if w.cfg.Holder == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.cfg.Store.ReleaseLease(ctx, job, w.cfg.Holder); err != nil {
+		w.log.Warn("release job lease", "job", job, "err", err)
+	}
 }
 
 // ExpireUploads aborts the multipart uploads begun more than UploadMaxAge

@@ -3,11 +3,13 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -475,5 +477,71 @@ func TestServeExpiresUploads(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve = %v", err)
+	}
+}
+
+// counting is a fingerprinting provider that counts its bucket checks.
+type counting struct {
+	fingerprinting
+	n atomic.Int64
+}
+
+func (p *counting) BucketFingerprint(ctx context.Context, bucket string) (string, error) {
+	p.n.Add(1)
+	return p.fingerprinting.BucketFingerprint(ctx, bucket)
+}
+
+// TestServeOneReplicaAtATime: two replicas' workers on one database run
+// each job on one of them only (the bucket check is not made twice, nor
+// its fallback events published twice), and when the holder stops the
+// other takes the job over.
+func TestServeOneReplicaAtATime(t *testing.T) {
+	st := openStore(t)
+	prints := map[string]string{"bucket-a": "a1", "bucket-b": "b1"}
+	replicas := make([]*counting, 2)
+	stops := make([]context.CancelFunc, 2)
+	dones := make([]chan struct{}, 2)
+	for i := range replicas {
+		replicas[i] = &counting{fingerprinting: fingerprinting{&fakeProvider{prints: prints}}}
+		w, err := New(Config{Store: st, Storage: replicas[i], FallbackInterval: 20 * time.Millisecond,
+			Holder: fmt.Sprintf("replica-%d", i), Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		stops[i], dones[i] = cancel, make(chan struct{})
+		go func() { defer close(dones[i]); _ = w.Serve(ctx) }()
+	}
+	defer func() {
+		for i := range stops {
+			stops[i]()
+			<-dones[i]
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for replicas[0].n.Load()+replicas[1].n.Load() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatal("the bucket check did not run")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	holder, other := 0, 1
+	if replicas[1].n.Load() > 0 {
+		holder, other = 1, 0
+	}
+	if replicas[other].n.Load() != 0 {
+		t.Fatalf("both replicas ran the bucket check: %d and %d checks", replicas[0].n.Load(), replicas[1].n.Load())
+	}
+	stops[holder]()
+	<-dones[holder]
+	before := replicas[holder].n.Load()
+	for replicas[other].n.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the other replica did not take the job over when the holder stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if replicas[holder].n.Load() != before {
+		t.Error("the stopped replica went on checking")
 	}
 }

@@ -74,8 +74,8 @@ func TestOpenMigratesAndIsIdempotent(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
-			if s.SchemaVersion() != 3 {
-				t.Errorf("schema version = %d, want 3", s.SchemaVersion())
+			if s.SchemaVersion() != 7 {
+				t.Errorf("schema version = %d, want 7", s.SchemaVersion())
 			}
 			seedTenant(t, s, "t1")
 			if d == DialectSQLite {
@@ -100,8 +100,8 @@ func TestOpenMigratesAndIsIdempotent(t *testing.T) {
 				t.Fatalf("reopen: %v", err)
 			}
 			defer s2.Close()
-			if s2.SchemaVersion() != 3 {
-				t.Errorf("schema version after reopen = %d, want 3", s2.SchemaVersion())
+			if s2.SchemaVersion() != 7 {
+				t.Errorf("schema version after reopen = %d, want 7", s2.SchemaVersion())
 			}
 			var applied int
 			if err := s2.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM goose_db_version WHERE version_id = 1").Scan(&applied); err != nil || applied != 1 {
