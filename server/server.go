@@ -95,6 +95,9 @@ type Config struct {
 	// Limits are the issuer's rate limits of anonymous callers (device
 	// codes, the verification page, sign-in attempts; see issuer.Limits).
 	Limits issuer.Limits
+	// localLimits keeps Limits in this process's memory on PostgreSQL
+	// too, as before they were shared (tests; see limitBackend).
+	localLimits bool
 	// SessionCacheTTL is how long the built-in issuer trusts what the
 	// store said of an access token's session, except on the routes that
 	// mint, list and revoke keys, which ask the store (default
@@ -638,6 +641,10 @@ func (s *Server) openAuth(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: oauth secret: %w", err)
 	}
+	limits, err := s.limitBackend(oauthSecret)
+	if err != nil {
+		return fmt.Errorf("server: rate limits: %w", err)
+	}
 	s.issuer, err = issuer.New(issuer.Config{
 		IssuerURL:    s.apiURL,
 		SigningKey:   signing,
@@ -645,6 +652,7 @@ func (s *Server) openAuth(ctx context.Context) error {
 		GlobalSecret: oauthSecret,
 		Storage:      s.store, // codes and token sessions survive restarts, shared by replicas
 		Limits:       cfg.Limits,
+		LimitBackend: limits, // shared by replicas on PostgreSQL
 		Logger:       cfg.Logger.With("component", "issuer"),
 		// The keys a session minted end with it.
 		SessionCacheTTL: cfg.SessionCacheTTL,

@@ -363,7 +363,7 @@ type deviceAuthResponse struct {
 // (RFC 8628 section 3.1): client_id, scope, and a PKCE S256 challenge.
 func (i *Issuer) serveDeviceAuthorization(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if ok, wait := i.lim.deviceAuth.Allow(limit.RequestKey(r)); !ok {
+	if ok, wait := i.lim.deviceAuth.Allow(ctx, limit.RequestKey(r)); !ok {
 		i.writeDeviceLimited(w, wait)
 		return
 	}
@@ -508,7 +508,7 @@ func (i *Issuer) serveDeviceForm(w http.ResponseWriter, r *http.Request) {
 	code := r.URL.Query().Get("user_code")
 	data := devicePageData{UserCode: code}
 	if code != "" {
-		if ok, wait := i.lim.verify.Allow(limit.RequestKey(r)); !ok {
+		if ok, wait := i.lim.verify.Allow(r.Context(), limit.RequestKey(r)); !ok {
 			i.renderDeviceLimited(w, r, wait, data)
 			return
 		}
@@ -534,7 +534,7 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	code, email, password := f.Get("user_code"), f.Get(fieldEmail), f.Get(fieldPassword)
 	data := devicePageData{UserCode: code, Email: email}
-	if ok, wait := i.lim.verify.Allow(limit.RequestKey(r)); !ok {
+	if ok, wait := i.lim.verify.Allow(r.Context(), limit.RequestKey(r)); !ok {
 		i.renderDeviceLimited(w, r, wait, data)
 		return
 	}
@@ -545,7 +545,7 @@ func (i *Issuer) serveDeviceSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	norm := normalizeUserCode(code)
-	if ok, wait := i.lim.code.Allow(norm); !ok {
+	if ok, wait := i.lim.code.Allow(ctx, norm); !ok {
 		i.renderDeviceLimited(w, r, wait, data)
 		return
 	}

@@ -53,6 +53,7 @@ import (
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/token/jwt"
 
+	"github.com/basicmachines-co/bm-agent/server/limit"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -121,6 +122,10 @@ type Config struct {
 	// Limits bounds what anonymous callers may ask (device codes, the
 	// verification page, sign-in attempts); zero fields take defaults.
 	Limits Limits
+	// LimitBackend counts them (nil: limit.Local, this process's
+	// memory); bm-server passes a shared one (pglimit) on PostgreSQL, so
+	// that the limits hold across its replicas.
+	LimitBackend limit.Backend
 	// SessionCacheTTL is how long Verify trusts what the store said of a
 	// token's session (default DefaultSessionCacheTTL; negative: ask the
 	// store on every Verify). It bounds how long another process or
@@ -239,7 +244,7 @@ func New(cfg Config) (*Issuer, error) {
 		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fcfg),
 		Signer:                     signer,
 	}
-	lim := newLimiters(cfg.Limits)
+	lim := newLimiters(cfg.Limits, cfg.LimitBackend)
 	devices := newDeviceStore(db, store, cfg.DeviceCodeTTL, cfg.DeviceInterval)
 	devices.maxPending = lim.maxPending
 	provider := compose.Compose(fcfg, store, strategy,

@@ -98,20 +98,40 @@ func (l Limits) withDefaults() Limits {
 
 // limiters are an Issuer's live limits.
 type limiters struct {
-	deviceAuth, verify, code, login *limit.Keyed
-	accountFail, clientFail         *limit.Backoff
+	deviceAuth, verify, code, login limit.Limiter
+	accountFail, clientFail         limit.Failures
 	maxPending                      int
 }
 
-func newLimiters(l Limits) *limiters {
+// Names of the issuer's limits in a limit.Backend (a shared one keeps
+// them under these names: keep them stable).
+const (
+	limitDeviceAuth  = "issuer.device_auth"
+	limitVerify      = "issuer.verify"
+	limitCode        = "issuer.user_code"
+	limitLogin       = "issuer.login"
+	limitAccountFail = "issuer.login_account_failures"
+	limitClientFail  = "issuer.login_client_failures"
+)
+
+// newLimiters makes the limits l of backend b (nil: this process's
+// memory).
+func newLimiters(l Limits, b limit.Backend) *limiters {
 	l = l.withDefaults()
+	if b == nil {
+		b = limit.Local{}
+	}
+	free := max(l.LoginFreeFailures, 0)
+	backoff := func(free int) limit.BackoffPolicy {
+		return limit.BackoffPolicy{Free: free, Base: l.LoginBackoff, Max: l.LoginBackoffMax, Forget: loginForget}
+	}
 	return &limiters{
-		deviceAuth:  limit.NewKeyed(l.DeviceAuthPerMinute, l.DeviceAuthBurst),
-		verify:      limit.NewKeyed(l.VerifyPerMinute, l.VerifyBurst),
-		code:        limit.NewKeyed(l.CodePerMinute, l.CodeBurst),
-		login:       limit.NewKeyed(l.LoginPerMinute, l.LoginBurst),
-		accountFail: limit.NewBackoff(max(l.LoginFreeFailures, 0), l.LoginBackoff, l.LoginBackoffMax, loginForget),
-		clientFail:  limit.NewBackoff(2*max(l.LoginFreeFailures, 0), l.LoginBackoff, l.LoginBackoffMax, loginForget),
+		deviceAuth:  b.Rate(limitDeviceAuth, limit.Rate{PerMinute: l.DeviceAuthPerMinute, Burst: l.DeviceAuthBurst}),
+		verify:      b.Rate(limitVerify, limit.Rate{PerMinute: l.VerifyPerMinute, Burst: l.VerifyBurst}),
+		code:        b.Rate(limitCode, limit.Rate{PerMinute: l.CodePerMinute, Burst: l.CodeBurst}),
+		login:       b.Rate(limitLogin, limit.Rate{PerMinute: l.LoginPerMinute, Burst: l.LoginBurst}),
+		accountFail: b.Backoff(limitAccountFail, backoff(free)),
+		clientFail:  b.Backoff(limitClientFail, backoff(2*free)),
 		maxPending:  l.MaxPendingDevices,
 	}
 }
@@ -144,19 +164,19 @@ func accountKey(email string) string { return strings.ToLower(strings.TrimSpace(
 // password is ErrBadCredentials and counts against both.
 func (i *Issuer) signIn(ctx context.Context, r *http.Request, email, password string) (string, error) {
 	client, acct := limit.RequestKey(r), accountKey(email)
-	if ok, wait := i.lim.login.Allow(client); !ok {
+	if ok, wait := i.lim.login.Allow(ctx, client); !ok {
 		return "", fmt.Errorf("sign in: %w", limited("sign-in", wait))
 	}
-	if w := max(i.lim.clientFail.Wait(client), i.lim.accountFail.Wait(acct)); w > 0 {
+	if w := max(i.lim.clientFail.Wait(ctx, client), i.lim.accountFail.Wait(ctx, acct)); w > 0 {
 		return "", fmt.Errorf("sign in: %w", limited("sign-in", w))
 	}
 	subject, err := i.accounts.Authenticate(ctx, email, password)
 	if err != nil || subject == "" {
-		i.lim.accountFail.Fail(acct)
-		i.lim.clientFail.Fail(client)
+		i.lim.accountFail.Fail(ctx, acct)
+		i.lim.clientFail.Fail(ctx, client)
 		return "", fmt.Errorf("sign in: %w", ErrBadCredentials)
 	}
-	i.lim.accountFail.Reset(acct) // not the client's: an account of its own must not clear a guesser's record
+	i.lim.accountFail.Reset(ctx, acct) // not the client's: an account of its own must not clear a guesser's record
 	return subject, nil
 }
 

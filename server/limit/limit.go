@@ -5,6 +5,11 @@
 // names or codes. Entries are forgotten once idle, and a flood of distinct
 // keys shares one overflow entry past MaxKeys, so memory stays bounded
 // whatever the callers send.
+//
+// A Backend makes named limits behind two interfaces, Limiter (a rate)
+// and Failures (a backoff): Local in this process's memory, or one shared
+// by a fleet of servers (package pglimit), so that the callers do not
+// change with where the counts live.
 package limit
 
 import (
@@ -184,10 +189,8 @@ func (k *Keyed) Len() int {
 // over. A nil *Backoff never makes anyone wait. It is safe for concurrent
 // use.
 type Backoff struct {
-	free      int
-	base, top time.Duration
-	forget    time.Duration
-	now       func() time.Time
+	p   BackoffPolicy // normalized
+	now func() time.Time
 
 	mu        sync.Mutex
 	m         map[string]*failures
@@ -204,10 +207,11 @@ type failures struct {
 // base, 2*base, ... up to top; counts are forgotten after forget without
 // a failure (at least top).
 func NewBackoff(free int, base, top, forget time.Duration) *Backoff {
-	if base <= 0 || top <= 0 {
+	p, ok := BackoffPolicy{Free: free, Base: base, Max: top, Forget: forget}.Normalize()
+	if !ok {
 		return nil
 	}
-	return &Backoff{free: max(free, 0), base: base, top: max(top, base), forget: max(forget, top), now: time.Now, m: map[string]*failures{}}
+	return &Backoff{p: p, now: time.Now, m: map[string]*failures{}}
 }
 
 // Wait is how long key must still wait before its next attempt (0: go).
@@ -240,17 +244,13 @@ func (b *Backoff) Fail(key string) time.Duration {
 	defer b.mu.Unlock()
 	b.sweep(now)
 	f := entry(b.m, key, func() *failures { return &failures{} })
-	if now.Sub(f.last) >= b.forget {
+	if now.Sub(f.last) >= b.p.Forget {
 		f.n = 0
 	}
 	f.n++
 	f.last = now
-	if f.n > b.free {
-		d := b.base
-		for i := b.free + 1; i < f.n && d < b.top; i++ {
-			d *= 2
-		}
-		f.until = now.Add(min(d, b.top))
+	if f.n > b.p.Free {
+		f.until = now.Add(b.p.Delay(f.n))
 	}
 	return max(f.until.Sub(now), 0)
 }
@@ -273,7 +273,7 @@ func (b *Backoff) sweep(now time.Time) {
 	}
 	b.lastSweep = now
 	for key, f := range b.m {
-		if now.Sub(f.last) >= b.forget && !now.Before(f.until) {
+		if now.Sub(f.last) >= b.p.Forget && !now.Before(f.until) {
 			delete(b.m, key)
 		}
 	}
