@@ -21,6 +21,12 @@ const PathTenantEvents = "/tenant/events"
 // EventBucketChanged is the SSE event type of a bucket change.
 const EventBucketChanged = "bucket-changed"
 
+// EventReconnect is the SSE event type by which the server asks the client
+// to reconnect (it is shutting down: another replica, or this one after
+// its restart, takes the stream over), after the stream's retry: field.
+// It is no bucket change, and no failure.
+const EventReconnect = "reconnect"
+
 // ChangeEvent is one bucket change of the caller's tenant.
 type ChangeEvent struct {
 	TenantID string `json:"tenant_id"`
@@ -49,8 +55,10 @@ var (
 const maxEventLine = 64 << 10
 
 // Events follows GET /tenant/events and calls fn with every bucket change,
-// reconnecting with backoff and jitter when the stream fails or ends; after
-// a reconnection fn first gets a ChangeEvent with Reconnected set. It
+// reconnecting with backoff and jitter when the stream fails or ends (or,
+// when the server asks with an EventReconnect, after its retry: time with
+// jitter, without backoff); after a reconnection fn first gets a
+// ChangeEvent with Reconnected set. It
 // returns nil when ctx ends, fn's error if fn fails, and the error of an
 // answer that retrying cannot fix (401, 403, 404: login required, no
 // subscription, events not enabled).
@@ -90,12 +98,26 @@ func (c *Client) FollowEvents(ctx context.Context, fn func(ChangeEvent) error, l
 		if retry.opened {
 			connected = true
 		}
-		if time.Since(start) >= eventsStable {
+		var wait time.Duration
+		if retry.asked {
+			// The server asked (it is shutting down): not a failure, so
+			// no backoff, after its retry: time with jitter, so that its
+			// clients do not all reconnect at once.
 			delay = 0
+			wait = eventsMinBackoff // without a retry: field
+			if retry.server > 0 {
+				wait = min(retry.server, eventsMaxBackoff)
+			}
+			wait = jitter(wait)
+			c.logger.Debug("tenant events: the server asked to reconnect", "in", wait.Round(time.Millisecond))
+		} else {
+			if time.Since(start) >= eventsStable {
+				delay = 0
+			}
+			delay = min(max(delay*2, eventsMinBackoff, retry.server), eventsMaxBackoff)
+			wait = jitter(delay)
+			c.logger.Debug("tenant events: reconnecting", "in", wait.Round(time.Millisecond), "err", err)
 		}
-		delay = min(max(delay*2, eventsMinBackoff, retry.server), eventsMaxBackoff)
-		wait := time.Duration(float64(delay) * (0.5 + rand.Float64()))
-		c.logger.Debug("tenant events: reconnecting", "in", wait.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -104,6 +126,11 @@ func (c *Client) FollowEvents(ctx context.Context, fn func(ChangeEvent) error, l
 		case <-t.C:
 		}
 	}
+}
+
+// jitter is d times a random factor in [0.5, 1.5).
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.5 + rand.Float64()))
 }
 
 type callbackError struct{ err error }
@@ -116,10 +143,15 @@ func (e *permanentError) Error() string { return e.err.Error() }
 
 var errStreamOpened = errors.New("event stream ended")
 
+// errReconnectAsked ends the reading of a stream whose server sent an
+// EventReconnect.
+var errReconnectAsked = errors.New("event stream ended: the server asked to reconnect")
+
 // retryInfo is what one connection learnt for the next.
 type retryInfo struct {
 	opened bool          // the stream was opened (2xx)
 	server time.Duration // the server's retry: field, if any
+	asked  bool          // the server asked to reconnect (EventReconnect)
 }
 
 // eventsOnce opens the stream once and reads it until it ends.
@@ -172,6 +204,10 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 		}
 	}
 	err = readSSE(resp.Body, func(event, data string) error {
+		if event == EventReconnect {
+			ri.asked = true
+			return errReconnectAsked
+		}
 		if event != EventBucketChanged {
 			return nil
 		}
@@ -185,7 +221,7 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 		}
 		return nil
 	}, func(d time.Duration) { ri.server = d })
-	if err != nil {
+	if err != nil && !errors.Is(err, errReconnectAsked) {
 		return ri, err
 	}
 	return ri, errStreamOpened

@@ -68,6 +68,63 @@ func TestEventsReadsAndReconnects(t *testing.T) {
 	}
 }
 
+// TestEventsReconnectAsked: a server that ends the stream with
+// `event: reconnect` (as bm-server does at shutdown) is reconnected to
+// after the retry: time it gives, though the backoff would wait a minute
+// and the old connection stays open; the reconnect event is no change.
+func TestEventsReconnectAsked(t *testing.T) {
+	eventsMinBackoff, eventsMaxBackoff = time.Minute, time.Hour // any backoff outlasts the test
+	defer func() { eventsMinBackoff, eventsMaxBackoff = time.Second, time.Minute }()
+	var conns atomic.Int32
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		switch conns.Add(1) {
+		case 1:
+			fmt.Fprint(w, ": connected\nretry: 5000\n\n")
+			fmt.Fprint(w, "event: bucket-changed\ndata: {\"tenant_id\":\"t1\",\"device\":\"laptop\"}\n\n")
+			fmt.Fprint(w, "retry: 20\nevent: reconnect\ndata: {\"reason\":\"shutdown\"}\n\n")
+			w.(http.Flusher).Flush()
+			// The connection stays open: the client must go on the event.
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+		default:
+			fmt.Fprint(w, ": connected\nretry: 5000\n\n")
+			fmt.Fprint(w, "event: bucket-changed\ndata: {\"tenant_id\":\"t1\",\"device\":\"phone\"}\n\n")
+		}
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []string
+	stop := errors.New("stop")
+	err := c.FollowEvents(ctx, func(ev ChangeEvent) error {
+		switch {
+		case ev.Reconnected:
+			got = append(got, "reconnected")
+		default:
+			got = append(got, ev.TenantID+"/"+ev.Device)
+		}
+		if len(got) == 3 {
+			return stop
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, stop) {
+		t.Fatalf("FollowEvents = %v (events %v), want fn's error: no prompt reconnection", err, got)
+	}
+	if want := "t1/laptop,reconnected,t1/phone"; strings.Join(got, ",") != want {
+		t.Errorf("events = %v, want %s", got, want)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("connections = %d, want 2", n)
+	}
+}
+
 func TestEventsStopsOnUnauthorized(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

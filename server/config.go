@@ -101,6 +101,7 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.SubscribeURL, "subscribe-url", def(cfg.SubscribeURL, DefaultSubscribeURL), "URL shown to tenants without an active subscription")
 	fs.StringVar(&cfg.DemoEmail, "demo-email", cfg.DemoEmail, "create this account at start if missing (password from BM_SERVER_DEMO_PASSWORD)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", durDef(cfg.ShutdownTimeout, DefaultShutdownTimeout), "how long in-flight requests may take to finish at shutdown")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", durDef(cfg.DrainDelay, DefaultDrainDelay), "at shutdown, how long /readyz answers 503 while requests are still served, so that a load balancer takes the server out before it stops accepting connections (0: none)")
 	fs.BoolVar(&cfg.LogJSON, "log-json", cfg.LogJSON, "write logs as JSON")
 
 	// limits (negative: none)

@@ -62,10 +62,12 @@ func (s *Server) registerOps(mux *http.ServeMux) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
-	mux.Handle("GET /readyz", ops.Ready(ReadyTimeout,
+	// Not ready while the store or the storage provider does not answer,
+	// nor from the moment a shutdown begins (see drain.go).
+	mux.Handle("GET /readyz", ops.Draining(s.draining.Load, ops.Ready(ReadyTimeout,
 		ops.Check{Name: "store", Probe: func(ctx context.Context) error { return s.store.Ping(ctx) }},
 		ops.Check{Name: "storage", Probe: s.probeStorage},
-	))
+	)))
 	mux.Handle("GET /metrics", s.apiMetrics())
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -73,6 +74,15 @@ type Config struct {
 	// ShutdownTimeout bounds how long Serve waits for in-flight requests
 	// once its context is cancelled (default 10 s).
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long Serve, once its context is cancelled
+	// (SIGTERM), goes on serving with /readyz answering 503 and no
+	// keep-alive before it stops accepting connections and tells the
+	// event streams' clients to reconnect, so that a load balancer takes
+	// the replica out first (see drain.go). Zero or negative: none, the
+	// Config default; bm-server's --drain-delay defaults to
+	// DefaultDrainDelay. A shutdown takes up to DrainDelay plus
+	// ShutdownTimeout.
+	DrainDelay time.Duration
 	// ReadHeaderTimeout bounds reading a request's header, and how long a
 	// new connection may stay silent (default 10 s). ReadTimeout and
 	// WriteTimeout bound reading a whole API request and writing its
@@ -282,6 +292,9 @@ const (
 	DefaultRegion          = "us-east-1"
 	DefaultSubscribeURL    = "https://basicmemory.com/subscribe"
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultDrainDelay is --drain-delay's default: a load balancer
+	// checking /readyz every second or two sees it fail twice.
+	DefaultDrainDelay = 5 * time.Second
 	// ReadyTimeout bounds each check of /readyz.
 	ReadyTimeout = 2 * time.Second
 )
@@ -329,6 +342,11 @@ type Server struct {
 	// closing is closed when Serve starts shutting down; event streams
 	// end then instead of holding the shutdown to its deadline.
 	closing chan struct{}
+	// draining is set when Serve's context ends, DrainDelay before
+	// closing: /readyz answers 503 from then on (see drain.go).
+	draining atomic.Bool
+	// drainAfter, when set (by tests), replaces time.After for the drain.
+	drainAfter func(time.Duration) <-chan time.Time
 	// wrap, when set (by tests), wraps the API handler Serve uses.
 	wrap func(http.Handler) http.Handler
 }
@@ -864,8 +882,9 @@ func (s *Server) Handler() http.Handler {
 }
 
 // endStreamsAtShutdown ends GET /tenant/events streams when Serve begins
-// to shut down, so that they do not hold the graceful shutdown to its
-// deadline (clients reconnect to another replica or after the restart).
+// to shut down, telling their clients to reconnect (see serveStream), so
+// that they do not hold the graceful shutdown to its deadline (clients
+// reconnect to another replica or after the restart).
 func (s *Server) endStreamsAtShutdown(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == tenantapi.PathTenantEvents {
@@ -876,16 +895,8 @@ func (s *Server) endStreamsAtShutdown(next http.Handler) http.Handler {
 			rc := http.NewResponseController(w)
 			_ = rc.SetReadDeadline(time.Time{})
 			_ = rc.SetWriteDeadline(time.Time{})
-			ctx, cancel := context.WithCancel(r.Context())
-			defer cancel()
-			go func() {
-				select {
-				case <-s.closing:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-			r = r.WithContext(ctx)
+			s.serveStream(w, r, next) // ends it with a reconnect at shutdown
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -974,8 +985,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	// Stop accepting, end the event streams, let in-flight requests finish
-	// within the deadline, then cut what is left.
+	// Drain (not ready, still serving), stop accepting, end the event
+	// streams, let in-flight requests finish within the deadline, then
+	// cut what is left.
+	s.drain(servers, err != nil)
 	s.log.Info("bm-server shutting down", "deadline", s.cfg.ShutdownTimeout.String())
 	close(s.closing)
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

@@ -158,8 +158,10 @@ func (h *Harness) RestartServer(ctx context.Context) error {
 
 func (h *Harness) startServer(ctx context.Context, logf *os.File, offset int64, email, password, addr, s3Addr string) error {
 	h.email, h.password = email, password
+	// No load balancer to drain for: SIGTERM stops the server at once.
 	cmd := exec.Command(filepath.Join(h.Bin, "bm-server"), append([]string{
-		"--addr", addr, "--s3-addr", s3Addr, "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email}, h.ServerArgs...)...)
+		"--addr", addr, "--s3-addr", s3Addr, "--data-dir", filepath.Join(h.Dir, "server"), "--demo-email", email,
+		"--drain-delay", "0"}, h.ServerArgs...)...)
 	cmd.Env = append(append(os.Environ(), "BM_SERVER_DEMO_PASSWORD="+password), h.ServerEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

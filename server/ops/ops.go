@@ -252,13 +252,36 @@ func Ready(timeout time.Duration, checks ...Check) http.Handler {
 			})
 		}
 		wg.Wait()
-		code := http.StatusOK
-		if rep.Status != "ready" {
-			code = http.StatusServiceUnavailable
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(rep)
+		writeReady(w, rep)
 	})
+}
+
+// CheckShutdown is the check of /readyz that Draining fails.
+const CheckShutdown = "shutdown"
+
+// Draining is ready while draining reports false; once it reports true
+// (the server is shutting down) it answers 503 at once, with status
+// "unavailable" and the CheckShutdown check failed, without running the
+// checks, so that a load balancer takes the server out before it stops
+// accepting connections.
+func Draining(draining func() bool, ready http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !draining() {
+			ready.ServeHTTP(w, r)
+			return
+		}
+		writeReady(w, ReadyReport{Status: "unavailable", Checks: map[string]string{CheckShutdown: "draining: the server is shutting down"}})
+	})
+}
+
+// writeReady answers rep: 200 when it is ready, else 503.
+func writeReady(w http.ResponseWriter, rep ReadyReport) {
+	code := http.StatusOK
+	if rep.Status != "ready" {
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(rep)
 }

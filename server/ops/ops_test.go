@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -48,6 +50,46 @@ func TestReady(t *testing.T) {
 				if rep.Checks[k] != v {
 					t.Errorf("check %s = %q, want %q", k, rep.Checks[k], v)
 				}
+			}
+		})
+	}
+}
+
+// TestDraining: while draining, /readyz is 503 with the shutdown check
+// failed and the checks are not run; otherwise they decide.
+func TestDraining(t *testing.T) {
+	var probed atomic.Int32
+	ok := Check{Name: "ok", Probe: func(context.Context) error { probed.Add(1); return nil }}
+	tests := []struct {
+		name     string
+		draining bool
+		code     int
+		want     map[string]string
+		probes   int32
+	}{
+		{"serving", false, 200, map[string]string{"ok": "ok"}, 1},
+		{"draining", true, 503, map[string]string{CheckShutdown: "draining: the server is shutting down"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			probed.Store(0)
+			rec := httptest.NewRecorder()
+			Draining(func() bool { return tt.draining }, Ready(time.Second, ok)).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+			var rep ReadyReport
+			if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != tt.code || !maps.Equal(rep.Checks, tt.want) {
+				t.Errorf("= %d %+v, want %d %v", rec.Code, rep, tt.code, tt.want)
+			}
+			if wantStatus := map[bool]string{false: "ready", true: "unavailable"}[tt.draining]; rep.Status != wantStatus {
+				t.Errorf("status = %q, want %q", rep.Status, wantStatus)
+			}
+			if got := probed.Load(); got != tt.probes {
+				t.Errorf("checks run %d times, want %d", got, tt.probes)
+			}
+			if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("Cache-Control = %q", cc)
 			}
 		})
 	}

@@ -52,6 +52,7 @@ func TestMain(m *testing.M) {
 	if srv != nil {
 		srv.Stop()
 	}
+	cluster.Stop()
 	os.Exit(code)
 }
 

@@ -2,10 +2,11 @@
 // .ci/install.d/20-minio.sh) on loopback for tests: one per test, or one
 // per package from TestMain, with a temporary data directory, and makes
 // buckets with bucket-scoped keys through the server's own MinIO provider.
+// StartCluster runs a distributed (erasure-coded) MinIO of several
+// processes instead; see cluster.go.
 package miniotest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,10 +37,20 @@ const (
 	Region = "us-east-1"
 )
 
-// Server is a running MinIO.
+// startTimeout bounds how long a server (or a cluster) may take to come up.
+const startTimeout = 45 * time.Second
+
+// Server is a running MinIO: a single-drive server of its own, or one node
+// of a Cluster.
 type Server struct {
-	URL  string
-	stop func()
+	URL string
+	// node is how the process is (re)started and where it runs now.
+	node *node
+	// dir is the data directory Stop removes ("" for a cluster's node,
+	// whose cluster owns it).
+	dir string
+	// ready is the health path that says the server serves requests.
+	ready string
 }
 
 // ErrNoMinIO: the minio binary is not on PATH.
@@ -76,7 +86,20 @@ func StartServer() (*Server, error) {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a port taken between pick and bind
-		s, err := start(bin, dir)
+		addrs, err := freeAddrs(2)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		s := &Server{
+			URL:   "http://" + addrs[0],
+			node:  newNode(bin, addrs[0], addrs[1], nil, filepath.Join(dir, "data")),
+			dir:   dir,
+			ready: "/minio/health/live",
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		err = s.start(ctx)
+		cancel()
 		if err == nil {
 			return s, nil
 		}
@@ -86,62 +109,78 @@ func StartServer() (*Server, error) {
 	return nil, lastErr
 }
 
-func start(bin, dir string) (*Server, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
+// start starts the process and waits until it answers its health path.
+func (s *Server) start(ctx context.Context) error {
+	if err := s.node.start(); err != nil {
+		return err
 	}
-	console, err := freeAddr()
-	if err != nil {
-		return nil, err
+	if err := s.waitHealthy(ctx, s.ready); err != nil {
+		s.node.stop()
+		return err
 	}
-	cmd := exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "data"))
-	cmd.Env = append(os.Environ(),
-		"MINIO_ROOT_USER="+RootUser, "MINIO_ROOT_PASSWORD="+RootPassword,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start minio: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	var stopped atomic.Bool
-	stop := func() {
-		if stopped.Swap(true) {
-			return
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		os.RemoveAll(dir)
-	}
-	url := "http://" + addr
-	deadline := time.Now().Add(45 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return nil, fmt.Errorf("minio exited early: %s", out.String())
-		default:
-		}
-		if resp, err := http.Get(url + "/minio/health/live"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return &Server{URL: url, stop: stop}, nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	stop()
-	return nil, fmt.Errorf("minio not live after 45s: %s", out.String())
+	return nil
 }
 
-// Stop ends the server and removes its data.
-func (s *Server) Stop() { s.stop() }
+// waitHealthy waits until the server answers path (a /minio/health/...
+// route) with 200, the process ends or ctx does.
+func (s *Server) waitHealthy(ctx context.Context, path string) error {
+	for {
+		if !s.node.running() {
+			return fmt.Errorf("minio %s exited early: %s", s.URL, s.node.output())
+		}
+		if s.Healthy(ctx, path) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("minio %s not healthy (%s): %w: %s", s.URL, path, ctx.Err(), s.node.output())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Healthy reports whether the server answers path (e.g.
+// "/minio/health/cluster") with 200 now.
+func (s *Server) Healthy(ctx context.Context, path string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Stop ends the server and removes its data (a cluster's node keeps its
+// drives: Restart brings it back).
+func (s *Server) Stop() {
+	s.node.stop()
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// Kill ends the server at once (SIGKILL), as a crashed machine would; its
+// data stays for Restart.
+func (s *Server) Kill() { s.node.kill() }
+
+// Restart starts a stopped or killed server again on the same address
+// with the same data, and waits until it is live (a cluster's node may
+// need longer to rejoin: see Cluster.WaitReady).
+func (s *Server) Restart(ctx context.Context) error {
+	s.node.stop() // in case it still runs
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := s.node.start(); err != nil {
+		return err
+	}
+	return s.waitHealthy(ctx, "/minio/health/live")
+}
 
 // Provider is bm-server's MinIO storage provider for the server, with the
 // root credentials.
@@ -161,7 +200,7 @@ var bucketSeq atomic.Uint64
 func (s *Server) Bucket(t testing.TB, prefix string) (bucket string, key storage.Key) {
 	t.Helper()
 	p := s.Provider(t)
-	bucket = strings.ToLower(fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1_000_000_000, bucketSeq.Add(1)))
+	bucket = BucketName(prefix)
 	ctx := context.Background()
 	if err := p.CreateBucket(ctx, bucket); err != nil {
 		t.Fatalf("create bucket %s: %v", bucket, err)
@@ -171,6 +210,11 @@ func (s *Server) Bucket(t testing.TB, prefix string) (bucket string, key storage
 		t.Fatalf("mint key for %s: %v", bucket, err)
 	}
 	return bucket, key
+}
+
+// BucketName is a fresh bucket name beginning with prefix.
+func BucketName(prefix string) string {
+	return strings.ToLower(fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1_000_000_000, bucketSeq.Add(1)))
 }
 
 // Client is an S3 client of the server with key, path style.
@@ -183,11 +227,16 @@ func (s *Server) Client(key storage.Key) *s3.Client {
 	})
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// freeAddrs picks n distinct free loopback addresses.
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close() // held until all are picked, so they differ
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs, nil
 }
