@@ -82,7 +82,7 @@ bench: ## issue 12's benchmark: bm-agent against the seed's rclone bisync at 1k,
 	$(GO) run ./cmd/bm-bench -bin $(BIN)
 
 .PHONY: bench-load bench-load-short
-bench-load: ## issue 14's load test: 3 bm-server replicas on one PostgreSQL and MinIO, 2,000 devices of 500 tenants for 60 s, one replica killed halfway
+bench-load: ## issue 14's load test: 3 bm-server replicas on one PostgreSQL and a 4-node MinIO, 2,000 devices of 500 tenants for 60 s, one replica killed halfway
 	$(GO) build -o $(BIN)/ ./cmd/bm-server
 	$(GO) run ./cmd/bm-loadbench -bin $(BIN) -json $(BIN)/bench-load.json
 

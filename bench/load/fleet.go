@@ -32,7 +32,7 @@ type fleet struct {
 	bin      string // holds bm-server
 	dir      string
 	pg       *pgtest.Server
-	minio    *miniotest.Server
+	minio    *miniotest.Cluster
 	issuer   *issuer
 	replicas []*replica
 }
@@ -67,7 +67,9 @@ func startFleet(ctx context.Context, cfg Config) (_ *fleet, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.minio, err = miniotest.StartServer(); err != nil {
+	// distributed MinIO: four one-drive nodes, erasure-coded (the
+	// tested path for more than one machine); replica i talks to node i
+	if f.minio, err = miniotest.NewCluster(4, 1); err != nil {
 		return nil, fmt.Errorf("minio: %w", err)
 	}
 	if f.issuer, err = startIssuer(); err != nil {
@@ -80,7 +82,7 @@ func startFleet(ctx context.Context, cfg Config) (_ *fleet, err error) {
 		}
 		f.replicas = append(f.replicas, r)
 	}
-	cfg.logf("fleet up: %d replicas on PostgreSQL %s, MinIO %s", len(f.replicas), "127.0.0.1", f.minio.URL)
+	cfg.logf("fleet up: %d replicas on one PostgreSQL and a MinIO of %d nodes", len(f.replicas), len(f.minio.Nodes))
 	return f, nil
 }
 
@@ -106,7 +108,7 @@ func (f *fleet) startReplica(ctx context.Context, i int, dsn string) (*replica, 
 	bin := filepath.Join(f.bin, "bm-server")
 	r.cmd = exec.Command(bin,
 		"--addr", addr, "--s3-addr", s3Addr, "--data-dir", dataDir, "--db", dsn,
-		"--storage", "minio", "--storage-endpoint", f.minio.URL, "--storage-path-style",
+		"--storage", "minio", "--storage-endpoint", f.minio.Nodes[i%len(f.minio.Nodes)].URL, "--storage-path-style",
 		"--auth-mode", "oidc", "--oidc-issuer", f.issuer.url, "--oidc-audience", audience, "--oidc-auto-provision",
 		// every simulated device comes from 127.0.0.1: a real fleet's
 		// devices come from as many addresses

@@ -1,8 +1,9 @@
 // Package load is bm-server's fleet load test (issue 14, `make
-// bench-load`): several bm-server replicas on one PostgreSQL and one MinIO,
-// and thousands of simulated devices of hundreds of tenants, each holding
-// an event stream, minting and listing keys, reading its mount info and
-// posting POST /sync the way bm-agent does. It measures what a fleet's
+// bench-load`): several bm-server replicas on one PostgreSQL and a
+// distributed MinIO (four nodes, erasure-coded), and thousands of
+// simulated devices of hundreds of tenants, each holding an event stream,
+// minting and listing keys, reading its mount info and posting POST /sync
+// the way bm-agent does. It measures what a fleet's
 // operator needs: requests per second, latency per route, errors, each
 // replica's memory, and how long an event posted on one replica takes to
 // reach the tenant's devices on the others; and, when asked, it kills one
