@@ -187,7 +187,18 @@ func TestFleetKeysAcrossReplicas(t *testing.T) {
 	if kid := tokenKid(t, fresh.AccessToken); kid != active.KID {
 		t.Fatalf("replica 1 signs with %s after the rotation, want %s", kid, active.KID)
 	}
+	// Replica 2 reads the keys for the new kid on its first token.
 	lb.to(t, r2)
+	start := time.Now()
+	first, _ := get(t, lb.url+tenantapi.PathMountInfo, fresh.AccessToken, nil)
+	firstTook := time.Since(start)
+	if first.StatusCode != http.StatusOK {
+		t.Errorf("the new key's first token at replica 2, which had not read the keys since the rotation: mount info = %d", first.StatusCode)
+	}
+	start = time.Now()
+	get(t, lb.url+tenantapi.PathMountInfo, fresh.AccessToken, nil)
+	t.Logf("FIGURE the new key's first token at the replica that had not read the keys: HTTP %d in %s (reading the keys from PostgreSQL); the next request %s",
+		first.StatusCode, firstTook.Round(time.Microsecond), time.Since(start).Round(time.Microsecond))
 	for what, tok := range map[string]string{"the new key's token": fresh.AccessToken, "the old key's token": refreshed.AccessToken} {
 		for _, r := range []*running{r2, r1} {
 			lb.to(t, r)

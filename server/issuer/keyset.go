@@ -220,7 +220,7 @@ func (b *keyBook) expired(k verifyKey) bool {
 // source be read again at once (one read at a time, at most one a second
 // for such kids), so that a key another replica has just started signing
 // with verifies on its first token. It fails with errUnknownKey, or with
-// checkUnavailable when the source could not be read.
+// keysUnavailable when the source could not be read.
 func (b *keyBook) verifier(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 	if k, ok := b.lookup(b.state(ctx), kid); ok {
 		return k, nil
@@ -238,7 +238,7 @@ func (b *keyBook) verifier(ctx context.Context, kid string) (*rsa.PublicKey, err
 	}
 	if err := b.reloadLocked(ctx); err != nil {
 		b.log.WarnContext(ctx, "signing keys not read again for an unknown kid", "err", err)
-		return nil, checkUnavailable{err}
+		return nil, keysUnavailable{err}
 	}
 	if k, ok := b.lookup(b.cur.Load(), kid); ok {
 		return k, nil
@@ -276,6 +276,15 @@ func (b *keyBook) jwks(ctx context.Context) JWKSet {
 	}
 	return set
 }
+
+// keysUnavailable: a token's kid is unknown and the key source could not
+// be asked about it; the token may be good (see checkUnavailable: the
+// tenant API answers 503, not 401).
+type keysUnavailable struct{ err error }
+
+func (e keysUnavailable) Error() string       { return "signing keys unavailable: " + e.err.Error() }
+func (e keysUnavailable) Unwrap() error       { return e.err }
+func (keysUnavailable) AuthUnavailable() bool { return true }
 
 type signingKeyCtx struct{}
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ory/fosite/token/jwt"
 	"golang.org/x/oauth2"
 )
 
@@ -251,5 +252,27 @@ func TestKeySourceRefusals(t *testing.T) {
 				t.Error("New accepted it")
 			}
 		})
+	}
+}
+
+// TestVerifyWhileKeysUnavailable: a token naming a kid the issuer lacks,
+// while its key source cannot be read, is "unavailable" (the tenant API
+// answers 503: the token may be good), not an invalid token; a token of a
+// key already read still verifies its signature.
+func TestVerifyWhileKeysUnavailable(t *testing.T) {
+	src := newFakeKeys(testKey())
+	e := newEnv(t, func(c *Config) { c.SigningKey, c.Keys = nil, src })
+	src.setErr(errors.New("database down"))
+	signer := &jwt.DefaultSigner{GetPrivateKey: func(context.Context) (any, error) { return otherKey(), nil }}
+	claims := jwt.MapClaims{"iss": e.srv.URL, "sub": "user_ada", "aud": []string{Audience},
+		"exp": time.Now().Add(time.Hour).Unix(), "sid": "s1"}
+	raw, _, err := signer.Generate(t.Context(), claims, &jwt.Headers{Extra: map[string]any{"kid": kidOf(t, otherKey())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.iss.Verify(t.Context(), raw)
+	var un interface{ AuthUnavailable() bool }
+	if !errors.As(err, &un) || errors.Is(err, ErrInvalidToken) {
+		t.Errorf("Verify with an unknown kid while the keys cannot be read = %v; want unavailable, not invalid", err)
 	}
 }

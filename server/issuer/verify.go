@@ -99,7 +99,7 @@ func (i *Issuer) Verify(ctx context.Context, rawAccessToken string) (tenantapi.C
 		keyErr = err
 		return pub, err
 	})
-	var unavailable checkUnavailable
+	var unavailable keysUnavailable
 	if errors.As(keyErr, &unavailable) {
 		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w", unavailable)
 	}
