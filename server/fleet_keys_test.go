@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,5 +282,43 @@ func TestFleetKeysImportFiles(t *testing.T) {
 	}
 	if _, err := refresh(t, r2.Server, tok.RefreshToken); err != nil {
 		t.Errorf("replica 2: a refresh token issued before the master key: %v", err)
+	}
+}
+
+// TestFleetKeysConcurrentStart: two replicas starting at once on an empty
+// PostgreSQL database agree on one signing key and one OAuth secret.
+func TestFleetKeysConcurrentStart(t *testing.T) {
+	dsn := pg.Get(t).NewDatabase(t)
+	mk := newMasterKeyText(t)
+	lb := newBalancer(t)
+	srvs := make([]*Server, 2)
+	errs := make([]error, 2)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range srvs {
+		cfg := Config{Addr: "127.0.0.1:0", S3Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
+		replicaConfig(lb, dsn, mk)(&cfg)
+		wg.Go(func() {
+			<-start
+			srvs[i], errs[i] = New(context.Background(), cfg)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, srv := range srvs {
+		if errs[i] != nil {
+			t.Fatalf("replica %d: %v", i, errs[i])
+		}
+		t.Cleanup(srv.Close)
+	}
+	if a, b := srvs[0].issuer.KeyID(), srvs[1].issuer.KeyID(); a != b {
+		t.Errorf("the replicas sign with %s and %s", a, b)
+	}
+	keys, err := srvs[0].Store().SigningKeys(context.Background(), time.Time{})
+	if err != nil || len(keys) != 1 {
+		t.Errorf("%d signing keys in the database (%v), want 1", len(keys), err)
+	}
+	if _, err := srvs[0].Store().SealedSecret(context.Background(), keyring.OAuthSecretName); err != nil {
+		t.Errorf("the OAuth secret: %v", err)
 	}
 }

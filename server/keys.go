@@ -74,6 +74,7 @@ func (s *Server) issuerKeys(ctx context.Context) (*rsa.PrivateKey, issuer.KeySou
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("server: %w", err)
 		}
+		s.log.Info("the issuer's signing keys and OAuth secret are the database's, sealed with the master key")
 		return nil, kr, kr.OAuthSecret(), nil
 	}
 	if err := keyring.CheckNoMasterKey(ctx, s.store); err != nil {
