@@ -48,7 +48,7 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			if len(keys) == 0 && !a.json {
-				fmt.Fprintln(cmd.ErrOrStderr(), "no signing keys in the database: without a master key the signing key is the data dir's issuer.pem")
+				fmt.Fprintln(cmd.ErrOrStderr(), "no signing keys in the database yet: the first server started with the master key sets them up; without one, the signing key is the data dir's issuer.pem")
 			}
 			return a.printSigningKeys(cmd.OutOrStdout(), keys)
 		},
