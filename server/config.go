@@ -26,7 +26,9 @@ import (
 // (--data-dir: BM_SERVER_DATA_DIR) and its key in the config file (YAML or
 // JSON, a flat map) is the flag name. The file is named by --config or
 // BM_SERVER_CONFIG. Secrets (passwords, storage credentials, webhook
-// secrets) are read from the environment only (see SecretsFromEnv).
+// secrets, the master key) are read from the environment only (see
+// SecretsFromEnv); the master key may instead be a file's
+// (--master-key-file).
 
 // EnvPrefix starts the name of every environment variable of bm-server.
 const EnvPrefix = "BM_SERVER_"
@@ -39,6 +41,7 @@ const (
 	EnvStorageSecretKey     = EnvPrefix + "STORAGE_SECRET_KEY"
 	EnvStorageWebhookSecret = EnvPrefix + "STORAGE_WEBHOOK_SECRET"
 	EnvHookWebhookSecret    = EnvPrefix + "HOOK_WEBHOOK_SECRET"
+	EnvMasterKey            = EnvPrefix + "MASTER_KEY"
 )
 
 // secretEnv maps each secret's environment variable to its field.
@@ -48,12 +51,13 @@ var secretEnv = map[string]func(*Config) *string{
 	EnvStorageSecretKey:     func(c *Config) *string { return &c.StorageSecretKey },
 	EnvStorageWebhookSecret: func(c *Config) *string { return &c.StorageWebhookSecret },
 	EnvHookWebhookSecret:    func(c *Config) *string { return &c.HookWebhookSecret },
+	EnvMasterKey:            func(c *Config) *string { return &c.MasterKey },
 }
 
 // SecretsFromEnv fills cfg's secrets from the environment (getenv; nil
 // means os.Getenv): the demo password, the storage provider's admin
-// credentials and the two webhook secrets. A variable that is unset leaves
-// its field as it is.
+// credentials, the two webhook secrets and the master key. A variable
+// that is unset leaves its field as it is.
 func SecretsFromEnv(cfg *Config, getenv func(string) string) {
 	if getenv == nil {
 		getenv = os.Getenv
@@ -252,6 +256,7 @@ func BindStoreFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.String(ConfigFlag, "", "config file, YAML or JSON, keys are flag names (env BM_SERVER_CONFIG)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where the database, buckets and keys live")
 	fs.StringVar(&cfg.DB, "db", cfg.DB, "database: a SQLite path or sqlite://PATH, or postgres://... (default DATA-DIR/bm-server.db)")
+	fs.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "file (mode 0600) holding the master key, 32 bytes in base64 or hex (or set "+EnvMasterKey+"): the issuer's signing keys and OAuth secret then live in the database, sealed with it; give every replica the same one")
 	fs.StringVar(&cfg.Region, "region", def(cfg.Region, DefaultRegion), "region of the storage endpoint (the embedded one reports it; tigris uses auto unless set)")
 	fs.StringVar(&cfg.Storage, "storage", def(cfg.Storage, StorageEmbedded), "storage provider: embedded, minio, s3 or tigris (admin credentials in "+EnvStorageAccessKey+" and "+EnvStorageSecretKey+")")
 	fs.StringVar(&cfg.StorageEndpoint, "storage-endpoint", cfg.StorageEndpoint, "S3 API URL of minio (required), s3 or tigris (default: AWS's or Tigris's)")

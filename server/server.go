@@ -61,6 +61,13 @@ type Config struct {
 	MetricsTokenFile string
 	// DataDir holds the SQLite file, the embedded buckets and the keys.
 	DataDir string
+	// MasterKey (from BM_SERVER_MASTER_KEY only) or MasterKeyFile (mode
+	// 0600) is the master key: 32 bytes in base64 or hex. With one, the
+	// built-in issuer's signing keys and OAuth secret live in the
+	// database, sealed with it, rather than in DataDir's issuer.pem and
+	// oauth.secret (which the first start imports): give every replica
+	// the same one. See issuerKeys.
+	MasterKey, MasterKeyFile string
 	// Region is what the embedded endpoint reports (default us-east-1).
 	Region string
 	// SubscribeURL is shown to tenants without an active subscription.
@@ -651,13 +658,9 @@ func (s *Server) openAuth(ctx context.Context) error {
 		s.auth = v
 		return nil
 	}
-	signing, err := issuer.LoadOrCreateKey(filepath.Join(cfg.DataDir, "issuer.pem"))
+	signing, keys, oauthSecret, err := s.issuerKeys(ctx) // see keys.go
 	if err != nil {
-		return fmt.Errorf("server: issuer key: %w", err)
-	}
-	oauthSecret, err := issuer.LoadOrCreateSecret(filepath.Join(cfg.DataDir, "oauth.secret"), 32)
-	if err != nil {
-		return fmt.Errorf("server: oauth secret: %w", err)
+		return err
 	}
 	limits, err := s.limitBackend(oauthSecret)
 	if err != nil {
@@ -666,6 +669,7 @@ func (s *Server) openAuth(ctx context.Context) error {
 	s.issuer, err = issuer.New(issuer.Config{
 		IssuerURL:    s.apiURL,
 		SigningKey:   signing,
+		Keys:         keys,
 		Accounts:     accounts{s.store},
 		GlobalSecret: oauthSecret,
 		Storage:      s.store, // codes and token sessions survive restarts, shared by replicas

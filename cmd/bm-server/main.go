@@ -8,8 +8,8 @@
 // the indexing service about bucket changes, and
 // BM_SERVER_STORAGE_WEBHOOK_SECRET enables storage notifications.
 //
-// Its subcommands are the operator's tools: tenant, user, key, audit and
-// migrate. Every setting is a flag, an environment variable
+// Its subcommands are the operator's tools: tenant, user, key, audit,
+// migrate and keys (the issuer's signing keys). Every setting is a flag, an environment variable
 // (BM_SERVER_<FLAG>) or a key of the config file (--config), in that order
 // of precedence.
 package main
@@ -99,6 +99,7 @@ func newRootCmd(getenv func(string) string, logw io.Writer) *cobra.Command {
 	server.BindFlags(root.Flags(), &a.cfg)
 	server.BindStoreFlags(root.PersistentFlags(), &a.cfg)
 	root.AddCommand(a.migrateCmd(), a.tenantCmd(), a.userCmd(), a.keyCmd(), a.auditCmd())
+	root.AddCommand(a.keysCmd()) // keys.go
 	return root
 }
 

@@ -12,6 +12,10 @@
 // the session (login) they belong to. Refresh tokens and authorization
 // codes are opaque HMAC tokens.
 //
+// The signing key is Config.SigningKey, or comes from Config.Keys, which
+// can rotate it: a retired key stays in the JWKS and verifies the tokens it
+// signed until they have expired (see keyset.go).
+//
 // Sessions can be ended: by a logout (POST /oauth2/revoke), by a used
 // refresh token or authorization code coming back (the whole family is
 // revoked), and by the operator for all of a person's sessions
@@ -92,9 +96,9 @@ type Accounts interface {
 	Claims(ctx context.Context, subject string) (tenantapi.Claims, error)
 }
 
-// Config configures an Issuer. The caller persists SigningKey and
-// GlobalSecret (see LoadOrCreateKey and LoadOrCreateSecret) so tokens
-// survive a restart.
+// Config configures an Issuer. The caller persists SigningKey (or keeps
+// its keys in Keys) and GlobalSecret (see LoadOrCreateKey and
+// LoadOrCreateSecret) so tokens survive a restart.
 type Config struct {
 	// IssuerURL is the iss claim and the base of every endpoint URL, e.g.
 	// http://127.0.0.1:8787 (a trailing slash is removed). Register serves
@@ -102,6 +106,13 @@ type Config struct {
 	IssuerURL string
 	// SigningKey signs access tokens and id_tokens (RS256).
 	SigningKey *rsa.PrivateKey
+	// Keys, when set, replaces SigningKey: the keys come from there and
+	// can be rotated (see KeySource); it is read again every
+	// KeyReloadInterval (default DefaultKeyReloadInterval) and when a
+	// token names a kid the issuer lacks. A retired key verifies for
+	// KeyRetention(AccessTokenTTL) after its rotation.
+	Keys              KeySource
+	KeyReloadInterval time.Duration
 	// Accounts authenticates people and supplies token claims.
 	Accounts Accounts
 	// AccessTokenTTL defaults to one hour, RefreshTokenTTL to 30 days.
@@ -143,8 +154,7 @@ type Config struct {
 type Issuer struct {
 	issuer   string
 	accounts Accounts
-	key      *rsa.PrivateKey
-	kid      string
+	keys     *keyBook
 	csrfKey  []byte
 	secure   bool // issuer URL is https: cookies get Secure
 	log      *slog.Logger
@@ -165,10 +175,8 @@ func New(cfg Config) (*Issuer, error) {
 		return nil, fmt.Errorf("issuer: new: issuer URL: %w", err)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
 		return nil, fmt.Errorf("issuer: new: issuer URL %q must be an absolute http(s) URL", cfg.IssuerURL)
-	case cfg.SigningKey == nil:
+	case cfg.SigningKey == nil && cfg.Keys == nil:
 		return nil, errors.New("issuer: new: no signing key")
-	case cfg.SigningKey.N.BitLen() < 2048:
-		return nil, errors.New("issuer: new: signing key shorter than 2048 bits")
 	case cfg.Accounts == nil:
 		return nil, errors.New("issuer: new: no accounts")
 	case len(cfg.GlobalSecret) < 32:
@@ -191,7 +199,7 @@ func New(cfg Config) (*Issuer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	kid, err := keyID(&cfg.SigningKey.PublicKey)
+	keys, err := newKeyBook(cfg.SigningKey, cfg.Keys, cfg.KeyReloadInterval, KeyRetention(cfg.AccessTokenTTL), log)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: new: %w", err)
 	}
@@ -237,7 +245,13 @@ func New(cfg Config) (*Issuer, error) {
 		},
 		TokenEndpointAuthMethod: "none",
 	}
-	keyGetter := func(context.Context) (any, error) { return cfg.SigningKey, nil }
+	// The key of the request's token (withSigningKey), else the current one.
+	keyGetter := func(ctx context.Context) (any, error) {
+		if k, ok := ctx.Value(signingKeyCtx{}).(*rsa.PrivateKey); ok {
+			return k, nil
+		}
+		return keys.state(ctx).signing, nil
+	}
 	signer := &jwt.DefaultSigner{GetPrivateKey: keyGetter}
 	strategy := &compose.CommonStrategy{
 		CoreStrategy:               compose.NewOAuth2JWTStrategy(keyGetter, compose.NewOAuth2HMACStrategy(fcfg), fcfg),
@@ -262,8 +276,7 @@ func New(cfg Config) (*Issuer, error) {
 	return &Issuer{
 		issuer:   iss,
 		accounts: cfg.Accounts,
-		key:      cfg.SigningKey,
-		kid:      kid,
+		keys:     keys,
 		csrfKey:  mac.Sum(nil),
 		secure:   u.Scheme == "https",
 		log:      log,

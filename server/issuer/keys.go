@@ -54,6 +54,35 @@ func LoadOrCreateKey(path string) (*rsa.PrivateKey, error) {
 	return key, nil
 }
 
+// ReadKey reads the RSA private key file at path as LoadOrCreateKey does,
+// but never creates one: a missing file is an error wrapping
+// fs.ErrNotExist.
+func ReadKey(path string) (*rsa.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: read signing key: %w", err)
+	}
+	key, err := parseKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: read signing key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// ReadSecret reads the n-byte secret file at path as LoadOrCreateSecret
+// does, but never creates one: a missing file is an error wrapping
+// fs.ErrNotExist.
+func ReadSecret(path string, n int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: read secret: %w", err)
+	}
+	if len(b) != n {
+		return nil, fmt.Errorf("issuer: read secret %s: %d bytes, want %d", path, len(b), n)
+	}
+	return b, nil
+}
+
 func parseKey(b []byte) (*rsa.PrivateKey, error) {
 	block, _ := pem.Decode(b)
 	if block == nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -79,5 +81,36 @@ func TestLoadOrCreateSecret(t *testing.T) {
 	}
 	if _, err := LoadOrCreateSecret(filepath.Join(t.TempDir(), "x"), 0); err == nil {
 		t.Error("zero length accepted")
+	}
+}
+
+// TestReadKeyAndSecret: the read-only forms never create a file.
+func TestReadKeyAndSecret(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadKey(filepath.Join(dir, "issuer.pem")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadKey of a missing file = %v, want fs.ErrNotExist", err)
+	}
+	if _, err := ReadSecret(filepath.Join(dir, "oauth.secret"), 32); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadSecret of a missing file = %v, want fs.ErrNotExist", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("files created: %v", entries)
+	}
+	k, err := LoadOrCreateKey(filepath.Join(dir, "issuer.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadKey(filepath.Join(dir, "issuer.pem")); err != nil || !got.Equal(k) {
+		t.Errorf("ReadKey = %v", err)
+	}
+	s, err := LoadOrCreateSecret(filepath.Join(dir, "oauth.secret"), 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadSecret(filepath.Join(dir, "oauth.secret"), 32); err != nil || !bytes.Equal(got, s) {
+		t.Errorf("ReadSecret = %v", err)
+	}
+	if _, err := ReadSecret(filepath.Join(dir, "oauth.secret"), 64); err == nil {
+		t.Error("a secret of the wrong length accepted")
 	}
 }

@@ -48,11 +48,11 @@ func (i *Issuer) newSession(subject string, c tenantapi.Claims, authTime time.Ti
 				AuthTime:    authTime,
 				RequestedAt: authTime,
 			},
-			Headers: &jwt.Headers{Extra: map[string]any{"kid": i.kid}},
+			Headers: &jwt.Headers{Extra: map[string]any{"kid": i.KeyID()}},
 			Subject: subject,
 		},
 		JWTClaims: &jwt.JWTClaims{Subject: subject, Issuer: i.issuer},
-		JWTHeader: &jwt.Headers{Extra: map[string]any{"kid": i.kid}},
+		JWTHeader: &jwt.Headers{Extra: map[string]any{"kid": i.KeyID()}},
 	}
 	s.setClaims(c)
 	return s
@@ -82,6 +82,27 @@ func (s *session) setClaims(c tenantapi.Claims) {
 		}
 		idc.Extra[claimEmail] = c.Email
 	}
+}
+
+// setKeyID names kid in the headers of the tokens minted from s (the key
+// signing them is chosen at the token endpoint, not at login).
+func (s *session) setKeyID(kid string) {
+	s.JWTHeader = withKid(s.JWTHeader, kid)
+	if s.DefaultSession != nil {
+		s.DefaultSession.Headers = withKid(s.DefaultSession.Headers, kid)
+	}
+}
+
+func withKid(h *jwt.Headers, kid string) *jwt.Headers {
+	out := &jwt.Headers{Extra: map[string]any{}}
+	if h != nil {
+		out.Extra = maps.Clone(h.Extra)
+		if out.Extra == nil {
+			out.Extra = map[string]any{}
+		}
+	}
+	out.Extra["kid"] = kid
+	return out
 }
 
 // GetJWTClaims implements oauth2.JWTSessionContainer.

@@ -57,6 +57,10 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	s.JWTClaims.IssuedAt = time.Time{} // iat is now
 	s.JWTClaims.Issuer = i.issuer
 	s.JWTClaims.Subject = s.Subject
+	// Signed by the key that signs now, named in the header.
+	keys := i.keys.state(ctx)
+	s.setKeyID(keys.kid)
+	ctx = withSigningKey(ctx, keys)
 
 	resp, err := i.provider.NewAccessResponse(ctx, ar)
 	if err != nil {

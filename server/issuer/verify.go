@@ -42,23 +42,32 @@ type JWKSet struct {
 	Keys []JWK `json:"keys"`
 }
 
-// JWKS returns the public keys that verify this issuer's tokens.
-func (i *Issuer) JWKS() JWKSet {
-	n, e := rsaComponents(&i.key.PublicKey)
-	return JWKSet{Keys: []JWK{{Kty: "RSA", Use: "sig", Alg: "RS256", Kid: i.kid, N: n, E: e}}}
-}
+// JWKS returns the public keys that verify this issuer's tokens: the
+// signing key first, then the keys a rotation retired whose tokens may
+// not have expired yet.
+func (i *Issuer) JWKS() JWKSet { return i.keys.jwks(context.Background()) }
 
 // KeyID returns the kid of the signing key: its RFC 7638 thumbprint.
-func (i *Issuer) KeyID() string { return i.kid }
+func (i *Issuer) KeyID() string { return i.keys.cur.Load().kid }
+
+// ReloadKeys reads the Config.Keys source again now rather than at the
+// next KeyReloadInterval (after a rotation this process made); without
+// a source it does nothing.
+func (i *Issuer) ReloadKeys(ctx context.Context) error {
+	if err := i.keys.reload(ctx); err != nil {
+		return fmt.Errorf("issuer: reload keys: %w", err)
+	}
+	return nil
+}
 
 func rsaComponents(pub *rsa.PublicKey) (n, e string) {
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString(pub.N.Bytes()), enc.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
 }
 
-// keyID is the RFC 7638 JWK thumbprint of pub: SHA-256 over the required
-// members in lexical order, base64url.
-func keyID(pub *rsa.PublicKey) (string, error) {
+// KeyID is the kid of pub: its RFC 7638 JWK thumbprint, SHA-256 over the
+// required members in lexical order, base64url.
+func KeyID(pub *rsa.PublicKey) (string, error) {
 	n, e := rsaComponents(pub)
 	b, err := json.Marshal(struct {
 		E   string `json:"e"`
@@ -80,15 +89,20 @@ func keyID(pub *rsa.PublicKey) (string, error) {
 // is refused within the TTL. Errors wrap ErrInvalidToken, and also
 // ErrSessionEnded for an ended session.
 func (i *Issuer) Verify(ctx context.Context, rawAccessToken string) (tenantapi.Claims, error) {
+	var keyErr error // the parser's error does not wrap the key function's
 	tok, err := jwt.ParseWithClaims(rawAccessToken, jwt.MapClaims{}, func(t *jwt.Token) (any, error) {
 		if t.Method != "RS256" {
 			return nil, fmt.Errorf("unexpected signing algorithm %q", t.Method)
 		}
-		if kid, _ := t.Header["kid"].(string); kid != i.kid {
-			return nil, errors.New("unknown key id")
-		}
-		return &i.key.PublicKey, nil
+		kid, _ := t.Header["kid"].(string)
+		pub, err := i.keys.verifier(ctx, kid)
+		keyErr = err
+		return pub, err
 	})
+	var unavailable keysUnavailable
+	if errors.As(keyErr, &unavailable) {
+		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w", unavailable)
+	}
 	if err != nil {
 		return tenantapi.Claims{}, fmt.Errorf("verify access token: %w: %w", ErrInvalidToken, err)
 	}

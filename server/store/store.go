@@ -218,7 +218,13 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store new: migrations: %w", err)
 	}
-	if _, err := p.Up(ctx); err != nil {
+	unlock, err := lockMigrations(ctx, db, dialect)
+	if err != nil {
+		return nil, fmt.Errorf("store new: %w", err)
+	}
+	_, err = p.Up(ctx)
+	unlock()
+	if err != nil {
 		return nil, fmt.Errorf("store new: migrate up: %w", err)
 	}
 	v, err := p.GetDBVersion(ctx)
@@ -226,6 +232,25 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect) (*Store, error) {
 		return nil, fmt.Errorf("store new: schema version: %w", err)
 	}
 	return &Store{db: db, dialect: dialect, version: v, touched: map[string]time.Time{}}, nil
+}
+
+// lockMigrations makes replicas starting at once on one PostgreSQL
+// database migrate it one after the other: it waits for a transaction
+// advisory lock, held (on a connection of its own) until unlock ends the
+// transaction. SQLite's migrations are one machine's: no lock.
+func lockMigrations(ctx context.Context, db *sql.DB, dialect Dialect) (unlock func(), err error) {
+	if dialect != DialectPostgres {
+		return func() {}, nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("lock migrations: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('bm-server store migrations'))`); err != nil {
+		tx.Rollback()
+		return nil, fmt.Errorf("lock migrations: %w", err)
+	}
+	return func() { _ = tx.Rollback() }, nil
 }
 
 // Close closes the database.
