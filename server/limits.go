@@ -20,3 +20,7 @@ func (s *Server) limitBackend(secret []byte) (limit.Backend, error) {
 	}
 	return pglimit.New(pglimit.Config{DB: s.store.DB(), Secret: secret, Logger: s.cfg.Logger.With("component", "limits")})
 }
+
+// oidcLimitsKey keys pglimit's hashes in OIDC mode, where only the mint
+// limit (keyed by tenant id) counts there.
+const oidcLimitsKey = "bm-server: limits of tenants of an external issuer"

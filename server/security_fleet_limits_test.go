@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/basicmachines-co/bm-agent/server/issuer"
+	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
 // The fleet tests run a minute of guessing in fleetMinute: every limit's
@@ -223,5 +224,54 @@ func TestSecurityFleetLimitsWhenPostgresFails(t *testing.T) {
 		if strings.Contains(w, "127.0.42.1") {
 			t.Errorf("the warning names the client address: %s", w)
 		}
+	}
+}
+
+// TestSecurityFleetMintLimit: a tenant minting keys through two replicas
+// on one PostgreSQL gets the burst one replica gives, not one per
+// replica (the keys never expire: each one is worth limiting).
+func TestSecurityFleetMintLimit(t *testing.T) {
+	const burst = 3
+	for _, tt := range []struct {
+		name  string
+		local bool
+		want  int
+	}{
+		{"shared", false, burst},
+		{"per replica (before)", true, 2 * burst},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dsn := pg.Get(t).NewDatabase(t)
+			dir := t.TempDir()
+			lb := newBalancer(t) // one public URL, the tokens' issuer
+			var rs []*running
+			for range 2 {
+				rs = append(rs, serve(t, func(c *Config) {
+					c.DB, c.DataDir, c.PublicURL = dsn, dir, lb.url
+					c.MintPerHour, c.MintBurst = 1, burst
+					c.localLimits = tt.local
+				}))
+			}
+			tok := ""
+			minted := 0
+			for i := range 4 * burst {
+				lb.to(t, rs[i%2])
+				if tok == "" {
+					tok = login(t, rs[0].Server, demoEmail, demoPassword)
+				}
+				code, body := do(t, http.MethodPost, lb.url+tenantapi.PathMountCredentials, tok, `{"description":"fleet"}`, nil)
+				switch code {
+				case http.StatusCreated, http.StatusOK:
+					minted++
+				case http.StatusTooManyRequests:
+				default:
+					t.Fatalf("mint %d = %d %s", i, code, body)
+				}
+			}
+			t.Logf("FIGURE mint limit, burst %d, two replicas (%s): %d keys minted of %d asked", burst, tt.name, minted, 4*burst)
+			if minted != tt.want {
+				t.Errorf("%d keys minted through two replicas, want %d", minted, tt.want)
+			}
+		})
 	}
 }

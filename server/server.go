@@ -329,6 +329,7 @@ type Server struct {
 	s3       *s3embed.Server // nil unless the provider is embedded
 	provider storage.Provider
 	issuer   *issuer.Issuer // nil in OIDC mode
+	limits   limit.Backend  // where the rate limits count (see limitBackend)
 	auth     api.Authenticator
 	hub      *events.Hub
 	changes  *events.Coalescer // storage changes on their way to hub and hook
@@ -656,6 +657,12 @@ func (s *Server) openAuth(ctx context.Context) error {
 			return fmt.Errorf("server: oidc: %w", err)
 		}
 		s.auth = v
+		// The mint limit counts for the fleet in OIDC mode too. Its keys
+		// are tenant ids, which the database holds in the clear anyway:
+		// a fixed hash key does (there is no OAuth secret in this mode).
+		if s.limits, err = s.limitBackend([]byte(oidcLimitsKey)); err != nil {
+			return fmt.Errorf("server: rate limits: %w", err)
+		}
 		return nil
 	}
 	signing, keys, oauthSecret, err := s.issuerKeys(ctx) // see keys.go
@@ -666,6 +673,7 @@ func (s *Server) openAuth(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: rate limits: %w", err)
 	}
+	s.limits = limits
 	s.issuer, err = issuer.New(issuer.Config{
 		IssuerURL:    s.apiURL,
 		SigningKey:   signing,
@@ -912,7 +920,11 @@ func (s *Server) mux() *http.ServeMux {
 	if s.issuer != nil {
 		s.issuer.Register(mux)
 	}
-	limit, burst := s.cfg.mintLimit()
+	mintRate, burst := s.cfg.mintLimit()
+	var minting limit.Limiter
+	if s.limits != nil && mintRate >= 0 {
+		minting = s.limits.Rate("mint", limit.Rate{PerMinute: float64(mintRate) * 60, Burst: burst})
+	}
 	h := &api.Handler{
 		Store:        s.store,
 		Storage:      s.provider,
@@ -927,8 +939,9 @@ func (s *Server) mux() *http.ServeMux {
 		Hook:                      s.hook,
 		WebhookSecret:             s.cfg.StorageWebhookSecret,
 		StorageChanges:            s.storageChanges(),
-		MintLimit:                 limit,
+		MintLimit:                 mintRate,
 		MintBurst:                 burst,
+		MintLimiter:               minting,
 		Heartbeat:                 s.cfg.EventsHeartbeat,
 		SubscriptionClaimOptional: s.cfg.SubscriptionClaimOptional || s.cfg.OIDCSubscriptionStatusClaim == "-",
 	}

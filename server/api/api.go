@@ -106,6 +106,10 @@ type Handler struct {
 	// Retry-After.
 	MintLimit rate.Limit
 	MintBurst int
+	// MintLimiter, when set, is that limit per tenant id, counted where
+	// every replica counts it (bm-server passes pglimit's on PostgreSQL);
+	// otherwise this process counts it.
+	MintLimiter limit.Limiter
 	// Heartbeat is the comment interval of GET /tenant/events (default 15s).
 	Heartbeat time.Duration
 	// Quota, if set, is the storage quota of a subscription tier in bytes

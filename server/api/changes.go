@@ -62,9 +62,12 @@ func (h *Handler) bucketChanged(ev events.Event) {
 
 // allowMint takes a token of tenantID's mint limiter; when none is left it
 // reports how long to wait.
-func (h *Handler) allowMint(tenantID string) (bool, time.Duration) {
+func (h *Handler) allowMint(ctx context.Context, tenantID string) (bool, time.Duration) {
 	if h.MintLimit < 0 {
 		return true, 0
+	}
+	if h.MintLimiter != nil {
+		return h.MintLimiter.Allow(ctx, tenantID)
 	}
 	h.mintOnce.Do(func() {
 		perSecond, burst := h.MintLimit, h.MintBurst

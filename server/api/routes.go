@@ -61,7 +61,7 @@ func (h *Handler) createCredential(w http.ResponseWriter, r *http.Request, c cal
 		noBucket(w)
 		return
 	}
-	if ok, wait := h.allowMint(c.tenant.ID); !ok {
+	if ok, wait := h.allowMint(r.Context(), c.tenant.ID); !ok {
 		h.logger().WarnContext(ctx, "mint rate limit", "tenant", c.tenant.ID, "retry_after", wait)
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		writeJSON(w, http.StatusTooManyRequests, tenantapi.ErrorBody{Detail: "too many new credentials for this tenant; retry later"})
