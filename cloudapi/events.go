@@ -36,10 +36,24 @@ type ChangeEvent struct {
 	// event without them may stand for any change.
 	Keys []string  `json:"keys,omitempty"`
 	At   time.Time `json:"at"`
+	// ID is the event's place in the server's order (the stream's id
+	// field), what Events resumes after when it reconnects.
+	ID string `json:"-"`
 	// Reconnected is set (and nothing else) on a synthetic event Events
-	// sends after it reconnected: changes may have been missed meanwhile.
+	// sends after it reconnected without resuming: changes may have been
+	// missed meanwhile.
 	Reconnected bool `json:"-"`
 }
+
+// ReasonResync is the reason of the event a resumed stream starts with
+// when the server could not tell what the client missed (it was away
+// longer than the server keeps events): anything may have changed.
+const ReasonResync = "resync"
+
+// ResumedHeader is the event stream's response header that says ("1")
+// the server resumed it after the client's Last-Event-ID with nothing
+// missed.
+const ResumedHeader = "Bm-Events-Resumed"
 
 // Reconnection delays of Events: the first retry waits about
 // eventsMinBackoff (or the server's retry: field), doubling up to
@@ -57,7 +71,9 @@ const maxEventLine = 64 << 10
 // Events follows GET /tenant/events and calls fn with every bucket change,
 // reconnecting with backoff and jitter when the stream fails or ends (or,
 // when the server asks with an EventReconnect, after its retry: time with
-// jitter, without backoff); after a reconnection fn first gets a
+// jitter, without backoff). A reconnection names the last event seen
+// (Last-Event-ID), and the server replays what was missed meanwhile;
+// when it cannot (or the stream never had a position), fn first gets a
 // ChangeEvent with Reconnected set. It
 // returns nil when ctx ends, fn's error if fn fails, and the error of an
 // answer that retrying cannot fix (401, 403, 404: login required, no
@@ -78,9 +94,10 @@ func (c *Client) FollowEvents(ctx context.Context, fn func(ChangeEvent) error, l
 	hc.Timeout = 0 // a stream lasts; ctx bounds it
 	delay := time.Duration(0)
 	connected := false
+	lastID := ""
 	for {
 		start := time.Now()
-		retry, err := c.eventsOnce(ctx, &hc, connected, fn, live)
+		retry, err := c.eventsOnce(ctx, &hc, connected, &lastID, fn, live)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -154,8 +171,9 @@ type retryInfo struct {
 	asked  bool          // the server asked to reconnect (EventReconnect)
 }
 
-// eventsOnce opens the stream once and reads it until it ends.
-func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool, fn func(ChangeEvent) error, live func(bool)) (retryInfo, error) {
+// eventsOnce opens the stream once, resuming after *lastID when set, and
+// reads it until it ends, keeping *lastID at the last event handled.
+func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool, lastID *string, fn func(ChangeEvent) error, live func(bool)) (retryInfo, error) {
 	var ri retryInfo
 	tok, err := c.ts.Token()
 	if err != nil {
@@ -174,6 +192,9 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-store")
+	if *lastID != "" {
+		req.Header.Set("Last-Event-ID", *lastID)
+	}
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}
@@ -198,12 +219,12 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 	ri.opened = true
 	live(true)
 	defer live(false)
-	if reconnect {
+	if reconnect && resp.Header.Get(ResumedHeader) != "1" {
 		if err := fn(ChangeEvent{Reconnected: true}); err != nil {
 			return ri, &callbackError{err}
 		}
 	}
-	err = readSSE(resp.Body, func(event, data string) error {
+	err = readSSE(resp.Body, func(event, data, id string) error {
 		if event == EventReconnect {
 			ri.asked = true
 			return errReconnectAsked
@@ -216,11 +237,12 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 			c.logger.Debug("tenant events: undecodable event", "err", err)
 			return nil
 		}
+		ev.ID = id
 		if err := fn(ev); err != nil {
 			return &callbackError{err}
 		}
 		return nil
-	}, func(d time.Duration) { ri.server = d })
+	}, func(id string) { *lastID = id }, func(d time.Duration) { ri.server = d })
 	if err != nil && !errors.Is(err, errReconnectAsked) {
 		return ri, err
 	}
@@ -229,13 +251,16 @@ func (c *Client) eventsOnce(ctx context.Context, hc *http.Client, reconnect bool
 
 // readSSE parses a server-sent event stream (the WHATWG event stream
 // format): dispatch is called for every event with its type ("message" when
-// none is given) and data; retry with the server's reconnection time.
-func readSSE(r io.Reader, dispatch func(event, data string) error, retry func(time.Duration)) error {
+// none is given), data and the last event ID; position with the last
+// event ID once a block that set it was handled (dispatched without
+// error, or with no data, like the server's heartbeats); retry with the
+// server's reconnection time.
+func readSSE(r io.Reader, dispatch func(event, data, id string) error, position func(id string), retry func(time.Duration)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxEventLine)
-	var event string
+	var event, id string
 	var data strings.Builder
-	hasData := false
+	hasData, hasID := false, false
 	for sc.Scan() {
 		line := strings.TrimSuffix(sc.Text(), "\r")
 		if line == "" {
@@ -244,11 +269,14 @@ func readSSE(r io.Reader, dispatch func(event, data string) error, retry func(ti
 				if ev == "" {
 					ev = "message"
 				}
-				if err := dispatch(ev, strings.TrimSuffix(data.String(), "\n")); err != nil {
+				if err := dispatch(ev, strings.TrimSuffix(data.String(), "\n"), id); err != nil {
 					return err
 				}
 			}
-			event, hasData = "", false
+			if hasID {
+				position(id)
+			}
+			event, hasData, hasID = "", false, false
 			data.Reset()
 			continue
 		}
@@ -264,6 +292,10 @@ func readSSE(r io.Reader, dispatch func(event, data string) error, retry func(ti
 			data.WriteString(value)
 			data.WriteByte('\n')
 			hasData = true
+		case "id":
+			if !strings.ContainsRune(value, 0) {
+				id, hasID = value, true
+			}
 		case "retry":
 			if ms, err := strconv.Atoi(value); err == nil && ms >= 0 {
 				retry(time.Duration(ms) * time.Millisecond)

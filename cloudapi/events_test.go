@@ -144,3 +144,65 @@ func TestEventsStopsOnUnauthorized(t *testing.T) {
 		t.Error("Events retried a 401 until the context ended")
 	}
 }
+
+// TestEventsResume: a reconnection names the last event handled (an
+// event's id, or a heartbeat's when it came later, never the id of an
+// event fn did not finish); a server that resumes the stream replays
+// instead of the synthetic Reconnected, one that cannot (or does not
+// say it did) gets it.
+func TestEventsResume(t *testing.T) {
+	eventsMinBackoff, eventsMaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	defer func() { eventsMinBackoff, eventsMaxBackoff = time.Second, time.Minute }()
+	var conns atomic.Int32
+	lastIDs := make(chan string, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := conns.Add(1)
+		lastIDs <- r.Header.Get("Last-Event-ID")
+		if n == 2 {
+			w.Header().Set(ResumedHeader, "1")
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		switch n {
+		case 1:
+			fmt.Fprint(w, ": connected\n\n")
+			fmt.Fprint(w, "id: e.1\nevent: bucket-changed\ndata: {\"tenant_id\":\"t\",\"keys\":[\"a.md\"]}\n\n")
+			fmt.Fprint(w, ": heartbeat\nid: e.7\n\n")
+			fmt.Fprint(w, "id: e.8\nevent: bucket-changed\ndata: {\"tenant_id\":\"t\",\"keys\":[\"cut\"") // cut mid-event
+		case 2:
+			fmt.Fprint(w, "id: e.9\nevent: bucket-changed\ndata: {\"tenant_id\":\"t\",\"keys\":[\"b.md\"]}\n\n")
+		default:
+			fmt.Fprint(w, "id: e.20\nevent: bucket-changed\ndata: {\"tenant_id\":\"t\",\"reason\":\"resync\"}\n\n")
+		}
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	stop := errors.New("stop")
+	err := c.FollowEvents(ctx, func(ev ChangeEvent) error {
+		switch {
+		case ev.Reconnected:
+			got = append(got, "reconnected")
+		case ev.Reason == ReasonResync:
+			got = append(got, ev.ID+":resync")
+			return stop
+		default:
+			got = append(got, ev.ID+":"+strings.Join(ev.Keys, ","))
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, stop) {
+		t.Fatalf("FollowEvents = %v", err)
+	}
+	if want := "e.1:a.md,e.9:b.md,reconnected,e.20:resync"; strings.Join(got, ",") != want {
+		t.Errorf("events = %v, want %s", got, want)
+	}
+	var sent []string
+	for range 3 {
+		sent = append(sent, <-lastIDs)
+	}
+	if want := []string{"", "e.7", "e.9"}; strings.Join(sent, ",") != strings.Join(want, ",") {
+		t.Errorf("Last-Event-ID sent %q, want %q", sent, want)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/basicmachines-co/bm-agent/server/api"
 	"github.com/basicmachines-co/bm-agent/server/auth"
 	"github.com/basicmachines-co/bm-agent/server/events"
+	"github.com/basicmachines-co/bm-agent/server/events/pgevents"
 	"github.com/basicmachines-co/bm-agent/server/hooks"
 	"github.com/basicmachines-co/bm-agent/server/issuer"
 	"github.com/basicmachines-co/bm-agent/server/lifecycle"
@@ -332,6 +333,7 @@ type Server struct {
 	limits   limit.Backend  // where the rate limits count (see limitBackend)
 	auth     api.Authenticator
 	hub      *events.Hub
+	bus      *pgevents.Bus     // the hub's relay on PostgreSQL; nil on SQLite
 	changes  *events.Coalescer // storage changes on their way to hub and hook
 	hook     *hooks.Runner
 	jobs     *lifecycle.Worker
@@ -441,7 +443,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.openAuth(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.openJobs(); err != nil {
+	if err := s.openJobs(ctx); err != nil {
 		return nil, err
 	}
 	if cfg.DemoEmail != "" {
@@ -697,11 +699,19 @@ func (s *Server) openAuth(ctx context.Context) error {
 	return nil
 }
 
-// openJobs builds the change-event hub, the refresh hook runner and the
+// openJobs builds the change-event hub (with its relay through
+// PostgreSQL when the store is there, so that every replica's events
+// reach every replica's devices), the refresh hook runner and the
 // lifecycle worker; Serve runs them.
-func (s *Server) openJobs() error {
+func (s *Server) openJobs(ctx context.Context) error {
 	cfg := s.cfg
 	s.hub = events.NewHub(cfg.EventsBuffer)
+	if s.store.Dialect() == store.DialectPostgres {
+		var err error
+		if s.bus, err = pgevents.New(ctx, pgevents.Config{DB: s.store.DB(), Hub: s.hub, Logger: cfg.Logger.With("component", "events")}); err != nil {
+			return fmt.Errorf("server: events: %w", err)
+		}
+	}
 	s.changes = events.NewCoalescer(cfg.ChangeDelay, cfg.ChangeMaxWait, s.announceStorageChanges)
 	var err error
 	s.hook, err = hooks.New(hooks.Config{
@@ -978,6 +988,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.log.Error("lifecycle worker stopped", "err", err)
 		}
 	})
+	if s.bus != nil {
+		jobs.Go(func() { _ = s.bus.Run(jobsCtx) }) // stopped after the last events are published
+	}
 
 	cfg := s.cfg
 	servers := []*http.Server{s.httpServer(h, cfg.ReadTimeout, cfg.WriteTimeout)}

@@ -40,7 +40,8 @@ type run struct {
 	errMu     sync.Mutex
 	firstErrs []string
 
-	reconnects atomic.Int64
+	reconnects atomic.Int64 // event streams that opened again
+	resyncs    atomic.Int64 // of them, the ones not resumed (the client was told to compare everything)
 	mintWall   time.Duration
 
 	mu   sync.Mutex
@@ -57,8 +58,9 @@ type sentEvent struct {
 }
 
 type delivery struct {
-	at      time.Time
-	replica int // the receiver's replica when it got it
+	at       time.Time
+	replica  int  // the receiver's replica when it got it
+	replayed bool // on a stream that reopened after the event was sent (the server replayed it)
 }
 
 // device is one simulated bm-agent.
@@ -70,6 +72,7 @@ type device struct {
 
 	mu        sync.Mutex
 	liveSince time.Time // the first time its event stream opened
+	openedAt  time.Time // when its current stream opened
 }
 
 func newRun(cfg Config, f *fleet) *run {
@@ -132,8 +135,11 @@ func (r *run) live(work, streams context.Context, d *device, wg *sync.WaitGroup)
 		}, func(up bool) {
 			if up {
 				d.mu.Lock()
+				d.openedAt = time.Now()
 				if d.liveSince.IsZero() {
 					d.liveSince = time.Now()
+				} else {
+					r.reconnects.Add(1)
 				}
 				d.mu.Unlock()
 			}
@@ -195,18 +201,21 @@ func (r *run) sync(ctx context.Context, d *device, seq int) {
 
 // received records the keys of ev that a device got.
 func (r *run) received(d *device, ev cloudapi.ChangeEvent) {
-	if ev.Reconnected {
-		r.reconnects.Add(1)
+	if ev.Reconnected || ev.Reason == cloudapi.ReasonResync {
+		r.resyncs.Add(1)
 		return
 	}
 	now := time.Now()
 	rep := int(d.tr.cur.Load())
+	d.mu.Lock()
+	opened := d.openedAt
+	d.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range ev.Keys {
 		if s, ok := r.sent[k]; ok && s.from != d.i {
 			if _, dup := s.got[d.i]; !dup {
-				s.got[d.i] = delivery{at: now, replica: rep}
+				s.got[d.i] = delivery{at: now, replica: rep, replayed: opened.After(s.at)}
 			}
 		}
 	}

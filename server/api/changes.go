@@ -47,6 +47,9 @@ const (
 	DefaultMintBurst = 5
 )
 
+// maxLastEventID bounds the Last-Event-ID header taken as an event ID.
+const maxLastEventID = 64
+
 // maxWebhookBody bounds a storage notification body (MinIO batches records).
 const maxWebhookBody = 1 << 20
 
@@ -88,8 +91,16 @@ func (h *Handler) tenantEvents(w http.ResponseWriter, r *http.Request, c caller)
 		writeJSON(w, http.StatusNotFound, tenantapi.ErrorBody{Detail: "change events are not enabled"})
 		return
 	}
-	sub := h.Events.Subscribe(c.tenant.ID)
-	h.logger().DebugContext(r.Context(), "events subscriber", "tenant", c.tenant.ID)
+	// A client that reconnects names the last event it saw: it gets what
+	// it missed meanwhile (from this replica's hub, which every replica's
+	// events reach), or one resync event when that cannot be told.
+	last := r.Header.Get("Last-Event-ID")
+	if len(last) > maxLastEventID {
+		last = "?" // no ID of ours: resync
+	}
+	sub, replay := h.Events.SubscribeAfter(c.tenant.ID, last)
+	h.logger().DebugContext(r.Context(), "events subscriber", "tenant", c.tenant.ID,
+		"resume", last != "", "resumed", replay.Resumed, "replayed", len(replay.Events))
 	// A tenant suspended, deleted or no longer subscribed while its
 	// devices listen is heard at the next heartbeat: the stream ends,
 	// and the reconnect gets the 403 that says why.
@@ -105,7 +116,7 @@ func (h *Handler) tenantEvents(w http.ResponseWriter, r *http.Request, c caller)
 		}
 		return nil
 	}
-	if err := events.ServeSSE(w, r, sub, h.Heartbeat, allowed); err != nil {
+	if err := events.ServeSSE(w, r, sub, replay, h.Heartbeat, allowed); err != nil {
 		h.logger().DebugContext(r.Context(), "events stream ended", "tenant", c.tenant.ID, "err", err)
 	}
 }

@@ -3,10 +3,22 @@
 // A Hub keeps, per tenant, the set of live subscriptions (one per
 // GET /tenant/events connection). Publish never waits: a subscriber whose
 // buffer is full is dropped (its Done channel closes and the connection
-// ends; the client reconnects and does a full pass), the way a slow reader
-// of the daemon's watch stream is dropped. ServeSSE writes a subscription to
-// an HTTP response as server-sent events. A Coalescer turns bursts of
-// storage changes (thousands of object writes) into few events.
+// ends), the way a slow reader of the daemon's watch stream is dropped.
+//
+// Every event the hub delivers has an ID, in the order of delivery, and
+// the hub keeps the events of the last RetainFor (see replay.go): a
+// client that reconnects with the last ID it saw (SSE's Last-Event-ID)
+// gets what it missed meanwhile, or, when the hub cannot tell (the ID is
+// older than what it keeps, or from another hub), one event that says to
+// resync. By itself a hub numbers the events it is given; with a Relay
+// (package pgevents) every replica of a fleet hands its events to the
+// relay, which numbers them for the whole fleet and delivers each to
+// every replica's hub, so that a device hears every change whichever
+// replica it is connected to and may resume on any of them.
+//
+// ServeSSE writes a subscription to an HTTP response as server-sent
+// events. A Coalescer turns bursts of storage changes (thousands of
+// object writes) into few events.
 package events
 
 import (
@@ -25,6 +37,9 @@ const KindBucketChanged = "bucket-changed"
 
 // Event says that a tenant's bucket changed.
 type Event struct {
+	// ID is the event's place in its hub's order (SSE's id field), set
+	// when the hub delivers it; it is not part of the JSON data.
+	ID       string `json:"-"`
 	TenantID string `json:"tenant_id"`
 	Device   string `json:"device,omitempty"` // the device that reported it, if any
 	Reason   string `json:"reason,omitempty"` // "sync", "storage:OBJECT_CREATED_PUT", "fallback", ...
@@ -61,10 +76,14 @@ const DefaultBuffer = 16
 // usable; call NewHub. It is safe for concurrent use.
 type Hub struct {
 	buffer int
+	epoch  string // names this numbering of events (see replay.go)
+	now    func() time.Time
 
-	mu   sync.Mutex
-	subs map[string]map[*Subscription]struct{}
-	last map[string]time.Time // tenant -> time of the last published event
+	mu    sync.Mutex
+	subs  map[string]map[*Subscription]struct{}
+	last  map[string]time.Time // tenant -> time of the last published event
+	relay Relay                // nil: Publish delivers here
+	log   retained             // the events kept for replay
 
 	dropped atomic.Int64
 }
@@ -75,7 +94,14 @@ func NewHub(buffer int) *Hub {
 	if buffer <= 0 {
 		buffer = DefaultBuffer
 	}
-	return &Hub{buffer: buffer, subs: map[string]map[*Subscription]struct{}{}, last: map[string]time.Time{}}
+	return &Hub{
+		buffer: buffer,
+		epoch:  newEpoch(),
+		now:    time.Now,
+		subs:   map[string]map[*Subscription]struct{}{},
+		last:   map[string]time.Time{},
+		log:    retained{keepFor: DefaultRetainFor, keepMax: DefaultRetainMax},
+	}
 }
 
 // Subscription receives the events of one tenant until it is closed or
@@ -86,6 +112,7 @@ type Subscription struct {
 	c      chan Event
 	done   chan struct{}
 	once   sync.Once
+	skip   uint64 // events numbered at or below it are the client's already
 }
 
 // C delivers the events.
@@ -103,16 +130,8 @@ func (s *Subscription) Close() {
 
 // Subscribe returns a subscription to tenantID's events. Close it when done.
 func (h *Hub) Subscribe(tenantID string) *Subscription {
-	s := &Subscription{hub: h, tenant: tenantID, c: make(chan Event, h.buffer), done: make(chan struct{})}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	m := h.subs[tenantID]
-	if m == nil {
-		m = map[*Subscription]struct{}{}
-		h.subs[tenantID] = m
-	}
-	m[s] = struct{}{}
-	return s
+	sub, _ := h.SubscribeAfter(tenantID, "")
+	return sub
 }
 
 // removeLocked detaches s and closes its Done channel; h.mu is held.
@@ -128,18 +147,37 @@ func (h *Hub) removeLocked(s *Subscription) {
 
 // Publish delivers ev to every subscriber of ev.TenantID without waiting:
 // a subscriber whose buffer is full is dropped. A zero ev.At becomes now.
-// It returns the number of subscribers that received ev.
+// It returns the number of subscribers that received ev. With a relay
+// (SetRelay), the relay takes ev instead, to deliver it to the hub of
+// every replica, this one included, a moment later; Publish then returns
+// 0.
 func (h *Hub) Publish(ev Event) int {
 	if ev.At.IsZero() {
-		ev.At = time.Now().UTC()
+		ev.At = h.now().UTC()
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if ev.At.After(h.last[ev.TenantID]) {
 		h.last[ev.TenantID] = ev.At
 	}
+	if r := h.relay; r != nil {
+		h.mu.Unlock()
+		r.Relay(ev)
+		return 0
+	}
+	defer h.mu.Unlock()
+	return h.deliverLocked(ev, h.log.next())
+}
+
+// deliverLocked numbers ev seq, keeps it for replay and hands it to the
+// subscribers of its tenant; h.mu is held.
+func (h *Hub) deliverLocked(ev Event, seq uint64) int {
+	ev.ID = h.idOf(seq)
+	h.log.add(seq, ev, h.now())
 	n := 0
 	for s := range h.subs[ev.TenantID] {
+		if seq <= s.skip {
+			continue
+		}
 		select {
 		case s.c <- ev:
 			n++
@@ -192,13 +230,22 @@ const DefaultHeartbeat = 15 * time.Second
 // take a few bytes in that time is dead.
 const writeTimeout = 30 * time.Second
 
-// ServeSSE streams sub to w as server-sent events (`event: bucket-changed`,
-// JSON data) with a comment every heartbeat (<= 0 means DefaultHeartbeat),
-// until the request's context ends, the subscription is dropped, a write
-// fails or allowed, asked before each heartbeat when not nil, says the
-// caller may no longer listen (its error is returned, wrapped in
-// ErrStreamEnded). It closes sub. Cancellation is not an error.
-func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbeat time.Duration, allowed func(context.Context) error) error {
+// ResumedHeader is the response header of the event stream that says
+// ("1") the stream resumed after the client's Last-Event-ID with nothing
+// missed: no comparison of everything is needed.
+const ResumedHeader = "Bm-Events-Resumed"
+
+// ServeSSE streams replay's events, then replay's position (an id field
+// alone), then sub's events, to w as server-sent events
+// (`event: bucket-changed`, the event's ID as `id:`, JSON data),
+// with a heartbeat every heartbeat (<= 0 means DefaultHeartbeat): a
+// comment and, when sub can tell it, the position to resume after (an id
+// field alone, which dispatches no event). It ends when the request's
+// context ends, the subscription is dropped, a write fails or allowed,
+// asked before each heartbeat when not nil, says the caller may no longer
+// listen (its error is returned, wrapped in ErrStreamEnded). It closes
+// sub. Cancellation is not an error.
+func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, replay Replay, heartbeat time.Duration, allowed func(context.Context) error) error {
 	defer sub.Close()
 	if heartbeat <= 0 {
 		heartbeat = DefaultHeartbeat
@@ -209,6 +256,9 @@ func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbe
 	h.Set("Cache-Control", "no-store")
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
+	if replay.Resumed {
+		h.Set(ResumedHeader, "1")
+	}
 	w.WriteHeader(http.StatusOK)
 	write := func(s string) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout)) // not every writer supports it
@@ -220,8 +270,27 @@ func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbe
 		}
 		return nil
 	}
+	send := func(ev Event) error {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("sse encode: %w", err)
+		}
+		return write("id: " + ev.ID + "\nevent: " + KindBucketChanged + "\ndata: " + string(b) + "\n\n")
+	}
 	if err := write(": connected\nretry: 5000\n\n"); err != nil {
 		return err
+	}
+	for _, ev := range replay.Events {
+		if err := send(ev); err != nil {
+			return err
+		}
+	}
+	if replay.Position != "" {
+		// a position from the start, so that a client that hears nothing
+		// before it reconnects can still resume
+		if err := write("id: " + replay.Position + "\n\n"); err != nil {
+			return err
+		}
 	}
 	t := time.NewTicker(heartbeat)
 	defer t.Stop()
@@ -230,15 +299,11 @@ func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbe
 		case <-r.Context().Done():
 			return nil
 		case <-sub.Done():
-			// Dropped (or closed): deliver what is buffered is pointless,
-			// the client must do a full pass after reconnecting anyway.
+			// Dropped (or closed): the client reconnects and resumes
+			// after the last event written, from the hub's replay.
 			return nil
 		case ev := <-sub.C():
-			b, err := json.Marshal(ev)
-			if err != nil {
-				return fmt.Errorf("sse encode: %w", err)
-			}
-			if err := write("event: " + KindBucketChanged + "\ndata: " + string(b) + "\n\n"); err != nil {
+			if err := send(ev); err != nil {
 				return err
 			}
 		case <-t.C:
@@ -247,7 +312,11 @@ func ServeSSE(w http.ResponseWriter, r *http.Request, sub *Subscription, heartbe
 					return fmt.Errorf("%w: %w", ErrStreamEnded, err)
 				}
 			}
-			if err := write(": heartbeat\n\n"); err != nil {
+			beat := ": heartbeat\n\n"
+			if pos := sub.Position(); pos != "" {
+				beat = ": heartbeat\nid: " + pos + "\n\n"
+			}
+			if err := write(beat); err != nil {
 				return err
 			}
 		}

@@ -34,7 +34,7 @@ func TestHubFanOutByTenant(t *testing.T) {
 	}
 	for i, s := range []*Subscription{a1, a2} {
 		ev, ok := recv(t, s)
-		if !ok || !reflect.DeepEqual(ev, Event{TenantID: "A", Device: "laptop", Reason: "sync", At: at}) {
+		if !ok || !reflect.DeepEqual(ev, Event{ID: h.idOf(1), TenantID: "A", Device: "laptop", Reason: "sync", At: at}) {
 			t.Errorf("subscriber A%d got %+v ok=%v", i+1, ev, ok)
 		}
 	}
@@ -90,7 +90,7 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 func TestServeSSE(t *testing.T) {
 	h := NewHub(4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = ServeSSE(w, r, h.Subscribe("A"), 50*time.Millisecond, nil)
+		_ = ServeSSE(w, r, h.Subscribe("A"), Replay{}, 50*time.Millisecond, nil)
 	}))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -121,8 +121,8 @@ func TestServeSSE(t *testing.T) {
 	if got := readBlock(); !strings.HasPrefix(got, ": connected") {
 		t.Errorf("first block = %q", got)
 	}
-	if got := readBlock(); got != ": heartbeat\n" {
-		t.Errorf("second block = %q, want a heartbeat", got)
+	if got, want := readBlock(), ": heartbeat\nid: "+h.idOf(0)+"\n"; got != want {
+		t.Errorf("second block = %q, want a heartbeat at the hub's position %q", got, want)
 	}
 	for h.Subscribers("A") == 0 {
 		time.Sleep(time.Millisecond)
@@ -130,9 +130,9 @@ func TestServeSSE(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	h.Publish(Event{TenantID: "A", Device: "d1", Reason: "sync", At: at, Keys: []string{"a b.md"}})
 	var got string
-	for got = readBlock(); got == ": heartbeat\n"; got = readBlock() {
+	for got = readBlock(); strings.HasPrefix(got, ": heartbeat\n"); got = readBlock() {
 	}
-	data, ok := strings.CutPrefix(got, "event: bucket-changed\ndata: ")
+	data, ok := strings.CutPrefix(got, "id: "+h.idOf(1)+"\nevent: bucket-changed\ndata: ")
 	if !ok {
 		t.Fatalf("event block = %q", got)
 	}

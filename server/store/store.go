@@ -214,7 +214,11 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store new: migrations: %w", err)
 	}
-	p, err := goose.NewProvider(gd, db, dir, goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(gd, db, dir, goose.WithDisableGlobalRegistry(true),
+		// a database migrated by a build that lacked a version in between
+		// (versions land out of order) gets it applied: each version adds
+		// tables of its own
+		goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return nil, fmt.Errorf("store new: migrations: %w", err)
 	}
