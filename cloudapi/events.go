@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/basicmachines-co/bm-agent/internal/jitter"
 )
 
 // PathTenantEvents is the tenant API's stream of bucket changes
@@ -125,14 +126,14 @@ func (c *Client) FollowEvents(ctx context.Context, fn func(ChangeEvent) error, l
 			if retry.server > 0 {
 				wait = min(retry.server, eventsMaxBackoff)
 			}
-			wait = jitter(wait)
+			wait = jitter.Spread(wait)
 			c.logger.Debug("tenant events: the server asked to reconnect", "in", wait.Round(time.Millisecond))
 		} else {
 			if time.Since(start) >= eventsStable {
 				delay = 0
 			}
 			delay = min(max(delay*2, eventsMinBackoff, retry.server), eventsMaxBackoff)
-			wait = jitter(delay)
+			wait = jitter.Spread(delay)
 			c.logger.Debug("tenant events: reconnecting", "in", wait.Round(time.Millisecond), "err", err)
 		}
 		t := time.NewTimer(wait)
@@ -143,11 +144,6 @@ func (c *Client) FollowEvents(ctx context.Context, fn func(ChangeEvent) error, l
 		case <-t.C:
 		}
 	}
-}
-
-// jitter is d times a random factor in [0.5, 1.5).
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.5 + rand.Float64()))
 }
 
 type callbackError struct{ err error }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/basicmachines-co/bm-agent/cloudapi"
+	"github.com/basicmachines-co/bm-agent/internal/jitter"
 	"github.com/basicmachines-co/bm-agent/tenantapi"
 )
 
@@ -151,8 +152,8 @@ func (r *run) live(work, streams context.Context, d *device, wg *sync.WaitGroup)
 	if _, err := d.c.MountInfo(work); err != nil && work.Err() == nil {
 		r.fail("mount info", err)
 	}
-	nextSync := time.Now().Add(jitter(r.cfg.SyncEvery))
-	nextList := time.Now().Add(jitter(r.cfg.ListEvery))
+	nextSync := time.Now().Add(jitter.Spread(r.cfg.SyncEvery))
+	nextList := time.Now().Add(jitter.Spread(r.cfg.ListEvery))
 	seq := 0
 	for {
 		next := nextSync
@@ -167,7 +168,7 @@ func (r *run) live(work, streams context.Context, d *device, wg *sync.WaitGroup)
 		if !now.Before(nextSync) {
 			seq++
 			r.sync(work, d, seq)
-			nextSync = now.Add(jitter(r.cfg.SyncEvery))
+			nextSync = now.Add(jitter.Spread(r.cfg.SyncEvery))
 		}
 		if !now.Before(nextList) {
 			if _, err := d.c.ListCredentials(work); err != nil && work.Err() == nil {
@@ -176,7 +177,7 @@ func (r *run) live(work, streams context.Context, d *device, wg *sync.WaitGroup)
 			if _, err := d.c.MountInfo(work); err != nil && work.Err() == nil {
 				r.fail("mount info", err)
 			}
-			nextList = now.Add(jitter(r.cfg.ListEvery))
+			nextList = now.Add(jitter.Spread(r.cfg.ListEvery))
 		}
 	}
 }

@@ -23,7 +23,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 )
@@ -85,11 +84,6 @@ func (c Config) logf(format string, args ...any) {
 	if c.Log != nil {
 		fmt.Fprintf(c.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
-}
-
-// jitter returns d ±50 %.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.5 + rand.Float64()))
 }
 
 // sleep waits d or until ctx ends (false).

@@ -36,13 +36,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/basicmachines-co/bm-agent/internal/jitter"
 	"github.com/basicmachines-co/bm-agent/server/events"
 )
 
@@ -264,7 +264,7 @@ func (b *Bus) insertRetrying(ctx context.Context, batch []events.Event) {
 		b.log.Debug("change events: write failed; retrying", "events", len(batch), "err", err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(jitter(wait)):
+		case <-time.After(jitter.Spread(wait)):
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
@@ -331,7 +331,7 @@ func (b *Bus) listen(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(jitter(wait)):
+		case <-time.After(jitter.Spread(wait)):
 		}
 		wait = min(wait*2, 10*time.Second)
 	}
@@ -379,7 +379,7 @@ func (b *Bus) signal() {
 func (b *Bus) readLoop(ctx context.Context) {
 	poll := time.NewTicker(b.poll)
 	defer poll.Stop()
-	nextPrune := time.Now().Add(jitter(pruneEvery))
+	nextPrune := time.Now().Add(jitter.Spread(pruneEvery))
 	for {
 		select {
 		case <-ctx.Done():
@@ -391,7 +391,7 @@ func (b *Bus) readLoop(ctx context.Context) {
 			b.log.Debug("change events: read failed", "err", err)
 		}
 		if time.Now().After(nextPrune) {
-			nextPrune = time.Now().Add(jitter(pruneEvery))
+			nextPrune = time.Now().Add(jitter.Spread(pruneEvery))
 			if err := b.prune(ctx); err != nil && ctx.Err() == nil {
 				b.log.Debug("change events: prune failed", "err", err)
 			}
@@ -457,9 +457,4 @@ func (b *Bus) prune(ctx context.Context) error {
 		return fmt.Errorf("pgevents: prune: %w", err)
 	}
 	return nil
-}
-
-// jitter is d times a random factor in [0.5, 1.5).
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.5 + rand.Float64()))
 }
