@@ -74,6 +74,7 @@ type device struct {
 	mu        sync.Mutex
 	liveSince time.Time // the first time its event stream opened
 	openedAt  time.Time // when its current stream opened
+	up        bool      // its stream is open
 }
 
 func newRun(cfg Config, f *fleet) *run {
@@ -134,6 +135,9 @@ func (r *run) live(work, streams context.Context, d *device, wg *sync.WaitGroup)
 			r.received(d, ev)
 			return nil
 		}, func(up bool) {
+			d.mu.Lock()
+			d.up = up
+			d.mu.Unlock()
 			if up {
 				d.mu.Lock()
 				d.openedAt = time.Now()
@@ -220,6 +224,19 @@ func (r *run) received(d *device, ev cloudapi.ChangeEvent) {
 			}
 		}
 	}
+}
+
+// streamsDown is the number of devices whose event stream is not open.
+func (r *run) streamsDown() int {
+	n := 0
+	for _, d := range r.devices {
+		d.mu.Lock()
+		if !d.up {
+			n++
+		}
+		d.mu.Unlock()
+	}
+	return n
 }
 
 // fleetTransport sends a device's requests to its replica, and moves it to
@@ -317,7 +334,16 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 		sleep(ctx, r.cfg.Duration)
 	}
 	stopWork()
-	r.cfg.logf("devices stopped posting; waiting %s for the last events", r.cfg.Grace)
+	// A killed replica's devices reconnect after the server's retry:
+	// time with jitter and backoff (up to about 20 s when the first try
+	// met the dead replica): what they missed is replayed then, so wait
+	// for every stream to be open again before the grace.
+	reopen := time.Now()
+	for down := r.streamsDown(); down > 0 && time.Since(reopen) < 45*time.Second; down = r.streamsDown() {
+		sleep(ctx, 100*time.Millisecond)
+	}
+	r.cfg.logf("devices stopped posting; %d streams open again in %s; waiting %s for the last events",
+		len(r.devices)-r.streamsDown(), time.Since(reopen).Round(time.Millisecond), r.cfg.Grace)
 	sleep(ctx, r.cfg.Grace)
 	stopStreams()
 	wg.Wait()

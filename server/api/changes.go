@@ -53,14 +53,33 @@ const maxLastEventID = 64
 // maxWebhookBody bounds a storage notification body (MinIO batches records).
 const maxWebhookBody = 1 << 20
 
-// bucketChanged publishes ev and triggers the refresh hook.
-func (h *Handler) bucketChanged(ev events.Event) {
+// publishTimeout bounds the wait for a change event to be recorded
+// (PostgreSQL: written for the fleet) before its request is answered.
+const publishTimeout = 5 * time.Second
+
+// bucketChanged publishes ev, returning once it is recorded (on
+// PostgreSQL, once every replica will deliver it, even if this one dies
+// next), and triggers the refresh hook. An error means the devices may
+// not hear of it: the caller answers 503, so that the sender retries.
+func (h *Handler) bucketChanged(ctx context.Context, ev events.Event) error {
 	if h.Events != nil {
-		h.Events.Publish(ev)
+		ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		defer cancel()
+		if err := h.Events.PublishWait(ctx, ev); err != nil {
+			return err
+		}
 	}
 	if h.Hook != nil {
 		h.Hook.Trigger(ev)
 	}
+	return nil
+}
+
+// eventUnrecorded answers a change whose event could not be recorded.
+func (h *Handler) eventUnrecorded(w http.ResponseWriter, r *http.Request, err error) {
+	h.logger().WarnContext(r.Context(), "change event not recorded", "err", err)
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, tenantapi.ErrorBody{Detail: "the change could not be recorded; retry"})
 }
 
 // allowMint takes a token of tenantID's mint limiter; when none is left it
@@ -365,8 +384,7 @@ func (h *Handler) storageChanged(ctx context.Context, t store.Tenant, n int, fir
 		fmt.Sprintf("source=storage changes=%d event=%q", n, first)); err != nil {
 		return err
 	}
-	h.bucketChanged(ev)
-	return nil
+	return h.bucketChanged(ctx, ev)
 }
 
 // errWebhookCredentials: no valid bearer token, basic-auth password or

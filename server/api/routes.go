@@ -233,7 +233,10 @@ func (h *Handler) sync(w http.ResponseWriter, r *http.Request, c caller) {
 	if reason == "" {
 		reason = "sync"
 	}
-	h.bucketChanged(events.Event{TenantID: c.tenant.ID, Device: req.Device, Reason: reason, Keys: events.KeysOf(req.Paths), At: h.now().UTC()})
+	if err := h.bucketChanged(ctx, events.Event{TenantID: c.tenant.ID, Device: req.Device, Reason: reason, Keys: events.KeysOf(req.Paths), At: h.now().UTC()}); err != nil {
+		h.eventUnrecorded(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusAccepted, tenantapi.SyncResponse{Accepted: true})
 }
 

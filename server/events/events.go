@@ -161,7 +161,7 @@ func (h *Hub) Publish(ev Event) int {
 	}
 	if r := h.relay; r != nil {
 		h.mu.Unlock()
-		r.Relay(ev)
+		r.Relay(ev, nil)
 		return 0
 	}
 	defer h.mu.Unlock()

@@ -1,8 +1,10 @@
 package events
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,9 +27,38 @@ const (
 
 // Relay takes the events published on a hub, to deliver them (with
 // Deliver, numbered for the whole fleet) to the hub of every replica.
-// Relay must not block: it queues.
+// Relay must not block: it queues. When done is not nil the relay sends
+// it one value (it has room for it): nil once ev is recorded, so that
+// every replica will deliver it even if this one dies, or the error that
+// made the relay drop it.
 type Relay interface {
-	Relay(ev Event)
+	Relay(ev Event, done chan<- error)
+}
+
+// PublishWait is Publish that, with a relay, returns once the relay has
+// recorded ev (or failed to, or ctx ended first: an error); so a caller
+// answers only when every replica will hear of the change. Without a
+// relay it is Publish.
+func (h *Hub) PublishWait(ctx context.Context, ev Event) error {
+	if ev.At.IsZero() {
+		ev.At = h.now().UTC()
+	}
+	h.mu.Lock()
+	r := h.relay
+	h.mu.Unlock()
+	if r == nil {
+		h.Publish(ev)
+		return nil
+	}
+	h.Expect(ev.TenantID, ev.At)
+	done := make(chan error, 1)
+	r.Relay(ev, done)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("events: publish: %w", ctx.Err())
+	}
 }
 
 // SetRelay makes Publish hand events to r, whose numbering (called epoch)

@@ -147,7 +147,12 @@ func TestSubscribeAfterNoGapNoDouble(t *testing.T) {
 
 type chanRelay chan Event
 
-func (r chanRelay) Relay(ev Event) { r <- ev }
+func (r chanRelay) Relay(ev Event, done chan<- error) {
+	r <- ev
+	if done != nil {
+		done <- nil
+	}
+}
 
 func TestHubWithRelay(t *testing.T) {
 	relay := make(chanRelay, 4)

@@ -92,7 +92,7 @@ type Bus struct {
 	poll   time.Duration
 	batch  int
 	giveUp time.Duration
-	queue  chan events.Event
+	queue  chan item
 	wake   chan struct{} // a notification came
 
 	mu     sync.Mutex // serializes catchUp
@@ -138,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if qmax <= 0 {
 		qmax = DefaultQueueMax
 	}
-	b.queue = make(chan events.Event, qmax)
+	b.queue = make(chan item, qmax)
 
 	var epoch string
 	if err := b.db.QueryRowContext(ctx, `SELECT epoch FROM change_events_epoch LIMIT 1`).Scan(&epoch); err != nil {
@@ -167,20 +167,39 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	return b, nil
 }
 
+// item is a queued event and who waits for it to be written (nil: no one).
+type item struct {
+	ev   events.Event
+	done chan<- error
+}
+
+// ErrDropped is what a waiting publisher gets for an event the bus
+// dropped unwritten (the queue full, or PostgreSQL away past GiveUp).
+var ErrDropped = errors.New("pgevents: change event dropped unwritten")
+
 // Relay implements events.Relay: it queues ev to be written, or drops it
 // (with a warning) when the queue is full.
-func (b *Bus) Relay(ev events.Event) {
+func (b *Bus) Relay(ev events.Event, done chan<- error) {
+	b.enqueue(item{ev, done})
+}
+
+func (b *Bus) enqueue(it item) {
 	select {
-	case b.queue <- ev:
+	case b.queue <- it:
 	default:
-		b.drop(1, "the queue is full")
+		b.drop([]item{it}, "the queue is full")
 	}
 }
 
 // Dropped is the number of events dropped unwritten.
 func (b *Bus) Dropped() int64 { return b.dropped.Load() }
 
-func (b *Bus) drop(n int, why string) {
+// drop gives up on items, telling their waiters.
+func (b *Bus) drop(items []item, why string) {
+	n := len(items)
+	for _, it := range items {
+		it.finish(fmt.Errorf("%w: %s", ErrDropped, why))
+	}
 	total := b.dropped.Add(int64(n))
 	now := time.Now().UnixNano()
 	if last := b.lastWarn.Load(); now-last >= int64(warnEvery) && b.lastWarn.CompareAndSwap(last, now) {
@@ -201,11 +220,11 @@ func (b *Bus) Run(ctx context.Context) error {
 
 // write takes batches off the queue until ctx ends, then flushes.
 func (b *Bus) write(ctx context.Context) {
-	batch := make([]events.Event, 0, b.batch)
+	batch := make([]item, 0, b.batch)
 	for {
 		select {
-		case ev := <-b.queue:
-			batch = append(batch[:0], ev)
+		case it := <-b.queue:
+			batch = append(batch[:0], it)
 		case <-ctx.Done():
 			b.flush()
 			return
@@ -216,11 +235,11 @@ func (b *Bus) write(ctx context.Context) {
 }
 
 // fill adds what is queued to batch, without waiting, up to the bound.
-func (b *Bus) fill(batch []events.Event) []events.Event {
+func (b *Bus) fill(batch []item) []item {
 	for len(batch) < b.batch {
 		select {
-		case ev := <-b.queue:
-			batch = append(batch, ev)
+		case it := <-b.queue:
+			batch = append(batch, it)
 		default:
 			return batch
 		}
@@ -233,32 +252,37 @@ func (b *Bus) flush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for len(b.queue) > 0 && ctx.Err() == nil {
-		batch := b.fill(make([]events.Event, 0, b.batch))
+		batch := b.fill(make([]item, 0, b.batch))
 		if err := b.insert(ctx, batch); err != nil {
-			b.drop(len(batch)+len(b.queue), "shutting down: "+err.Error())
+			for len(b.queue) > 0 {
+				batch = append(batch, <-b.queue)
+			}
+			b.drop(batch, "shutting down: "+err.Error())
 			return
 		}
+		finish(batch)
 	}
 }
 
 // insertRetrying writes batch, retrying with backoff for up to giveUp.
-func (b *Bus) insertRetrying(ctx context.Context, batch []events.Event) {
+func (b *Bus) insertRetrying(ctx context.Context, batch []item) {
 	start := time.Now()
 	wait := 100 * time.Millisecond
 	for {
 		err := b.insert(ctx, batch)
 		if err == nil {
+			finish(batch)
 			return
 		}
 		if ctx.Err() != nil {
 			// shutting down: the flush tries once more
-			for _, ev := range batch {
-				b.Relay(ev)
+			for _, it := range batch {
+				b.enqueue(it)
 			}
 			return
 		}
 		if time.Since(start) >= b.giveUp {
-			b.drop(len(batch), err.Error())
+			b.drop(batch, err.Error())
 			return
 		}
 		b.log.Debug("change events: write failed; retrying", "events", len(batch), "err", err)
@@ -272,13 +296,14 @@ func (b *Bus) insertRetrying(ctx context.Context, batch []events.Event) {
 
 // insert writes batch in one transaction under the fleet's lock, and
 // notifies the fleet.
-func (b *Bus) insert(ctx context.Context, batch []events.Event) error {
+func (b *Bus) insert(ctx context.Context, batch []item) error {
 	tenants := make([]string, len(batch))
 	devices := make([]string, len(batch))
 	reasons := make([]string, len(batch))
 	keys := make([]string, len(batch))
 	ats := make([]time.Time, len(batch))
-	for i, ev := range batch {
+	for i, it := range batch {
+		ev := it.ev
 		tenants[i], devices[i], reasons[i], ats[i] = ev.TenantID, ev.Device, ev.Reason, ev.At.UTC()
 		if len(ev.Keys) > 0 {
 			k, err := json.Marshal(ev.Keys)
@@ -311,6 +336,20 @@ func (b *Bus) insert(ctx context.Context, batch []events.Event) error {
 		return fmt.Errorf("pgevents: insert: commit: %w", err)
 	}
 	return nil
+}
+
+// finish tells an item's waiter how it went.
+func (it item) finish(err error) {
+	if it.done != nil {
+		it.done <- err
+	}
+}
+
+// finish tells the waiters of a written batch.
+func finish(batch []item) {
+	for _, it := range batch {
+		it.finish(nil)
+	}
 }
 
 // listen holds a LISTEN connection, waking the reader on each

@@ -3,6 +3,7 @@ package pgevents
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -281,5 +282,27 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPublishWaitIsDurable: PublishWait returns once the event is in the
+// table (a replica killed right after its answer loses nothing), and
+// returns the error when it cannot be written.
+func TestPublishWaitIsDurable(t *testing.T) {
+	dsn := newDatabase(t)
+	r := startReplica(t, dsn, Config{GiveUp: 300 * time.Millisecond})
+	ctx := context.Background()
+	for i := range 20 {
+		if err := r.hub.PublishWait(ctx, events.Event{TenantID: "T", Keys: []string{strconv.Itoa(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := r.db.QueryRow(`SELECT count(*) FROM change_events WHERE tenant_id = 'T'`).Scan(&n); err != nil || n != i+1 {
+			t.Fatalf("after PublishWait %d: %d rows (err %v)", i, n, err)
+		}
+	}
+	r.db.Close()
+	if err := r.hub.PublishWait(ctx, events.Event{TenantID: "T"}); !errors.Is(err, ErrDropped) {
+		t.Errorf("PublishWait with the database gone = %v, want ErrDropped", err)
 	}
 }
