@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -121,6 +122,7 @@ config.json (bm-agent config set), Basic Memory's config.json, the default.
 				logger.Warn(w)
 			}
 			cfg.SocketPath = opts.Socket
+			limitMemory(logger)
 			d, err := agent.New(cfg, logger)
 			if err != nil {
 				return err
@@ -136,4 +138,22 @@ config.json (bm-agent config set), Basic Memory's config.json, the default.
 	f.DurationVar(&interval, "interval", 0, "time between passes when nothing changes (default: bm-agent's config, else 1m0s)")
 	f.BoolVar(&debug, "debug", false, "debug logs")
 	return cmd
+}
+
+// daemonMemoryLimit is the daemon's soft memory limit (runtime/debug's):
+// past it the collector runs sooner instead of letting the heap grow to
+// twice what is live. A first sync of 50,000 notes holds about 190 MB
+// live at its peak (rclone bisync's record of the resync); without a limit
+// the process then reached 430 MB. The limit is soft: a larger tree may
+// pass it, and the collector's share of the CPU stays bounded.
+const daemonMemoryLimit = 200 << 20
+
+// limitMemory sets daemonMemoryLimit unless GOMEMLIMIT in the environment
+// already says what the limit is (the runtime has read it; "off" is none).
+func limitMemory(logger *slog.Logger) {
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		logger.Debug("memory limit from GOMEMLIMIT", "bytes", debug.SetMemoryLimit(-1))
+		return
+	}
+	debug.SetMemoryLimit(daemonMemoryLimit)
 }
