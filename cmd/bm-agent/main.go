@@ -82,7 +82,7 @@ var runFlags = map[string]string{
 func runCmd(opts *cli.Options) *cobra.Command {
 	var flags agent.Config
 	var interval time.Duration
-	var debug bool
+	var debugLogs bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the daemon in the foreground (what the OS service starts)",
@@ -96,7 +96,7 @@ config.json (bm-agent config set), Basic Memory's config.json, the default.
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
-			if debug {
+			if debugLogs {
 				level = slog.LevelDebug
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
@@ -136,7 +136,7 @@ config.json (bm-agent config set), Basic Memory's config.json, the default.
 	f.StringVar(&flags.CloudHost, "host", "", "tenant API URL (default: $BASIC_MEMORY_CLOUD_HOST, bm-agent's config, Basic Memory's, then the Basic Memory cloud)")
 	f.StringVar(&flags.CloudDomain, "domain", "", "OAuth issuer URL (default: $BASIC_MEMORY_CLOUD_DOMAIN, ..., the host)")
 	f.DurationVar(&interval, "interval", 0, "time between passes when nothing changes (default: bm-agent's config, else 1m0s)")
-	f.BoolVar(&debug, "debug", false, "debug logs")
+	f.BoolVar(&debugLogs, "debug", false, "debug logs")
 	return cmd
 }
 
@@ -144,7 +144,7 @@ config.json (bm-agent config set), Basic Memory's config.json, the default.
 // past it the collector runs sooner instead of letting the heap grow to
 // twice what is live. A first sync of 50,000 notes holds about 190 MB
 // live at its peak (rclone bisync's record of the resync); without a limit
-// the process then reached 430 MB. The limit is soft: a larger tree may
+// the process then reached 428 MB. The limit is soft: a larger tree may
 // pass it, and the collector's share of the CPU stays bounded.
 const daemonMemoryLimit = 200 << 20
 
